@@ -1,0 +1,158 @@
+//! `pyrogate bench verify`: what verifying a key costs on this machine, with the raw Ed25519
+//! verify measured in the same run so the ratio means something on a shared, noisy machine.
+//!
+//! Rounds interleave the four measurements and the report keeps each one's median round, so
+//! a burst of load from a neighbour skews one round, not the result.
+
+use std::fmt;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ed25519_dalek::{Signature, SigningKey};
+use serde::Serialize;
+
+use crate::b64;
+use crate::clock::ManualClock;
+use crate::jwk::KeySet;
+use crate::jws::Signer;
+use crate::token::{self, KeyRequest, Role};
+use crate::verifier::{Verifier, VerifierConfig};
+
+const ROUNDS: usize = 7;
+const NOW: u64 = 1_800_000_000;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub backend: &'static str,
+    pub iterations: u32,
+    pub rounds: usize,
+    pub token_bytes: usize,
+    pub raw_verify_ns: f64,
+    pub uncached_verify_ns: f64,
+    pub cached_verify_ns: f64,
+    pub rejected_garbage_ns: f64,
+    pub uncached_over_raw: f64,
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "verify benchmark: {} rounds × {} ops, {}-byte token, backend {}",
+            self.rounds, self.iterations, self.token_bytes, self.backend
+        )?;
+        writeln!(f, "{:<34} {:>12}", "operation", "ns/op (median)")?;
+        for (name, ns) in [
+            ("raw Ed25519 verify", self.raw_verify_ns),
+            ("full verify, uncached", self.uncached_verify_ns),
+            ("full verify, cached", self.cached_verify_ns),
+            ("garbage token rejected", self.rejected_garbage_ns),
+        ] {
+            writeln!(f, "{name:<34} {ns:>12.0}")?;
+        }
+        writeln!(f, "uncached / raw = {:.3}", self.uncached_over_raw)
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn per_op(start: Instant, ops: u32) -> f64 {
+    start.elapsed().as_nanos() as f64 / f64::from(ops)
+}
+
+/// Runs the benchmark. `iterations` is the batch size of each round.
+pub fn verify(iterations: u32) -> VerifyReport {
+    let mut seed = [0u8; 32];
+    b64::fill_random(&mut seed);
+    let signer = Signer::new(SigningKey::from_bytes(&seed));
+    let keys = KeySet::new([signer.verifying_key()]);
+    let issue = |i: u32| {
+        token::issue(
+            &signer,
+            "pyrogate",
+            NOW,
+            &KeyRequest {
+                name: &format!("bench-agent-{i}"),
+                role: Role::Agent,
+                ttl_seconds: 86_400,
+                tenant: Some("team-a"),
+            },
+        )
+        .map(|k| k.token.expose().to_owned())
+        .unwrap_or_default()
+    };
+    let token = issue(0);
+    // Fresh tokens for every uncached verification: each one is a true cache miss, paying
+    // for hashing and insertion as a first request does.
+    let fresh: Vec<Vec<String>> = (0..ROUNDS)
+        .map(|r| (0..iterations).map(|i| issue(1 + r as u32 * iterations + i)).collect())
+        .collect();
+    // Garbage of the same length and shape: fails at the header, before any signature math.
+    let garbage = {
+        let dot = token.find('.').unwrap_or(0);
+        let mut g = b64::random(token.len());
+        g.truncate(token.len());
+        g.replace_range(dot..dot + 1, ".");
+        let second = token.rfind('.').unwrap_or(0);
+        g.replace_range(second..second + 1, ".");
+        g
+    };
+
+    let (signing_input, signature) = token.rsplit_once('.').unwrap_or_default();
+    let signature: [u8; 64] = b64::decode(signature)
+        .and_then(|b| b.try_into().ok())
+        .unwrap_or([0; 64]);
+    let signature = Signature::from_bytes(&signature);
+    let public = signer.verifying_key();
+
+    let clock = Arc::new(ManualClock::new(NOW));
+    let config = VerifierConfig::default();
+    let cached = Verifier::new(config.clone(), keys.clone(), clock.clone());
+    let _ = cached.verify(&token);
+
+    let (mut raw, mut uncached, mut hit, mut junk) = (vec![], vec![], vec![], vec![]);
+    for batch in &fresh {
+        let start = Instant::now();
+        for _ in 0..iterations {
+            let _ = black_box(public.verify_strict(black_box(signing_input.as_bytes()), &signature));
+        }
+        raw.push(per_op(start, iterations));
+
+        let verifier = Verifier::new(config.clone(), keys.clone(), clock.clone());
+        let start = Instant::now();
+        for t in batch {
+            let _ = black_box(verifier.verify(black_box(t)));
+        }
+        uncached.push(per_op(start, iterations));
+
+        let n = iterations * 20;
+        let start = Instant::now();
+        for _ in 0..n {
+            let _ = black_box(cached.verify(black_box(&token)));
+        }
+        hit.push(per_op(start, n));
+
+        let start = Instant::now();
+        for _ in 0..n {
+            let _ = black_box(cached.verify(black_box(&garbage)));
+        }
+        junk.push(per_op(start, n));
+    }
+    let raw_verify_ns = median(raw);
+    let uncached_verify_ns = median(uncached);
+    VerifyReport {
+        backend: "ed25519-dalek verify_strict",
+        iterations,
+        rounds: ROUNDS,
+        token_bytes: token.len(),
+        raw_verify_ns,
+        uncached_verify_ns,
+        cached_verify_ns: median(hit),
+        rejected_garbage_ns: median(junk),
+        uncached_over_raw: uncached_verify_ns / raw_verify_ns,
+    }
+}
