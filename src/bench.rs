@@ -89,7 +89,11 @@ pub fn verify(iterations: u32) -> VerifyReport {
     // Fresh tokens for every uncached verification: each one is a true cache miss, paying
     // for hashing and insertion as a first request does.
     let fresh: Vec<Vec<String>> = (0..ROUNDS)
-        .map(|r| (0..iterations).map(|i| issue(1 + r as u32 * iterations + i)).collect())
+        .map(|r| {
+            (0..iterations)
+                .map(|i| issue(1 + r as u32 * iterations + i))
+                .collect()
+        })
         .collect();
     // Garbage of the same length and shape: fails at the header, before any signature math.
     let garbage = {
@@ -118,7 +122,8 @@ pub fn verify(iterations: u32) -> VerifyReport {
     for batch in &fresh {
         let start = Instant::now();
         for _ in 0..iterations {
-            let _ = black_box(public.verify_strict(black_box(signing_input.as_bytes()), &signature));
+            let _ =
+                black_box(public.verify_strict(black_box(signing_input.as_bytes()), &signature));
         }
         raw.push(per_op(start, iterations));
 

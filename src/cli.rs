@@ -19,7 +19,11 @@ use crate::token::{self, KeyRequest, Role};
 use crate::verifier::{MAX_TOKEN_BYTES, Verifier, VerifierConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "pyrogate", version, about = "API keys for continuous profiling")]
+#[command(
+    name = "pyrogate",
+    version,
+    about = "API keys for continuous profiling"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -320,7 +324,9 @@ fn token_command(cmd: TokenCommand, clock: Arc<dyn Clock>) -> anyhow::Result<Exi
         }
         TokenCommand::Inspect { token } => {
             let token = read_token(&token)?;
-            eprintln!("WARNING: NOT VERIFIED. Anyone can write these fields; use `pyrogate token verify` to check a key.");
+            eprintln!(
+                "WARNING: NOT VERIFIED. Anyone can write these fields; use `pyrogate token verify` to check a key."
+            );
             let Some((header, claims)) = jws::split(&token, MAX_TOKEN_BYTES)
                 .ok()
                 .and_then(jws::decode_unverified)
@@ -366,7 +372,9 @@ fn read_token(arg: &str) -> anyhow::Result<String> {
 pub fn rfc3339(secs: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs as i64)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| secs.to_string())
 }
-

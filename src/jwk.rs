@@ -1,7 +1,7 @@
 //! Public keys as RFC 8037 OKP JWKs, RFC 7638 thumbprints (our `kid`), and [`KeySet`], the
 //! immutable snapshot of trusted keys the verifier consults.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use ed25519_dalek::VerifyingKey;

@@ -278,11 +278,7 @@ impl Keyring {
                 path: self.dir.clone(),
                 reason: format!("cannot encode private key: {e}"),
             })?;
-        write_atomic(
-            &self.dir.join(format!("{kid}.pem")),
-            pem.as_bytes(),
-            0o600,
-        )?;
+        write_atomic(&self.dir.join(format!("{kid}.pem")), pem.as_bytes(), 0o600)?;
         for info in &mut self.manifest.keys {
             if info.status == KeyStatus::Active {
                 info.status = KeyStatus::Published;

@@ -6,7 +6,7 @@
 //! kills those tokens anyway). The authority signs the list with its active key, so nodes can
 //! take it from any cache, mirror or file and still trust it. Format: docs/token-format.md.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 
 use serde::{Deserialize, Serialize};
 

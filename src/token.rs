@@ -246,7 +246,10 @@ mod tests {
         assert_eq!(validate_name(""), Err(IssueError::EmptyName));
         assert_eq!(validate_name("  "), Err(IssueError::EmptyName));
         assert_eq!(validate_name("a\nb"), Err(IssueError::NameControlChars));
-        assert_eq!(validate_name(&"é".repeat(256)), Err(IssueError::NameTooLong));
+        assert_eq!(
+            validate_name(&"é".repeat(256)),
+            Err(IssueError::NameTooLong)
+        );
         assert!(validate_name(&"é".repeat(255)).is_ok());
     }
 

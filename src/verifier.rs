@@ -268,7 +268,8 @@ impl Verifier {
         let jti = claims
             .jti
             .filter(|j| {
-                (MIN_JTI_CHARS..=MAX_JTI_CHARS).contains(&j.len()) && crate::b64::is_alphabet(j.as_bytes())
+                (MIN_JTI_CHARS..=MAX_JTI_CHARS).contains(&j.len())
+                    && crate::b64::is_alphabet(j.as_bytes())
             })
             .ok_or(VerifyError::InvalidClaim("jti"))?;
         let iat = claims
@@ -288,7 +289,8 @@ impl Verifier {
         if let Some(tenant) = &claims.tenant {
             validate_tenant(tenant).map_err(|_| VerifyError::InvalidClaim("tenant"))?;
         }
-        if iat > now.saturating_add(skew) || claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(skew))
+        if iat > now.saturating_add(skew)
+            || claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(skew))
         {
             return Err(VerifyError::NotYetValid);
         }

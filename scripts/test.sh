@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, then every test.
+# Installs what the tests need on a fresh machine of this kind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  cargo install cargo-nextest --locked
+fi
+
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+# The ingest-node build must not pull in authority-only code.
+cargo check --no-default-features --locked
+cargo nextest run --all-targets --locked --no-fail-fast
+cargo test --doc --locked
