@@ -30,6 +30,7 @@ pub mod b64;
 pub mod bench;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod jwk;
 pub mod jws;
 pub mod keyring;
