@@ -35,5 +35,7 @@ pub mod jwk;
 pub mod jws;
 pub mod keyring;
 pub mod revocation;
+#[cfg(feature = "authority")]
+pub mod store;
 pub mod token;
 pub mod verifier;
