@@ -8,6 +8,7 @@
 //! confusion to get wrong. See docs/token-format.md.
 
 use ed25519_dalek::{Signature, Signer as _, SigningKey};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::b64;
@@ -180,7 +181,7 @@ fn check_header(header_b64: &str, typ: &str) -> Result<String, VerifyError> {
         return Err(VerifyError::Malformed);
     }
     let bytes = b64::decode(header_b64).ok_or(VerifyError::Malformed)?;
-    let header: RawHeader = serde_json::from_slice(&bytes).map_err(|_| VerifyError::Malformed)?;
+    let header: RawHeader = from_json_object(&bytes)?;
     if header.alg.as_deref() != Some("EdDSA") {
         return Err(VerifyError::UnsupportedAlgorithm);
     }
@@ -201,6 +202,16 @@ fn check_header(header_b64: &str, typ: &str) -> Result<String, VerifyError> {
         return Err(VerifyError::WrongType);
     }
     header.kid.ok_or(VerifyError::MissingKeyId)
+}
+
+/// Parses a JOSE header or claims set, which must be a JSON object (RFC 7515 §4, RFC 7519 §7.2).
+/// serde's derived structs also accept a JSON array of the field values in declaration order,
+/// a second spelling no issuer writes; refuse it before parsing.
+pub fn from_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, VerifyError> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(VerifyError::Malformed);
+    }
+    serde_json::from_slice(bytes).map_err(|_| VerifyError::Malformed)
 }
 
 fn decode_signature(text: &str) -> Result<Signature, VerifyError> {

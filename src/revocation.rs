@@ -71,8 +71,7 @@ impl RevocationList {
     pub fn verify(jws_text: &str, keys: &KeySet, issuer: &str) -> Result<Self, VerifyError> {
         let parts = jws::split(jws_text.trim_end(), MAX_LIST_BYTES)?;
         let verified = jws::verify(parts, REVOCATIONS_TYP, keys)?;
-        let list: RevocationList =
-            serde_json::from_slice(&verified.payload).map_err(|_| VerifyError::Malformed)?;
+        let list: RevocationList = jws::from_json_object(&verified.payload)?;
         if list.iss != issuer {
             return Err(VerifyError::WrongIssuer);
         }

@@ -253,8 +253,7 @@ impl Verifier {
 
     fn verify_parts(&self, parts: jws::Parts<'_>) -> Result<Principal, VerifyError> {
         let verified = jws::verify(parts, API_KEY_TYP, &self.keys.load())?;
-        let claims: RawClaims =
-            serde_json::from_slice(&verified.payload).map_err(|_| VerifyError::Malformed)?;
+        let claims: RawClaims = jws::from_json_object(&verified.payload)?;
         let now = self.clock.now();
         let skew = self.config.clock_skew_secs;
 
