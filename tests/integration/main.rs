@@ -1,2 +1,8 @@
 //! The one integration-test binary (see STYLE.md): every suite is a module here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod auth_layer;
+mod hostile_tokens;
+mod keyring_cli;
+mod mutation;
+mod support;
