@@ -34,7 +34,7 @@ fn assert_no_single_byte_mutation_verifies(verifier: &Verifier, token: &str) -> 
     verifier.verify(token).expect("the original token verifies");
     let bytes = token.as_bytes();
     let mut tried = Tried::default();
-    let mut check = |mutated: Vec<u8>, what: String| {
+    let check = |mutated: Vec<u8>, what: String| {
         let mutated = String::from_utf8(mutated).expect("ASCII mutations stay UTF-8");
         assert_ne!(mutated, token);
         if let Ok(p) = verifier.verify(&mutated) {
