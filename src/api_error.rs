@@ -13,6 +13,9 @@ pub enum ApiError {
     /// 401 with `WWW-Authenticate`; the reason is one of [`VerifyError`]'s fixed strings.
     #[error("invalid credentials: {0}")]
     Unauthorized(VerifyError),
+    /// 401 for a failed login (no bearer challenge: it was not a token).
+    #[error("{0}")]
+    Unauthenticated(String),
     /// 403: authenticated, but the role does not allow this.
     #[error("{0}")]
     Forbidden(String),
@@ -39,7 +42,7 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_) | ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,

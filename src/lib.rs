@@ -26,6 +26,8 @@
 
 pub mod api_error;
 pub mod auth;
+#[cfg(feature = "authority")]
+pub mod authority;
 pub mod b64;
 pub mod bench;
 pub mod cli;
@@ -34,6 +36,9 @@ pub mod config;
 pub mod jwk;
 pub mod jws;
 pub mod keyring;
+pub mod metrics;
+#[cfg(feature = "authority")]
+pub mod passwords;
 pub mod revocation;
 #[cfg(feature = "authority")]
 pub mod store;

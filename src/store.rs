@@ -381,8 +381,15 @@ pub fn update_user(
     get_user(conn, id)
 }
 
-/// Sets a new password hash and ends every session of the user.
-pub fn set_password(conn: &mut Connection, id: i64, hash: &str, now: u64) -> Result<()> {
+/// Sets a new password hash and ends every session of the user but `keep` (the session that
+/// made the change, if any).
+pub fn set_password(
+    conn: &mut Connection,
+    id: i64,
+    hash: &str,
+    now: u64,
+    keep: Option<&str>,
+) -> Result<()> {
     let tx = conn.transaction()?;
     let changed = tx.execute(
         "UPDATE users SET password_hash = ?2, password_changed_at = ?3, updated_at = ?3 WHERE id = ?1",
@@ -391,7 +398,10 @@ pub fn set_password(conn: &mut Connection, id: i64, hash: &str, now: u64) -> Res
     if changed == 0 {
         return Err(StoreError::NotFound("user not found"));
     }
-    tx.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
+    tx.execute(
+        "DELETE FROM sessions WHERE user_id = ?1 AND sid IS NOT ?2",
+        params![id, keep],
+    )?;
     tx.commit()?;
     Ok(())
 }

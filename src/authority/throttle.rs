@@ -1,0 +1,95 @@
+//! Failed-login throttling. Failures are counted per user name and per client address over a
+//! window (`auth.login-lockout`); past `auth.login-max-failures` either one, logins answer 429
+//! until the window has passed. Counting the name stops a distributed guess at one account;
+//! counting the address stops one client spraying many accounts. The answer is the same
+//! whether or not the user exists.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Entries kept before old windows are swept.
+const SWEEP_AT: usize = 10_000;
+
+#[derive(Debug)]
+pub struct LoginThrottle {
+    max_failures: u32,
+    window: u64,
+    failures: Mutex<HashMap<String, (u32, u64)>>,
+}
+
+impl LoginThrottle {
+    pub fn new(max_failures: u32, window: Duration) -> Self {
+        LoginThrottle {
+            max_failures,
+            window: window.as_secs().max(1),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn user_key(name: &str) -> String {
+        format!("user:{}", name.to_lowercase())
+    }
+
+    pub fn client_key(addr: &str) -> String {
+        format!("client:{addr}")
+    }
+
+    /// `Err(seconds until retry)` when any of `keys` is locked out.
+    pub fn check(&self, keys: &[String], now: u64) -> Result<(), u64> {
+        if self.max_failures == 0 {
+            return Ok(());
+        }
+        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wait = 0;
+        for key in keys {
+            if let Some((count, start)) = map.get(key)
+                && *count >= self.max_failures
+                && now < start + self.window
+            {
+                wait = wait.max(start + self.window - now);
+            }
+        }
+        if wait > 0 { Err(wait) } else { Ok(()) }
+    }
+
+    pub fn fail(&self, keys: &[String], now: u64) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= SWEEP_AT {
+            let window = self.window;
+            map.retain(|_, (_, start)| now < *start + window);
+        }
+        for key in keys {
+            let entry = map.entry(key.clone()).or_insert((0, now));
+            if now >= entry.1 + self.window {
+                *entry = (0, now);
+            }
+            entry.0 += 1;
+        }
+    }
+
+    pub fn reset(&self, key: &str) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locks_out_after_max_failures_until_the_window_passes() {
+        let t = LoginThrottle::new(3, Duration::from_secs(60));
+        let keys = [LoginThrottle::user_key("Alice")];
+        for _ in 0..3 {
+            assert!(t.check(&keys, 100).is_ok());
+            t.fail(&keys, 100);
+        }
+        assert_eq!(t.check(&keys, 110), Err(50));
+        assert!(t.check(&[LoginThrottle::user_key("alice")], 110).is_err());
+        assert!(t.check(&keys, 160).is_ok());
+        t.reset(&keys[0]);
+        assert!(t.check(&keys, 110).is_ok());
+    }
+}

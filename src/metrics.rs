@@ -1,0 +1,100 @@
+//! Prometheus metrics (`GET /metrics`), shared by the authority and ingest nodes.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub result: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub auth_decisions: Family<DecisionLabels, Counter>,
+    pub logins: Family<ResultLabels, Counter>,
+    pub api_keys_created: Counter,
+    pub api_keys_deleted: Counter,
+    pub revocation_version: Gauge<u64, AtomicU64>,
+    pub revocation_entries: Gauge<u64, AtomicU64>,
+    pub revocation_issued_at: Gauge<u64, AtomicU64>,
+    pub signing_keys_published: Gauge<u64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("pyrogate");
+        let m = Metrics {
+            auth_decisions: Family::default(),
+            logins: Family::default(),
+            api_keys_created: Counter::default(),
+            api_keys_deleted: Counter::default(),
+            revocation_version: Gauge::default(),
+            revocation_entries: Gauge::default(),
+            revocation_issued_at: Gauge::default(),
+            signing_keys_published: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "auth_decisions",
+            "API-key authentication decisions by result and reason",
+            m.auth_decisions.clone(),
+        );
+        registry.register("logins", "UI login attempts by result", m.logins.clone());
+        registry.register(
+            "api_keys_created",
+            "API keys created",
+            m.api_keys_created.clone(),
+        );
+        registry.register(
+            "api_keys_deleted",
+            "API keys deleted (revoked)",
+            m.api_keys_deleted.clone(),
+        );
+        registry.register(
+            "revocation_list_version",
+            "Version of the revocation list in force",
+            m.revocation_version.clone(),
+        );
+        registry.register(
+            "revocation_list_entries",
+            "Entries in the revocation list in force",
+            m.revocation_entries.clone(),
+        );
+        registry.register(
+            "revocation_list_issued_at_seconds",
+            "Unix time the revocation list in force was signed",
+            m.revocation_issued_at.clone(),
+        );
+        registry.register(
+            "signing_keys_published",
+            "Signing keys in the published key set",
+            m.signing_keys_published.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
