@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::Access;
 use crate::clock::{Clock, SystemClock};
+use crate::config::{ConfigFlags, Settings};
 use crate::jwk::{JwkSet, KeySet};
 use crate::jws;
 use crate::keyring::Keyring;
@@ -31,6 +32,23 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the authority: admin users, web UI, API-key REST API, key distribution.
+    #[cfg(feature = "authority")]
+    Server {
+        #[command(flatten)]
+        config: ConfigFlags,
+    },
+    /// Validate configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Create, list and delete API keys in the local store (same rules as the UI).
+    #[cfg(feature = "authority")]
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+    /// Manage users in the local store.
+    #[cfg(feature = "authority")]
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Manage the Ed25519 keys that sign API keys.
     #[command(subcommand)]
     SigningKey(SigningKeyCommand),
@@ -40,6 +58,105 @@ pub enum Command {
     /// Measure performance on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load every layer (file, environment, flags) and report the first problem, naming the
+    /// key and where its value came from.
+    Check {
+        #[command(flatten)]
+        config: ConfigFlags,
+    },
+}
+
+#[cfg(feature = "authority")]
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Sign a new key, record it, and print it (shown once).
+    Create {
+        /// Unique, descriptive name.
+        #[arg(long)]
+        name: String,
+        /// Admin, ReadOnly or Agent.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Seconds of validity; 0 means never expires.
+        #[arg(long, default_value_t = 0)]
+        ttl: u64,
+        /// Tenant for X-Scope-OrgID.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        config: ConfigFlags,
+    },
+    /// List keys (never the keys themselves).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigFlags,
+    },
+    /// Delete a key by id or name; it is revoked everywhere within seconds.
+    Delete {
+        /// The key's id or name.
+        key: String,
+        #[command(flatten)]
+        config: ConfigFlags,
+    },
+}
+
+#[cfg(feature = "authority")]
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[cfg(feature = "authority")]
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user. The password is read from standard input with --password-stdin, or
+    /// generated and printed once.
+    Create {
+        name: String,
+        #[arg(long, value_parser = parse_role, default_value = "Admin")]
+        role: Role,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        config: ConfigFlags,
+    },
+    /// Set a new password (from standard input with --password-stdin, or generated) and end
+    /// the user's sessions.
+    ResetPassword {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        config: ConfigFlags,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        config: ConfigFlags,
+    },
+    /// Disable a user and end their sessions.
+    Disable {
+        name: String,
+        #[command(flatten)]
+        config: ConfigFlags,
+    },
+    /// Enable a disabled user.
+    Enable {
+        name: String,
+        #[command(flatten)]
+        config: ConfigFlags,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -152,7 +269,6 @@ fn parse_role(s: &str) -> Result<Role, String> {
 /// Entry point used by `main`: parses arguments, runs, prints errors with their causes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -162,9 +278,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Logs go to stderr; `RUST_LOG` overrides the configured level.
+fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -174,7 +291,29 @@ fn init_tracing() {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let clock = SystemClock;
+    #[cfg(feature = "authority")]
+    let is_server = matches!(cli.command, Command::Server { .. });
+    #[cfg(not(feature = "authority"))]
+    let is_server = false;
+    if !is_server {
+        init_tracing("warn");
+    }
     match cli.command {
+        #[cfg(feature = "authority")]
+        Command::Server { config } => server(&config),
+        Command::Config(ConfigCommand::Check { config }) => {
+            let layers = config.load()?;
+            Settings::from_layers(&layers)?;
+            for var in &layers.ignored_env {
+                eprintln!("note: ignoring {var}: not a pyrogate setting");
+            }
+            println!("configuration ok");
+            Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(feature = "authority")]
+        Command::ApiKey(cmd) => api_key(cmd, clock.now()),
+        #[cfg(feature = "authority")]
+        Command::Admin(AdminCommand::User(cmd)) => user_command(cmd, clock.now()),
         Command::SigningKey(cmd) => signing_key(cmd, clock.now()),
         Command::Token(cmd) => token_command(cmd, Arc::new(clock)),
         Command::Bench(BenchCommand::Verify { json, iterations }) => {
@@ -377,4 +516,316 @@ pub fn rfc3339(secs: u64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| secs.to_string())
+}
+
+#[cfg(feature = "authority")]
+fn load_settings(flags: &ConfigFlags) -> anyhow::Result<Settings> {
+    let layers = flags.load()?;
+    let settings = Settings::from_layers(&layers)?;
+    for var in &layers.ignored_env {
+        tracing::warn!("ignoring environment variable {var}: not a pyrogate setting");
+    }
+    Ok(settings)
+}
+
+#[cfg(feature = "authority")]
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+#[cfg(feature = "authority")]
+fn server(flags: &ConfigFlags) -> anyhow::Result<ExitCode> {
+    let layers = flags.load()?;
+    let settings = Settings::from_layers(&layers)?;
+    init_tracing(settings.log_level);
+    for var in &layers.ignored_env {
+        tracing::warn!("ignoring environment variable {var}: not a pyrogate setting");
+    }
+    runtime()?.block_on(async {
+        let app =
+            crate::authority::Application::build(settings, Arc::new(SystemClock)).await?;
+        let first = &app.first_start;
+        if let Some(kid) = &first.created_signing_key {
+            tracing::info!(kid = %kid, "created the first signing key");
+        }
+        if let Some((name, generated)) = &first.created_admin {
+            match generated {
+                Some(password) => {
+                    // Printed once, to the console only: never through the log pipeline.
+                    println!();
+                    println!("  Created admin user {name:?} with a generated password (shown only once):");
+                    println!();
+                    println!("      {password}");
+                    println!();
+                    println!("  Log in with it (POST /api/login, see README.md) and change it (PUT /api/user/password).");
+                    println!();
+                }
+                None => tracing::info!(user = %name, "created the admin user with the configured password"),
+            }
+        }
+        tracing::info!(addr = %app.local_addr(), "pyrogate authority listening");
+        app.run_until(shutdown_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[cfg(feature = "authority")]
+fn open_local(flags: &ConfigFlags) -> anyhow::Result<(Settings, crate::store::Store)> {
+    let settings = load_settings(flags)?;
+    let store = crate::store::Store::open(&settings.storage_path)?;
+    Ok((settings, store))
+}
+
+#[cfg(feature = "authority")]
+fn api_key(cmd: ApiKeyCommand, now: u64) -> anyhow::Result<ExitCode> {
+    use crate::authority::keys::{self, CreateKeyRequest, KeyView};
+    use crate::store;
+    match cmd {
+        ApiKeyCommand::Create {
+            name,
+            role,
+            ttl,
+            tenant,
+            config,
+        } => {
+            let (settings, store) = open_local(&config)?;
+            let ring = Keyring::open(&settings.keys_dir)?;
+            let req = CreateKeyRequest {
+                name: Some(name),
+                role: Some(role.to_string()),
+                ttl_seconds: Some(i64::try_from(ttl).unwrap_or(i64::MAX)),
+                tenant,
+            }
+            .validate()
+            .map_err(|errors| anyhow::anyhow!(errors.join("; ")))?;
+            let actor = format!("cli:{}", whoami());
+            let (record, key) = store.with(|c| {
+                keys::create_key(c, ring.active(), &settings.issuer, now, &req, &actor)
+            })?;
+            println!("{}", key.expose());
+            eprintln!(
+                "created api key {:?} (id {}, role {}, {}); it is shown only once",
+                record.name,
+                record.id,
+                record.role,
+                match record.expires_at {
+                    Some(exp) => format!("expires {}", rfc3339(exp)),
+                    None => "never expires".into(),
+                }
+            );
+        }
+        ApiKeyCommand::List { json, config } => {
+            let (_, store) = open_local(&config)?;
+            let keys: Vec<KeyView> = store
+                .with(|c| store::list_keys(c))?
+                .into_iter()
+                .map(KeyView::from)
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                println!(
+                    "{:<6} {:<32} {:<9} {:<21} EXPIRES",
+                    "ID", "NAME", "ROLE", "CREATED"
+                );
+                for k in keys {
+                    println!(
+                        "{:<6} {:<32} {:<9} {:<21} {}",
+                        k.id,
+                        k.name,
+                        k.role,
+                        k.created_at,
+                        k.expires_at.as_deref().unwrap_or("never")
+                    );
+                }
+            }
+        }
+        ApiKeyCommand::Delete { key, config } => {
+            let (_, store) = open_local(&config)?;
+            let actor = format!("cli:{}", whoami());
+            let (record, version) = store.with(|c| {
+                let id = match key.parse::<i64>() {
+                    Ok(id) => id,
+                    Err(_) => store::find_key_by_name(c, &key)?.id,
+                };
+                keys::delete_key(c, id, now, &actor)
+            })?;
+            eprintln!(
+                "deleted api key {:?} (id {}); revocation list version {version}",
+                record.name, record.id
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "authority")]
+fn whoami() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(feature = "authority")]
+fn read_or_generate_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if from_stdin {
+        let mut buf = String::new();
+        std::io::stdin()
+            .take(4096)
+            .read_to_string(&mut buf)
+            .context("reading the password from standard input")?;
+        let password = buf.trim_end_matches(['\n', '\r']).to_owned();
+        crate::passwords::validate(&password).map_err(|e| anyhow::anyhow!(e))?;
+        Ok((password, false))
+    } else {
+        Ok((crate::passwords::generate(), true))
+    }
+}
+
+#[cfg(feature = "authority")]
+fn user_command(cmd: UserCommand, now: u64) -> anyhow::Result<ExitCode> {
+    use crate::store;
+    let actor = format!("cli:{}", whoami());
+    match cmd {
+        UserCommand::Create {
+            name,
+            role,
+            email,
+            password_stdin,
+            config,
+        } => {
+            let (_, store) = open_local(&config)?;
+            crate::authority::users::validate_user_name(&name).map_err(|e| anyhow::anyhow!(e))?;
+            let (password, generated) = read_or_generate_password(password_stdin)?;
+            let hash = crate::passwords::hash(&password)?;
+            let user = store.with(|c| {
+                let user = store::create_user(
+                    c,
+                    &store::NewUser {
+                        name: &name,
+                        email: email.as_deref(),
+                        full_name: None,
+                        password_hash: &hash,
+                        role,
+                    },
+                    now,
+                )?;
+                store::audit(c, now, &actor, "user.create", Some(&name), None)?;
+                Ok(user)
+            })?;
+            eprintln!(
+                "created user {:?} (id {}, role {})",
+                user.name, user.id, user.role
+            );
+            if generated {
+                println!("{password}");
+                eprintln!("the password above is shown only once");
+            }
+        }
+        UserCommand::ResetPassword {
+            name,
+            password_stdin,
+            config,
+        } => {
+            let (_, store) = open_local(&config)?;
+            let (password, generated) = read_or_generate_password(password_stdin)?;
+            let hash = crate::passwords::hash(&password)?;
+            store.with(|c| {
+                let (user, _) = store::find_user_for_login(c, &name)?
+                    .ok_or(store::StoreError::NotFound("user not found"))?;
+                store::set_password(c, user.id, &hash, now, None)?;
+                store::audit(
+                    c,
+                    now,
+                    &actor,
+                    "user.password.reset",
+                    Some(&user.name),
+                    None,
+                )
+            })?;
+            eprintln!("password of {name:?} reset; their sessions have ended");
+            if generated {
+                println!("{password}");
+            }
+        }
+        UserCommand::List { config } => {
+            let (_, store) = open_local(&config)?;
+            println!(
+                "{:<6} {:<24} {:<9} {:<9} EMAIL",
+                "ID", "NAME", "ROLE", "STATUS"
+            );
+            for u in store.with(|c| store::list_users(c))? {
+                println!(
+                    "{:<6} {:<24} {:<9} {:<9} {}",
+                    u.id,
+                    u.name,
+                    u.role,
+                    if u.is_disabled { "disabled" } else { "enabled" },
+                    u.email.unwrap_or_default()
+                );
+            }
+        }
+        UserCommand::Disable { name, config } => {
+            set_user_disabled(&config, &name, true, now, &actor)?
+        }
+        UserCommand::Enable { name, config } => {
+            set_user_disabled(&config, &name, false, now, &actor)?
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "authority")]
+fn set_user_disabled(
+    config: &ConfigFlags,
+    name: &str,
+    disabled: bool,
+    now: u64,
+    actor: &str,
+) -> anyhow::Result<()> {
+    use crate::store;
+    let (_, store) = open_local(config)?;
+    store.with(|c| {
+        let (user, _) = store::find_user_for_login(c, name)?
+            .ok_or(store::StoreError::NotFound("user not found"))?;
+        if disabled && user.role == Role::Admin && store::other_enabled_admins(c, user.id)? == 0 {
+            return Err(store::StoreError::Conflict(
+                "this is the last enabled admin; make another user an admin first",
+            ));
+        }
+        store::set_disabled(c, user.id, disabled, now)?;
+        let action = if disabled {
+            "user.disable"
+        } else {
+            "user.enable"
+        };
+        store::audit(c, now, actor, action, Some(&user.name), None)
+    })?;
+    eprintln!(
+        "user {name:?} {}",
+        if disabled {
+            "disabled; their sessions have ended"
+        } else {
+            "enabled"
+        }
+    );
+    Ok(())
 }

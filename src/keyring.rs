@@ -325,9 +325,14 @@ fn load_private_key(dir: &Path, kid: &str) -> Result<Signer, KeyringError> {
     Ok(Signer::new(key))
 }
 
+/// Creates the keys dir readable by its owner only.
 fn create_private_dir(dir: &Path) -> Result<(), KeyringError> {
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    Ok(())
+    use std::os::unix::fs::DirBuilderExt as _;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(dir))
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename, creating the file

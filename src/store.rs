@@ -234,10 +234,16 @@ fn key_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
 impl Store {
     /// Opens (creating if needed) `<dir>/pyrogate.db` and brings its schema up to date.
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-            path: dir.to_owned(),
-            source: rusqlite::Error::InvalidPath(format!("{}: {e}", dir.display()).into()),
-        })?;
+        // Owner-only: the database holds password hashes and the session secret.
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| StoreError::Open {
+                path: dir.to_owned(),
+                source: rusqlite::Error::InvalidPath(format!("{}: {e}", dir.display()).into()),
+            })?;
         let path = dir.join("pyrogate.db");
         let open_err = |source| StoreError::Open {
             path: path.clone(),
