@@ -68,6 +68,10 @@ pub enum ConfigCommand {
         #[command(flatten)]
         config: ConfigFlags,
     },
+    /// Print a commented YAML file with every key at its default.
+    Example,
+    /// Print the Markdown table of every key (for docs/configuration.md).
+    Docs,
 }
 
 #[cfg(feature = "authority")]
@@ -174,6 +178,8 @@ pub enum SigningKeyCommand {
     Rotate(KeysDir),
     /// Unpublish a non-active key and delete it: every token it signed stops verifying.
     Retire {
+        /// A kid may begin with `-` (it is base64url), so it is never taken for a flag.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         #[command(flatten)]
         keys: KeysDir,
@@ -308,6 +314,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("note: ignoring {var}: not a pyrogate setting");
             }
             println!("configuration ok");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", crate::config::example_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Docs) => {
+            print!("{}", crate::config::markdown_table());
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "authority")]

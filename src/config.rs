@@ -750,6 +750,45 @@ pub fn markdown_table() -> String {
     out
 }
 
+/// Renders `config/pyrogate.example.yaml`: every key, nested as Pyroscope writes them, each
+/// with its help, flag and environment variable, set to its default.
+pub fn example_yaml() -> String {
+    let mut out = String::from(
+        "# pyrogate configuration: every key with its default.\n\
+         # Precedence: built-in defaults < this file (--config) < PYROSCOPE_* environment < flags.\n\
+         # Generated from src/config.rs (`pyrogate config example`); a test keeps it in sync.\n",
+    );
+    let mut open: Vec<&str> = Vec::new();
+    for key in KEYS {
+        let segments: Vec<&str> = key.name.split('.').collect();
+        let (leaf, parents) = segments.split_last().unwrap_or((&key.name, &[]));
+        let common = open
+            .iter()
+            .zip(parents.iter())
+            .take_while(|(a, b)| a == b)
+            .count();
+        open.truncate(common);
+        out.push('\n');
+        for (depth, parent) in parents.iter().enumerate().skip(common) {
+            out.push_str(&format!("{}{parent}:\n", "  ".repeat(depth)));
+            open.push(parent);
+        }
+        let indent = "  ".repeat(parents.len());
+        out.push_str(&format!("{indent}# {}\n", key.help));
+        out.push_str(&format!(
+            "{indent}# flag {}, env {}\n",
+            key.flag(),
+            key.env_name()
+        ));
+        let value = match key.kind {
+            Kind::Bool | Kind::Count => key.default.to_owned(),
+            _ => format!("{:?}", key.default),
+        };
+        out.push_str(&format!("{indent}{leaf}: {value}\n"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -885,6 +924,37 @@ mod tests {
         assert_eq!(l.addr("api-bind-addr").unwrap().port(), 4040);
         l.merge_env(env(&[("PYROSCOPE_API_BIND_ADDR", "localhost")]));
         assert!(l.addr("api-bind-addr").is_err());
+    }
+
+    #[test]
+    fn the_example_file_parses_to_the_defaults() {
+        let mut l = Layers::defaults();
+        l.merge_yaml(&example_yaml(), Path::new("example.yaml"))
+            .unwrap();
+        for k in KEYS {
+            assert_eq!(l.raw(k.name).0, k.default, "{}", k.name);
+            assert!(
+                matches!(l.raw(k.name).1, Source::File(_)),
+                "{} not in example",
+                k.name
+            );
+        }
+    }
+
+    #[test]
+    fn committed_example_and_docs_match_the_key_table() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let example = std::fs::read_to_string(root.join("config/pyrogate.example.yaml")).unwrap();
+        assert_eq!(
+            example,
+            example_yaml(),
+            "run: pyrogate config example > config/pyrogate.example.yaml"
+        );
+        let docs = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+        assert!(
+            docs.contains(&markdown_table()),
+            "run: pyrogate config docs, paste into docs/configuration.md"
+        );
     }
 
     #[test]
