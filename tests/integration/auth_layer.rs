@@ -141,7 +141,8 @@ impl Harness {
     }
 
     async fn call(&self, req: Request<Body>) -> Reply {
-        call(&self.app, req, &self.secrets.lock().unwrap().clone()).await
+        let secrets = self.secrets.lock().unwrap().clone();
+        call(&self.app, req, &secrets).await
     }
 }
 

@@ -83,7 +83,6 @@ fn keys() -> Keys {
     }
 }
 
-#[allow(clippy::vec_init_then_push)]
 fn hostile_cases(k: &Keys, revoked: &str, from_dropped_key: &str) -> Vec<Case> {
     let key = &k.trusted;
     let kid = kid_of(key);
@@ -855,6 +854,18 @@ fn hostile_cases(k: &Keys, revoked: &str, from_dropped_key: &str) -> Vec<Case> {
         Malformed,
     );
     add(
+        "alg twice, the second spelled with a unicode escape",
+        signed_header(&format!(
+            r#"{{"alg":"none","\u0061lg":"EdDSA","typ":"{API_KEY_TYP}","kid":"{kid}"}}"#
+        )),
+        Malformed,
+    );
+    add(
+        "alg EdDSA followed by an escaped NUL",
+        signed_header(&header("EdDSA\\u0000", API_KEY_TYP, &kid, "")),
+        UnsupportedAlgorithm,
+    );
+    add(
         "typ twice",
         signed_header(&format!(
             r#"{{"alg":"EdDSA","typ":"{SESSION_TYP}","typ":"{API_KEY_TYP}","kid":"{kid}"}}"#
@@ -872,6 +883,14 @@ fn hostile_cases(k: &Keys, revoked: &str, from_dropped_key: &str) -> Vec<Case> {
         "role twice (Agent, then Admin)",
         signed_claims(&format!(
             r#"{{"iss":"pyrogate","sub":"ci","role":"Agent","iat":{NOW},"exp":{},"jti":"{JTI}","role":"Admin"}}"#,
+            NOW + 3600
+        )),
+        Malformed,
+    );
+    add(
+        "role twice, the second spelled with a unicode escape",
+        signed_claims(&format!(
+            r#"{{"iss":"pyrogate","sub":"ci","role":"Agent","iat":{NOW},"exp":{},"jti":"{JTI}","r\u006fle":"Admin"}}"#,
             NOW + 3600
         )),
         Malformed,

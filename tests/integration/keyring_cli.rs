@@ -260,7 +260,9 @@ fn generate_creates_a_manifest_and_an_owner_only_private_key() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, vec![format!("{kid}.pem"), "keyring.json".to_owned()]);
+    let mut expected = vec![format!("{kid}.pem"), "keyring.json".to_owned()];
+    expected.sort();
+    assert_eq!(names, expected);
 }
 
 #[test]
@@ -716,4 +718,88 @@ fn invalid_names_and_tenants_are_refused_at_issue() {
         let out = cli.run(&all).fails(1);
         assert!(out.stdout.is_empty(), "{args:?}: {}", out.stdout);
     }
+}
+
+#[test]
+fn verify_refuses_both_a_keys_dir_and_a_jwks_file() {
+    let (cli, _) = Cli::generated();
+    let token = cli.issue(&["--name", "ci", "--role", "Agent", "--ttl", "60"]);
+    let jwks = cli.write("jwks.json", &cli.jwks().to_string());
+    let out = cli
+        .verify(&token, &["--keys-dir", KEYS, "--jwks", &jwks])
+        .fails(2);
+    assert!(out.stdout.is_empty());
+}
+
+/// The first fixed seed whose key's kid (base64url, so any of 64 first characters) starts
+/// with `-`.
+fn key_with_hyphen_kid() -> ed25519_dalek::SigningKey {
+    (0u32..)
+        .map(|i| {
+            let mut seed = [7u8; 32];
+            seed[..4].copy_from_slice(&i.to_le_bytes());
+            ed25519_dalek::SigningKey::from_bytes(&seed)
+        })
+        .find(|key| kid_of(key).starts_with('-'))
+        .unwrap()
+}
+
+fn write_private_key(dir: &Path, key: &ed25519_dalek::SigningKey) {
+    use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let pem = key
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dir.join(format!("{}.pem", kid_of(key))))
+        .unwrap()
+        .write_all(pem.as_bytes())
+        .unwrap();
+}
+
+#[test]
+fn a_published_key_whose_kid_begins_with_a_hyphen_can_be_retired() {
+    // One kid in 64 begins with '-'; the CLI prints `pyrogate signing-key retire KID` as the
+    // way to retire it, so that command must not mistake the kid for a flag.
+    let cli = Cli::new();
+    let dir = cli.keys_dir();
+    std::fs::create_dir(&dir).unwrap();
+    let hyphen = key_with_hyphen_kid();
+    let active = fixed_key(9);
+    let info = |key: &ed25519_dalek::SigningKey, status: &str| {
+        serde_json::json!({
+            "kid": kid_of(key),
+            "status": status,
+            "createdAt": NOW,
+            "x": pyrogate::b64::encode(key.verifying_key().as_bytes()),
+        })
+    };
+    let manifest = serde_json::json!({
+        "keys": [info(&hyphen, "published"), info(&active, "active")]
+    });
+    std::fs::write(dir.join("keyring.json"), manifest.to_string()).unwrap();
+    write_private_key(&dir, &hyphen);
+    write_private_key(&dir, &active);
+    let old = kid_of(&hyphen);
+    assert!(old.starts_with('-'));
+    assert_eq!(
+        cli.statuses(),
+        vec![
+            (old.clone(), "published".to_owned()),
+            (kid_of(&active), "active".to_owned())
+        ]
+    );
+
+    cli.run(&["signing-key", "retire", &old, "--keys-dir", KEYS])
+        .ok();
+    assert_eq!(cli.statuses()[0], (old.clone(), "retired".to_owned()));
+    assert!(!cli.pem(&old).exists());
+    // Flags still parse around it, in either order.
+    let out = cli
+        .run(&["signing-key", "retire", "--keys-dir", KEYS, &old])
+        .fails(1);
+    assert!(out.stderr.contains("already retired"), "{}", out.stderr);
 }

@@ -1,7 +1,6 @@
 //! Shared helpers: keys from fixed or random seeds, a verifier on a manual clock, issued tokens,
 //! and hand-crafted tokens whose header and claims are raw JSON text behind a VALID signature,
 //! so that every claim rule is tested past the signature check.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 
