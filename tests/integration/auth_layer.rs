@@ -530,3 +530,70 @@ async fn without_basic_user_is_tenant_the_basic_user_is_ignored() {
         .await
         .assert_ok("team-a-agent");
 }
+
+/// A `MakeWriter` that appends every log line to a shared buffer.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn the_auth_layer_logs_reasons_and_names_but_never_a_credential() {
+    let logs = LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    // tokio::test runs on this thread, so a thread-local default catches every event.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let h = Harness::new();
+    let agent = h.token("log-agent", Role::Agent);
+    let mut tampered = agent.clone();
+    tampered.replace_range(tampered.len() - 5.., "AAAAA");
+    h.secret(&tampered);
+    let basic_value = basic("team-a", &agent);
+    h.secret(&basic_value);
+    let (name, value) = bearer(&agent);
+    h.call(ingest(&[(name.clone(), &value)]))
+        .await
+        .assert_ok("log-agent");
+    h.call(request(Method::GET, "/query", &[(name, &value)]))
+        .await
+        .assert_forbidden("ReadOnly or Admin");
+    let (name, value) = bearer(&tampered);
+    h.call(ingest(&[(name, &value)]))
+        .await
+        .assert_unauthorized("bad signature");
+    h.call(ingest(&[(header::AUTHORIZATION, &basic_value)]))
+        .await
+        .assert_ok("log-agent");
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("credentials refused"), "{text}");
+    assert!(text.contains("bad_signature"), "{text}");
+    assert!(text.contains("log-agent"), "{text}");
+    for secret in h.secrets.lock().unwrap().iter() {
+        let tail = &secret[secret.len() - 40..];
+        assert!(
+            !text.contains(tail),
+            "a credential reached the logs: {text}"
+        );
+    }
+}
