@@ -180,9 +180,14 @@ pub fn credentials<'a>(
         return Err(VerifyError::MultipleCredentials);
     }
     let value = value.to_str().map_err(|_| VerifyError::Malformed)?;
-    let (scheme, rest) = value
-        .split_once(' ')
-        .ok_or(VerifyError::UnsupportedScheme)?;
+    let (scheme, rest) = match value.split_once(' ') {
+        Some(pair) => pair,
+        // `Authorization: Bearer` with nothing after it: credentials are missing.
+        None if value.eq_ignore_ascii_case("bearer") || value.eq_ignore_ascii_case("basic") => {
+            return Err(VerifyError::Missing);
+        }
+        None => return Err(VerifyError::UnsupportedScheme),
+    };
     let rest = rest.trim_start_matches(' ');
     if scheme.eq_ignore_ascii_case("bearer") {
         if rest.is_empty() {

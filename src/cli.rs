@@ -105,6 +105,7 @@ pub enum ApiKeyCommand {
     /// Delete a key by id or name; it is revoked everywhere within seconds.
     Delete {
         /// The key's id or name.
+        #[arg(allow_hyphen_values = true)]
         key: String,
         #[command(flatten)]
         config: ConfigFlags,
