@@ -93,145 +93,76 @@ const fn key(name: &'static str, default: &'static str, kind: Kind, help: &'stat
 }
 
 /// Every configuration key. Keep related keys together; docs are generated in this order.
+#[rustfmt::skip]
 pub const KEYS: &[Key] = &[
-    key(
-        "api-bind-addr",
-        ":4040",
-        Kind::Addr,
-        "Address the HTTP server listens on.",
-    ),
-    key(
-        "storage-path",
-        "data",
-        Kind::String,
-        "Directory for the database (authority) or the key-set cache and spool (ingest node).",
-    ),
-    key(
-        "keys-dir",
-        "keys",
-        Kind::String,
-        "Directory holding the Ed25519 signing keys (authority).",
-    ),
-    key(
-        "log-level",
-        "info",
-        Kind::Choice(&["error", "warn", "info", "debug", "trace"]),
-        "Log verbosity.",
-    ),
-    key(
-        "auth.ingestion.enabled",
-        "false",
-        Kind::Bool,
-        "Require an Agent or Admin API key on ingest routes.",
-    ),
-    key(
-        "auth.internal.enabled",
-        "true",
-        Kind::Bool,
-        "Enable built-in users, login and the admin API.",
-    ),
-    key(
-        "auth.internal.admin.create",
-        "true",
-        Kind::Bool,
-        "Create the first admin user on first start.",
-    ),
-    key(
-        "auth.internal.admin.name",
-        "admin",
-        Kind::String,
-        "Name of the first admin user.",
-    ),
-    key(
-        "auth.internal.admin.email",
-        "admin@localhost",
-        Kind::String,
-        "Email of the first admin user.",
-    ),
-    key(
-        "auth.internal.admin.password",
-        "",
-        Kind::Secret,
-        "Password of the first admin user; empty generates a strong one and prints it once.",
-    ),
-    key(
-        "auth.jwt-secret",
-        "",
-        Kind::Secret,
-        "Secret that signs UI session cookies; empty generates one and keeps it in the database.",
-    ),
-    key(
-        "auth.login-maximum-lifetime-days",
-        "7",
-        Kind::Count,
-        "How long a login session lasts, in days (0 = 365).",
-    ),
-    key(
-        "auth.cookie-secure",
-        "false",
-        Kind::Bool,
-        "Mark the session cookie Secure (set when served over HTTPS).",
-    ),
-    key(
-        "auth.cookie-same-site",
-        "Lax",
-        Kind::Choice(&["Strict", "Lax", "None"]),
-        "SameSite attribute of the session cookie.",
-    ),
-    key(
-        "auth.issuer",
-        "pyrogate",
-        Kind::String,
-        "The iss claim written into and required of every API key.",
-    ),
-    key(
-        "auth.clock-skew",
-        "60s",
-        Kind::Duration,
-        "Allowed clock difference when checking exp, nbf and iat.",
-    ),
-    key(
-        "auth.cache-size",
-        "65536",
-        Kind::Count,
-        "Verified tokens remembered per process (0 disables the cache).",
-    ),
-    key(
-        "auth.login-max-failures",
-        "10",
-        Kind::Count,
-        "Failed logins allowed per user and per client address within the lockout window.",
-    ),
-    key(
-        "auth.login-lockout",
-        "15m",
-        Kind::Duration,
-        "Window over which failed logins are counted.",
-    ),
-    key(
-        "revocations.max-wait",
-        "60s",
-        Kind::Duration,
-        "Longest long-poll a client may ask for with ?wait=.",
-    ),
-    key(
-        "revocations.prune-interval",
-        "60s",
-        Kind::Duration,
-        "How often expired revocation entries are pruned and the signing keys re-read.",
-    ),
-    key(
-        "authority-url",
-        "",
-        Kind::Url,
-        "Ingest node: base URL of the authority to pull the key set and revocation list from.",
-    ),
-    key(
-        "upstream",
-        "",
-        Kind::Url,
-        "URL of the Grafana Pyroscope to forward ingested profiles to; empty keeps them locally.",
-    ),
+    key("api-bind-addr", ":4040", Kind::Addr,
+        "Address the HTTP server listens on."),
+    key("storage-path", "data", Kind::String,
+        "Directory for the database (authority) or the key-set cache and spool (ingest node)."),
+    key("keys-dir", "keys", Kind::String,
+        "Directory holding the Ed25519 signing keys (authority)."),
+    key("log-level", "info", Kind::Choice(&["error", "warn", "info", "debug", "trace"]),
+        "Log verbosity."),
+    key("auth.ingestion.enabled", "false", Kind::Bool,
+        "Require an Agent or Admin API key on ingest routes."),
+    key("auth.ingestion.basic-user-is-tenant", "false", Kind::Bool,
+        "Require the HTTP Basic username, when given, to equal the key's tenant (Grafana-Cloud style)."),
+    key("auth.internal.enabled", "true", Kind::Bool,
+        "Enable built-in users, login and the admin API."),
+    key("auth.internal.admin.create", "true", Kind::Bool,
+        "Create the first admin user on first start."),
+    key("auth.internal.admin.name", "admin", Kind::String,
+        "Name of the first admin user."),
+    key("auth.internal.admin.email", "admin@localhost", Kind::String,
+        "Email of the first admin user."),
+    key("auth.internal.admin.password", "", Kind::Secret,
+        "Password of the first admin user; empty generates a strong one and prints it once."),
+    key("auth.jwt-secret", "", Kind::Secret,
+        "Secret that signs UI session cookies; empty generates one and keeps it in the database."),
+    key("auth.login-maximum-lifetime-days", "7", Kind::Count,
+        "How long a login session lasts, in days (0 = 365)."),
+    key("auth.cookie-secure", "false", Kind::Bool,
+        "Mark the session cookie Secure (set when served over HTTPS)."),
+    key("auth.cookie-same-site", "Lax", Kind::Choice(&["Strict", "Lax", "None"]),
+        "SameSite attribute of the session cookie."),
+    key("auth.issuer", "pyrogate", Kind::String,
+        "The iss claim written into and required of every API key."),
+    key("auth.clock-skew", "60s", Kind::Duration,
+        "Allowed clock difference when checking exp, nbf and iat."),
+    key("auth.cache-size", "65536", Kind::Count,
+        "Verified tokens remembered per process (0 disables the cache)."),
+    key("auth.login-max-failures", "10", Kind::Count,
+        "Failed logins allowed per user and per client address within the lockout window."),
+    key("auth.login-lockout", "15m", Kind::Duration,
+        "Window over which failed logins are counted."),
+    key("revocations.max-wait", "60s", Kind::Duration,
+        "Longest long-poll a client may ask for with ?wait=."),
+    key("revocations.prune-interval", "60s", Kind::Duration,
+        "How often expired revocation entries are pruned and the signing keys re-read."),
+    key("authority-url", "", Kind::Url,
+        "Ingest node: base URL of the authority to pull the key set and revocation list from."),
+    key("jwks-file", "", Kind::String,
+        "Ingest node without an authority (air-gapped): JWK Set file to trust; re-read when it changes."),
+    key("revocations-file", "", Kind::String,
+        "Ingest node without an authority (air-gapped): signed revocation list file; re-read when it changes."),
+    key("sync.wait", "30s", Kind::Duration,
+        "Ingest node: how long each long-poll for revocation changes waits."),
+    key("sync.jwks-interval", "60s", Kind::Duration,
+        "Ingest node: how often the key set is re-fetched (also fetched at once on an unknown kid)."),
+    key("sync.max-staleness", "0s", Kind::Duration,
+        "Ingest node: refuse pushes (503) once the authority has not been reached for this long; 0 keeps serving with the last good copy."),
+    key("upstream", "", Kind::Url,
+        "URL of the Grafana Pyroscope to forward ingested profiles to; empty keeps them locally."),
+    key("upstream-timeout", "30s", Kind::Duration,
+        "Timeout of one request to the upstream."),
+    key("tenant.default", "", Kind::String,
+        "X-Scope-OrgID for keys without a tenant claim; empty sends none (single-tenant upstream)."),
+    key("ingest.max-body-size", "16777216", Kind::Count,
+        "Largest accepted push body, in bytes (413 beyond)."),
+    key("ingest.spool.max-bytes", "1073741824", Kind::Count,
+        "Disk space for pushes queued while the upstream is down; a full spool answers 503."),
+    key("ingest.local.max-bytes", "268435456", Kind::Count,
+        "Disk space for profiles kept locally when no upstream is set; the oldest are dropped first."),
 ];
 
 /// Where a value came from, for error messages.
@@ -660,8 +591,19 @@ pub struct Settings {
     pub login_lockout: Duration,
     pub revocations_max_wait: Duration,
     pub prune_interval: Duration,
+    pub basic_user_is_tenant: bool,
     pub authority_url: Option<String>,
+    pub jwks_file: Option<PathBuf>,
+    pub revocations_file: Option<PathBuf>,
+    pub sync_wait: Duration,
+    pub sync_jwks_interval: Duration,
+    pub sync_max_staleness: Option<Duration>,
     pub upstream: Option<String>,
+    pub upstream_timeout: Duration,
+    pub default_tenant: Option<String>,
+    pub max_body_size: usize,
+    pub spool_max_bytes: u64,
+    pub local_max_bytes: u64,
 }
 
 impl Settings {
@@ -720,8 +662,32 @@ impl Settings {
             login_lockout: l.duration("auth.login-lockout")?,
             revocations_max_wait: l.duration("revocations.max-wait")?,
             prune_interval: l.duration("revocations.prune-interval")?,
+            basic_user_is_tenant: l.bool("auth.ingestion.basic-user-is-tenant")?,
             authority_url: l.url("authority-url")?,
+            jwks_file: Some(l.string("jwks-file"))
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            revocations_file: Some(l.string("revocations-file"))
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            sync_wait: l.duration("sync.wait")?,
+            sync_jwks_interval: l.duration("sync.jwks-interval")?,
+            sync_max_staleness: Some(l.duration("sync.max-staleness")?).filter(|d| !d.is_zero()),
             upstream: l.url("upstream")?,
+            upstream_timeout: l.duration("upstream-timeout")?,
+            default_tenant: {
+                let t = l.string("tenant.default");
+                if t.is_empty() {
+                    None
+                } else {
+                    crate::token::validate_tenant(&t)
+                        .map_err(|e| l.bad("tenant.default", e.to_string()))?;
+                    Some(t)
+                }
+            },
+            max_body_size: small("ingest.max-body-size", 1 << 30)? as usize,
+            spool_max_bytes: l.count("ingest.spool.max-bytes")?,
+            local_max_bytes: l.count("ingest.local.max-bytes")?,
         })
     }
 }
