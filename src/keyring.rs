@@ -337,7 +337,7 @@ fn create_private_dir(dir: &Path) -> Result<(), KeyringError> {
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename, creating the file
 /// with `mode` from the start (a private key is never briefly world-readable).
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyringError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyringError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp-{}",

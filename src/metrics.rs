@@ -6,6 +6,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,6 +31,13 @@ pub struct Metrics {
     pub revocation_entries: Gauge<u64, AtomicU64>,
     pub revocation_issued_at: Gauge<u64, AtomicU64>,
     pub signing_keys_published: Gauge<u64, AtomicU64>,
+    pub verify_latency: Histogram,
+    pub upstream_requests: Family<ResultLabels, Counter>,
+    pub upstream_latency: Histogram,
+    pub spool_entries: Gauge<u64, AtomicU64>,
+    pub spool_bytes: Gauge<u64, AtomicU64>,
+    pub sync_last_success: Gauge<u64, AtomicU64>,
+    pub sync_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -50,6 +58,13 @@ impl Metrics {
             revocation_entries: Gauge::default(),
             revocation_issued_at: Gauge::default(),
             signing_keys_published: Gauge::default(),
+            verify_latency: Histogram::new(exponential_buckets(1e-7, 4.0, 10)),
+            upstream_requests: Family::default(),
+            upstream_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            spool_entries: Gauge::default(),
+            spool_bytes: Gauge::default(),
+            sync_last_success: Gauge::default(),
+            sync_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -87,6 +102,33 @@ impl Metrics {
             "signing_keys_published",
             "Signing keys in the published key set",
             m.signing_keys_published.clone(),
+        );
+        registry.register(
+            "verify_duration_seconds",
+            "Time to authenticate a request's API key",
+            m.verify_latency.clone(),
+        );
+        registry.register(
+            "upstream_requests",
+            "Pushes sent to the upstream, by result",
+            m.upstream_requests.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Latency of requests to the upstream",
+            m.upstream_latency.clone(),
+        );
+        registry.register("spool_entries", "Pushes waiting in the spool", m.spool_entries.clone());
+        registry.register("spool_bytes", "Bytes waiting in the spool", m.spool_bytes.clone());
+        registry.register(
+            "sync_last_success_seconds",
+            "Unix time of the last successful contact with the authority",
+            m.sync_last_success.clone(),
+        );
+        registry.register(
+            "sync_failures",
+            "Failed attempts to reach the authority",
+            m.sync_failures.clone(),
         );
         Metrics { registry, ..m }
     }

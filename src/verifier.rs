@@ -162,6 +162,10 @@ pub struct Verifier {
     revoked: ArcSwap<RevocationSet>,
     cache: Option<quick_cache::sync::Cache<[u8; 32], Arc<Principal>>>,
     clock: Arc<dyn Clock>,
+    /// Raised when a token names a `kid` we don't know, so the sync loop (off the request
+    /// path) can fetch the key set early: the authority may have rotated.
+    unknown_key_seen: std::sync::atomic::AtomicBool,
+    unknown_key: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -184,7 +188,20 @@ impl Verifier {
             revoked: ArcSwap::from_pointee(RevocationSet::default()),
             cache,
             clock,
+            unknown_key_seen: std::sync::atomic::AtomicBool::new(false),
+            unknown_key: tokio::sync::Notify::new(),
         }
+    }
+
+    /// True (once) if a token named an unknown `kid` since the last call.
+    pub fn take_unknown_key_seen(&self) -> bool {
+        self.unknown_key_seen
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Resolves when a token names an unknown `kid`.
+    pub async fn unknown_key_notified(&self) {
+        self.unknown_key.notified().await;
     }
 
     pub fn config(&self) -> &VerifierConfig {
@@ -252,7 +269,20 @@ impl Verifier {
     }
 
     fn verify_parts(&self, parts: jws::Parts<'_>) -> Result<Principal, VerifyError> {
-        let verified = jws::verify(parts, API_KEY_TYP, &self.keys.load())?;
+        let verified = match jws::verify(parts, API_KEY_TYP, &self.keys.load()) {
+            Ok(v) => v,
+            Err(VerifyError::UnknownKey) => {
+                // Non-blocking: a flag and a stored permit, no lock, no I/O.
+                if !self
+                    .unknown_key_seen
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    self.unknown_key.notify_one();
+                }
+                return Err(VerifyError::UnknownKey);
+            }
+            Err(e) => return Err(e),
+        };
         let claims: RawClaims = jws::from_json_object(&verified.payload)?;
         let now = self.clock.now();
         let skew = self.config.clock_skew_secs;
