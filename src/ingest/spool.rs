@@ -1,0 +1,880 @@
+//! A bounded, crash-safe FIFO of HTTP requests on disk: pushes the upstream could not take wait
+//! here until it is back.
+//!
+//! ```text
+//! spool/                              mode 0700
+//!   00000000000000000042.req          one entry per file, mode 0600, named by sequence number
+//!   00000000000000000043.req.tmp      an entry being written (removed on open after a crash)
+//!   corrupt/00000000000000000017.req  entries that failed their checksum, kept for a human
+//! ```
+//!
+//! **Rename + fsync.** An entry is written to a `.tmp` file, synced, renamed to its final name
+//! and the directory synced. Rename is atomic, so after a crash an entry is either complete
+//! under its final name or not there at all; a leftover `.tmp` is a push that was never
+//! acknowledged and is deleted on open. Only after the directory sync does [`Spool::push`]
+//! return, so an acknowledged push survives power loss.
+//!
+//! **Checksums.** Rename protects against our own crashes, not against a disk or filesystem
+//! that loses or flips bytes. Every file ends with the SHA-256 of everything before it; a file
+//! that fails the check (on open, or later when read) is moved to `corrupt/` with a warning —
+//! never replayed half-broken, never deleted silently, and never allowed to block the queue.
+//!
+//! **Order.** Sequence numbers come from one counter that continues after the highest number
+//! found on open (in the spool and in `corrupt/`), so they increase across restarts; the
+//! zero-padded names sort in the same order. [`Spool::peek`] returns the lowest committed
+//! number. Pushes write their files in parallel, so of two pushes racing each other the one
+//! with the higher number may become visible first — their order was arbitrary anyway. Once the
+//! spool has drained empty, a restart may number from 1 again; numbers identify entries, they
+//! are not a log offset.
+//!
+//! **At-least-once.** The consumer peeks, delivers, then calls [`Spool::remove`]. A crash
+//! between delivery and removal (or before the unlink reached the disk — removal does not sync
+//! the directory, since the worst outcome is a duplicate) delivers that entry again after the
+//! restart. [`Spool::remove`] is idempotent, so two consumers racing to remove the same entry
+//! are harmless.
+//!
+//! **No secrets.** The caller strips `Authorization`, `Cookie` and any other credential before
+//! enqueueing; a spooled request holds only what is forwarded upstream. The files are private
+//! to the service user all the same.
+//!
+//! **Bound.** `max_bytes` caps the sum of entry file sizes (including entries still being
+//! written); a push that would pass it fails with [`SpoolError::Full`] and writes nothing.
+//! `corrupt/` is outside the bound: it only grows when the disk misbehaves.
+//!
+//! The API is synchronous and does blocking I/O: async callers use `spawn_blocking`. The
+//! internal mutex is never held across a file write or sync. One process per directory.
+//!
+//! # File format
+//!
+//! ```text
+//! pyrogate-spool v1\n
+//! {"pathAndQuery":"/ingest?name=app.cpu","headers":[["content-type","text/plain"]],"bodyLen":5}\n
+//! <bodyLen raw body bytes>
+//! <32 bytes: SHA-256 of everything above>
+//! ```
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// First line of every entry: format name and version.
+const MAGIC: &[u8] = b"pyrogate-spool v1\n";
+const CHECKSUM_LEN: usize = 32;
+const ENTRY_EXT: &str = ".req";
+const TEMP_EXT: &str = ".tmp";
+const CORRUPT_DIR: &str = "corrupt";
+/// Digits in an entry name: enough for every `u64`, so names sort like numbers.
+const SEQ_DIGITS: usize = 20;
+
+/// One request waiting for the upstream. Must not carry credentials (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpooledRequest {
+    pub path_and_query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpoolError {
+    #[error("the spool is full: this request would take it past {max_bytes} bytes")]
+    Full { max_bytes: u64 },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{dir}: no sequence numbers left; move the entries elsewhere and restart")]
+    SequenceExhausted { dir: PathBuf },
+    #[error("can't encode a spool entry header: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HeaderOut<'a> {
+    path_and_query: &'a str,
+    headers: &'a [(String, String)],
+    body_len: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct HeaderIn {
+    path_and_query: String,
+    headers: Vec<(String, String)>,
+    body_len: u64,
+}
+
+/// The on-disk FIFO. See the module docs.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Committed entries: sequence number → file size.
+    entries: BTreeMap<u64, u64>,
+    /// Sum of `entries`' sizes.
+    bytes: u64,
+    /// Bytes claimed by pushes still writing their file.
+    reserved: u64,
+    /// `None` once `u64::MAX` has been handed out.
+    next_seq: Option<u64>,
+}
+
+impl Spool {
+    /// Opens (creating it if needed) the spool in `dir`: removes temporary files left by a
+    /// crash, verifies every entry and moves broken ones to `corrupt/`.
+    ///
+    /// Opening reads every entry once, so it costs about one SHA-256 pass over the spool.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err(dir))?;
+
+        let mut candidates = BTreeMap::new();
+        let mut highest: Option<u64> = None;
+        let mut changed = false;
+        for item in fs::read_dir(dir).map_err(io_err(dir))? {
+            let item = item.map_err(io_err(dir))?;
+            let path = item.path();
+            let name = item.file_name();
+            let Some(name) = name.to_str() else {
+                tracing::warn!(path = %path.display(), "ignoring a file that is not a spool entry");
+                continue;
+            };
+            if name == CORRUPT_DIR {
+                continue;
+            }
+            if name.ends_with(TEMP_EXT) {
+                tracing::info!(path = %path.display(), "removing a spool entry whose write was interrupted");
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                changed = true;
+                continue;
+            }
+            match parse_entry_name(name) {
+                Some(seq) => {
+                    highest = highest.max(Some(seq));
+                    candidates.insert(seq, path);
+                }
+                None => {
+                    tracing::warn!(path = %path.display(), "ignoring a file that is not a spool entry");
+                }
+            }
+        }
+        highest = highest.max(highest_quarantined(dir)?);
+
+        let mut entries = BTreeMap::new();
+        let mut bytes = 0u64;
+        for (seq, path) in candidates {
+            let data = fs::read(&path).map_err(io_err(&path))?;
+            let size = data.len() as u64;
+            match decode(data) {
+                Ok(_) => {
+                    entries.insert(seq, size);
+                    bytes = bytes.saturating_add(size);
+                }
+                Err(reason) => {
+                    quarantine(dir, &path, &reason)?;
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            sync_dir(dir)?;
+        }
+        if !entries.is_empty() {
+            tracing::info!(dir = %dir.display(), entries = entries.len(), bytes, "spooled requests waiting for the upstream");
+        }
+
+        Ok(Spool {
+            dir: dir.to_owned(),
+            max_bytes,
+            state: Mutex::new(State {
+                entries,
+                bytes,
+                reserved: 0,
+                next_seq: match highest {
+                    None => Some(1),
+                    Some(h) => h.checked_add(1),
+                },
+            }),
+        })
+    }
+
+    /// Appends a request durably and returns its sequence number. Fails with
+    /// [`SpoolError::Full`], writing nothing, if it would take the spool past `max_bytes`.
+    pub fn push(&self, req: &SpooledRequest) -> Result<u64, SpoolError> {
+        let mut header = serde_json::to_vec(&HeaderOut {
+            path_and_query: &req.path_and_query,
+            headers: &req.headers,
+            body_len: req.body.len() as u64,
+        })
+        .map_err(SpoolError::Encode)?;
+        header.push(b'\n');
+        let size = (MAGIC.len() + header.len() + req.body.len() + CHECKSUM_LEN) as u64;
+
+        let seq = {
+            let mut st = self.state();
+            let used = st.bytes.saturating_add(st.reserved);
+            if size > self.max_bytes.saturating_sub(used) {
+                return Err(SpoolError::Full {
+                    max_bytes: self.max_bytes,
+                });
+            }
+            let seq = st.next_seq.ok_or_else(|| SpoolError::SequenceExhausted {
+                dir: self.dir.clone(),
+            })?;
+            st.next_seq = seq.checked_add(1);
+            st.reserved += size;
+            seq
+        };
+
+        let written = self.write_entry(seq, &[MAGIC, &header, &req.body]);
+
+        let mut st = self.state();
+        st.reserved -= size;
+        match written {
+            Ok(()) => {
+                st.entries.insert(seq, size);
+                st.bytes += size;
+                Ok(seq)
+            }
+            Err(Failure {
+                error,
+                left_in_place: true,
+            }) => {
+                // The entry is on disk and will be replayed; count it so the bound holds.
+                st.entries.insert(seq, size);
+                st.bytes += size;
+                Err(error)
+            }
+            Err(Failure { error, .. }) => Err(error),
+        }
+    }
+
+    /// The oldest entry, or `None` if the spool is empty. Entries that fail their checksum
+    /// are moved to `corrupt/` and skipped.
+    pub fn peek(&self) -> Result<Option<(u64, SpooledRequest)>, SpoolError> {
+        loop {
+            let Some(seq) = self.state().entries.keys().next().copied() else {
+                return Ok(None);
+            };
+            let path = self.entry_path(seq);
+            match fs::read(&path) {
+                Ok(data) => match decode(data) {
+                    Ok(req) => return Ok(Some((seq, req))),
+                    Err(reason) => {
+                        if self.forget(seq) {
+                            if let Err(err) = quarantine(&self.dir, &path, &reason) {
+                                // It stays under its name and is looked at again on open.
+                                tracing::warn!(error = %err, "can't move a corrupt spool entry aside; skipping it");
+                            }
+                        }
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // Removed by another consumer just now, or deleted behind our back.
+                    if self.forget(seq) {
+                        tracing::warn!(path = %path.display(), "a spool entry disappeared from disk; skipping it");
+                    }
+                }
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        }
+    }
+
+    /// Deletes an entry once it has been delivered. Removing an entry that is already gone
+    /// is not an error.
+    pub fn remove(&self, seq: u64) -> Result<(), SpoolError> {
+        let mut st = self.state();
+        let Some(&size) = st.entries.get(&seq) else {
+            return Ok(());
+        };
+        let path = self.entry_path(seq);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+        st.entries.remove(&seq);
+        st.bytes -= size;
+        Ok(())
+    }
+
+    /// Entries waiting.
+    pub fn len(&self) -> usize {
+        self.state().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Disk space the waiting entries take.
+    pub fn bytes(&self) -> u64 {
+        self.state().bytes
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every update leaves the state consistent, so a panic elsewhere can't poison it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn entry_path(&self, seq: u64) -> PathBuf {
+        self.dir.join(entry_name(seq))
+    }
+
+    /// Drops a committed entry from the index; false if it was no longer there.
+    fn forget(&self, seq: u64) -> bool {
+        let mut st = self.state();
+        match st.entries.remove(&seq) {
+            Some(size) => {
+                st.bytes -= size;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Temp file, sync, rename, sync the directory. On failure the entry is absent unless
+    /// `left_in_place` says it could not be taken back after the rename.
+    fn write_entry(&self, seq: u64, parts: &[&[u8]]) -> Result<(), Failure> {
+        let path = self.entry_path(seq);
+        let tmp = self.dir.join(format!("{}{TEMP_EXT}", entry_name(seq)));
+        let written = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            let mut hasher = Sha256::new();
+            for part in parts {
+                hasher.update(part);
+                file.write_all(part)?;
+            }
+            file.write_all(&hasher.finalize())?;
+            file.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(Failure::absent(io_err(&tmp)(e)));
+        }
+        if let Err(e) = fs::rename(&tmp, &path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Failure::absent(io_err(&path)(e)));
+        }
+        if let Err(error) = sync_dir(&self.dir) {
+            // Not durable, so not acknowledged: take it back if we can.
+            return Err(match fs::remove_file(&path) {
+                Ok(()) => Failure::absent(error),
+                Err(_) => Failure {
+                    error,
+                    left_in_place: true,
+                },
+            });
+        }
+        Ok(())
+    }
+}
+
+struct Failure {
+    error: SpoolError,
+    left_in_place: bool,
+}
+
+impl Failure {
+    fn absent(error: SpoolError) -> Self {
+        Failure {
+            error,
+            left_in_place: false,
+        }
+    }
+}
+
+fn entry_name(seq: u64) -> String {
+    format!("{seq:0width$}{ENTRY_EXT}", width = SEQ_DIGITS)
+}
+
+/// `00000000000000000042.req` → 42. Anything else (other widths, signs, suffixes) → `None`.
+fn parse_entry_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(ENTRY_EXT)?;
+    parse_seq(digits)
+}
+
+fn parse_seq(digits: &str) -> Option<u64> {
+    if digits.len() != SEQ_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The highest sequence number in `corrupt/`, so a quarantined number is never reused.
+fn highest_quarantined(dir: &Path) -> Result<Option<u64>, SpoolError> {
+    let corrupt = dir.join(CORRUPT_DIR);
+    let items = match fs::read_dir(&corrupt) {
+        Ok(items) => items,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&corrupt)(e)),
+    };
+    let mut highest = None;
+    for item in items {
+        let name = item.map_err(io_err(&corrupt))?.file_name();
+        let seq = name
+            .to_str()
+            .and_then(|n| n.get(..SEQ_DIGITS))
+            .and_then(parse_seq);
+        highest = highest.max(seq);
+    }
+    Ok(highest)
+}
+
+/// Checks and parses one entry file; the error is a reason for the log.
+fn decode(data: Vec<u8>) -> Result<SpooledRequest, String> {
+    let Some(content_len) = data.len().checked_sub(CHECKSUM_LEN) else {
+        return Err(format!("truncated: only {} bytes", data.len()));
+    };
+    let (content, checksum) = data.split_at(content_len);
+    if Sha256::digest(content).as_slice() != checksum {
+        return Err("checksum mismatch (truncated or damaged)".to_owned());
+    }
+    let Some(rest) = content.strip_prefix(MAGIC) else {
+        return Err("not a pyrogate-spool v1 entry".to_owned());
+    };
+    let Some(header_len) = rest.iter().position(|&b| b == b'\n') else {
+        return Err("no header line".to_owned());
+    };
+    let header: HeaderIn = serde_json::from_slice(&rest[..header_len])
+        .map_err(|e| format!("unreadable header: {e}"))?;
+    let body_start = MAGIC.len() + header_len + 1;
+    let body_len = content_len - body_start;
+    if header.body_len != body_len as u64 {
+        return Err(format!(
+            "body is {body_len} bytes, header says {}",
+            header.body_len
+        ));
+    }
+    Ok(SpooledRequest {
+        path_and_query: header.path_and_query,
+        headers: header.headers,
+        body: Bytes::from(data).slice(body_start..content_len),
+    })
+}
+
+/// Moves a broken entry to `corrupt/`, keeping its name (plus a counter if that is taken).
+fn quarantine(dir: &Path, path: &Path, reason: &str) -> Result<(), SpoolError> {
+    let corrupt = dir.join(CORRUPT_DIR);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&corrupt)
+        .map_err(io_err(&corrupt))?;
+    let name = path.file_name().unwrap_or(OsStr::new("entry"));
+    let mut target = corrupt.join(name);
+    let mut n = 0u32;
+    while target.exists() {
+        n += 1;
+        let mut alt = name.to_owned();
+        alt.push(format!(".{n}"));
+        target = corrupt.join(alt);
+    }
+    fs::rename(path, &target).map_err(io_err(path))?;
+    tracing::warn!(
+        path = %path.display(),
+        moved_to = %target.display(),
+        reason,
+        "a spool entry is corrupt; moved it aside and skipped it"
+    );
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn request(n: usize) -> SpooledRequest {
+        SpooledRequest {
+            path_and_query: format!("/ingest?name=app{n}.cpu&from=1&until=2"),
+            headers: vec![
+                ("content-type".to_owned(), "binary/octet-stream".to_owned()),
+                ("x-scope-orgid".to_owned(), format!("tenant-{n}")),
+            ],
+            body: Bytes::from(format!("body {n}")),
+        }
+    }
+
+    fn open(dir: &Path) -> Spool {
+        Spool::open(dir, 1 << 30).expect("open")
+    }
+
+    fn names(dir: &Path) -> BTreeSet<String> {
+        fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+            .collect()
+    }
+
+    fn drain(spool: &Spool) -> Vec<(u64, SpooledRequest)> {
+        let mut out = Vec::new();
+        while let Some((seq, req)) = spool.peek().expect("peek") {
+            spool.remove(seq).expect("remove");
+            out.push((seq, req));
+        }
+        out
+    }
+
+    #[test]
+    fn entries_come_out_in_the_order_they_went_in() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let spool = open(tmp.path());
+        let seqs: Vec<u64> = (0..5)
+            .map(|n| spool.push(&request(n)).expect("push"))
+            .collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(spool.len(), 5);
+        let out = drain(&spool);
+        assert_eq!(out.iter().map(|(s, _)| *s).collect::<Vec<_>>(), seqs);
+        assert_eq!(
+            out.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+            (0..5).map(request).collect::<Vec<_>>()
+        );
+        assert!(spool.is_empty());
+        assert_eq!(spool.bytes(), 0);
+    }
+
+    #[test]
+    fn sequence_numbers_keep_increasing_across_reopen() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let first = {
+            let spool = open(tmp.path());
+            let a = spool.push(&request(1)).expect("push");
+            let b = spool.push(&request(2)).expect("push");
+            // Deliver the older one so the highest is not also the oldest.
+            spool.remove(a).expect("remove");
+            b
+        };
+        let spool = open(tmp.path());
+        let next = spool.push(&request(3)).expect("push");
+        assert!(next > first, "{next} > {first}");
+        assert_eq!(
+            drain(&spool).iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            [first, next]
+        );
+    }
+
+    #[test]
+    fn entries_survive_reopen_byte_for_byte() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let req = SpooledRequest {
+            path_and_query: "/push.v1.PusherService/Push?a=%20b&c=\u{e9}\n\"q\"".to_owned(),
+            headers: vec![
+                ("content-type".to_owned(), "application/proto".to_owned()),
+                ("connect-protocol-version".to_owned(), "1".to_owned()),
+                (
+                    "x-odd".to_owned(),
+                    "tab\tnewline\n quote\" unicode \u{1F525}".to_owned(),
+                ),
+                ("x-odd".to_owned(), String::new()),
+            ],
+            body: Bytes::from((0..=255u8).chain((0..=255u8).rev()).collect::<Vec<_>>()),
+        };
+        let (seq, bytes) = {
+            let spool = open(tmp.path());
+            (spool.push(&req).expect("push"), spool.bytes())
+        };
+        let spool = open(tmp.path());
+        assert_eq!(spool.len(), 1);
+        assert_eq!(spool.bytes(), bytes);
+        assert_eq!(spool.peek().expect("peek"), Some((seq, req)));
+    }
+
+    #[test]
+    fn entry_files_have_the_documented_layout() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let spool = open(tmp.path());
+        let req = SpooledRequest {
+            path_and_query: "/ingest".to_owned(),
+            headers: vec![("content-type".to_owned(), "text/plain".to_owned())],
+            body: Bytes::from_static(b"hello"),
+        };
+        let seq = spool.push(&req).expect("push");
+        let data = fs::read(tmp.path().join(entry_name(seq))).expect("read");
+        let mut expected = b"pyrogate-spool v1\n{\"pathAndQuery\":\"/ingest\",\"headers\":[[\"content-type\",\"text/plain\"]],\"bodyLen\":5}\nhello".to_vec();
+        let digest = Sha256::digest(&expected);
+        expected.extend_from_slice(&digest);
+        assert_eq!(data, expected);
+        assert_eq!(spool.bytes(), data.len() as u64);
+        assert_eq!(entry_name(42), "00000000000000000042.req");
+    }
+
+    #[test]
+    fn a_push_past_max_bytes_is_full_and_writes_nothing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let size = {
+            let probe = tempfile::tempdir().expect("tempdir");
+            let spool = open(probe.path());
+            spool.push(&request(1)).expect("push");
+            spool.bytes()
+        };
+        let spool = Spool::open(tmp.path(), 2 * size).expect("open");
+        spool.push(&request(1)).expect("first fits");
+        spool.push(&request(2)).expect("second fits exactly");
+        let before = names(tmp.path());
+        match spool.push(&request(3)) {
+            Err(SpoolError::Full { max_bytes }) => assert_eq!(max_bytes, 2 * size),
+            other => panic!("expected Full, got {other:?}"),
+        }
+        assert_eq!(names(tmp.path()), before);
+        assert_eq!(spool.len(), 2);
+        assert_eq!(spool.bytes(), 2 * size);
+
+        let tiny = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(tiny.path(), size - 1).expect("open");
+        assert!(matches!(
+            spool.push(&request(1)),
+            Err(SpoolError::Full { .. })
+        ));
+        assert!(names(tiny.path()).is_empty());
+        assert!(spool.is_empty());
+    }
+
+    #[test]
+    fn removing_makes_room_again() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let probe = open(tmp.path());
+        let seq = probe.push(&request(1)).expect("push");
+        let size = probe.bytes();
+        probe.remove(seq).expect("remove");
+        drop(probe);
+        let spool = Spool::open(tmp.path(), size).expect("open");
+        let a = spool.push(&request(1)).expect("push");
+        assert!(matches!(
+            spool.push(&request(2)),
+            Err(SpoolError::Full { .. })
+        ));
+        spool.remove(a).expect("remove");
+        spool.push(&request(2)).expect("fits after remove");
+    }
+
+    #[test]
+    fn a_leftover_temp_file_is_removed_on_open() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let seq = open(tmp.path()).push(&request(1)).expect("push");
+        let leftover = tmp
+            .path()
+            .join(format!("{}{TEMP_EXT}", entry_name(seq + 1)));
+        fs::write(&leftover, b"pyrogate-spool v1\n{\"pathAnd").expect("write");
+        let spool = open(tmp.path());
+        assert!(!leftover.exists());
+        assert_eq!(names(tmp.path()), BTreeSet::from([entry_name(seq)]));
+        assert_eq!(spool.len(), 1);
+        assert_eq!(spool.peek().expect("peek").map(|(s, _)| s), Some(seq));
+    }
+
+    #[test]
+    fn truncated_and_bit_flipped_entries_are_moved_aside_on_open() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let seqs: Vec<u64> = {
+            let spool = open(tmp.path());
+            (0..4)
+                .map(|n| spool.push(&request(n)).expect("push"))
+                .collect()
+        };
+        let truncated = tmp.path().join(entry_name(seqs[1]));
+        let data = fs::read(&truncated).expect("read");
+        fs::write(&truncated, &data[..data.len() - 10]).expect("truncate");
+        let flipped = tmp.path().join(entry_name(seqs[2]));
+        let mut data = fs::read(&flipped).expect("read");
+        let middle = data.len() / 2;
+        data[middle] ^= 0x04;
+        fs::write(&flipped, &data).expect("flip");
+
+        let spool = open(tmp.path());
+        assert_eq!(spool.len(), 2);
+        assert_eq!(
+            names(&tmp.path().join(CORRUPT_DIR)),
+            BTreeSet::from([entry_name(seqs[1]), entry_name(seqs[2])])
+        );
+        assert!(!truncated.exists() && !flipped.exists());
+        let out = drain(&spool);
+        assert_eq!(
+            out,
+            vec![(seqs[0], request(0)), (seqs[3], request(3))],
+            "the rest stay readable, in order"
+        );
+    }
+
+    #[test]
+    fn an_entry_damaged_after_open_is_moved_aside_when_read() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let spool = open(tmp.path());
+        let a = spool.push(&request(1)).expect("push");
+        let b = spool.push(&request(2)).expect("push");
+        let path = tmp.path().join(entry_name(a));
+        let mut data = fs::read(&path).expect("read");
+        data[0] ^= 0x01;
+        fs::write(&path, &data).expect("damage");
+
+        assert_eq!(spool.peek().expect("peek"), Some((b, request(2))));
+        assert_eq!(spool.len(), 1);
+        assert_eq!(
+            names(&tmp.path().join(CORRUPT_DIR)),
+            BTreeSet::from([entry_name(a)])
+        );
+        // Removing the skipped entry later is harmless.
+        spool.remove(a).expect("remove");
+        assert_eq!(spool.len(), 1);
+    }
+
+    #[test]
+    fn a_quarantined_number_is_not_reused_after_restart() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let seq = open(tmp.path()).push(&request(1)).expect("push");
+        let path = tmp.path().join(entry_name(seq));
+        fs::write(&path, b"garbage").expect("damage");
+        assert!(open(tmp.path()).is_empty());
+        // Same name again in corrupt/ gets a counter instead of overwriting.
+        fs::write(&path, b"garbage").expect("damage");
+        let spool = open(tmp.path());
+        assert_eq!(
+            names(&tmp.path().join(CORRUPT_DIR)),
+            BTreeSet::from([entry_name(seq), format!("{}.1", entry_name(seq))])
+        );
+        assert!(spool.push(&request(2)).expect("push") > seq);
+    }
+
+    #[test]
+    fn remove_then_peek_gives_the_next() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let spool = open(tmp.path());
+        let a = spool.push(&request(1)).expect("push");
+        let b = spool.push(&request(2)).expect("push");
+        assert_eq!(spool.peek().expect("peek"), Some((a, request(1))));
+        assert_eq!(
+            spool.peek().expect("peek"),
+            Some((a, request(1))),
+            "peek does not consume"
+        );
+        spool.remove(a).expect("remove");
+        assert!(!tmp.path().join(entry_name(a)).exists());
+        assert_eq!(spool.peek().expect("peek"), Some((b, request(2))));
+        spool.remove(b).expect("remove");
+        assert_eq!(spool.peek().expect("peek"), None);
+        spool.remove(b).expect("removing twice is fine");
+    }
+
+    #[test]
+    fn an_empty_body_works() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let req = SpooledRequest {
+            path_and_query: String::new(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+        };
+        let seq = open(tmp.path()).push(&req).expect("push");
+        let spool = open(tmp.path());
+        assert_eq!(spool.peek().expect("peek"), Some((seq, req)));
+    }
+
+    #[test]
+    fn concurrent_pushes_get_distinct_increasing_numbers() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let spool = open(tmp.path());
+        let per_thread: Vec<Vec<(u64, SpooledRequest)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|t| {
+                    let spool = &spool;
+                    s.spawn(move || {
+                        (0..100)
+                            .map(|i| {
+                                let req = request(t * 1000 + i);
+                                (spool.push(&req).expect("push"), req)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        for pushes in &per_thread {
+            assert!(pushes.windows(2).all(|w| w[0].0 < w[1].0));
+        }
+        let mut expected: Vec<(u64, SpooledRequest)> = per_thread.into_iter().flatten().collect();
+        expected.sort_by_key(|(seq, _)| *seq);
+        assert_eq!(expected.len(), 400);
+        assert!(expected.windows(2).all(|w| w[0].0 < w[1].0), "distinct");
+        assert_eq!(spool.len(), 400);
+
+        let reopened = open(tmp.path());
+        assert_eq!(reopened.bytes(), spool.bytes());
+        assert_eq!(drain(&reopened), expected);
+    }
+
+    #[test]
+    fn files_are_private() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("spool");
+        let seq = open(&dir).push(&request(1)).expect("push");
+        let mode = |p: &Path| fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(entry_name(seq))), 0o600);
+    }
+
+    #[test]
+    fn entry_names_are_strict() {
+        assert_eq!(parse_entry_name("00000000000000000042.req"), Some(42));
+        assert_eq!(parse_entry_name(&entry_name(u64::MAX)), Some(u64::MAX));
+        for bad in [
+            "42.req",
+            "99999999999999999999.req",
+            "+0000000000000000042.req",
+            "00000000000000000042.req.tmp",
+            "00000000000000000042",
+        ] {
+            assert_eq!(parse_entry_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_files_are_left_alone() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        fs::write(tmp.path().join("README"), b"hi").expect("write");
+        let spool = open(tmp.path());
+        assert!(spool.is_empty());
+        assert!(tmp.path().join("README").exists());
+    }
+}
