@@ -38,6 +38,11 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigFlags,
     },
+    /// Run a stateless ingest node: verify keys locally, forward pushes upstream.
+    Ingest {
+        #[command(flatten)]
+        config: ConfigFlags,
+    },
     /// Validate configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -299,15 +304,16 @@ fn init_tracing(level: &str) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let clock = SystemClock;
     #[cfg(feature = "authority")]
-    let is_server = matches!(cli.command, Command::Server { .. });
+    let is_server = matches!(cli.command, Command::Server { .. } | Command::Ingest { .. });
     #[cfg(not(feature = "authority"))]
-    let is_server = false;
+    let is_server = matches!(cli.command, Command::Ingest { .. });
     if !is_server {
         init_tracing("warn");
     }
     match cli.command {
         #[cfg(feature = "authority")]
         Command::Server { config } => server(&config),
+        Command::Ingest { config } => ingest_node(&config),
         Command::Config(ConfigCommand::Check { config }) => {
             let layers = config.load()?;
             Settings::from_layers(&layers)?;
@@ -843,4 +849,23 @@ fn set_user_disabled(
         }
     );
     Ok(())
+}
+
+fn ingest_node(flags: &ConfigFlags) -> anyhow::Result<ExitCode> {
+    let layers = flags.load()?;
+    let settings = Settings::from_layers(&layers)?;
+    init_tracing(settings.log_level);
+    for var in &layers.ignored_env {
+        tracing::warn!("ignoring environment variable {var}: not a pyrogate setting");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let node = crate::node::IngestNode::build(settings, Arc::new(SystemClock)).await?;
+        tracing::info!(addr = %node.local_addr(), "pyrogate ingest node listening");
+        node.run_until(shutdown_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    })
 }

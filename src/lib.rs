@@ -16,6 +16,12 @@
 //! | [`keyring`] | Ed25519 signing keys in the keys dir: generate, rotate, retire, JWKS | no |
 //! | [`revocation`] | the signed revocation list and the verifier's revocation snapshot | no |
 //! | [`verifier`] | token → [`verifier::Principal`] or a typed [`verifier::VerifyError`]; cache | yes |
+//! | [`config`] | the key table; defaults < YAML < `PYROSCOPE_*` env < flags | start-up |
+//! | [`ingest`] | Pyroscope push routes, forwarding, spool, local store | yes |
+//! | [`sync`] | ingest node: pull the key set and revocation list, cache them | no |
+//! | [`node`] | `pyrogate ingest`: the stateless ingest node's server | — |
+//! | [`metrics`] | Prometheus registry | — |
+//! | `store`, `passwords`, `authority` | the authority (feature `authority`): SQLite, argon2id, admin API | no |
 //! | [`auth`] | axum middleware + extractor: credentials → verifier → role check → 401/403 | yes |
 //! | [`api_error`] | the one place that maps every service error to an HTTP status | yes |
 //! | [`cli`] | clap subcommands behind the `pyrogate` binary | — |
@@ -33,14 +39,17 @@ pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod ingest;
 pub mod jwk;
 pub mod jws;
 pub mod keyring;
 pub mod metrics;
+pub mod node;
 #[cfg(feature = "authority")]
 pub mod passwords;
 pub mod revocation;
 #[cfg(feature = "authority")]
 pub mod store;
+pub mod sync;
 pub mod token;
 pub mod verifier;

@@ -118,8 +118,16 @@ impl Metrics {
             "Latency of requests to the upstream",
             m.upstream_latency.clone(),
         );
-        registry.register("spool_entries", "Pushes waiting in the spool", m.spool_entries.clone());
-        registry.register("spool_bytes", "Bytes waiting in the spool", m.spool_bytes.clone());
+        registry.register(
+            "spool_entries",
+            "Pushes waiting in the spool",
+            m.spool_entries.clone(),
+        );
+        registry.register(
+            "spool_bytes",
+            "Bytes waiting in the spool",
+            m.spool_bytes.clone(),
+        );
         registry.register(
             "sync_last_success_seconds",
             "Unix time of the last successful contact with the authority",

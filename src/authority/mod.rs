@@ -59,6 +59,8 @@ pub struct AppState {
     pub keyring_seen: Arc<Mutex<Option<std::time::SystemTime>>>,
     /// Computed once so a login for an unknown user costs as much as one for a known user.
     pub dummy_hash: Arc<String>,
+    /// The ingest plane of the all-in-one server.
+    pub ingest: crate::ingest::IngestState,
 }
 
 impl AppState {
@@ -137,6 +139,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let background = tokio::spawn(background(self.state.clone()));
+        self.state.ingest.start_background();
         let result = axum::serve(
             self.listener,
             self.router
@@ -187,7 +190,9 @@ pub async fn open_state(
         tokio::task::spawn_blocking(|| crate::passwords::hash("pyrogate-timing-equalizer"))
             .await??,
     );
+    let ingest = crate::ingest::IngestState::new(&settings, metrics.clone(), clock.clone())?;
     let state = AppState {
+        ingest,
         throttle: Arc::new(throttle::LoginThrottle::new(
             settings.login_max_failures,
             settings.login_lockout,
@@ -250,6 +255,11 @@ async fn create_first_admin(
 
 /// All routes of the authority.
 pub fn router(state: AppState) -> Router {
+    let ingest = crate::ingest::routes(
+        state.ingest.clone(),
+        state.verifier.clone(),
+        &state.settings,
+    );
     Router::new()
         .merge(session::routes())
         .merge(users::routes())
@@ -259,8 +269,41 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/api/ingestion", get(ingestion))
         .fallback(|| async { ApiError::NotFound("not found".into()) })
         .with_state(state)
+        .merge(ingest)
+}
+
+/// `GET /api/ingestion` (Admin): what arrived per app, and from which keys.
+async fn ingestion(
+    State(state): State<AppState>,
+    caller: session::Caller,
+) -> Result<axum::response::Response, ApiError> {
+    caller.require(crate::auth::Access::Admin)?;
+    let apps: Vec<serde_json::Value> = state
+        .ingest
+        .stats()
+        .snapshot()
+        .into_iter()
+        .map(|a| {
+            serde_json::json!({
+                "app": a.app,
+                "pushes": a.pushes,
+                "bytes": a.bytes,
+                "lastPushAt": crate::cli::rfc3339(a.last_push_at),
+                "keys": a.keys,
+            })
+        })
+        .collect();
+    let local = state
+        .ingest
+        .local()
+        .map(|l| serde_json::json!({ "profiles": l.len(), "bytes": l.bytes() }));
+    Ok(session::json(
+        StatusCode::OK,
+        &serde_json::json!({ "apps": apps, "localStore": local }),
+    ))
 }
 
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
