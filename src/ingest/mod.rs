@@ -12,10 +12,12 @@
 //! `Content-Encoding` and `Connect-*` headers go along, `Authorization` and cookies never do,
 //! and `X-Scope-OrgID` is set from the key's tenant (or `tenant.default`). With an upstream
 //! ([`forward`]), requests the upstream can't take go to the on-disk [`spool`] and are replayed
-//! in order; without one, profiles are kept in a bounded local store ([`local`]).
+//! in order; without one, profiles are kept in a bounded local store ([`local`]). With an
+//! upstream, its read API is proxied for ReadOnly and Admin keys ([`query`]).
 
 pub mod forward;
 pub mod local;
+pub mod query;
 pub mod spool;
 
 use std::sync::Arc;
@@ -140,6 +142,7 @@ impl IngestState {
 
 /// The push routes with the auth layer, ready to merge into a server's router.
 pub fn routes(state: IngestState, verifier: Arc<Verifier>, settings: &Settings) -> Router {
+    let verifier_for_query = verifier.clone();
     let gate = AuthGate::new(verifier, Access::Ingest)
         .enabled(settings.ingestion_enabled)
         .basic_user_is_tenant(settings.basic_user_is_tenant);
@@ -155,6 +158,7 @@ pub fn routes(state: IngestState, verifier: Arc<Verifier>, settings: &Settings) 
         // The handler enforces its own, configurable limit; lift axum's default 2 MB cap.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
+        .merge(query::routes(settings, verifier_for_query))
 }
 
 /// Headers that travel with a push. Everything else — `Authorization`, cookies, hop-by-hop
