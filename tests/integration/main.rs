@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth_layer;
+mod authority;
 mod hostile_tokens;
 mod keyring_cli;
 mod mutation;

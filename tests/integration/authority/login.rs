@@ -1,0 +1,392 @@
+//! `POST /api/login`, `POST /api/logout`, and what a session cookie can and cannot do.
+
+use serde_json::json;
+
+use super::spawn::*;
+
+const LOCKOUT: &str = "auth:\n  login-max-failures: 3\n  login-lockout: 10m\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_right_password_answers_204_with_an_http_only_lax_session_cookie() {
+    let app = spawn_app().await;
+    let http = app.client();
+    let r = http.login(ADMIN, ADMIN_PASSWORD).await.expect(204);
+    assert!(r.body.is_empty());
+    let cookie = r.header("set-cookie").expect("Set-Cookie");
+    let attrs: Vec<&str> = cookie.split(';').map(str::trim).collect();
+    assert!(attrs[0].starts_with("pyrogate_session="), "{cookie}");
+    assert!(attrs[0].len() > "pyrogate_session=".len() + 20, "{cookie}");
+    for wanted in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(attrs.contains(&wanted), "{wanted} missing from {cookie}");
+    }
+    assert!(!attrs.contains(&"Secure"), "not Secure unless configured");
+    let me = http.get("/api/user").send().await.expect(200).json();
+    assert_eq!(me["name"], ADMIN);
+    assert_eq!(me["role"], "Admin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_cookie_is_secure_when_configured() {
+    let app = spawn_with("auth:\n  cookie-secure: true\n  cookie-same-site: Strict\n").await;
+    let r = app.client().login(ADMIN, ADMIN_PASSWORD).await.expect(204);
+    let cookie = r.header("set-cookie").expect("Set-Cookie");
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_and_an_unknown_user_get_the_same_401() {
+    let app = spawn_app().await;
+    let http = app.client();
+    let wrong = http.login(ADMIN, "not-the-password").await.expect(401);
+    let unknown = http.login("nobody", ADMIN_PASSWORD).await.expect(401);
+    assert_eq!(wrong.errors(), vec!["invalid username or password"]);
+    assert_eq!(unknown.errors(), wrong.errors());
+    assert_eq!(wrong.body, unknown.body);
+    assert!(wrong.header("set-cookie").is_none());
+    assert!(unknown.header("set-cookie").is_none());
+    assert!(http.cookie().is_none());
+    http.get("/api/user").send().await.expect(401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_names_are_matched_without_regard_to_case() {
+    let app = spawn_app().await;
+    app.client().login("ADMIN", ADMIN_PASSWORD).await.expect(204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_past_the_limit_lock_the_user_out_from_every_address() {
+    let app = spawn_with(LOCKOUT).await;
+    let admin = app.admin().await;
+    create_user(&admin, "bob", "ReadOnly", "bob-password-1").await;
+
+    let a = app.client_from([127, 0, 0, 1]);
+    for _ in 0..3 {
+        a.login(ADMIN, "wrong-password").await.expect(401);
+    }
+    // Even the right password is refused now, from this address …
+    let locked = a.login(ADMIN, ADMIN_PASSWORD).await.expect(429);
+    let msg = &locked.errors()[0];
+    assert!(msg.starts_with("too many failed login attempts"), "{msg}");
+    assert!(a.cookie().is_none());
+    // … and from another one: the count is per user name (any case).
+    let b = app.client_from([127, 0, 0, 2]);
+    b.login(ADMIN, ADMIN_PASSWORD).await.expect(429);
+    b.login("Admin", ADMIN_PASSWORD).await.expect(429);
+    // Other users from the other address are not affected.
+    b.login("bob", "bob-password-1").await.expect(204);
+    // The window passes on the clock, not on the wall.
+    app.clock.advance(10 * 60);
+    a.login(ADMIN, ADMIN_PASSWORD).await.expect(204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_past_the_limit_lock_out_the_client_address_for_every_user() {
+    let app = spawn_with(LOCKOUT).await;
+    let a = app.client_from([127, 0, 0, 1]);
+    for ghost in ["ghost1", "ghost2", "ghost3"] {
+        a.login(ghost, "wrong-password").await.expect(401);
+    }
+    // One client spraying names is stopped, whether or not the next name exists.
+    let known = a.login(ADMIN, ADMIN_PASSWORD).await.expect(429);
+    let unknown = a.login("ghost4", "whatever-password").await.expect(429);
+    assert_eq!(known.body, unknown.body);
+    // The admin account itself is fine from another address.
+    let b = app.client_from([127, 0, 0, 2]);
+    b.login(ADMIN, ADMIN_PASSWORD).await.expect(204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_login_requests_answer_400_in_pyroscope_shape() {
+    let app = spawn_app().await;
+    let http = app.client();
+    let cases: Vec<(&str, &str, &str)> = vec![
+        ("application/json", "{", "request body is not valid JSON"),
+        ("application/json", "", "request body is not valid JSON"),
+        ("application/json", r#"{"username":"admin"}"#, "password"),
+        ("application/json", r#"{"password":"x"}"#, "username"),
+        (
+            "application/json",
+            r#"{"username":1,"password":"x"}"#,
+            "invalid request body",
+        ),
+        (
+            "text/plain",
+            r#"{"username":"admin","password":"correct-horse-battery-staple"}"#,
+            "Content-Type: application/json",
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            "username=admin&password=correct-horse-battery-staple",
+            "Content-Type: application/json",
+        ),
+    ];
+    for (content_type, body, wanted) in cases {
+        let r = http
+            .post("/api/login")
+            .raw(content_type, body.to_owned())
+            .send()
+            .await;
+        assert_eq!(r.status, 400, "{content_type} {body:?}: {}", r.text());
+        let errors = r.errors();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains(wanted),
+            "{body:?}: {errors:?} lacks {wanted:?}"
+        );
+        assert!(
+            !errors[0].contains("correct-horse"),
+            "the password is echoed: {errors:?}"
+        );
+    }
+    // A body with no Content-Type at all.
+    let r = http
+        .post("/api/login")
+        .header("content-length", "0")
+        .send()
+        .await
+        .expect(400);
+    assert_eq!(r.errors().len(), 1);
+    assert!(http.cookie().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_ends_the_session_for_every_copy_of_the_cookie() {
+    let app = spawn_app().await;
+    let http = app.admin().await;
+    http.get("/api/user").send().await.expect(200);
+    let saved = http.cookie().expect("session cookie");
+    let r = http.post("/api/logout").send().await.expect(204);
+    let cleared = r.header("set-cookie").expect("logout clears the cookie");
+    assert!(cleared.starts_with("pyrogate_session=;"), "{cleared}");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    assert!(http.cookie().is_none());
+    // A copy of the old cookie (a stolen one, say) no longer works.
+    http.set_cookie(Some(saved));
+    let r = http.get("/api/user").send().await.expect(401);
+    assert!(r.header("www-authenticate").is_some());
+    http.get("/api/keys").send().await.expect(401);
+    // Logging out twice, or without a session, is harmless.
+    app.client().post("/api/logout").send().await.expect(204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_cookie_with_a_tampered_signature_is_refused() {
+    let app = spawn_app().await;
+    let http = app.admin().await;
+    let cookie = http.cookie().expect("session cookie");
+    let (input, sig) = cookie.rsplit_once('.').expect("three segments");
+    let mut sig: Vec<u8> = sig.bytes().collect();
+    let i = sig.len() / 2;
+    sig[i] = if sig[i] == b'A' { b'B' } else { b'A' };
+    let forged = format!("{input}.{}", String::from_utf8(sig).expect("ascii"));
+    http.set_cookie(Some(forged));
+    let r = http.get("/api/user").send().await.expect(401);
+    assert!(r.header("www-authenticate").is_some());
+    // Nor does a cookie whose payload was changed under the old signature.
+    let parts: Vec<&str> = cookie.split('.').collect();
+    let mut claims = claims_of(&cookie);
+    claims["uid"] = json!(claims["uid"].as_i64().expect("uid") + 1);
+    let payload = pyrogate::b64::encode(claims.to_string().as_bytes());
+    http.set_cookie(Some(format!("{}.{payload}.{}", parts[0], parts[2])));
+    http.get("/api/user").send().await.expect(401);
+    // The untouched cookie still works.
+    http.set_cookie(Some(cookie));
+    http.get("/api/user").send().await.expect(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_expires_after_the_maximum_lifetime_on_the_clock() {
+    let app = spawn_with("auth:\n  login-maximum-lifetime-days: 1\n").await;
+    let http = app.admin().await;
+    let r = http.get("/api/user").send().await.expect(200);
+    drop(r);
+    app.clock.advance(86_400 - 1);
+    http.get("/api/user").send().await.expect(200);
+    app.clock.advance(1);
+    let r = http.get("/api/user").send().await.expect(401);
+    assert!(r.errors()[0].contains("expired"), "{:?}", r.errors());
+    // A new login works again.
+    app.admin().await.get("/api/user").send().await.expect(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_users_session_stops_working_on_the_next_request() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let bob_id = create_user(&admin, "bob", "ReadOnly", "bob-password-1").await;
+    let bob = app.logged_in("bob", "bob-password-1").await;
+    assert_eq!(
+        bob.get("/api/user").send().await.expect(200).json()["name"],
+        "bob"
+    );
+    let r = admin
+        .put(&format!("/api/users/{bob_id}/disable"))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(r.json()["isDisabled"], true);
+    bob.get("/api/user").send().await.expect(401);
+    let r = bob.login("bob", "bob-password-1").await.expect(401);
+    assert_eq!(r.errors(), vec!["invalid username or password"]);
+    // Enabling lets bob log in again (the old session stays dead).
+    let old = bob.cookie();
+    admin
+        .put(&format!("/api/users/{bob_id}/enable"))
+        .send()
+        .await
+        .expect(200);
+    bob.set_cookie(old);
+    bob.get("/api/user").send().await.expect(401);
+    app.logged_in("bob", "bob-password-1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_demoted_to_read_only_gets_403_on_api_keys_on_the_next_request() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let carol_id = create_user(&admin, "carol", "Admin", "carol-password-1").await;
+    let carol = app.logged_in("carol", "carol-password-1").await;
+    carol.keys().await;
+    let r = admin
+        .put(&format!("/api/users/{carol_id}/role"))
+        .json(&json!({ "role": "ReadOnly" }))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(r.json()["role"], "ReadOnly");
+    let r = carol.get("/api/keys").send().await.expect(403);
+    assert!(r.errors()[0].contains("Admin"), "{:?}", r.errors());
+    carol
+        .post("/api/keys")
+        .json(&json!({ "name": "x", "role": "Agent" }))
+        .send()
+        .await
+        .expect(403);
+    assert_eq!(admin.keys().await, json!([]));
+    // Her own account still works.
+    carol.get("/api/user").send().await.expect(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_authenticated_cross_site_posts_are_refused_and_create_nothing() {
+    let app = spawn_app().await;
+    let http = app.admin().await;
+    let body = json!({ "name": "csrf", "role": "Admin", "ttlSeconds": 0 });
+    let evil_origin = format!("{}.evil.example", app.origin());
+    let attacks: Vec<(&str, &str)> = vec![
+        ("origin", "http://evil.example"),
+        ("origin", "null"),
+        ("origin", &evil_origin),
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+    ];
+    for (name, value) in attacks {
+        let r = http
+            .post("/api/keys")
+            .header(name, value)
+            .json(&body)
+            .send()
+            .await;
+        assert_eq!(r.status, 403, "{name}: {value}: {}", r.text());
+        assert_eq!(r.errors(), vec!["cross-site request refused"]);
+    }
+    // A cross-site DELETE is refused too.
+    let key = http.create_key("victim", "Agent", 0).await;
+    http.delete(&format!("/api/keys/{}", key["id"]))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .expect(403);
+    let keys = http.keys().await;
+    let names: Vec<&str> = keys
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|k| s(k, "name"))
+        .collect();
+    assert_eq!(names, vec!["victim"]);
+    // Login CSRF: a cross-site form can't log a victim in either.
+    app.client()
+        .login(ADMIN, ADMIN_PASSWORD)
+        .await
+        .expect(204)
+        .header("set-cookie")
+        .expect("cookie");
+    let r = app
+        .client()
+        .post("/api/login")
+        .header("origin", "http://evil.example")
+        .json(&json!({ "username": ADMIN, "password": ADMIN_PASSWORD }))
+        .send()
+        .await
+        .expect(403);
+    assert!(r.header("set-cookie").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_same_origin_post_with_a_session_cookie_works() {
+    let app = spawn_app().await;
+    let http = app.admin().await;
+    http.post("/api/keys")
+        .header("origin", &app.origin())
+        .header("sec-fetch-site", "same-origin")
+        .json(&json!({ "name": "from-ui", "role": "Agent" }))
+        .send()
+        .await
+        .expect(201);
+    http.post("/api/keys")
+        .header("origin", &app.origin())
+        .json(&json!({ "name": "old-browser", "role": "Agent" }))
+        .send()
+        .await
+        .expect(201);
+    // Cross-site GETs are harmless reads and are allowed.
+    http.get("/api/keys")
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .expect(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_cookie_sent_as_a_bearer_token_is_refused() {
+    let app = spawn_app().await;
+    let cookie = app.admin().await.cookie().expect("session cookie");
+    let r = app
+        .client()
+        .get("/api/keys")
+        .bearer(&cookie)
+        .send()
+        .await
+        .expect(401);
+    let challenge = r.header("www-authenticate").expect("challenge");
+    assert!(challenge.starts_with("Bearer "), "{challenge}");
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+    app.client()
+        .get("/api/user")
+        .bearer(&cookie)
+        .send()
+        .await
+        .expect(401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_sent_as_the_session_cookie_is_refused() {
+    let app = spawn_app().await;
+    let key = app.admin().await.create_key("automation", "Admin", 0).await;
+    let key = s(&key, "key").to_owned();
+    // The key works as a bearer token …
+    app.client()
+        .get("/api/keys")
+        .bearer(&key)
+        .send()
+        .await
+        .expect(200);
+    // … but never as a session cookie.
+    let http = app.client();
+    http.set_cookie(Some(key));
+    http.get("/api/keys").send().await.expect(401);
+    http.get("/api/user").send().await.expect(401);
+}
