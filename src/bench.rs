@@ -184,3 +184,187 @@ fn split_signature(token: &str) -> (&str, Signature) {
         .unwrap_or([0; 64]);
     (input, Signature::from_bytes(&bytes))
 }
+
+/// Result of `pyrogate bench ingest`.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestReport {
+    pub body_bytes: usize,
+    pub concurrency: usize,
+    pub rounds: usize,
+    pub seconds_per_round: f64,
+    pub auth_off_rps: f64,
+    pub auth_on_rps: f64,
+    pub auth_on_over_off: f64,
+}
+
+impl fmt::Display for IngestReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "ingest benchmark: {}-byte pushes, {} concurrent clients, {} rounds × {:.1} s per mode",
+            self.body_bytes, self.concurrency, self.rounds, self.seconds_per_round
+        )?;
+        writeln!(f, "{:<24} {:>12}", "mode", "pushes/s (median)")?;
+        writeln!(f, "{:<24} {:>12.0}", "auth off", self.auth_off_rps)?;
+        writeln!(
+            f,
+            "{:<24} {:>12.0}",
+            "auth on (Agent key)", self.auth_on_rps
+        )?;
+        writeln!(f, "auth on / auth off = {:.3}", self.auth_on_over_off)
+    }
+}
+
+/// Pushes `body_bytes`-byte profiles through two in-process ingest nodes — auth off and auth
+/// on — to a local upstream that answers 200, alternating rounds (ABBA) so both see the same
+/// machine; the ratio is the median of per-round ratios.
+pub async fn ingest(
+    seconds_per_round: f64,
+    rounds: usize,
+    concurrency: usize,
+    body_bytes: usize,
+) -> anyhow::Result<IngestReport> {
+    use axum::Router;
+    use axum::routing::post;
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let dir = std::env::temp_dir().join(format!("pyrogate-bench-{}", b64::random(6)));
+    std::fs::create_dir_all(&dir)?;
+    let cleanup = scopeguard(dir.clone());
+
+    // Upstream: accepts everything.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let upstream_addr = upstream.local_addr()?;
+    tokio::spawn(async move {
+        let app = Router::new().route("/ingest", post(|| async { "" }));
+        let _ = axum::serve(upstream, app).await;
+    });
+
+    // A signing key and its JWKS file for the auth-on node.
+    let mut seed = [0u8; 32];
+    b64::fill_random(&mut seed);
+    let signer = Signer::new(SigningKey::from_bytes(&seed));
+    let jwks = KeySet::new([signer.verifying_key()]).to_jwks();
+    let jwks_path = dir.join("jwks.json");
+    std::fs::write(&jwks_path, serde_json::to_vec(&jwks)?)?;
+    let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
+    let token = token::issue(
+        &signer,
+        "pyrogate",
+        clock.now(),
+        &KeyRequest {
+            name: "bench-agent",
+            role: Role::Agent,
+            ttl_seconds: 3600,
+            tenant: Some("bench"),
+        },
+    )?
+    .token;
+
+    let mut ports = Vec::new();
+    for auth in [false, true] {
+        let yaml = format!(
+            "api-bind-addr: 127.0.0.1:0\nstorage-path: {:?}\nupstream: http://{upstream_addr}\nlog-level: error\nauth:\n  ingestion:\n    enabled: {auth}\n{}",
+            dir.join(if auth { "on" } else { "off" }),
+            if auth {
+                format!("jwks-file: {:?}\n", jwks_path)
+            } else {
+                String::new()
+            }
+        );
+        let mut layers = crate::config::Layers::defaults();
+        layers.merge_yaml(&yaml, std::path::Path::new("bench.yaml"))?;
+        let settings = crate::config::Settings::from_layers(&layers)?;
+        let node = crate::node::IngestNode::build(settings, clock.clone()).await?;
+        ports.push(node.port());
+        tokio::spawn(node.run_until(std::future::pending()));
+    }
+
+    let body = axum::body::Bytes::from(b64::random(body_bytes).into_bytes()[..body_bytes].to_vec());
+    let client: Client<_, Full<axum::body::Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let bearer = format!("Bearer {}", token.expose());
+    let run = |port: u16, auth: bool| {
+        let client = client.clone();
+        let body = body.clone();
+        let bearer = bearer.clone();
+        async move {
+            let deadline = Instant::now() + std::time::Duration::from_secs_f64(seconds_per_round);
+            let mut tasks = Vec::new();
+            for _ in 0..concurrency {
+                let (client, body, bearer) = (client.clone(), body.clone(), bearer.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut ok = 0u64;
+                    while Instant::now() < deadline {
+                        let mut req = axum::http::Request::post(format!(
+                            "http://127.0.0.1:{port}/ingest?name=bench.cpu"
+                        ))
+                        .header("content-type", "application/octet-stream");
+                        if auth {
+                            req = req.header("authorization", bearer.as_str());
+                        }
+                        let Ok(req) = req.body(Full::new(body.clone())) else {
+                            break;
+                        };
+                        if let Ok(resp) = client.request(req).await
+                            && resp.status().is_success()
+                        {
+                            ok += 1;
+                        }
+                    }
+                    ok
+                }));
+            }
+            let start = Instant::now();
+            let mut total = 0;
+            for t in tasks {
+                total += t.await.unwrap_or(0);
+            }
+            total as f64 / start.elapsed().as_secs_f64().max(seconds_per_round)
+        }
+    };
+    // Warm both paths (connection pools, the verified-token cache).
+    run(ports[0], false).await;
+    run(ports[1], true).await;
+    let (mut off, mut on, mut ratios) = (vec![], vec![], vec![]);
+    for round in 0..rounds {
+        // ABBA order: a drift in machine load favours neither mode.
+        let (a, b) = if round % 2 == 0 {
+            let a = run(ports[0], false).await;
+            (a, run(ports[1], true).await)
+        } else {
+            let b = run(ports[1], true).await;
+            (run(ports[0], false).await, b)
+        };
+        off.push(a);
+        on.push(b);
+        ratios.push(b / a.max(1.0));
+    }
+    drop(cleanup);
+    let auth_off_rps = median(off);
+    let auth_on_rps = median(on);
+    Ok(IngestReport {
+        body_bytes,
+        concurrency,
+        rounds,
+        seconds_per_round,
+        auth_off_rps,
+        auth_on_rps,
+        auth_on_over_off: median(ratios),
+    })
+}
+
+/// Removes the benchmark's temp dir when dropped.
+struct TempDirGuard(std::path::PathBuf);
+
+impl Drop for TempDirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scopeguard(dir: std::path::PathBuf) -> TempDirGuard {
+    TempDirGuard(dir)
+}

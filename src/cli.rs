@@ -271,6 +271,24 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2000)]
         iterations: u32,
     },
+    /// Push throughput through an ingest node, auth off vs auth on, in one run.
+    Ingest {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Seconds per round and mode.
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+        /// Rounds (alternating auth off / on).
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Bytes per push.
+        #[arg(long, default_value_t = 10_240)]
+        body_bytes: usize,
+    },
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -339,6 +357,30 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(cmd) => token_command(cmd, Arc::new(clock)),
         Command::Bench(BenchCommand::Verify { json, iterations }) => {
             let report = crate::bench::verify(iterations.max(10));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Ingest {
+            json,
+            seconds,
+            rounds,
+            concurrency,
+            body_bytes,
+        }) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let report = runtime.block_on(crate::bench::ingest(
+                seconds.max(0.1),
+                rounds.max(1),
+                concurrency.max(1),
+                body_bytes.max(1),
+            ))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
