@@ -140,6 +140,13 @@ impl Application {
     ) -> anyhow::Result<()> {
         let background = tokio::spawn(background(self.state.clone()));
         self.state.ingest.start_background();
+        // Graceful shutdown waits for in-flight requests, so pending long-polls must end as
+        // soon as shutdown begins, not after.
+        let publisher = self.state.publisher.clone();
+        let shutdown = async move {
+            shutdown.await;
+            publisher.close();
+        };
         let result = axum::serve(
             self.listener,
             self.router
@@ -147,7 +154,6 @@ impl Application {
         )
         .with_graceful_shutdown(shutdown)
         .await;
-        self.state.publisher.close();
         background.abort();
         result.context("serving HTTP")
     }
