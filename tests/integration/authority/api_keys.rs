@@ -73,7 +73,10 @@ async fn role_names_are_case_insensitive_and_written_canonically() {
     let app = spawn_app().await;
     let http = app.admin().await;
     assert_eq!(http.create_key("a", "agent", 0).await["role"], "Agent");
-    assert_eq!(http.create_key("b", "READONLY", 0).await["role"], "ReadOnly");
+    assert_eq!(
+        http.create_key("b", "READONLY", 0).await["role"],
+        "ReadOnly"
+    );
     assert_eq!(http.create_key("c", "admin", 0).await["role"], "Admin");
 }
 
@@ -98,14 +101,7 @@ async fn listing_keys_never_shows_a_key_or_its_jti() {
     assert_eq!(names(&list), vec!["ci", "grafana"]);
     for k in list.as_array().expect("array") {
         let fields = field_names(k);
-        for wanted in [
-            "id",
-            "name",
-            "role",
-            "createdAt",
-            "expiresAt",
-            "lastUsedAt",
-        ] {
+        for wanted in ["id", "name", "role", "createdAt", "expiresAt", "lastUsedAt"] {
             assert!(fields.contains(wanted), "{wanted} missing from {k}");
         }
         for never in ["key", "jti", "token"] {
@@ -175,7 +171,11 @@ async fn bad_key_requests_are_refused_with_pyroscope_messages_and_change_nothing
             400,
             "unknown role",
         ),
-        (json!({"name": "x", "role": ""}).to_string(), 400, "unknown role"),
+        (
+            json!({"name": "x", "role": ""}).to_string(),
+            400,
+            "unknown role",
+        ),
         (json!({"name": "x"}).to_string(), 400, "unknown role"),
         (
             json!({"name": "x", "role": "Agent", "ttlSeconds": -1}).to_string(),
@@ -338,12 +338,7 @@ async fn an_admin_api_key_can_create_list_and_delete_keys_as_a_bearer_token() {
         .send()
         .await
         .expect(204);
-    let r = bot
-        .get("/api/keys")
-        .bearer(&token)
-        .send()
-        .await
-        .expect(401);
+    let r = bot.get("/api/keys").bearer(&token).send().await.expect(401);
     assert_eq!(r.errors(), vec!["invalid credentials: revoked"]);
 }
 
@@ -384,7 +379,11 @@ async fn agent_and_read_only_keys_get_403_naming_the_admin_role() {
     let after = admin.keys().await;
     assert_eq!(
         names(&after),
-        [names(&before), vec!["Agent-key".into(), "ReadOnly-key".into()]].concat()
+        [
+            names(&before),
+            vec!["Agent-key".into(), "ReadOnly-key".into()]
+        ]
+        .concat()
     );
 }
 
@@ -408,7 +407,10 @@ async fn requests_without_credentials_answer_401_with_a_bearer_challenge() {
         assert_eq!(r.errors(), vec!["invalid credentials: missing"]);
         let challenge = r.header("www-authenticate").expect("WWW-Authenticate");
         assert!(challenge.starts_with("Bearer "), "{challenge}");
-        assert!(challenge.contains(r#"error="invalid_token""#), "{challenge}");
+        assert!(
+            challenge.contains(r#"error="invalid_token""#),
+            "{challenge}"
+        );
     }
     // Garbage and an unsupported scheme are 401 too, never 400 or 500.
     for auth in ["Bearer not-a-token", "Token abc", "Bearer ", "Basic !!!"] {
@@ -432,12 +434,7 @@ async fn an_api_key_expires_on_the_clock() {
     bot.get("/api/keys").bearer(&token).send().await.expect(200);
     // Past exp plus the 60 s clock-skew allowance.
     app.clock.advance(60 + 60);
-    let r = bot
-        .get("/api/keys")
-        .bearer(&token)
-        .send()
-        .await
-        .expect(401);
+    let r = bot.get("/api/keys").bearer(&token).send().await.expect(401);
     assert_eq!(r.errors(), vec!["invalid credentials: expired"]);
 }
 
@@ -470,12 +467,7 @@ async fn a_key_made_by_the_api_verifies_offline_until_it_is_deleted() {
         .send()
         .await
         .expect(204);
-    let list = http
-        .get("/api/revocations")
-        .send()
-        .await
-        .expect(200)
-        .text();
+    let list = http.get("/api/revocations").send().await.expect(200).text();
     let payload = claims_of(&list);
     let jtis: Vec<&str> = payload["entries"]
         .as_array()

@@ -52,7 +52,10 @@ async fn a_wrong_password_and_an_unknown_user_get_the_same_401() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_names_are_matched_without_regard_to_case() {
     let app = spawn_app().await;
-    app.client().login("ADMIN", ADMIN_PASSWORD).await.expect(204);
+    app.client()
+        .login("ADMIN", ADMIN_PASSWORD)
+        .await
+        .expect(204);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

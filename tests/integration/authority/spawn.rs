@@ -133,7 +133,12 @@ impl TestApp {
     pub async fn logged_in(&self, user: &str, password: &str) -> Http {
         let http = self.client();
         let r = http.login(user, password).await;
-        assert_eq!(r.status, StatusCode::NO_CONTENT, "login {user}: {}", r.text());
+        assert_eq!(
+            r.status,
+            StatusCode::NO_CONTENT,
+            "login {user}: {}",
+            r.text()
+        );
         http
     }
 
@@ -417,9 +422,7 @@ pub fn pyrogate_command(args: &[&str], env: &[(&str, &str)]) -> Command {
 /// Runs the binary to completion, feeding `stdin`.
 pub fn pyrogate(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
     use std::io::Write as _;
-    let mut child = pyrogate_command(args, env)
-        .spawn()
-        .expect("spawn pyrogate");
+    let mut child = pyrogate_command(args, env).spawn().expect("spawn pyrogate");
     let mut input = child.stdin.take().expect("stdin");
     input.write_all(stdin.as_bytes()).expect("write stdin");
     drop(input);
