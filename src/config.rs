@@ -924,6 +924,25 @@ mod tests {
     }
 
     #[test]
+    fn every_committed_config_file_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let mut l = Layers::defaults();
+                l.merge_file(&path).unwrap();
+                Settings::from_layers(&l).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                checked += 1;
+            }
+        }
+        assert!(
+            checked >= 3,
+            "expected the example, authority and ingest-node files"
+        );
+    }
+
+    #[test]
     fn lists_are_refused_as_values() {
         let mut l = Layers::defaults();
         let err = l
