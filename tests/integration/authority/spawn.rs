@@ -157,11 +157,17 @@ impl TestApp {
 
     /// Stops this server and starts a new one on the same dirs, settings and clock.
     pub async fn restart(mut self) -> TestApp {
+        let yaml = std::mem::take(&mut self.yaml);
+        self.restart_with(&yaml).await
+    }
+
+    /// Like [`TestApp::restart`], with `yaml` instead of the original test config.
+    pub async fn restart_with(mut self, yaml: &str) -> TestApp {
         self.stop().await;
         let root = self.root.take().expect("root");
-        let (yaml, clock) = (std::mem::take(&mut self.yaml), self.clock.clone());
+        let clock = self.clock.clone();
         drop(self);
-        TestApp::start(root, yaml, clock).await
+        TestApp::start(root, yaml.to_owned(), clock).await
     }
 }
 
