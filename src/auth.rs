@@ -61,6 +61,7 @@ pub struct AuthGate {
     enabled: bool,
     /// When set, a Basic username must equal the key's tenant (Grafana-Cloud style).
     basic_user_is_tenant: bool,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for AuthGate {
@@ -79,7 +80,14 @@ impl AuthGate {
             access,
             enabled: true,
             basic_user_is_tenant: false,
+            metrics: None,
         }
+    }
+
+    /// Records decisions (by result and reason) and verification time.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// With `false`, every request passes unauthenticated (Pyroscope's default for ingestion).
@@ -130,7 +138,26 @@ pub async fn require(State(gate): State<AuthGate>, mut req: Request, next: Next)
     if !gate.enabled {
         return next.run(req).await;
     }
-    match gate.authorize(req.headers(), req.uri().query()) {
+    let started = std::time::Instant::now();
+    let decision = gate.authorize(req.headers(), req.uri().query());
+    if let Some(m) = &gate.metrics {
+        m.verify_latency.observe(started.elapsed().as_secs_f64());
+        let outcome = match &decision {
+            Ok(_) => Ok(()),
+            Err(ApiError::Unauthorized(reason)) => Err(*reason),
+            // Authenticated, but not allowed.
+            Err(_) => Ok(()),
+        };
+        let mut labels = crate::metrics::DecisionLabels::of(outcome);
+        if matches!(decision, Err(ApiError::Forbidden(_))) {
+            labels = crate::metrics::DecisionLabels {
+                result: "forbidden",
+                reason: "role",
+            };
+        }
+        m.auth_decisions.get_or_create(&labels).inc();
+    }
+    match decision {
         Ok(principal) => {
             tracing::debug!(key = %principal.name, role = %principal.role, "authorized");
             req.extensions_mut().insert(Authenticated(principal));

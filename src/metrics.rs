@@ -20,6 +20,21 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+impl DecisionLabels {
+    pub fn of(result: Result<(), crate::verifier::VerifyError>) -> Self {
+        match result {
+            Ok(()) => DecisionLabels {
+                result: "accepted",
+                reason: "ok",
+            },
+            Err(e) => DecisionLabels {
+                result: "refused",
+                reason: e.label(),
+            },
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -38,6 +53,8 @@ pub struct Metrics {
     pub spool_bytes: Gauge<u64, AtomicU64>,
     pub sync_last_success: Gauge<u64, AtomicU64>,
     pub sync_failures: Counter,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
 }
 
 impl Default for Metrics {
@@ -65,6 +82,8 @@ impl Metrics {
             spool_bytes: Gauge::default(),
             sync_last_success: Gauge::default(),
             sync_failures: Counter::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -137,6 +156,16 @@ impl Metrics {
             "sync_failures",
             "Failed attempts to reach the authority",
             m.sync_failures.clone(),
+        );
+        registry.register(
+            "verify_cache_hits",
+            "API-key verifications answered by the verified-token cache",
+            m.cache_hits.clone(),
+        );
+        registry.register(
+            "verify_cache_misses",
+            "API-key verifications that needed the signature check",
+            m.cache_misses.clone(),
         );
         Metrics { registry, ..m }
     }

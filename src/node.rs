@@ -76,6 +76,7 @@ impl IngestNode {
             KeySet::default(),
             clock.clone(),
         ));
+        verifier.set_metrics(metrics.clone());
         let ingest = IngestState::new(&settings, metrics.clone(), clock.clone())?;
         let status = Arc::new(SyncStatus {
             stale: ingest.stale_flag(),

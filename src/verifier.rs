@@ -166,6 +166,7 @@ pub struct Verifier {
     /// path) can fetch the key set early: the authority may have rotated.
     unknown_key_seen: std::sync::atomic::AtomicBool,
     unknown_key: tokio::sync::Notify,
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -190,7 +191,13 @@ impl Verifier {
             clock,
             unknown_key_seen: std::sync::atomic::AtomicBool::new(false),
             unknown_key: tokio::sync::Notify::new(),
+            metrics: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Counts cache hits and misses into `metrics` from now on.
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// True (once) if a token named an unknown `kid` since the last call.
@@ -238,7 +245,15 @@ impl Verifier {
             return self.verify_parts(parts).map(Arc::new);
         };
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(principal) = cache.get(&digest) {
+        let hit = cache.get(&digest);
+        if let Some(m) = self.metrics.get() {
+            if hit.is_some() {
+                m.cache_hits.inc();
+            } else {
+                m.cache_misses.inc();
+            }
+        }
+        if let Some(principal) = hit {
             self.check_live(&principal, self.clock.now())?;
             return Ok(principal);
         }

@@ -189,6 +189,7 @@ pub async fn open_state(
     ));
     let keys_dir = settings.keys_dir.clone();
     let metrics = Arc::new(Metrics::new());
+    verifier.set_metrics(metrics.clone());
     metrics
         .signing_keys_published
         .set(ring.key_set().len() as u64);

@@ -199,17 +199,11 @@ fn check_same_origin(method: &Method, headers: &HeaderMap) -> Result<(), ApiErro
 }
 
 fn record(state: &AppState, result: Result<(), VerifyError>) {
-    let labels = match result {
-        Ok(()) => DecisionLabels {
-            result: "accepted",
-            reason: "ok",
-        },
-        Err(e) => DecisionLabels {
-            result: "refused",
-            reason: e.label(),
-        },
-    };
-    state.metrics.auth_decisions.get_or_create(&labels).inc();
+    state
+        .metrics
+        .auth_decisions
+        .get_or_create(&DecisionLabels::of(result))
+        .inc();
 }
 
 impl FromRequestParts<AppState> for Caller {

@@ -68,6 +68,7 @@ struct Inner {
     forwarder: Option<forward::Forwarder>,
     local: Option<local::LocalStore>,
     stats: local::Stats,
+    metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     /// Set by the sync loop when the authority has been unreachable for too long under a
     /// refusing staleness policy.
@@ -93,7 +94,7 @@ impl IngestState {
                         url,
                         settings.upstream_timeout,
                         spool,
-                        metrics,
+                        metrics.clone(),
                     )?),
                     None,
                 )
@@ -114,6 +115,7 @@ impl IngestState {
                 forwarder,
                 local,
                 stats: local::Stats::default(),
+                metrics,
                 clock,
                 stale: Arc::default(),
             }),
@@ -144,6 +146,7 @@ impl IngestState {
 pub fn routes(state: IngestState, verifier: Arc<Verifier>, settings: &Settings) -> Router {
     let verifier_for_query = verifier.clone();
     let gate = AuthGate::new(verifier, Access::Ingest)
+        .with_metrics(state.inner.metrics.clone())
         .enabled(settings.ingestion_enabled)
         .basic_user_is_tenant(settings.basic_user_is_tenant);
     let mut router = Router::new();
