@@ -356,7 +356,8 @@ async fn login(
                     )
                 })
                 .await;
-            tracing::info!(user = %username, client = %addr.ip(), "login failed");
+            // The attempted name is in the audit table, not the log: people type passwords into it.
+            tracing::info!(client = %addr.ip(), "login failed");
             return Err(ApiError::Unauthenticated(
                 "invalid username or password".into(),
             ));
