@@ -1,1 +1,389 @@
-//! TODO
+//! `pyrogate api-key …` and `pyrogate admin user …`: the real binary against the local store,
+//! alone and next to a running authority that must notice its changes.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::spawn::*;
+
+fn dirs(data: &Path, keys: &Path) -> Vec<String> {
+    vec![
+        "--storage-path".into(),
+        data.to_str().expect("path").into(),
+        "--keys-dir".into(),
+        keys.to_str().expect("path").into(),
+    ]
+}
+
+/// Runs `pyrogate ARGS --storage-path DATA --keys-dir KEYS`.
+async fn run(args: &[&str], data: &Path, keys: &Path, stdin: &str) -> Output {
+    let extra = dirs(data, keys);
+    let all: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str))
+        .collect();
+    pyrogate_async(&all, &[], stdin).await
+}
+
+fn one_line(out: &Output) -> String {
+    let line = out.stdout.trim_end_matches('\n');
+    assert!(!line.is_empty() && !line.contains('\n'), "{out:?}");
+    line.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_create_prints_a_key_that_verifies_and_list_and_delete_manage_it() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (data, keys) = (root.path().join("data"), root.path().join("keys"));
+    pyrogate_async(
+        &[
+            "signing-key",
+            "generate",
+            "--keys-dir",
+            keys.to_str().expect("path"),
+        ],
+        &[],
+        "",
+    )
+    .await
+    .ok();
+    let out = run(
+        &[
+            "api-key", "create", "--name", "x", "--role", "Agent", "--ttl", "60",
+        ],
+        &data,
+        &keys,
+        "",
+    )
+    .await
+    .ok();
+    let key = one_line(&out);
+    assert!(out.stderr.contains("shown only once"), "{out:?}");
+    assert!(!out.stderr.contains(&key), "the key is only on stdout");
+    let verified = pyrogate_async(
+        &[
+            "token",
+            "verify",
+            "--keys-dir",
+            keys.to_str().expect("path"),
+            &key,
+        ],
+        &[],
+        "",
+    )
+    .await
+    .ok();
+    let claims: Value = serde_json::from_str(&verified.stdout).expect("claims");
+    assert_eq!(claims["sub"], "x");
+    assert_eq!(claims["role"], "Agent");
+    assert_eq!(
+        claims["exp"].as_u64().expect("exp") - claims["iat"].as_u64().expect("iat"),
+        60
+    );
+
+    let table = run(&["api-key", "list"], &data, &keys, "").await.ok();
+    let row = table
+        .stdout
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("x"))
+        .unwrap_or_else(|| panic!("x not listed: {}", table.stdout));
+    assert!(row.contains("Agent"), "{row}");
+    let json = run(&["api-key", "list", "--json"], &data, &keys, "")
+        .await
+        .ok();
+    let jti = s(&claims_of(&key), "jti").to_owned();
+    assert!(!json.stdout.contains(&jti) && !json.stdout.contains(&key));
+    let listed: Value = serde_json::from_str(&json.stdout).expect("JSON list");
+    assert_eq!(listed[0]["name"], "x");
+
+    // Same rules as the API.
+    let dup = run(
+        &["api-key", "create", "--name", "x", "--role", "Agent"],
+        &data,
+        &keys,
+        "",
+    )
+    .await
+    .fails();
+    assert!(
+        dup.stderr.contains("api key with this name already exists"),
+        "{dup:?}"
+    );
+    let empty = run(
+        &["api-key", "create", "--name", "", "--role", "Agent"],
+        &data,
+        &keys,
+        "",
+    )
+    .await
+    .fails();
+    assert!(
+        empty.stderr.contains("api key name can't be empty"),
+        "{empty:?}"
+    );
+    let role = run(
+        &["api-key", "create", "--name", "y", "--role", "Superuser"],
+        &data,
+        &keys,
+        "",
+    )
+    .await;
+    assert_eq!(role.code, Some(2), "{role:?}");
+    assert!(role.stderr.contains("unknown role"), "{role:?}");
+
+    run(&["api-key", "delete", "x"], &data, &keys, "")
+        .await
+        .ok();
+    let table = run(&["api-key", "list"], &data, &keys, "").await.ok();
+    assert_eq!(table.stdout.lines().count(), 1, "{}", table.stdout);
+    let again = run(&["api-key", "delete", "x"], &data, &keys, "")
+        .await
+        .fails();
+    assert!(again.stderr.contains("api key not found"), "{again:?}");
+}
+
+/// Long-polls `/api/revocations` until its ETag moves past `etag`, for at most `limit`.
+async fn wait_for_new_list(http: &Http, etag: &str, limit: Duration) -> Resp {
+    let deadline = Instant::now() + limit;
+    loop {
+        let r = http
+            .get("/api/revocations?wait=1")
+            .header("if-none-match", etag)
+            .send()
+            .await;
+        if r.status == 200 {
+            return r;
+        }
+        assert_eq!(r.status, 304, "{}", r.text());
+        assert!(
+            Instant::now() < deadline,
+            "no new revocation list within {limit:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_deleted_on_the_cli_is_revoked_by_a_running_server_within_seconds() {
+    let app = spawn_app().await;
+    let (data, keys) = (app.data_dir(), app.keys_dir());
+    let out = run(
+        &["api-key", "create", "--name", "ops", "--role", "Admin"],
+        &data,
+        &keys,
+        "",
+    )
+    .await
+    .ok();
+    let key = one_line(&out);
+    let bot = app.client();
+    // The server trusts it at once (same signing key) and lists it (same store).
+    let listed = bot.get("/api/keys").bearer(&key).send().await.expect(200);
+    let listed = listed.json();
+    assert_eq!(listed[0]["name"], "ops");
+    assert_eq!(listed[0]["createdBy"], "cli:unknown");
+
+    let node = app.client();
+    let etag = node
+        .get("/api/revocations")
+        .send()
+        .await
+        .expect(200)
+        .header("etag")
+        .expect("etag")
+        .to_owned();
+    run(&["api-key", "delete", "ops"], &data, &keys, "")
+        .await
+        .ok();
+    let deleted = Instant::now();
+    let r = wait_for_new_list(&node, &etag, Duration::from_secs(5)).await;
+    let took = deleted.elapsed();
+    println!("a deletion by the CLI was published by the running server after {took:?}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    let jti = s(&claims_of(&key), "jti").to_owned();
+    let entries = claims_of(&r.text())["entries"].clone();
+    assert_eq!(entries[0]["jti"], jti.as_str());
+    let r = bot.get("/api/keys").bearer(&key).send().await.expect(401);
+    assert_eq!(r.errors(), vec!["invalid credentials: revoked"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_user_create_with_password_stdin_makes_a_user_who_can_log_in() {
+    let app = spawn_app().await;
+    let (data, keys) = (app.data_dir(), app.keys_dir());
+    let out = run(
+        &[
+            "admin",
+            "user",
+            "create",
+            "bob",
+            "--role",
+            "ReadOnly",
+            "--password-stdin",
+        ],
+        &data,
+        &keys,
+        "bob-password-1\n",
+    )
+    .await
+    .ok();
+    assert!(
+        out.stdout.is_empty(),
+        "nothing to show when the password was given: {out:?}"
+    );
+    let bob = app.logged_in("bob", "bob-password-1").await;
+    let me = bob.get("/api/user").send().await.expect(200).json();
+    assert_eq!(me["role"], "ReadOnly");
+
+    // Without --password-stdin a strong password is generated and printed once.
+    let out = run(
+        &["admin", "user", "create", "carol", "--role", "Agent"],
+        &data,
+        &keys,
+        "",
+    )
+    .await
+    .ok();
+    let generated = one_line(&out);
+    assert!(generated.len() >= 24, "{generated}");
+    app.logged_in("carol", &generated).await;
+
+    let list = run(&["admin", "user", "list"], &data, &keys, "").await.ok();
+    let rows: Vec<Vec<&str>> = list
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let summary: Vec<(&str, &str, &str)> = rows.iter().map(|r| (r[1], r[2], r[3])).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (ADMIN, "Admin", "enabled"),
+            ("bob", "ReadOnly", "enabled"),
+            ("carol", "Agent", "enabled"),
+        ],
+        "{}",
+        list.stdout
+    );
+    assert!(!list.stdout.contains("bob-password-1"));
+    assert!(!list.stdout.contains("argon2"));
+
+    // The CLI applies the API's rules.
+    let dup = run(
+        &["admin", "user", "create", "BOB", "--password-stdin"],
+        &data,
+        &keys,
+        "another-password\n",
+    )
+    .await
+    .fails();
+    assert!(
+        dup.stderr.contains("user with this name already exists"),
+        "{dup:?}"
+    );
+    let short = run(
+        &["admin", "user", "create", "dave", "--password-stdin"],
+        &data,
+        &keys,
+        "short\n",
+    )
+    .await
+    .fails();
+    assert!(short.stderr.contains("at least 8 characters"), "{short:?}");
+    assert!(!short.stderr.contains("short\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_user_disable_and_reset_password_take_effect_on_a_running_server() {
+    let app = spawn_app().await;
+    let (data, keys) = (app.data_dir(), app.keys_dir());
+    let admin = app.admin().await;
+    create_user(&admin, "bob", "ReadOnly", "bob-password-1").await;
+    let bob = app.logged_in("bob", "bob-password-1").await;
+    run(&["admin", "user", "disable", "bob"], &data, &keys, "")
+        .await
+        .ok();
+    bob.get("/api/user").send().await.expect(401);
+    app.client()
+        .login("bob", "bob-password-1")
+        .await
+        .expect(401);
+    run(&["admin", "user", "enable", "bob"], &data, &keys, "")
+        .await
+        .ok();
+    run(
+        &["admin", "user", "reset-password", "bob", "--password-stdin"],
+        &data,
+        &keys,
+        "new-bob-password\n",
+    )
+    .await
+    .ok();
+    app.client()
+        .login("bob", "bob-password-1")
+        .await
+        .expect(401);
+    app.logged_in("bob", "new-bob-password").await;
+    // The last enabled admin can't be disabled from the CLI either.
+    let last = run(&["admin", "user", "disable", ADMIN], &data, &keys, "")
+        .await
+        .fails();
+    assert!(last.stderr.contains("last enabled admin"), "{last:?}");
+    admin.get("/api/user").send().await.expect(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_on_the_cli_is_published_by_a_running_server_within_seconds() {
+    let app = spawn_app().await;
+    let keys = app.keys_dir();
+    let http = app.client();
+    let out = pyrogate_async(
+        &[
+            "signing-key",
+            "rotate",
+            "--keys-dir",
+            keys.to_str().expect("path"),
+        ],
+        &[],
+        "",
+    )
+    .await
+    .ok();
+    let new_kid = one_line(&out);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(5);
+    loop {
+        let jwks = http
+            .get("/.well-known/jwks.json")
+            .send()
+            .await
+            .expect(200)
+            .json();
+        let kids: Vec<&str> = jwks["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| s(k, "kid"))
+            .collect();
+        if kids.contains(&new_kid.as_str()) {
+            assert_eq!(kids.len(), 2);
+            break;
+        }
+        assert!(Instant::now() < deadline, "rotation not picked up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "a rotation by the CLI was published after {:?}",
+        started.elapsed()
+    );
+    // New keys are signed by the new key.
+    let admin = app.admin().await;
+    let created = admin.create_key("after-rotation", "Agent", 0).await;
+    let header = s(&created, "key").split('.').next().expect("header").to_owned();
+    let header: Value =
+        serde_json::from_slice(&pyrogate::b64::decode(&header).expect("b64")).expect("JSON");
+    assert_eq!(header["kid"], new_kid.as_str());
+}
