@@ -382,7 +382,11 @@ async fn a_rotation_on_the_cli_is_published_by_a_running_server_within_seconds()
     // New keys are signed by the new key.
     let admin = app.admin().await;
     let created = admin.create_key("after-rotation", "Agent", 0).await;
-    let header = s(&created, "key").split('.').next().expect("header").to_owned();
+    let header = s(&created, "key")
+        .split('.')
+        .next()
+        .expect("header")
+        .to_owned();
     let header: Value =
         serde_json::from_slice(&pyrogate::b64::decode(&header).expect("b64")).expect("JSON");
     assert_eq!(header["kid"], new_kid.as_str());

@@ -152,7 +152,12 @@ fn config_check_accepts_a_good_file() {
     // The committed example file is valid too.
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pyrogate.example.yaml");
     pyrogate(
-        &["config", "check", "--config", example.to_str().expect("path")],
+        &[
+            "config",
+            "check",
+            "--config",
+            example.to_str().expect("path"),
+        ],
         &[],
         "",
     )
@@ -257,7 +262,12 @@ fn a_missing_or_unparsable_config_file_is_an_error_naming_it() {
     assert!(out.stderr.contains("missing.yaml"), "{out:?}");
     let broken = write(dir.path(), "broken.yaml", "auth: [unclosed\n");
     let out = pyrogate(
-        &["config", "check", "--config", broken.to_str().expect("path")],
+        &[
+            "config",
+            "check",
+            "--config",
+            broken.to_str().expect("path"),
+        ],
         &[],
         "",
     )

@@ -17,7 +17,12 @@ fn killing_api_key_create_at_any_moment_never_corrupts_the_store() {
         data.to_str().expect("path").to_owned(),
         keys.to_str().expect("path").to_owned(),
     );
-    pyrogate(&["signing-key", "generate", "--keys-dir", &keys_arg], &[], "").ok();
+    pyrogate(
+        &["signing-key", "generate", "--keys-dir", &keys_arg],
+        &[],
+        "",
+    )
+    .ok();
 
     let mut printed: Vec<(String, String)> = Vec::new();
     let mut killed = 0;
@@ -79,16 +84,10 @@ fn killing_api_key_create_at_any_moment_never_corrupts_the_store() {
     for (name, jti) in rows {
         assert!(!jti.is_empty(), "{name} has an empty jti");
         assert!(name.starts_with("crash-"), "{name}");
-        assert!(
-            by_name.insert(name.clone(), jti).is_none(),
-            "{name} twice"
-        );
+        assert!(by_name.insert(name.clone(), jti).is_none(), "{name} twice");
     }
     for (name, key) in &printed {
-        let jti = claims_of(key)["jti"]
-            .as_str()
-            .expect("jti")
-            .to_owned();
+        let jti = claims_of(key)["jti"].as_str().expect("jti").to_owned();
         assert_eq!(
             by_name.get(name),
             Some(&jti),

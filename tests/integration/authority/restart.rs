@@ -118,7 +118,11 @@ async fn users_keys_revocations_signing_key_and_sessions_survive_a_restart() {
 async fn a_generated_admin_password_is_shown_once_and_never_regenerated() {
     let no_password = "auth:\n  internal:\n    admin:\n      password: \"\"\n";
     let app = spawn_with(no_password).await;
-    let (name, generated) = app.first_start.created_admin.clone().expect("admin created");
+    let (name, generated) = app
+        .first_start
+        .created_admin
+        .clone()
+        .expect("admin created");
     assert_eq!(name, ADMIN);
     let password = generated.expect("a generated password");
     assert!(password.len() >= 24, "{password}");

@@ -86,7 +86,12 @@ async fn rotating_publishes_a_second_key_and_keys_made_before_still_verify() {
         .await
         .expect(200);
     // The revocation list is now signed by the new key.
-    let list = admin.get("/api/revocations").send().await.expect(200).text();
+    let list = admin
+        .get("/api/revocations")
+        .send()
+        .await
+        .expect(200)
+        .text();
     assert_eq!(kid_of(&list), new_kid);
 }
 
@@ -206,5 +211,9 @@ async fn retiring_the_active_an_unknown_or_a_retired_key_is_refused() {
         .send()
         .await
         .expect(409);
-    assert!(r.errors()[0].contains("already retired"), "{:?}", r.errors());
+    assert!(
+        r.errors()[0].contains("already retired"),
+        "{:?}",
+        r.errors()
+    );
 }

@@ -238,7 +238,8 @@ pub struct Http {
 }
 
 impl Http {
-    fn new(addr: SocketAddr, local: Option<IpAddr>) -> Self {
+    /// A client for the server at `addr`, connecting from `local` if given.
+    pub fn new(addr: SocketAddr, local: Option<IpAddr>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_local_address(local);
         Http {
@@ -264,7 +265,6 @@ impl Http {
             path: path.to_owned(),
             headers: Vec::new(),
             body: Bytes::new(),
-            use_jar: true,
         }
     }
 
@@ -322,7 +322,6 @@ pub struct Req<'a> {
     path: String,
     headers: Vec<(HeaderName, String)>,
     body: Bytes,
-    use_jar: bool,
 }
 
 impl Req<'_> {
@@ -345,30 +344,20 @@ impl Req<'_> {
         self.header("content-type", content_type)
     }
 
-    /// Sends no cookie and ignores any the response sets.
-    pub fn no_jar(mut self) -> Self {
-        self.use_jar = false;
-        self
-    }
-
     pub async fn send(self) -> Resp {
         let uri = format!("{}{}", self.http.base, self.path);
         let mut req = Request::builder().method(self.method).uri(uri);
         for (name, value) in &self.headers {
             req = req.header(name, HeaderValue::from_str(value).expect("header value"));
         }
-        if self.use_jar
-            && let Some(cookie) = self.http.cookie()
-        {
+        if let Some(cookie) = self.http.cookie() {
             req = req.header(header::COOKIE, format!("{COOKIE}={cookie}"));
         }
         let req = req.body(Full::new(self.body)).expect("request");
         let res = self.http.inner.request(req).await.expect("HTTP request");
         let (parts, body) = res.into_parts();
         let body = body.collect().await.expect("response body").to_bytes();
-        if self.use_jar {
-            self.http.store_cookies(&parts.headers);
-        }
+        self.http.store_cookies(&parts.headers);
         Resp {
             status: parts.status,
             headers: parts.headers,
@@ -482,4 +471,13 @@ pub async fn create_user(admin: &Http, name: &str, role: &str, password: &str) -
         .json()["id"]
         .as_i64()
         .expect("user id")
+}
+
+/// `token` with one character in the middle of its signature changed.
+pub fn tamper(token: &str) -> String {
+    let (input, sig) = token.rsplit_once('.').expect("three segments");
+    let mut sig: Vec<u8> = sig.bytes().collect();
+    let i = sig.len() / 2;
+    sig[i] = if sig[i] == b'A' { b'B' } else { b'A' };
+    format!("{input}.{}", String::from_utf8(sig).expect("ascii"))
 }

@@ -95,10 +95,7 @@ async fn changing_ones_password_needs_the_old_one_and_ends_other_sessions() {
     // The session that made the change lives on; every other one ends.
     admin.get("/api/user").send().await.expect(200);
     other_session.get("/api/user").send().await.expect(401);
-    app.client()
-        .login(ADMIN, ADMIN_PASSWORD)
-        .await
-        .expect(401);
+    app.client().login(ADMIN, ADMIN_PASSWORD).await.expect(401);
     app.logged_in(ADMIN, "a-new-password-1").await;
 }
 
@@ -228,7 +225,11 @@ async fn bad_user_requests_get_pyroscopes_messages_and_change_nothing() {
         (ok("BOB"), 409, "user with this name already exists"),
         (bad_role, 400, "unknown role"),
         (no_role, 400, "unknown role"),
-        (short_password, 400, "user password must be at least 8 characters"),
+        (
+            short_password,
+            400,
+            "user password must be at least 8 characters",
+        ),
         (bad_email, 400, "user email is invalid"),
         (extra, 400, "unknown field"),
     ];
