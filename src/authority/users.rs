@@ -17,15 +17,38 @@ use crate::cli::rfc3339;
 use crate::store::{self, User};
 use crate::token::Role;
 
-/// `Json<T>` whose rejections use the `{"errors":[…]}` shape.
+/// `Json<T>` whose rejections use the `{"errors":[…]}` shape. Only a JSON object is accepted:
+/// serde's derive would also fill a struct from an array, in field order.
 pub struct JsonBody<T>(pub T);
+
+/// `T` deserialized from a map only.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Only<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Only<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Object<T>, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        d.deserialize_map(Only(std::marker::PhantomData))
+    }
+}
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(JsonBody(v)),
+        match axum::Json::<Object<T>>::from_request(req, state).await {
+            Ok(axum::Json(Object(v))) => Ok(JsonBody(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::bad_request(
                 "expected a JSON body with Content-Type: application/json",
             )),
