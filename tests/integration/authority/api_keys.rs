@@ -499,3 +499,51 @@ async fn a_key_made_by_the_api_verifies_offline_until_it_is_deleted() {
     );
     assert!(out.stdout.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_must_be_json_objects_not_arrays() {
+    let app = spawn_app().await;
+    let http = app.admin().await;
+    // serde would fill a struct from an array in field order; the API takes objects only.
+    let r = http
+        .post("/api/keys")
+        .raw("application/json", r#"["from-array","Admin",0,null]"#)
+        .send()
+        .await
+        .expect(400);
+    assert!(
+        r.errors()[0].contains("expected a JSON object"),
+        "{:?}",
+        r.errors()
+    );
+    assert_eq!(http.keys().await, json!([]));
+    let r = app
+        .client()
+        .post("/api/login")
+        .raw(
+            "application/json",
+            json!([ADMIN, ADMIN_PASSWORD]).to_string(),
+        )
+        .send()
+        .await
+        .expect(400);
+    assert!(r.header("set-cookie").is_none());
+    http.post("/api/users")
+        .raw(
+            "application/json",
+            json!(["eve", null, null, "eve-password-1", "Admin"]).to_string(),
+        )
+        .send()
+        .await
+        .expect(400);
+    // Duplicate members are refused, not resolved silently.
+    http.post("/api/keys")
+        .raw(
+            "application/json",
+            r#"{"name":"a","role":"Agent","name":"b"}"#,
+        )
+        .send()
+        .await
+        .expect(400);
+    assert_eq!(http.keys().await, json!([]));
+}
