@@ -267,9 +267,15 @@ pub fn router(state: AppState) -> Router {
         state.verifier.clone(),
         &state.settings,
     );
+    // `auth.internal.enabled: false` turns off built-in users: no login, no user routes, and
+    // no cookie sessions (see `session::Caller`); Admin API keys still work.
+    let users = if state.settings.internal_enabled {
+        session::routes().merge(users::routes())
+    } else {
+        Router::new()
+    };
     Router::new()
-        .merge(session::routes())
-        .merge(users::routes())
+        .merge(users)
         .merge(keys::routes())
         .merge(signing::routes())
         .merge(distribution::routes())
