@@ -154,3 +154,49 @@ async fn a_changed_admin_password_in_the_config_does_not_overwrite_the_stored_on
         app.client().login(ADMIN, stale).await.expect(401);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_internal_auth_disabled_built_in_users_can_neither_log_in_nor_use_old_sessions() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    create_user(&admin, "bob", "ReadOnly", "bob-password-1").await;
+    let automation = admin.create_key("automation", "Admin", 0).await;
+    let cookie = admin.cookie();
+    let app = app
+        .restart_with("auth:\n  internal:\n    enabled: false\n")
+        .await;
+    let anon = app.client();
+    for (user, password) in [(ADMIN, ADMIN_PASSWORD), ("bob", "bob-password-1")] {
+        let r = anon.login(user, password).await.expect(404);
+        assert!(r.header("set-cookie").is_none());
+    }
+    let old = app.client();
+    old.set_cookie(cookie);
+    old.get("/api/keys").send().await.expect(401);
+    old.get("/api/user").send().await.expect(404);
+    old.get("/api/users").send().await.expect(404);
+    // Automation with an Admin API key, and distribution, keep working.
+    app.client()
+        .get("/api/keys")
+        .bearer(s(&automation, "key"))
+        .send()
+        .await
+        .expect(200);
+    app.client()
+        .get("/.well-known/jwks.json")
+        .send()
+        .await
+        .expect(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_internal_auth_disabled_no_admin_user_is_created() {
+    let app = spawn_with("auth:\n  internal:\n    enabled: false\n").await;
+    assert!(app.first_start.created_admin.is_none());
+    let users = app
+        .state
+        .store
+        .with(|c| store::count_users(c))
+        .expect("store");
+    assert_eq!(users, 0);
+}
