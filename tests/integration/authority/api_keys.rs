@@ -547,3 +547,28 @@ async fn request_bodies_must_be_json_objects_not_arrays() {
         .expect(400);
     assert_eq!(http.keys().await, json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_of_one_name_make_exactly_one_key() {
+    let app = spawn_app().await;
+    let http = app.admin().await;
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let http = http.clone();
+        tasks.push(tokio::spawn(async move {
+            http.post("/api/keys")
+                .json(&json!({ "name": "race", "role": "Agent" }))
+                .send()
+                .await
+                .status
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("task"));
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [&[201][..], &[409; 9][..]].concat());
+    assert_eq!(names(&http.keys().await), vec!["race"]);
+}

@@ -392,3 +392,48 @@ async fn shutting_down_ends_pending_long_polls_at_once() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_of_expired_keys_are_pruned_and_never_expiring_ones_stay() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let short = admin.create_key("short", "Agent", 60).await;
+    let forever = admin.create_key("forever", "Agent", 0).await;
+    for k in [&short, &forever] {
+        admin
+            .delete(&format!("/api/keys/{}", k["id"]))
+            .send()
+            .await
+            .expect(204);
+    }
+    let node = app.client();
+    let keys = key_set(&node).await;
+    let r = node.get("/api/revocations").send().await.expect(200);
+    assert_eq!(r.header("etag"), Some("\"2\""));
+    assert_eq!(
+        RevocationList::verify(&r.text(), &keys, "pyrogate")
+            .expect("verifies")
+            .entries
+            .len(),
+        2
+    );
+    // Past the short key's exp, the clock skew and the prune interval (all on the clock):
+    // the background task drops its entry and publishes a new version.
+    app.clock.advance(60 + 60 + 60 + 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let r = loop {
+        let r = node
+            .get("/api/revocations?wait=1")
+            .header("if-none-match", "\"2\"")
+            .send()
+            .await;
+        if r.status == 200 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no pruned list within 5 s");
+    };
+    assert_eq!(r.header("etag"), Some("\"3\""));
+    let list = RevocationList::verify(&r.text(), &keys, "pyrogate").expect("verifies");
+    let jtis: Vec<&str> = list.entries.iter().map(|e| e.jti.as_str()).collect();
+    assert_eq!(jtis, vec![s(&claims_of(s(&forever, "key")), "jti")]);
+}

@@ -161,6 +161,13 @@ async fn admins_create_list_update_reset_and_delete_users() {
         .json();
     assert_eq!(updated["name"], "robert");
     app.logged_in("robert", "bob-password-1").await;
+    let r = admin
+        .request(hyper::Method::PATCH, &format!("/api/users/{id}"))
+        .json(&json!({ "name": "ADMIN" }))
+        .send()
+        .await
+        .expect(409);
+    assert_eq!(r.errors(), vec!["user with this name already exists"]);
 
     admin
         .put(&format!("/api/users/{id}/password"))
