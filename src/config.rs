@@ -108,7 +108,7 @@ pub const KEYS: &[Key] = &[
     key("auth.ingestion.basic-user-is-tenant", "false", Kind::Bool,
         "Require the HTTP Basic username, when given, to equal the key's tenant (Grafana-Cloud style)."),
     key("auth.internal.enabled", "true", Kind::Bool,
-        "Enable built-in users, login and the admin API."),
+        "Enable built-in users, login and UI sessions; when off, the admin API takes Admin API keys only."),
     key("auth.internal.admin.create", "true", Kind::Bool,
         "Create the first admin user on first start."),
     key("auth.internal.admin.name", "admin", Kind::String,

@@ -675,6 +675,42 @@ pub fn prune_revocations(
     Ok(version)
 }
 
+/// Marks every live key signed by a key no longer published as deleted: retiring a signing key
+/// killed those tokens, so they should not be listed as if they worked. Returns their names.
+pub fn delete_keys_of_unpublished(
+    conn: &mut Connection,
+    published: &[String],
+    now: u64,
+) -> Result<Vec<String>> {
+    let tx = conn.transaction()?;
+    let live: Vec<(i64, String, String)> = {
+        let mut stmt = tx.prepare("SELECT id, name, kid FROM api_keys WHERE deleted_at IS NULL")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut names = Vec::new();
+    for (id, name, kid) in live
+        .into_iter()
+        .filter(|(_, _, kid)| !published.contains(kid))
+    {
+        tx.execute(
+            "UPDATE api_keys SET deleted_at = ?2 WHERE id = ?1",
+            params![id, now as i64],
+        )?;
+        audit(
+            &tx,
+            now,
+            "system",
+            "apikey.delete.retired-signing-key",
+            Some(&format!("{name} ({kid})")),
+            None,
+        )?;
+        names.push(name);
+    }
+    tx.commit()?;
+    Ok(names)
+}
+
 // ---- meta and audit ----------------------------------------------------------------------
 
 pub fn get_meta(conn: &Connection, key: &str) -> Result<Option<String>> {

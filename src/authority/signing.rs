@@ -69,7 +69,13 @@ async fn apply(state: &AppState, ring: Keyring) -> anyhow::Result<()> {
     let (now, skew) = (state.now(), state.settings.clock_skew.as_secs());
     state
         .store
-        .call(move |c| store::prune_revocations(c, now, skew, &published))
+        .call(move |c| {
+            let gone = store::delete_keys_of_unpublished(c, &published, now)?;
+            if !gone.is_empty() {
+                tracing::info!(keys = ?gone, "API keys signed by a retired signing key are now listed as deleted");
+            }
+            store::prune_revocations(c, now, skew, &published)
+        })
         .await?;
     // Always re-sign: the active key may have changed.
     super::distribution::republish(state).await?;

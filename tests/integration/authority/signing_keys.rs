@@ -170,6 +170,13 @@ async fn retiring_a_key_refuses_every_key_it_signed() {
     )
     .expect("verifies");
     assert!(list.entries.is_empty(), "{:?}", list.entries);
+    // Keys the retired key signed no longer work, so they are no longer listed either.
+    let listed = admin.get("/api/keys").send().await.expect(200).json();
+    assert_eq!(
+        listed,
+        serde_json::json!([]),
+        "dead keys still listed: {listed}"
+    );
     // Keys signed by the new key are unaffected; the session never depended on either.
     let fresh = admin.create_key("fresh", "Admin", 0).await;
     bot.get("/api/keys")
