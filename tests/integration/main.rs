@@ -6,4 +6,5 @@ mod authority;
 mod hostile_tokens;
 mod keyring_cli;
 mod mutation;
+mod query_proxy;
 mod support;

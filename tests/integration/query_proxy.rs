@@ -1,0 +1,220 @@
+//! The read proxy of an ingest node: Grafana Pyroscope's query API for ReadOnly and Admin keys,
+//! with the key's tenant, and never the upstream's internal or admin paths.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use pyrogate::clock::SystemClock;
+use pyrogate::config::{Layers, Settings};
+use pyrogate::jwk::KeySet;
+use pyrogate::node::IngestNode;
+use pyrogate::token::{self, KeyRequest, Role};
+
+use crate::support::{random_key, signer};
+
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    tenant: Option<String>,
+    authorization: bool,
+    body: Bytes,
+}
+
+/// An upstream that records every request and answers 200 `{"ok":true}`.
+async fn recording_upstream() -> (String, Arc<Mutex<Vec<Seen>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let log = log.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            log.lock().unwrap().push(Seen {
+                method: parts.method.to_string(),
+                path: parts.uri.to_string(),
+                tenant: parts
+                    .headers
+                    .get("x-scope-orgid")
+                    .map(|v| v.to_str().unwrap().to_owned()),
+                authorization: parts.headers.contains_key("authorization"),
+                body,
+            });
+            ([("content-type", "application/json")], "{\"ok\":true}")
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+struct Fixture {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    tokens: std::collections::HashMap<Role, String>,
+    _dir: tempfile::TempDir,
+}
+
+async fn node_in_front_of_an_upstream() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, seen) = recording_upstream().await;
+    let key = random_key();
+    let jwks = KeySet::new([key.verifying_key()]).to_jwks();
+    let jwks_path = dir.path().join("jwks.json");
+    std::fs::write(&jwks_path, serde_json::to_vec(&jwks).unwrap()).unwrap();
+    let yaml = format!(
+        "api-bind-addr: 127.0.0.1:0\nstorage-path: {:?}\nupstream: {upstream}\njwks-file: {:?}\nauth:\n  ingestion:\n    enabled: true\n",
+        dir.path().join("node"),
+        jwks_path
+    );
+    let mut layers = Layers::defaults();
+    layers
+        .merge_yaml(&yaml, std::path::Path::new("node.yaml"))
+        .unwrap();
+    let settings = Settings::from_layers(&layers).unwrap();
+    let node = IngestNode::build(settings, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let port = node.port();
+    tokio::spawn(node.run_until(std::future::pending()));
+    let now = pyrogate::clock::Clock::now(&SystemClock);
+    let s = signer(&key);
+    let tokens = [Role::ReadOnly, Role::Agent, Role::Admin]
+        .into_iter()
+        .map(|role| {
+            let t = token::issue(
+                &s,
+                "pyrogate",
+                now,
+                &KeyRequest {
+                    name: &format!("{role}-key"),
+                    role,
+                    ttl_seconds: 3600,
+                    tenant: Some("team-r"),
+                },
+            )
+            .unwrap();
+            (role, t.token.expose().to_owned())
+        })
+        .collect();
+    Fixture {
+        port,
+        seen,
+        tokens,
+        _dir: dir,
+    }
+}
+
+async fn call(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &'static str,
+) -> (StatusCode, Bytes) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = axum::http::Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path}"))
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test]
+async fn a_readonly_key_reads_through_the_proxy_with_its_tenant_and_without_its_key() {
+    let f = node_in_front_of_an_upstream().await;
+    let ro = f.tokens[&Role::ReadOnly].as_str();
+    let (status, body) = call(
+        f.port,
+        "GET",
+        "/pyroscope/render?query=app.cpu%7B%7D&from=now-1h",
+        Some(ro),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"{\"ok\":true}");
+    let (status, _) = call(
+        f.port,
+        "POST",
+        "/querier.v1.QuerierService/LabelNames",
+        Some(ro),
+        "{\"matchers\":[]}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = f.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].method, "GET");
+    assert_eq!(
+        seen[0].path,
+        "/pyroscope/render?query=app.cpu%7B%7D&from=now-1h"
+    );
+    assert_eq!(seen[1].path, "/querier.v1.QuerierService/LabelNames");
+    assert_eq!(&seen[1].body[..], b"{\"matchers\":[]}");
+    for s in &seen {
+        assert_eq!(s.tenant.as_deref(), Some("team-r"));
+        assert!(!s.authorization, "the key must not reach the upstream");
+    }
+}
+
+#[tokio::test]
+async fn an_admin_key_may_read_and_an_agent_key_or_no_key_may_not() {
+    let f = node_in_front_of_an_upstream().await;
+    let path = "/querier.v1.QuerierService/ProfileTypes";
+    let (status, _) = call(f.port, "POST", path, Some(&f.tokens[&Role::Admin]), "{}").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(f.port, "POST", path, Some(&f.tokens[&Role::Agent]), "{}").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(String::from_utf8_lossy(&body).contains("ReadOnly or Admin"));
+    let (status, _) = call(f.port, "POST", path, None, "{}").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        f.seen.lock().unwrap().len(),
+        1,
+        "only the Admin read went through"
+    );
+}
+
+#[tokio::test]
+async fn the_upstreams_internal_and_admin_paths_are_never_proxied() {
+    let f = node_in_front_of_an_upstream().await;
+    let admin = f.tokens[&Role::Admin].as_str();
+    for path in [
+        "/ingester.v1.IngesterService/Push",
+        "/storegateway.v1.StoreGatewayService/MergeProfilesStacktraces",
+        "/ring",
+        "/distributor/ring",
+        "/memberlist",
+        "/runtime_config",
+        "/debug/pprof/profile",
+        "/ops/ready",
+        "/api/v1/status/config",
+        "/querier.v1.QuerierService",
+        "/pyroscope/render/../../ring",
+    ] {
+        for method in ["GET", "POST"] {
+            let (status, _) = call(f.port, method, path, Some(admin), "{}").await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
+        }
+    }
+    assert!(f.seen.lock().unwrap().is_empty());
+}
