@@ -170,6 +170,17 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// `GET /metrics`: the OpenMetrics text exposition.
+    pub fn response(&self) -> impl axum::response::IntoResponse + use<> {
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            self.render(),
+        )
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();

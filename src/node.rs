@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
@@ -195,11 +195,5 @@ async fn ready(State(state): State<NodeState>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(state): State<NodeState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
+    state.metrics.response()
 }

@@ -188,6 +188,17 @@ fn ts(v: Option<i64>) -> Option<u64> {
     v.map(|v| v.max(0) as u64)
 }
 
+/// Maps a uniqueness violation to [`StoreError::Conflict`] with a user-facing message.
+fn conflict_as(message: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| {
+        if unique_violation(&e) {
+            StoreError::Conflict(message)
+        } else {
+            e.into()
+        }
+    }
+}
+
 fn unique_violation(err: &rusqlite::Error) -> bool {
     matches!(
         err,
@@ -313,13 +324,7 @@ pub fn create_user(conn: &Connection, u: &NewUser<'_>, now: u64) -> Result<User>
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6)",
         params![u.name, u.email, u.full_name, u.password_hash, u.role.as_str(), now],
     )
-    .map_err(|e| {
-        if unique_violation(&e) {
-            StoreError::Conflict("user with this name already exists")
-        } else {
-            e.into()
-        }
-    })?;
+    .map_err(conflict_as("user with this name already exists"))?;
     get_user(conn, conn.last_insert_rowid())
 }
 
@@ -374,13 +379,7 @@ pub fn update_user(
                 full_name = COALESCE(?4, full_name), updated_at = ?5 WHERE id = ?1",
             params![id, name, email, full_name, now as i64],
         )
-        .map_err(|e| {
-            if unique_violation(&e) {
-                StoreError::Conflict("user with this name already exists")
-            } else {
-                e.into()
-            }
-        })?;
+        .map_err(conflict_as("user with this name already exists"))?;
     if changed == 0 {
         return Err(StoreError::NotFound("user not found"));
     }
@@ -528,13 +527,7 @@ pub fn insert_key(conn: &Connection, k: &NewKey<'_>) -> Result<ApiKeyRecord> {
             k.created_by
         ],
     )
-    .map_err(|e| {
-        if unique_violation(&e) {
-            StoreError::Conflict("api key with this name already exists")
-        } else {
-            e.into()
-        }
-    })?;
+    .map_err(conflict_as("api key with this name already exists"))?;
     get_key(conn, conn.last_insert_rowid())
 }
 
