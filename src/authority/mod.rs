@@ -18,6 +18,7 @@ pub mod keys;
 pub mod session;
 pub mod signing;
 pub mod throttle;
+pub mod ui;
 pub mod users;
 
 use std::future::Future;
@@ -279,6 +280,7 @@ pub fn router(state: AppState) -> Router {
         .merge(keys::routes())
         .merge(signing::routes())
         .merge(distribution::routes())
+        .merge(ui::routes())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))

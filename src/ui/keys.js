@@ -1,0 +1,315 @@
+// Settings → API keys: list (GET /api/keys), add (POST /api/keys), delete (DELETE /api/keys/{id}).
+// A new key is shown once, in the "key created" panel; the server keeps only its metadata.
+
+import { del, get, post } from './api.js';
+import { alertBox, clearErrors, confirmDialog, field, h, pageHeader, replace, setAlert, showErrors, statusLine, table } from './dom.js';
+import { exact, expires, relative, ttlEcho } from './format.js';
+
+export const ROLES = [
+  ['Admin', 'manages users and keys; can also push and read profiles.'],
+  ['ReadOnly', 'reads profiles, e.g. a Grafana data source.'],
+  ['Agent', 'pushes profiles, e.g. a Pyroscope agent; nothing else.'],
+];
+
+const PRESETS = [
+  ['1 day', 86400],
+  ['30 days', 30 * 86400],
+  ['1 year', 365 * 86400],
+  ['Never', 0],
+];
+
+export async function render(main, ctx) {
+  const status = statusLine();
+  const pageError = alertBox();
+  const slot = h('div', { class: 'slot' });
+  const list = h('div', { class: 'list', 'aria-busy': 'true' }, h('p', { class: 'muted' }, 'Loading API keys…'));
+  const addButton = h('button', { type: 'button', class: 'button primary', 'aria-expanded': 'false', 'aria-controls': 'add-key' }, 'Add Key');
+
+  const closeSlot = () => {
+    replace(slot);
+    addButton.hidden = false;
+    addButton.setAttribute('aria-expanded', 'false');
+  };
+
+  addButton.addEventListener('click', () => {
+    addButton.hidden = true;
+    addButton.setAttribute('aria-expanded', 'true');
+    replace(
+      slot,
+      addKeyForm({
+        onCancel: () => {
+          closeSlot();
+          addButton.focus();
+        },
+        onCreated: (created) => {
+          replace(slot, createdPanel(created, { onDone: () => { closeSlot(); addButton.focus(); } }));
+          slot.querySelector('h2')?.focus();
+          load();
+        },
+      }),
+    );
+    slot.querySelector('input')?.focus();
+  });
+
+  async function load() {
+    try {
+      const keys = await get('/api/keys');
+      if (!ctx.isCurrent()) return;
+      list.removeAttribute('aria-busy');
+      replace(list, keysTable(keys, { onDelete: remove }));
+    } catch (err) {
+      list.removeAttribute('aria-busy');
+      replace(list);
+      setAlert(pageError, err.errors.join('. '));
+    }
+  }
+
+  async function remove(key) {
+    const deleted = await confirmDialog({
+      title: 'Delete API key',
+      testid: 'delete-key-dialog',
+      body: [
+        h('p', {}, 'Delete the API key ', h('strong', { 'data-testid': 'dialog-key-name' }, `“${key.name}”`), '?'),
+        h(
+          'p',
+          {},
+          'It stops working at once: anything using it is refused, on this server and on every ingest node. This can’t be undone.',
+        ),
+      ],
+      confirmLabel: 'Delete key',
+      action: () => del(`/api/keys/${encodeURIComponent(key.id)}`),
+    });
+    if (deleted) {
+      status.textContent = `Deleted API key “${key.name}”.`;
+      await load();
+    }
+  }
+
+  replace(
+    main,
+    pageHeader(
+      'API keys',
+      'Keys let Pyroscope agents push profiles and tools such as Grafana read them. A key is shown only once, when it is created.',
+      addButton,
+    ),
+    pageError,
+    slot,
+    status,
+    list,
+  );
+  await load();
+}
+
+function keysTable(keys, { onDelete }) {
+  if (keys.length === 0) {
+    return h(
+      'div',
+      { class: 'empty', 'data-testid': 'empty-state' },
+      h('p', {}, h('strong', {}, 'No API keys yet.')),
+      h('p', { class: 'muted' }, 'Add a key to let an agent push profiles or a Grafana data source read them.'),
+    );
+  }
+  const now = Date.now();
+  const rows = keys.map((key) =>
+    h(
+      'tr',
+      { 'data-testid': 'api-key-row', 'data-key-id': key.id },
+      h('td', { class: 'name' }, h('span', { 'data-testid': 'api-key-name' }, key.name), key.tenant ? h('span', { class: 'muted small block' }, `tenant ${key.tenant}`) : null),
+      h('td', {}, h('span', { class: `badge role-${key.role.toLowerCase()}` }, key.role)),
+      h('td', {}, h('time', { datetime: key.createdAt, title: exact(key.createdAt) }, relative(key.createdAt, now))),
+      h(
+        'td',
+        { class: key.expiresAt && Date.parse(key.expiresAt) <= now ? 'expired' : null },
+        key.expiresAt ? h('time', { datetime: key.expiresAt, title: exact(key.expiresAt) }, expires(key.expiresAt, now)) : 'never',
+      ),
+      h('td', {}, key.lastUsedAt ? h('time', { datetime: key.lastUsedAt, title: exact(key.lastUsedAt) }, relative(key.lastUsedAt, now)) : h('span', { class: 'muted' }, '—')),
+      h(
+        'td',
+        { class: 'actions-cell' },
+        h('button', { type: 'button', class: 'button small danger-outline', 'aria-label': `Delete API key ${key.name}`, onclick: () => onDelete(key) }, 'Delete'),
+      ),
+    ),
+  );
+  return table('API keys', ['Name', 'Role', 'Created', 'Expires', 'Last used', h('span', { class: 'visually-hidden' }, 'Actions')], rows, {
+    testid: 'api-keys-table',
+  });
+}
+
+function addKeyForm({ onCancel, onCreated }) {
+  const name = field('Name', h('input', { id: 'key-name', name: 'name', autocomplete: 'off', required: true, 'aria-required': 'true' }), {
+    hint: 'A unique, descriptive name, such as the service or data source that will use it.',
+  });
+
+  const roleSelect = h('select', { id: 'key-role', name: 'role' }, ROLES.map(([role]) => h('option', { value: role }, role)));
+  roleSelect.value = 'ReadOnly';
+  const roleHelp = h(
+    'ul',
+    { class: 'role-help', id: 'key-role-help' },
+    ROLES.map(([role, what]) => h('li', { 'data-role': role }, h('strong', {}, role), ` — ${what}`)),
+  );
+  const syncRole = () => {
+    for (const li of roleHelp.children) li.classList.toggle('current', li.dataset.role === roleSelect.value);
+  };
+  roleSelect.addEventListener('change', syncRole);
+  syncRole();
+  const role = field('Role', roleSelect, { extra: roleHelp });
+
+  const ttlInput = h('input', { id: 'key-ttl', name: 'ttlSeconds', type: 'number', min: '0', step: '1', inputmode: 'numeric', value: '0', class: 'narrow' });
+  const echo = h('output', { for: 'key-ttl', class: 'echo', 'data-testid': 'ttl-echo', 'aria-live': 'polite' }, ttlEcho('0'));
+  const syncTtl = () => {
+    echo.textContent = ttlEcho(ttlInput.value);
+  };
+  ttlInput.addEventListener('input', syncTtl);
+  const presets = h(
+    'div',
+    { class: 'presets', role: 'group', 'aria-label': 'Common validity periods' },
+    PRESETS.map(([label, seconds]) =>
+      h('button', { type: 'button', class: 'chip', onclick: () => { ttlInput.value = String(seconds); syncTtl(); } }, label),
+    ),
+  );
+  const ttl = field('Valid for (seconds)', ttlInput, { hint: '0 means the key never expires.', extra: [echo, presets] });
+
+  const tenant = field('Tenant (optional)', h('input', { id: 'key-tenant', name: 'tenant', autocomplete: 'off' }), {
+    hint: 'Sent upstream as X-Scope-OrgID for pushes and queries with this key. Leave empty for the default tenant.',
+  });
+
+  const formError = alertBox('form-error');
+  const submit = h('button', { type: 'submit', class: 'button primary' }, 'Add API Key');
+  const fields = { name, role, ttl, tenant };
+
+  const form = h(
+    'form',
+    { novalidate: true, class: 'form', 'aria-labelledby': 'add-key-title' },
+    name.el,
+    role.el,
+    ttl.el,
+    tenant.el,
+    formError,
+    h('div', { class: 'actions' }, submit, h('button', { type: 'button', class: 'button', onclick: onCancel }, 'Cancel')),
+  );
+
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    clearErrors(fields, formError);
+    const raw = ttlInput.value.trim();
+    const body = {
+      name: name.control.value,
+      role: roleSelect.value,
+      ttlSeconds: raw === '' ? 0 : Number(raw),
+    };
+    if (tenant.control.value.trim()) body.tenant = tenant.control.value.trim();
+    submit.disabled = true;
+    try {
+      const created = await post('/api/keys', body);
+      onCreated(created);
+    } catch (err) {
+      showErrors(fields, formError, err.errors, fieldOf);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+
+  return h('section', { class: 'panel', id: 'add-key', 'aria-labelledby': 'add-key-title' }, h('h2', { id: 'add-key-title' }, 'Add API key'), form);
+}
+
+/** Which field an API message is about. */
+function fieldOf(message) {
+  const m = message.toLowerCase();
+  if (m.includes('tenant')) return 'tenant';
+  if (m.includes('ttl')) return 'ttl';
+  if (m.includes('role')) return 'role';
+  if (m.includes('name')) return 'name';
+  return null;
+}
+
+function createdPanel(created, { onDone }) {
+  const input = h('input', {
+    id: 'new-api-key',
+    class: 'mono key-output',
+    readOnly: true,
+    value: created.key,
+    'data-testid': 'new-api-key',
+    spellcheck: 'false',
+    'aria-describedby': 'new-key-warning',
+  });
+  input.addEventListener('focus', () => input.select());
+  const copied = h('p', { class: 'copied', role: 'status', 'data-testid': 'copied-notice', hidden: true }, 'Key has been copied');
+  const copyError = h('p', { class: 'alert', role: 'alert', hidden: true });
+  const copy = h('button', { type: 'button', class: 'button primary' }, 'Copy');
+  copy.addEventListener('click', async () => {
+    copied.hidden = true;
+    setAlert(copyError, null);
+    if (await copyText(input)) {
+      copied.hidden = false;
+    } else {
+      setAlert(copyError, 'Copying failed: select the key and copy it yourself.');
+      input.focus();
+    }
+  });
+
+  const pushes = created.role !== 'ReadOnly';
+  const origin = location.origin;
+  const snippet = [
+    '# Keep the key in your secret store, e.g. as PYROGATE_KEY. Agents send it either',
+    '# as a bearer token (Go AuthToken, Node authToken, any HTTP client):',
+    'Authorization: Bearer $PYROGATE_KEY',
+    '',
+    '# as the auth token setting of the Java agent and the pyroscope CLI:',
+    'PYROSCOPE_AUTH_TOKEN=$PYROGATE_KEY',
+    '',
+    '# or as the password of HTTP Basic auth (Python pyroscope-io, .NET); any user name:',
+    'basic_auth_username = "my-app"',
+    'basic_auth_password = $PYROGATE_KEY',
+    '',
+    pushes
+      ? `# Try it: push a profile to ${origin}`
+      : '# Grafana: add a Pyroscope data source with the header Authorization: Bearer <key>',
+    pushes
+      ? `curl -H "Authorization: Bearer $PYROGATE_KEY" --data-binary @cpu.pprof "${origin}/ingest?name=my-app.cpu&format=pprof"`
+      : null,
+  ]
+    .filter((line) => line !== null)
+    .join('\n');
+
+  const summary = [created.role, created.expiresAt ? `expires ${exact(created.expiresAt)}` : 'never expires'];
+  if (created.tenant) summary.push(`tenant ${created.tenant}`);
+
+  return h(
+    'section',
+    { class: 'panel created', 'aria-labelledby': 'created-title', 'data-testid': 'key-created' },
+    h('h2', { id: 'created-title', tabindex: '-1' }, `API key “${created.name}” created`),
+    h('p', { class: 'muted' }, summary.join(' · ')),
+    h(
+      'div',
+      { class: 'callout warning', id: 'new-key-warning' },
+      h('strong', {}, 'Copy the key now. '),
+      'It cannot be shown again: pyrogate keeps only its name and metadata. If it is lost, delete it and add a new one.',
+    ),
+    h('div', { class: 'field' }, h('label', { for: input.id }, 'API key'), h('div', { class: 'copy-row' }, input, copy)),
+    copied,
+    copyError,
+    h('h3', {}, 'Using the key'),
+    h('pre', { class: 'snippet', 'data-testid': 'usage-snippet' }, h('code', {}, snippet)),
+    h('div', { class: 'actions' }, h('button', { type: 'button', class: 'button', onclick: onDone }, 'Done')),
+  );
+}
+
+/** The Clipboard API where allowed; otherwise select the text and use the legacy copy command. */
+async function copyText(input) {
+  try {
+    if (navigator.clipboard && window.isSecureContext) {
+      await navigator.clipboard.writeText(input.value);
+      return true;
+    }
+  } catch {
+    // Permission denied or not focused: fall back below.
+  }
+  try {
+    input.focus();
+    input.select();
+    input.setSelectionRange(0, input.value.length);
+    return document.execCommand('copy');
+  } catch {
+    return false;
+  }
+}

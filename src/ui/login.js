@@ -1,0 +1,72 @@
+// /login: user name and password → POST /api/login, which sets the session cookie.
+
+import { post } from './api.js';
+import { h, setAlert } from './dom.js';
+
+export function view({ onLoggedIn }) {
+  const username = h('input', {
+    id: 'login-username',
+    name: 'username',
+    autocomplete: 'username',
+    autocapitalize: 'none',
+    spellcheck: 'false',
+    required: true,
+  });
+  const password = h('input', {
+    id: 'login-password',
+    name: 'password',
+    type: 'password',
+    autocomplete: 'current-password',
+    required: true,
+  });
+  const error = h('p', { class: 'alert', role: 'alert', 'data-testid': 'login-error', hidden: true });
+  const submit = h('button', { type: 'submit', class: 'button primary wide' }, 'Log in');
+
+  const form = h(
+    'form',
+    { class: 'login-form', novalidate: true, 'aria-labelledby': 'login-title' },
+    h('div', { class: 'field' }, h('label', { for: username.id }, 'User name'), username),
+    h('div', { class: 'field' }, h('label', { for: password.id }, 'Password'), password),
+    error,
+    submit,
+  );
+
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    setAlert(error, null);
+    if (!username.value || !password.value) {
+      setAlert(error, 'Enter your user name and password.');
+      (username.value ? password : username).focus();
+      return;
+    }
+    submit.disabled = true;
+    submit.textContent = 'Logging in…';
+    try {
+      await post('/api/login', { username: username.value, password: password.value });
+      await onLoggedIn();
+    } catch (err) {
+      setAlert(error, capitalize((err.errors ?? [String(err)]).join('. ')));
+      password.value = '';
+      password.focus();
+    } finally {
+      submit.disabled = false;
+      submit.textContent = 'Log in';
+    }
+  });
+
+  queueMicrotask(() => username.focus());
+  return h(
+    'main',
+    { class: 'login-page' },
+    h(
+      'div',
+      { class: 'login-card' },
+      h('div', { class: 'login-brand' }, h('img', { src: '/assets/favicon.svg', alt: '', width: '32', height: '32' }), 'pyrogate'),
+      h('h1', { id: 'login-title' }, 'Log in'),
+      h('p', { class: 'lead' }, 'API keys for continuous profiling.'),
+      form,
+    ),
+  );
+}
+
+const capitalize = (text) => text.charAt(0).toUpperCase() + text.slice(1);
