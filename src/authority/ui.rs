@@ -245,7 +245,7 @@ mod tests {
         app.clone().oneshot(req).await.expect("infallible")
     }
 
-    fn header<'a>(res: &'a axum::response::Response, name: header::HeaderName) -> &'a str {
+    fn header(res: &axum::response::Response, name: header::HeaderName) -> &str {
         res.headers()
             .get(name)
             .and_then(|v| v.to_str().ok())
