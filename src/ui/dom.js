@@ -117,8 +117,8 @@ export function setAlert(el, message) {
 }
 
 /** A polite status line ("Deleted key …"), announced by screen readers. */
-export function statusLine() {
-  return h('p', { class: 'status', role: 'status', 'aria-live': 'polite' });
+export function statusLine(testid = 'status') {
+  return h('p', { class: 'status', role: 'status', 'aria-live': 'polite', 'data-testid': testid });
 }
 
 /**

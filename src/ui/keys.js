@@ -25,7 +25,10 @@ export async function render(main, ctx) {
   const list = h('div', { class: 'list', 'aria-busy': 'true' }, h('p', { class: 'muted' }, 'Loading API keys…'));
   const addButton = h('button', { type: 'button', class: 'button primary', 'aria-expanded': 'false', 'aria-controls': 'add-key' }, 'Add Key');
 
+  /** The id of the key whose "created" panel is open, if any. */
+  let shownKey = null;
   const closeSlot = () => {
+    shownKey = null;
     replace(slot);
     addButton.hidden = false;
     addButton.setAttribute('aria-expanded', 'false');
@@ -43,6 +46,7 @@ export async function render(main, ctx) {
         },
         onCreated: (created) => {
           replace(slot, createdPanel(created, { onDone: () => { closeSlot(); addButton.focus(); } }));
+          shownKey = created.id;
           slot.querySelector('h2')?.focus();
           load();
         },
@@ -80,6 +84,7 @@ export async function render(main, ctx) {
       action: () => del(`/api/keys/${encodeURIComponent(key.id)}`),
     });
     if (deleted) {
+      if (shownKey === key.id) closeSlot();
       status.textContent = `Deleted API key “${key.name}”.`;
       await load();
     }
