@@ -14,3 +14,4 @@ cargo clippy --all-targets --locked -- -D warnings
 cargo check --no-default-features --locked
 cargo nextest run --all-targets --locked --no-fail-fast
 cargo test --doc --locked
+bash scripts/browser-tests.sh

@@ -163,14 +163,18 @@ function shell(current) {
   return h(
     'aside',
     { class: 'sidebar' },
-    h('a', { href: '/', class: 'brand' }, h('img', { src: '/assets/favicon.svg', alt: '', width: '24', height: '24' }), 'pyrogate'),
-    h('nav', { 'aria-label': 'Main', class: 'nav' }, h('ul', {}, settings, h('li', {}, link('/profile', 'Profile', current)))),
     h(
       'div',
-      { class: 'whoami' },
-      h('span', { class: 'whoami-name', 'data-testid': 'current-user' }, me.name),
-      h('span', { class: 'badge' }, me.role),
-      h('button', { type: 'button', class: 'button small', onclick: logout }, 'Log out'),
+      { class: 'sidebar-inner' },
+      h('a', { href: '/', class: 'brand' }, h('img', { src: '/assets/favicon.svg', alt: '', width: '24', height: '24' }), 'pyrogate'),
+      h('nav', { 'aria-label': 'Main', class: 'nav' }, h('ul', {}, settings, h('li', {}, link('/profile', 'Profile', current)))),
+      h(
+        'div',
+        { class: 'whoami' },
+        h('span', { class: 'whoami-name', 'data-testid': 'current-user', title: me.name }, me.name),
+        h('span', { class: 'badge' }, me.role),
+        h('button', { type: 'button', class: 'button small', onclick: logout }, 'Log out'),
+      ),
     ),
   );
 }

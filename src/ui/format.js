@@ -54,8 +54,11 @@ export function relative(iso, now = Date.now()) {
   const abs = Math.abs(diff);
   if (abs < 45) return diff >= 0 ? 'in a few seconds' : 'just now';
   for (const [unit, size] of UNITS) {
-    if (abs >= size) {
-      const n = Math.floor(abs / size);
+    // A little slack, so a key valid for 365 days reads "in 1 year" a second after it was
+    // created, not "in 364 days".
+    const slack = Math.min(60, size / 2);
+    if (abs + slack >= size) {
+      const n = Math.floor((abs + slack) / size);
       return rtf.format(diff < 0 ? -n : n, unit);
     }
   }

@@ -269,9 +269,9 @@ function createdPanel(created, { onDone }) {
     pushes
       ? `# Try it: push a profile to ${origin}`
       : '# Grafana: add a Pyroscope data source with the header Authorization: Bearer <key>',
-    pushes
-      ? `curl -H "Authorization: Bearer $PYROGATE_KEY" --data-binary @cpu.pprof "${origin}/ingest?name=my-app.cpu&format=pprof"`
-      : null,
+    pushes ? 'curl -H "Authorization: Bearer $PYROGATE_KEY" \\' : null,
+    pushes ? '     --data-binary @cpu.pprof \\' : null,
+    pushes ? `     "${origin}/ingest?name=my-app.cpu&format=pprof"` : null,
   ]
     .filter((line) => line !== null)
     .join('\n');

@@ -16,7 +16,7 @@ export async function render(main, ctx) {
   const status = statusLine();
   const pageError = alertBox();
   const list = h('div', { class: 'list', 'aria-busy': 'true' }, h('p', { class: 'muted' }, 'Loading signing keys…'));
-  const rotateButton = h('button', { type: 'button', class: 'button primary' }, 'Rotate');
+  const rotateButton = h('button', { type: 'button', class: 'button primary' }, 'Rotate signing key');
 
   const say = (message) => {
     setAlert(pageError, null);
@@ -75,7 +75,13 @@ export async function render(main, ctx) {
     main,
     pageHeader(
       'Signing keys',
-      'New API keys are signed with the active key. Ingest nodes trust every published key (/.well-known/jwks.json). Rotate regularly; retire an old key once nothing needs the API keys it signed.',
+      h(
+        'span',
+        {},
+        'New API keys are signed with the active key. Ingest nodes trust every published key (',
+        h('code', {}, '/.well-known/jwks.json'),
+        '). Rotate regularly; retire an old key once nothing needs the API keys it signed.',
+      ),
       rotateButton,
     ),
     pageError,

@@ -49,7 +49,7 @@ before(async () => {
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
   shots = process.env.UPDATE_SCREENSHOTS === '1' ? path.join(ROOT, 'docs/images') : await mkdtemp(path.join(os.tmpdir(), 'pyrogate-ui-shots-'));
   await mkdir(shots, { recursive: true });
-  console.log(`# screenshots: ${shots}`);
+  console.log(`screenshots: ${shots}`);
 });
 
 after(async () => {
@@ -326,6 +326,7 @@ test('a ReadOnly user sees only Profile and cannot reach the API keys page', { t
   const denied = page.getByTestId('needs-admin');
   await denied.waitFor();
   assert.match(await text(denied), /You need the Admin role/);
+  await shot(page, 'needs-admin');
   assert.equal(await page.getByTestId('api-key-row').count(), 0, 'no key rows');
   assert.equal(await page.getByRole('navigation').getByRole('link', { name: 'API keys' }).count(), 0);
   // The API agrees: the page's own session can't list keys.
@@ -456,7 +457,7 @@ test('rotating adds an active signing key; retiring the old one warns, then its 
   assert.equal(await rows.count(), 1);
   assert.match(await text(rows.first()), /Active/);
 
-  await page.getByRole('button', { name: 'Rotate' }).click();
+  await page.getByRole('button', { name: 'Rotate signing key' }).click();
   await eventually('two signing keys', async () => (await rows.count()) === 2);
   const published = rows.filter({ hasText: 'Published' });
   assert.equal(await published.count(), 1);
