@@ -640,7 +640,10 @@ fn server(flags: &ConfigFlags) -> anyhow::Result<ExitCode> {
                     println!();
                     println!("      {password}");
                     println!();
-                    println!("  Log in with it (POST /api/login, see README.md) and change it (PUT /api/user/password).");
+                    println!(
+                        "  Log in at http://localhost:{}/login and change it under Profile.",
+                        app.port()
+                    );
                     println!();
                 }
                 None => tracing::info!(user = %name, "created the admin user with the configured password"),
