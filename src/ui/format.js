@@ -52,7 +52,8 @@ export function relative(iso, now = Date.now()) {
   if (Number.isNaN(then)) return '';
   const diff = Math.round((then - now) / 1000);
   const abs = Math.abs(diff);
-  if (abs < 45) return diff >= 0 ? 'in a few seconds' : 'just now';
+  // Seconds either way are clock skew between browser and server, not information.
+  if (abs < 45) return 'just now';
   for (const [unit, size] of UNITS) {
     // A little slack, so a key valid for 365 days reads "in 1 year" a second after it was
     // created, not "in 364 days".
@@ -68,7 +69,9 @@ export function relative(iso, now = Date.now()) {
 /** The "Expires" column: "never", "expired", or "in 3 days". */
 export function expires(iso, now = Date.now()) {
   if (!iso) return 'never';
-  return Date.parse(iso) <= now ? 'expired' : relative(iso, now);
+  const left = Date.parse(iso) - now;
+  if (left <= 0) return 'expired';
+  return left < 60_000 ? 'in under a minute' : relative(iso, now);
 }
 
 /** "2026-11-26 21:31 UTC" — exact, for tooltips and detail lists. */
