@@ -235,6 +235,7 @@ impl Forwarder {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
+                Err(err) if err.is_cancelled() => return, // the runtime is shutting down
                 Err(err) => {
                     tracing::error!(error = %err, "spool task failed");
                     tokio::time::sleep(Duration::from_secs(1)).await;
