@@ -12,6 +12,7 @@ cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 # The ingest-node build must not pull in authority-only code.
 cargo check --no-default-features --locked
+bash scripts/install-test-deps.sh
 cargo nextest run --all-targets --locked --no-fail-fast
 cargo test --doc --locked
 bash scripts/browser-tests.sh

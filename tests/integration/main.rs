@@ -4,6 +4,7 @@
 mod auth_layer;
 mod authority;
 mod hostile_tokens;
+mod ingest;
 mod keyring_cli;
 mod mutation;
 mod query_proxy;

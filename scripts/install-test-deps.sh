@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The real Pyroscope agents that tests/integration/ingest/agents.rs drives, installed outside
+# the source tree under target/test-deps/. Idempotent: what is already there is kept.
+#
+#   bash scripts/install-test-deps.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Versions the tests were written against (the paths and content types they assert).
+PYROSCOPE_IO=1.4.0
+PYROSCOPE_NODEJS=0.6.4
+
+deps=target/test-deps
+mkdir -p "$deps"
+
+# Python: pyroscope-io (HTTP Basic, key as password) in a project-local virtualenv.
+venv="$deps/venv"
+if ! "$venv/bin/python" -c 'import pyroscope' >/dev/null 2>&1; then
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv
+  fi
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "pyroscope-io==$PYROSCOPE_IO"
+fi
+
+# Node: @pyroscope/nodejs (Bearer authToken).
+if [ ! -f "$deps/node/node_modules/@pyroscope/nodejs/package.json" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm
+  fi
+  mkdir -p "$deps/node"
+  npm install --no-audit --no-fund --prefix "$deps/node" "@pyroscope/nodejs@$PYROSCOPE_NODEJS"
+fi

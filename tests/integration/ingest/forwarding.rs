@@ -1,0 +1,314 @@
+//! What reaches the upstream: the push byte for byte, the agent's protocol headers, the key's
+//! tenant — and never the agent's credentials.
+
+use bytes::Bytes;
+use pyrogate::ingest::ROUTES;
+
+use super::harness::{Authority, Http, Node, basic, bearer, decisions};
+use super::upstream::{Upstream, paths};
+
+/// An authority, a recording upstream, and a node between agents and the upstream (auth on).
+struct Plane {
+    authority: Authority,
+    upstream: Upstream,
+    node: Node,
+    http: Http,
+    _dir: tempfile::TempDir,
+}
+
+async fn plane() -> Plane {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let authority = Authority::start().await;
+    let upstream = Upstream::start().await;
+    let node = Node::with_authority(&dir.path().join("node"), &authority, &upstream.url()).await;
+    Plane {
+        authority,
+        upstream,
+        node,
+        http: Http::default(),
+        _dir: dir,
+    }
+}
+
+/// Bytes that are not text and differ per call: a pprof-like gzip stream header, then noise.
+fn profile_bytes(seed: u8, len: usize) -> Bytes {
+    let mut body = vec![0x1f, 0x8b, 0x08, 0x00];
+    body.extend((0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)));
+    Bytes::from(body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_reaches_the_upstream_byte_for_byte_with_the_keys_tenant_and_no_credentials() {
+    let p = plane().await;
+    let (_, key) = p
+        .authority
+        .create_key("checkout", "Agent", Some("team-a"))
+        .await;
+    let body = profile_bytes(7, 4096);
+    let path = "/push.v1.PusherService/Push?x=1&y=%20two";
+    let auth = bearer(&key);
+    let r = p
+        .http
+        .post(
+            &p.node.push_url(path),
+            &[
+                ("authorization", &auth),
+                ("cookie", "pyrogate_session=secret-session; other=1"),
+                ("content-type", "application/proto"),
+                ("content-encoding", "gzip"),
+                ("connect-protocol-version", "1"),
+                ("connect-timeout-ms", "10000"),
+                ("x-scope-orgid", "someone-else"),
+                ("x-custom-header", "stays-here"),
+            ],
+            body.clone(),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r.header("content-type"), Some("application/proto"));
+    assert_eq!(r.header("pyrogate-spooled"), None, "delivered, not spooled");
+
+    let seen = p.upstream.wait_accepted(1, 10).await;
+    assert_eq!(seen.len(), 1, "{:?}", paths(&seen));
+    let got = &seen[0];
+    assert_eq!(got.method, "POST");
+    assert_eq!(got.path_and_query, path);
+    assert_eq!(got.body, body, "the exact bytes");
+    assert_eq!(got.header("content-type"), Some("application/proto"));
+    assert_eq!(got.header("content-encoding"), Some("gzip"));
+    assert_eq!(got.header("connect-protocol-version"), Some("1"));
+    assert_eq!(got.header("connect-timeout-ms"), Some("10000"));
+    assert_eq!(
+        got.headers
+            .get_all("x-scope-orgid")
+            .iter()
+            .collect::<Vec<_>>(),
+        ["team-a"],
+        "the key's tenant replaces the agent's X-Scope-OrgID"
+    );
+    for never in ["authorization", "cookie", "x-custom-header"] {
+        assert!(
+            got.headers.get(never).is_none(),
+            "{never} was forwarded: {:?}",
+            got.headers
+        );
+    }
+    let raw = format!("{:?}", got.headers);
+    assert!(!raw.contains(&key) && !raw.contains("secret-session"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_push_route_is_forwarded_to_the_same_path() {
+    let p = plane().await;
+    let (_, key) = p
+        .authority
+        .create_key("all-routes", "Agent", Some("t1"))
+        .await;
+    let auth = bearer(&key);
+    let routes: Vec<String> = ROUTES
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("{r}?name=app{i}.cpu&from=1&until=2"))
+        .collect();
+    assert_eq!(routes.len(), 4);
+    for (i, route) in routes.iter().enumerate() {
+        p.http
+            .post(
+                &p.node.push_url(route),
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/octet-stream"),
+                ],
+                profile_bytes(i as u8, 100 + i),
+            )
+            .await
+            .expect(200);
+    }
+    let seen = p.upstream.wait_accepted(4, 10).await;
+    assert_eq!(paths(&seen), routes);
+    for (i, got) in seen.iter().enumerate() {
+        assert_eq!(got.body, profile_bytes(i as u8, 100 + i));
+        assert_eq!(got.tenant(), Some("t1"));
+        assert!(got.header("authorization").is_none());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_with_the_key_as_password_works_and_is_not_forwarded() {
+    let p = plane().await;
+    let (_, key) = p
+        .authority
+        .create_key("python-app", "Agent", Some("grafana-123"))
+        .await;
+    let auth = basic("grafana-123", &key);
+    p.http
+        .post(
+            &p.node.push_url("/ingest?name=py.cpu&format=pprof"),
+            &[("authorization", &auth)],
+            profile_bytes(1, 64),
+        )
+        .await
+        .expect(200);
+    let seen = p.upstream.wait_accepted(1, 10).await;
+    assert_eq!(seen[0].tenant(), Some("grafana-123"));
+    assert!(seen[0].header("authorization").is_none());
+    assert_eq!(seen[0].body, profile_bytes(1, 64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_readonly_and_revoked_keys_are_refused_and_nothing_reaches_the_upstream() {
+    let p = plane().await;
+    let (_, reader) = p
+        .authority
+        .create_key("dashboards", "ReadOnly", Some("t"))
+        .await;
+    let (revoked_id, revoked) = p
+        .authority
+        .create_key("old-agent", "Agent", Some("t"))
+        .await;
+    let url = p.node.push_url("/ingest?name=app.cpu");
+
+    // Valid before the deletion.
+    let auth = bearer(&revoked);
+    p.http
+        .post(&url, &[("authorization", &auth)], "before")
+        .await
+        .expect(200);
+    p.upstream.wait_accepted(1, 10).await;
+
+    p.authority.delete_key(revoked_id).await;
+    p.node
+        .wait_synced(p.authority.revocations_version().await)
+        .await;
+
+    let missing = p.http.post(&url, &[], "no key").await.expect(401);
+    assert!(
+        missing
+            .header("www-authenticate")
+            .is_some_and(|v| v.starts_with("Bearer")),
+        "{:?}",
+        missing.headers
+    );
+    let auth = bearer(&reader);
+    let forbidden = p
+        .http
+        .post(&url, &[("authorization", &auth)], "read only")
+        .await
+        .expect(403);
+    assert!(
+        forbidden.errors().join(" ").contains("role"),
+        "{}",
+        forbidden.text()
+    );
+    let auth = bearer(&revoked);
+    let refused = p
+        .http
+        .post(&url, &[("authorization", &auth)], "revoked")
+        .await
+        .expect(401);
+    assert!(
+        refused.errors().join(" ").contains("revoked"),
+        "{}",
+        refused.text()
+    );
+    let auth = basic("t", &revoked);
+    p.http
+        .post(&url, &[("authorization", &auth)], "revoked, basic")
+        .await
+        .expect(401);
+
+    assert_eq!(p.node.metric(&decisions("refused", "revoked")).await, 2.0);
+    assert_eq!(
+        paths(&p.upstream.requests()),
+        ["/ingest?name=app.cpu"],
+        "only the push made before the deletion"
+    );
+    assert_eq!(p.upstream.requests()[0].body, "before");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_off_anyone_may_push_and_the_agents_tenant_passes_through() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let upstream = Upstream::start().await;
+    // The default: auth.ingestion.enabled is false, and no authority is needed.
+    let node = Node::start(
+        &dir.path().join("node"),
+        &format!("upstream: {}\n", upstream.url()),
+    )
+    .await;
+    let http = Http::default();
+    http.post(
+        &node.push_url("/ingest?name=a.cpu"),
+        &[
+            ("x-scope-orgid", "agent-picked"),
+            ("content-type", "text/plain"),
+        ],
+        "foo;bar 1\n",
+    )
+    .await
+    .expect(200);
+    http.post(
+        &node.push_url("/ingest?name=b.cpu"),
+        &[
+            ("authorization", "Bearer not-even-a-token"),
+            ("cookie", "c=1"),
+        ],
+        "foo;baz 2\n",
+    )
+    .await
+    .expect(200);
+    let seen = upstream.wait_accepted(2, 10).await;
+    assert_eq!(seen[0].tenant(), Some("agent-picked"));
+    assert_eq!(seen[0].header("content-type"), Some("text/plain"));
+    assert_eq!(seen[0].body, "foo;bar 1\n");
+    assert_eq!(seen[1].tenant(), None, "no tenant given, none configured");
+    assert!(seen[1].header("authorization").is_none());
+    assert!(seen[1].header("cookie").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_without_a_tenant_gets_tenant_default_or_no_header() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let authority = Authority::start().await;
+    let upstream = Upstream::start().await;
+    let (_, key) = authority.create_key("no-tenant", "Agent", None).await;
+    let auth = bearer(&key);
+    let http = Http::default();
+
+    let plain = Node::with_authority(&dir.path().join("a"), &authority, &upstream.url()).await;
+    http.post(
+        &plain.push_url("/ingest?name=a.cpu"),
+        &[("authorization", &auth), ("x-scope-orgid", "sneaky")],
+        "x 1\n",
+    )
+    .await
+    .expect(200);
+    let seen = upstream.wait_accepted(1, 10).await;
+    assert_eq!(
+        seen[0].tenant(),
+        None,
+        "with auth on, the agent can't pick a tenant"
+    );
+
+    let defaulted = Node::start(
+        &dir.path().join("b"),
+        &format!(
+            "authority-url: {}\nupstream: {}\ntenant:\n  default: fallback\nauth:\n  ingestion:\n    enabled: true\n",
+            authority.url,
+            upstream.url()
+        ),
+    )
+    .await;
+    defaulted
+        .wait_synced(authority.revocations_version().await)
+        .await;
+    http.post(
+        &defaulted.push_url("/ingest?name=a.cpu"),
+        &[("authorization", &auth), ("x-scope-orgid", "sneaky")],
+        "x 1\n",
+    )
+    .await
+    .expect(200);
+    let seen = upstream.wait_accepted(2, 10).await;
+    assert_eq!(seen[1].tenant(), Some("fallback"));
+}

@@ -1,0 +1,18 @@
+//! The ingest plane end to end: real agents, a recording upstream, in-process authorities and
+//! nodes on 127.0.0.1:0 — and a fleet of real `pyrogate` processes for revocation propagation.
+//! Every wait is a polling loop with a deadline ([`harness::Deadline`]); every test has its own
+//! temp dirs and ports.
+//!
+//! | module | what it proves |
+//! |---|---|
+//! | [`agents`] | the Python and Node Pyroscope agents push through a node; refused keys get nowhere |
+//! | [`fleet`] | an authority and three node processes: revocation reaches every node (p50/p99/max printed), nodes outlive the authority and restart from their cache |
+//! | [`spool`] | pushes made while the upstream is down arrive once, in order, across restarts; full spool 503; oversized body 413 |
+//! | [`forwarding`] | path, query, protocol headers and bytes pass through; credentials never do; tenants |
+
+mod agents;
+mod fleet;
+mod forwarding;
+mod harness;
+mod spool;
+mod upstream;

@@ -1,0 +1,204 @@
+//! The spool: while the upstream can't take pushes they wait on disk, and reach it exactly
+//! once, in order, when it is back — across a restart of the node too. A full spool and an
+//! oversized body are refused with a clear status.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use super::harness::{Http, Node, Resp};
+use super::upstream::{Recorded, Upstream, paths};
+
+fn body(n: usize) -> Bytes {
+    Bytes::from(format!("push number {n:02}\n{}", "x".repeat(n * 7)))
+}
+
+fn path(n: usize) -> String {
+    format!("/ingest?name=spooled.cpu&n={n}")
+}
+
+async fn push(http: &Http, node: &Node, n: usize) -> Resp {
+    http.post(
+        &node.push_url(&path(n)),
+        &[
+            ("content-type", "text/plain"),
+            ("x-scope-orgid", "tenant-s"),
+        ],
+        body(n),
+    )
+    .await
+}
+
+/// Asserts the accepted pushes are exactly `0..n`, each once, in order.
+fn assert_exactly_once_in_order(accepted: &[Recorded], n: usize) {
+    let expected: Vec<String> = (0..n).map(path).collect();
+    assert_eq!(paths(accepted), expected, "each push once, in order");
+    for (i, got) in accepted.iter().enumerate() {
+        assert_eq!(got.body, body(i), "body of push {i}");
+        assert_eq!(got.header("content-type"), Some("text/plain"));
+        assert_eq!(got.tenant(), Some("tenant-s"));
+    }
+}
+
+/// Waits for `n` accepted pushes, then a little longer for any duplicate still in flight:
+/// until the node reports an empty spool.
+async fn drained(upstream: &Upstream, node: &Node, n: usize) -> Vec<Recorded> {
+    upstream.wait_accepted(n, 30).await;
+    let deadline = super::harness::Deadline::secs(10, "the spool to drain");
+    loop {
+        let entries = node.metric("pyrogate_spool_entries").await;
+        if entries == 0.0 {
+            break;
+        }
+        deadline.tick(|| format!("{entries} entries")).await;
+    }
+    upstream.accepted()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_made_while_the_upstream_is_down_arrive_exactly_once_in_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let upstream = Upstream::start().await;
+    upstream.set_down(true);
+    let node = Node::start(dir.path(), &format!("upstream: {}\n", upstream.url())).await;
+    let http = Http::default();
+    const N: usize = 20;
+    for n in 0..N {
+        let r = push(&http, &node, n).await.expect(200);
+        assert_eq!(r.header("pyrogate-spooled"), Some("true"), "push {n}");
+    }
+    assert!(upstream.accepted().is_empty());
+    assert_eq!(node.metric("pyrogate_spool_entries").await, N as f64);
+
+    upstream.set_down(false);
+    let accepted = drained(&upstream, &node, N).await;
+    assert_exactly_once_in_order(&accepted, N);
+
+    // The spool is empty again: the next push goes straight through.
+    let r = push(&http, &node, N).await.expect(200);
+    assert_eq!(r.header("pyrogate-spooled"), None);
+    assert_exactly_once_in_order(&upstream.wait_accepted(N + 1, 10).await, N + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_accepted_is_lost_when_the_node_restarts_while_the_upstream_is_stopped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut upstream = Upstream::start().await;
+    // Really gone: connections are refused.
+    upstream.stop().await;
+    let node = Node::start(dir.path(), &format!("upstream: {}\n", upstream.url())).await;
+    let http = Http::default();
+    for n in 0..10 {
+        let r = push(&http, &node, n).await.expect(200);
+        assert_eq!(r.header("pyrogate-spooled"), Some("true"));
+    }
+
+    let node = node.restart().await;
+    for n in 10..20 {
+        let r = push(&http, &node, n).await.expect(200);
+        assert_eq!(r.header("pyrogate-spooled"), Some("true"));
+    }
+    assert_eq!(node.metric("pyrogate_spool_entries").await, 20.0);
+
+    upstream.resume().await;
+    let accepted = drained(&upstream, &node, 20).await;
+    assert_exactly_once_in_order(&accepted, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_answers_503_and_names_the_setting() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let upstream = Upstream::start().await;
+    upstream.set_down(true);
+    let node = Node::start(
+        dir.path(),
+        &format!(
+            "upstream: {}\ningest:\n  spool:\n    max-bytes: 1000\n",
+            upstream.url()
+        ),
+    )
+    .await;
+    let http = Http::default();
+    let mut accepted = 0;
+    let full = loop {
+        let r = http
+            .post(
+                &node.push_url("/ingest?name=full.cpu"),
+                &[],
+                vec![b'p'; 200],
+            )
+            .await;
+        if r.status == 200 {
+            assert_eq!(r.header("pyrogate-spooled"), Some("true"));
+            accepted += 1;
+            assert!(accepted < 10, "1000 bytes can't hold {accepted} pushes");
+            continue;
+        }
+        break r.expect(503);
+    };
+    assert!(accepted >= 1, "the first push fits");
+    let message = full.errors().join(" ");
+    assert!(
+        message.contains("spool is full") && message.contains("ingest.spool.max-bytes"),
+        "{message}"
+    );
+
+    // Nothing accepted was dropped: when the upstream is back, every spooled push arrives.
+    upstream.set_down(false);
+    let delivered = drained(&upstream, &node, accepted).await;
+    assert_eq!(delivered.len(), accepted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_max_body_size_is_413_with_or_without_a_content_length() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let upstream = Upstream::start().await;
+    let node = Node::start(
+        dir.path(),
+        &format!(
+            "upstream: {}\ningest:\n  max-body-size: 1024\n",
+            upstream.url()
+        ),
+    )
+    .await;
+    let http = Http::default();
+    let url = node.push_url("/ingest?name=big.cpu");
+    http.post(&url, &[], vec![b'a'; 1024]).await.expect(200);
+    let r = http.post(&url, &[], vec![b'a'; 1025]).await.expect(413);
+    assert!(
+        r.errors().join(" ").contains("ingest.max-body-size"),
+        "{}",
+        r.text()
+    );
+
+    // Chunked, so the size is only known while reading.
+    let addr = node.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let chunk = "b".repeat(600);
+    let request = format!(
+        "POST /ingest?name=big.cpu HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         {len:x}\r\n{chunk}\r\n{len:x}\r\n{chunk}\r\n0\r\n\r\n",
+        len = chunk.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write request");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .expect("read response");
+    let response = String::from_utf8_lossy(&response);
+    assert!(
+        response.starts_with("HTTP/1.1 413"),
+        "chunked oversized push: {response}"
+    );
+
+    let seen = upstream.wait_accepted(1, 10).await;
+    assert_eq!(seen.len(), 1, "only the push within the limit");
+    assert_eq!(seen[0].body.len(), 1024);
+}

@@ -1,0 +1,196 @@
+//! A recording stand-in for Grafana Pyroscope: an axum server on 127.0.0.1:0 that keeps every
+//! request it gets (method, path and query, headers, body bytes) and answers 200 — or 503 while
+//! it is switched down, or nothing at all once it is really stopped.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::harness::Deadline;
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// What the upstream answered.
+    pub status: StatusCode,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn tenant(&self) -> Option<&str> {
+        self.header("x-scope-orgid")
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    down: AtomicBool,
+    log: Mutex<Vec<Recorded>>,
+}
+
+pub struct Upstream {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the upstream");
+        let addr = listener.local_addr().expect("upstream address");
+        let shared = Arc::new(Shared::default());
+        let server = Some(serve(listener, shared.clone()));
+        Upstream {
+            addr,
+            shared,
+            server,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Down: every request is answered 503 (and still recorded). Up: 200.
+    pub fn set_down(&self, down: bool) {
+        self.shared.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Really stops listening: connections are refused until [`Upstream::resume`].
+    pub async fn stop(&mut self) {
+        if let Some((tx, task)) = self.server.take() {
+            let _ = tx.send(());
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("the upstream stops in time")
+                .expect("upstream task");
+        }
+    }
+
+    /// Listens again on the same address.
+    pub async fn resume(&mut self) {
+        assert!(self.server.is_none(), "the upstream is already running");
+        let deadline = Deadline::secs(10, format!("rebinding the upstream on {}", self.addr));
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(e) => deadline.tick(|| e.to_string()).await,
+            }
+        };
+        self.server = Some(serve(listener, self.shared.clone()));
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.log.lock().expect("log").clone()
+    }
+
+    /// The requests answered 200, in arrival order.
+    pub fn accepted(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.status == StatusCode::OK)
+            .collect()
+    }
+
+    /// Waits until at least `n` requests were accepted; returns them all.
+    pub async fn wait_accepted(&self, n: usize, secs: u64) -> Vec<Recorded> {
+        let deadline = Deadline::secs(secs, format!("{n} pushes to reach the upstream"));
+        loop {
+            let accepted = self.accepted();
+            if accepted.len() >= n {
+                return accepted;
+            }
+            deadline
+                .tick(|| format!("{} accepted: {:?}", accepted.len(), paths(&accepted)))
+                .await;
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some((tx, task)) = self.server.take() {
+            let _ = tx.send(());
+            task.abort();
+        }
+    }
+}
+
+pub fn paths(requests: &[Recorded]) -> Vec<&str> {
+    requests.iter().map(|r| r.path_and_query.as_str()).collect()
+}
+
+fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let shared = shared.clone();
+        async move { record(&shared, req).await }
+    });
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    (tx, task)
+}
+
+async fn record(shared: &Shared, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let status = if shared.down.load(Ordering::SeqCst) {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_default();
+    let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
+    let is_connect = path_and_query.starts_with("/push.v1.");
+    shared.log.lock().expect("log").push(Recorded {
+        method: parts.method.to_string(),
+        path_and_query,
+        headers: parts.headers,
+        body,
+        status,
+    });
+    if status != StatusCode::OK {
+        return (status, "upstream is down").into_response();
+    }
+    // Connect unary: an empty message in the encoding that was asked for.
+    let mut response = StatusCode::OK.into_response();
+    if is_connect && let Some(ct) = content_type {
+        response.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    response
+}
