@@ -156,7 +156,7 @@ impl IngestNode {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let sync = self.syncer.map(|s| tokio::spawn(s.run()));
-        self.ingest.start_background();
+        let replay = self.ingest.start_background();
         let result = axum::serve(
             self.listener,
             self.router
@@ -166,6 +166,11 @@ impl IngestNode {
         .await;
         if let Some(task) = sync {
             task.abort();
+        }
+        // The spool is one process's: a node built next on this storage path must not find
+        // this one's replay still delivering from it.
+        if let Some(replay) = replay {
+            replay.stop().await;
         }
         result.context("serving HTTP")
     }

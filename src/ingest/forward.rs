@@ -20,7 +20,8 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 
 use super::spool::{Spool, SpoolError, SpooledRequest};
 use super::{Push, TENANT_HEADER, header_value};
@@ -211,34 +212,47 @@ impl Forwarder {
         }
     }
 
-    /// Starts the task that replays the spool in order.
-    pub fn start_replay(&self) {
+    /// Starts the task that replays the spool in order. [`Replay::stop`] ends it; dropping the
+    /// handle leaves it running for the life of the runtime.
+    pub fn start_replay(&self) -> Replay {
+        let (stop, stopping) = watch::channel(false);
         let this = self.clone();
-        tokio::spawn(async move { this.replay().await });
+        let task = tokio::spawn(async move { this.replay(stopping).await });
+        Replay { stop, task }
     }
 
-    async fn replay(&self) {
+    async fn replay(&self, mut stopping: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(100);
         loop {
+            if *stopping.borrow() {
+                return;
+            }
             let inner = self.inner.clone();
             let next = tokio::task::spawn_blocking(move || inner.spool.peek()).await;
             let (seq, entry) = match next {
                 Ok(Ok(Some(next))) => next,
                 Ok(Ok(None)) => {
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(1), self.inner.wake.notified())
-                            .await;
+                    tokio::select! {
+                        _ = tokio::time::timeout(Duration::from_secs(1), self.inner.wake.notified()) => {}
+                        () = stopped(&mut stopping) => return,
+                    }
                     continue;
                 }
                 Ok(Err(err)) => {
                     tracing::error!(error = %err, "reading the spool failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = stopped(&mut stopping) => return,
+                    }
                     continue;
                 }
                 Err(err) if err.is_cancelled() => return, // the runtime is shutting down
                 Err(err) => {
                     tracing::error!(error = %err, "spool task failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = stopped(&mut stopping) => return,
+                    }
                     continue;
                 }
             };
@@ -256,7 +270,12 @@ impl Forwarder {
                     .collect(),
                 body: entry.body,
             };
-            match self.forward(&push).await {
+            // A delivery cut short by a stop leaves the entry spooled for the next start.
+            let delivered = tokio::select! {
+                delivered = self.forward(&push) => delivered,
+                () = stopped(&mut stopping) => return,
+            };
+            match delivered {
                 Ok(response) => {
                     if !response.status().is_success() {
                         // 4xx: the upstream will never take it; keeping it would block the queue.
@@ -279,11 +298,37 @@ impl Forwarder {
                 }
                 Err(failure) => {
                     tracing::debug!(%failure, "upstream still unavailable; retrying the spool later");
-                    tokio::time::sleep(backoff).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stopped(&mut stopping) => return,
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
+    }
+}
+
+/// The running replay task of a [`Forwarder`].
+pub struct Replay {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Replay {
+    /// Stops the replay and waits for it. An entry whose delivery was under way stays in the
+    /// spool (it may reach the upstream twice); one delivered is always removed first, so a
+    /// new node opening the same spool afterwards never races this one.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Resolves once a stop is asked for; never, if the [`Replay`] handle was dropped instead.
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    if stopping.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -134,11 +134,13 @@ impl IngestState {
         self.inner.local.as_ref()
     }
 
-    /// Starts the spool replay worker, if there is an upstream.
-    pub fn start_background(&self) {
-        if let Some(f) = &self.inner.forwarder {
-            f.start_replay();
-        }
+    /// Starts the spool replay worker, if there is an upstream. Stop it through the handle
+    /// before another process or node opens the same storage path.
+    pub fn start_background(&self) -> Option<forward::Replay> {
+        self.inner
+            .forwarder
+            .as_ref()
+            .map(forward::Forwarder::start_replay)
     }
 }
 
