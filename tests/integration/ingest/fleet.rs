@@ -91,14 +91,16 @@ impl Proc {
         Some(addr.trim_matches('"').to_owned())
     }
 
-    /// SIGTERM, then waits (bounded) for the exit; SIGKILL if it does not come.
-    async fn terminate(&mut self) {
+    /// SIGTERM, then waits (bounded) for the exit (a timeout fails the test, and the drop
+    /// kills the process).
+    async fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
         let deadline = Deadline::secs(20, format!("{} to exit after SIGTERM", self.name));
         loop {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
             }
             deadline.tick(|| self.log()).await;
         }
@@ -279,7 +281,17 @@ async fn a_deleted_key_is_refused_by_every_node_within_a_second_and_nodes_outliv
     for node in &nodes {
         wait_version(&http, node, final_version).await;
     }
-    authority.terminate().await;
+    let status = authority.terminate().await;
+    assert!(
+        status.success(),
+        "the authority shuts down cleanly on SIGTERM ({status}):\n{}",
+        authority.log()
+    );
+    let authority_addr = authority.url.trim_start_matches("http://").to_owned();
+    assert!(
+        std::net::TcpStream::connect(&authority_addr).is_err(),
+        "the authority is gone"
+    );
     check(&http, &nodes, &keeper, &revoked).await;
 
     // A node restarted while the authority is still down starts from its cache.
@@ -287,6 +299,7 @@ async fn a_deleted_key_is_refused_by_every_node_within_a_second_and_nodes_outliv
     nodes[0].kill();
     nodes[0] = start_node("node0 (restarted)", &authority.url, &storage).await;
     let r = ready(&http, &nodes[0]).await;
+    assert_eq!(r["ready"], json!(true), "{r}");
     assert_eq!(r["keysLoaded"], json!(true), "{r}");
     assert_eq!(
         version(r.clone()),
