@@ -140,7 +140,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let background = tokio::spawn(background(self.state.clone()));
-        self.state.ingest.start_background();
+        let replay = self.state.ingest.start_background();
         // Graceful shutdown waits for in-flight requests, so pending long-polls must end as
         // soon as shutdown begins, not after.
         let publisher = self.state.publisher.clone();
@@ -156,6 +156,10 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await;
         background.abort();
+        // As on an ingest node: the next process on this storage path owns the spool.
+        if let Some(replay) = replay {
+            replay.stop().await;
+        }
         result.context("serving HTTP")
     }
 }
