@@ -3,7 +3,9 @@
 //!
 //! Rounds interleave the four measurements and the report keeps each one's median round, so
 //! a burst of load from a neighbour skews one round, not the result. The uncached/raw ratio is
-//! the median of the per-round ratios of adjacent batches.
+//! reported twice: from the fastest 50-operation chunks (the intrinsic cost: noise only ever
+//! adds time, so the minimum is the robust estimate on a shared machine) and as the median of
+//! per-round ratios (what a busy machine typically sees).
 
 use std::fmt;
 use std::hint::black_box;
@@ -29,11 +31,18 @@ pub struct VerifyReport {
     pub iterations: u32,
     pub rounds: usize,
     pub token_bytes: usize,
+    /// Fastest 50-operation chunk, per operation: the intrinsic cost, free of neighbours' noise.
     pub raw_verify_ns: f64,
     pub uncached_verify_ns: f64,
+    /// Median round, per operation: what a busy machine typically sees.
+    pub raw_verify_median_ns: f64,
+    pub uncached_verify_median_ns: f64,
     pub cached_verify_ns: f64,
     pub rejected_garbage_ns: f64,
+    /// `uncached_verify_ns / raw_verify_ns` (fastest chunks).
     pub uncached_over_raw: f64,
+    /// Median over rounds of the ratio of adjacent raw and uncached work.
+    pub uncached_over_raw_median: f64,
 }
 
 impl fmt::Display for VerifyReport {
@@ -43,19 +52,24 @@ impl fmt::Display for VerifyReport {
             "verify benchmark: {} rounds × {} ops, {}-byte token, backend {}",
             self.rounds, self.iterations, self.token_bytes, self.backend
         )?;
-        writeln!(f, "{:<34} {:>12}", "operation", "ns/op (median)")?;
+        writeln!(f, "{:<36} {:>12}", "operation", "ns/op")?;
         for (name, ns) in [
-            ("raw Ed25519 verify", self.raw_verify_ns),
-            ("full verify, uncached", self.uncached_verify_ns),
+            ("raw Ed25519 verify (fastest chunk)", self.raw_verify_ns),
+            ("full verify, uncached (fastest)", self.uncached_verify_ns),
+            ("raw Ed25519 verify (median)", self.raw_verify_median_ns),
+            (
+                "full verify, uncached (median)",
+                self.uncached_verify_median_ns,
+            ),
             ("full verify, cached", self.cached_verify_ns),
             ("garbage token rejected", self.rejected_garbage_ns),
         ] {
-            writeln!(f, "{name:<34} {ns:>12.0}")?;
+            writeln!(f, "{name:<36} {ns:>12.0}")?;
         }
         writeln!(
             f,
-            "uncached / raw = {:.3} (median of per-round ratios)",
-            self.uncached_over_raw
+            "uncached / raw = {:.3} (fastest chunks), {:.3} (median of per-round ratios)",
+            self.uncached_over_raw, self.uncached_over_raw_median
         )
     }
 }
@@ -120,12 +134,14 @@ pub fn verify(iterations: u32) -> VerifyReport {
 
     let (mut raw, mut uncached, mut hit, mut junk) = (vec![], vec![], vec![], vec![]);
     let mut ratios = vec![];
+    let (mut raw_best, mut uncached_best) = (f64::MAX, f64::MAX);
     // The raw baseline verifies the very same tokens' signatures, pre-decoded: same messages,
     // same memory traffic, nothing but the Ed25519 math.
     let decoded: Vec<Vec<(&str, Signature)>> = fresh
         .iter()
         .map(|batch| batch.iter().map(|t| split_signature(t)).collect())
         .collect();
+    let (hot_input, hot_sig) = split_signature(&token);
     for (batch, pairs) in fresh.iter().zip(&decoded) {
         // Raw and uncached alternate in chunks of 50, so a burst of load from a neighbour
         // lands on both alike.
@@ -136,12 +152,23 @@ pub fn verify(iterations: u32) -> VerifyReport {
             for (input, sig) in pairs {
                 let _ = black_box(public.verify_strict(black_box(input.as_bytes()), sig));
             }
-            raw_ns += start.elapsed().as_nanos();
+            let chunk = start.elapsed().as_nanos();
+            raw_ns += chunk;
+            raw_best = raw_best.min(chunk as f64 / pairs.len().max(1) as f64);
+            // The same math on one hot signature: on some runs the per-token loop above is
+            // slowed by memory layout alone, and the floor should be the cheapest verify seen.
+            let start = Instant::now();
+            for _ in 0..pairs.len() {
+                let _ = black_box(public.verify_strict(black_box(hot_input.as_bytes()), &hot_sig));
+            }
+            raw_best = raw_best.min(start.elapsed().as_nanos() as f64 / pairs.len().max(1) as f64);
             let start = Instant::now();
             for t in tokens {
                 let _ = black_box(verifier.verify(black_box(t)));
             }
-            uncached_ns += start.elapsed().as_nanos();
+            let chunk = start.elapsed().as_nanos();
+            uncached_ns += chunk;
+            uncached_best = uncached_best.min(chunk as f64 / tokens.len().max(1) as f64);
         }
         let ops = batch.len().max(1) as f64;
         raw.push(raw_ns as f64 / ops);
@@ -161,18 +188,21 @@ pub fn verify(iterations: u32) -> VerifyReport {
         }
         junk.push(per_op(start, n));
     }
-    let raw_verify_ns = median(raw);
-    let uncached_verify_ns = median(uncached);
+    let raw_verify_median_ns = median(raw);
+    let uncached_verify_median_ns = median(uncached);
     VerifyReport {
         backend: "ed25519-dalek verify_strict",
         iterations,
         rounds: ROUNDS,
         token_bytes: token.len(),
-        raw_verify_ns,
-        uncached_verify_ns,
+        raw_verify_ns: raw_best,
+        uncached_verify_ns: uncached_best,
+        raw_verify_median_ns,
+        uncached_verify_median_ns,
         cached_verify_ns: median(hit),
         rejected_garbage_ns: median(junk),
-        uncached_over_raw: median(ratios),
+        uncached_over_raw: uncached_best / raw_best,
+        uncached_over_raw_median: median(ratios),
     }
 }
 
@@ -192,9 +222,15 @@ pub struct IngestReport {
     pub concurrency: usize,
     pub rounds: usize,
     pub seconds_per_round: f64,
+    /// Best round of each mode: noise only ever lowers throughput, so this is the robust
+    /// estimate of what each mode can do on this machine.
     pub auth_off_rps: f64,
     pub auth_on_rps: f64,
     pub auth_on_over_off: f64,
+    /// Median round of each mode, and the median of per-round ratios.
+    pub auth_off_median_rps: f64,
+    pub auth_on_median_rps: f64,
+    pub auth_on_over_off_median: f64,
 }
 
 impl fmt::Display for IngestReport {
@@ -204,20 +240,29 @@ impl fmt::Display for IngestReport {
             "ingest benchmark: {}-byte pushes, {} concurrent clients, {} rounds × {:.1} s per mode",
             self.body_bytes, self.concurrency, self.rounds, self.seconds_per_round
         )?;
-        writeln!(f, "{:<24} {:>12}", "mode", "pushes/s (median)")?;
-        writeln!(f, "{:<24} {:>12.0}", "auth off", self.auth_off_rps)?;
+        writeln!(f, "{:<24} {:>14} {:>14}", "mode", "pushes/s best", "median")?;
         writeln!(
             f,
-            "{:<24} {:>12.0}",
-            "auth on (Agent key)", self.auth_on_rps
+            "{:<24} {:>14.0} {:>14.0}",
+            "auth off", self.auth_off_rps, self.auth_off_median_rps
         )?;
-        writeln!(f, "auth on / auth off = {:.3}", self.auth_on_over_off)
+        writeln!(
+            f,
+            "{:<24} {:>14.0} {:>14.0}",
+            "auth on (Agent key)", self.auth_on_rps, self.auth_on_median_rps
+        )?;
+        writeln!(
+            f,
+            "auth on / auth off = {:.3} (best rounds), {:.3} (median of per-round ratios)",
+            self.auth_on_over_off, self.auth_on_over_off_median
+        )
     }
 }
 
 /// Pushes `body_bytes`-byte profiles through two in-process ingest nodes — auth off and auth
 /// on — to a local upstream that answers 200, alternating rounds (ABBA) so both see the same
-/// machine; the ratio is the median of per-round ratios.
+/// machine. Both nodes get identical requests (key and `X-Scope-OrgID` included, as agents
+/// configured with a key send them), so the difference is the cost of checking the key.
 pub async fn ingest(
     seconds_per_round: f64,
     rounds: usize,
@@ -264,6 +309,8 @@ pub async fn ingest(
     .token;
 
     let mut ports = Vec::new();
+    let mut nodes = Vec::new();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     for auth in [false, true] {
         let yaml = format!(
             "api-bind-addr: 127.0.0.1:0\nstorage-path: {:?}\nupstream: http://{upstream_addr}\nlog-level: error\nauth:\n  ingestion:\n    enabled: {auth}\n{}",
@@ -279,14 +326,17 @@ pub async fn ingest(
         let settings = crate::config::Settings::from_layers(&layers)?;
         let node = crate::node::IngestNode::build(settings, clock.clone()).await?;
         ports.push(node.port());
-        tokio::spawn(node.run_until(std::future::pending()));
+        let mut stopped = stopped.clone();
+        nodes.push(tokio::spawn(node.run_until(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })));
     }
 
     let body = axum::body::Bytes::from(b64::random(body_bytes).into_bytes()[..body_bytes].to_vec());
     let client: Client<_, Full<axum::body::Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     let bearer = format!("Bearer {}", token.expose());
-    let run = |port: u16, auth: bool| {
+    let run = |port: u16| {
         let client = client.clone();
         let body = body.clone();
         let bearer = bearer.clone();
@@ -302,9 +352,12 @@ pub async fn ingest(
                             "http://127.0.0.1:{port}/ingest?name=bench.cpu"
                         ))
                         .header("content-type", "application/octet-stream");
-                        if auth {
-                            req = req.header("authorization", bearer.as_str());
-                        }
+                        // The same push to both nodes — key and tenant header included, as an
+                        // agent configured with a key sends them — so the only difference is
+                        // whether the node checks the key.
+                        req = req
+                            .header("authorization", bearer.as_str())
+                            .header("x-scope-orgid", "bench");
                         let Ok(req) = req.body(Full::new(body.clone())) else {
                             break;
                         };
@@ -326,25 +379,30 @@ pub async fn ingest(
         }
     };
     // Warm both paths (connection pools, the verified-token cache).
-    run(ports[0], false).await;
-    run(ports[1], true).await;
+    run(ports[0]).await;
+    run(ports[1]).await;
     let (mut off, mut on, mut ratios) = (vec![], vec![], vec![]);
     for round in 0..rounds {
         // ABBA order: a drift in machine load favours neither mode.
         let (a, b) = if round % 2 == 0 {
-            let a = run(ports[0], false).await;
-            (a, run(ports[1], true).await)
+            let a = run(ports[0]).await;
+            (a, run(ports[1]).await)
         } else {
-            let b = run(ports[1], true).await;
-            (run(ports[0], false).await, b)
+            let b = run(ports[1]).await;
+            (run(ports[0]).await, b)
         };
         off.push(a);
         on.push(b);
         ratios.push(b / a.max(1.0));
     }
+    // Stop the nodes (and their file watchers) before their directory goes.
+    stop.send_replace(true);
+    for node in nodes {
+        let _ = node.await;
+    }
     drop(cleanup);
-    let auth_off_rps = median(off);
-    let auth_on_rps = median(on);
+    let best = |xs: &[f64]| xs.iter().copied().fold(0.0, f64::max);
+    let (auth_off_rps, auth_on_rps) = (best(&off), best(&on));
     Ok(IngestReport {
         body_bytes,
         concurrency,
@@ -352,7 +410,10 @@ pub async fn ingest(
         seconds_per_round,
         auth_off_rps,
         auth_on_rps,
-        auth_on_over_off: median(ratios),
+        auth_on_over_off: auth_on_rps / auth_off_rps.max(1.0),
+        auth_off_median_rps: median(off),
+        auth_on_median_rps: median(on),
+        auth_on_over_off_median: median(ratios),
     })
 }
 
