@@ -191,12 +191,17 @@ async fn ready(State(state): State<NodeState>) -> impl IntoResponse {
         "secondsSinceAuthorityContact": (last > 0).then(|| state.clock.now().saturating_sub(last)),
         "stale": stale,
     });
+    readiness(ready, body)
+}
+
+/// `GET /ready`: 200 or 503 with a JSON body that says why.
+pub(crate) fn readiness(ready: bool, body: serde_json::Value) -> axum::response::Response {
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, axum::Json(body))
+    (status, axum::Json(body)).into_response()
 }
 
 async fn metrics_text(State(state): State<NodeState>) -> impl IntoResponse {

@@ -338,12 +338,7 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         "signingKeys": state.verifier.keys().len(),
         "revocationsVersion": published.version,
     });
-    let status = if store_ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, axum::Json(body))
+    crate::node::readiness(store_ok, body)
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
