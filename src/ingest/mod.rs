@@ -16,6 +16,7 @@
 //! upstream, its read API is proxied for ReadOnly and Admin keys ([`query`]).
 
 pub mod forward;
+pub mod labels;
 pub mod local;
 pub mod query;
 pub mod spool;
@@ -268,7 +269,21 @@ async fn push(
         .path_and_query()
         .map(|pq| pq.as_str().to_owned())
         .unwrap_or_else(|| parts.uri.path().to_owned());
-    let app = app_name(parts.uri.query());
+    let app = if parts.uri.path() == "/push.v1.PusherService/Push" {
+        let header = |name: header::HeaderName| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let gzip = header(header::CONTENT_ENCODING).eq_ignore_ascii_case("gzip");
+        labels::push_v1_app(&body, &header(header::CONTENT_TYPE), gzip)
+            .unwrap_or_else(|| "-".to_owned())
+    } else {
+        app_name(parts.uri.query())
+    };
     let key_name = principal.as_ref().map(|p| p.name.clone());
     let push = Push {
         path_and_query,
