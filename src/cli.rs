@@ -1,6 +1,30 @@
 //! The `pyrogate` command line (DESIGN.md §7). Each subcommand is a thin shell over the library;
 //! exit codes: 0 success, 1 failure (e.g. a token that does not verify), 2 usage error.
 
+/// `println!`/`print!` for command output: a closed stdout (`pyrogate api-key list | head`)
+/// ends the program quietly, like ripgrep, instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 use std::io::{IsTerminal as _, Read as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -338,15 +362,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for var in &layers.ignored_env {
                 eprintln!("note: ignoring {var}: not a pyrogate setting");
             }
-            println!("configuration ok");
+            outln!("configuration ok");
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Example) => {
-            print!("{}", crate::config::example_yaml());
+            out!("{}", crate::config::example_yaml());
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Docs) => {
-            print!("{}", crate::config::markdown_table());
+            out!("{}", crate::config::markdown_table());
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "authority")]
@@ -358,9 +382,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Verify { json, iterations }) => {
             let report = crate::bench::verify(iterations.max(10));
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{report}");
+                out!("{report}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -382,9 +406,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 body_bytes.max(1),
             ))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{report}");
+                out!("{report}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -395,7 +419,7 @@ fn signing_key(cmd: SigningKeyCommand, now: u64) -> anyhow::Result<ExitCode> {
     match cmd {
         SigningKeyCommand::Generate(k) => {
             let ring = Keyring::generate(&k.keys_dir, now)?;
-            println!("{}", ring.active().kid());
+            outln!("{}", ring.active().kid());
             eprintln!(
                 "created signing key {} in {}",
                 ring.active().kid(),
@@ -406,7 +430,7 @@ fn signing_key(cmd: SigningKeyCommand, now: u64) -> anyhow::Result<ExitCode> {
             let mut ring = Keyring::open(&k.keys_dir)?;
             let old = ring.active().kid().to_owned();
             let new = ring.rotate(now)?;
-            println!("{new}");
+            outln!("{new}");
             eprintln!(
                 "{new} now signs new keys; {old} stays published until `pyrogate signing-key retire {old}`"
             );
@@ -419,17 +443,17 @@ fn signing_key(cmd: SigningKeyCommand, now: u64) -> anyhow::Result<ExitCode> {
         SigningKeyCommand::List { keys, json } => {
             let ring = Keyring::open(&keys.keys_dir)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(ring.keys())?);
+                outln!("{}", serde_json::to_string_pretty(ring.keys())?);
             } else {
-                println!("{:<44}  {:<9}  CREATED", "KID", "STATUS");
+                outln!("{:<44}  {:<9}  CREATED", "KID", "STATUS");
                 for k in ring.keys() {
-                    println!("{:<44}  {:<9}  {}", k.kid, k.status, rfc3339(k.created_at));
+                    outln!("{:<44}  {:<9}  {}", k.kid, k.status, rfc3339(k.created_at));
                 }
             }
         }
         SigningKeyCommand::Jwks(k) => {
             let ring = Keyring::open(&k.keys_dir)?;
-            println!("{}", serde_json::to_string_pretty(&ring.jwks())?);
+            outln!("{}", serde_json::to_string_pretty(&ring.jwks())?);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -457,7 +481,7 @@ fn token_command(cmd: TokenCommand, clock: Arc<dyn Clock>) -> anyhow::Result<Exi
                     tenant: tenant.as_deref(),
                 },
             )?;
-            println!("{}", issued.token.expose());
+            outln!("{}", issued.token.expose());
             eprintln!(
                 "issued unregistered key {:?} (jti {}); it is in no store: revoke it by jti or by retiring signing key {}",
                 issued.claims.sub, issued.claims.jti, issued.kid
@@ -521,7 +545,7 @@ fn token_command(cmd: TokenCommand, clock: Arc<dyn Clock>) -> anyhow::Result<Exi
                 .and_then(jws::decode_unverified)
                 .map(|(_, claims)| claims)
                 .context("verified token could not be decoded")?;
-            println!("{}", serde_json::to_string_pretty(&claims)?);
+            outln!("{}", serde_json::to_string_pretty(&claims)?);
             Ok(ExitCode::SUCCESS)
         }
         TokenCommand::Inspect { token } => {
@@ -537,7 +561,7 @@ fn token_command(cmd: TokenCommand, clock: Arc<dyn Clock>) -> anyhow::Result<Exi
                 return Ok(ExitCode::FAILURE);
             };
             let out = serde_json::json!({ "verified": false, "header": header, "claims": claims });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -635,16 +659,16 @@ fn server(flags: &ConfigFlags) -> anyhow::Result<ExitCode> {
             match generated {
                 Some(password) => {
                     // Printed once, to the console only: never through the log pipeline.
-                    println!();
-                    println!("  Created admin user {name:?} with a generated password (shown only once):");
-                    println!();
-                    println!("      {password}");
-                    println!();
-                    println!(
+                    outln!();
+                    outln!("  Created admin user {name:?} with a generated password (shown only once):");
+                    outln!();
+                    outln!("      {password}");
+                    outln!();
+                    outln!(
                         "  Log in at http://localhost:{}/login and change it under Profile.",
                         app.port()
                     );
-                    println!();
+                    outln!();
                 }
                 None => tracing::info!(user = %name, "created the admin user with the configured password"),
             }
@@ -688,7 +712,7 @@ fn api_key(cmd: ApiKeyCommand, now: u64) -> anyhow::Result<ExitCode> {
             let (record, key) = store.with(|c| {
                 keys::create_key(c, ring.active(), &settings.issuer, now, &req, &actor)
             })?;
-            println!("{}", key.expose());
+            outln!("{}", key.expose());
             eprintln!(
                 "created api key {:?} (id {}, role {}, {}); it is shown only once",
                 record.name,
@@ -708,14 +732,17 @@ fn api_key(cmd: ApiKeyCommand, now: u64) -> anyhow::Result<ExitCode> {
                 .map(KeyView::from)
                 .collect();
             if json {
-                println!("{}", serde_json::to_string_pretty(&keys)?);
+                outln!("{}", serde_json::to_string_pretty(&keys)?);
             } else {
-                println!(
+                outln!(
                     "{:<6} {:<32} {:<9} {:<21} EXPIRES",
-                    "ID", "NAME", "ROLE", "CREATED"
+                    "ID",
+                    "NAME",
+                    "ROLE",
+                    "CREATED"
                 );
                 for k in keys {
-                    println!(
+                    outln!(
                         "{:<6} {:<32} {:<9} {:<21} {}",
                         k.id,
                         k.name,
@@ -802,7 +829,7 @@ fn user_command(cmd: UserCommand, now: u64) -> anyhow::Result<ExitCode> {
                 user.name, user.id, user.role
             );
             if generated {
-                println!("{password}");
+                outln!("{password}");
                 eprintln!("the password above is shown only once");
             }
         }
@@ -829,17 +856,20 @@ fn user_command(cmd: UserCommand, now: u64) -> anyhow::Result<ExitCode> {
             })?;
             eprintln!("password of {name:?} reset; their sessions have ended");
             if generated {
-                println!("{password}");
+                outln!("{password}");
             }
         }
         UserCommand::List { config } => {
             let (_, store) = open_local(&config)?;
-            println!(
+            outln!(
                 "{:<6} {:<24} {:<9} {:<9} EMAIL",
-                "ID", "NAME", "ROLE", "STATUS"
+                "ID",
+                "NAME",
+                "ROLE",
+                "STATUS"
             );
             for u in store.with(|c| store::list_users(c))? {
-                println!(
+                outln!(
                     "{:<6} {:<24} {:<9} {:<9} {}",
                     u.id,
                     u.name,
