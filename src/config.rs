@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches};
 
-use crate::token::Secret;
+use crate::core::token::Secret;
 
 /// The value type of a key; decides parsing and how the docs describe it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -680,7 +680,7 @@ impl Settings {
                 if t.is_empty() {
                     None
                 } else {
-                    crate::token::validate_tenant(&t)
+                    crate::core::token::validate_tenant(&t)
                         .map_err(|e| l.bad("tenant.default", e.to_string()))?;
                     Some(t)
                 }

@@ -1,5 +1,7 @@
 //! The `pyrogate` binary: parse the command line, run it, map the result to an exit code.
 
+mod cli;
+
 fn main() -> std::process::ExitCode {
-    pyrogate::cli::main()
+    cli::main()
 }

@@ -13,13 +13,13 @@
 //! [`Application::build`] binds the listener (port 0 in tests) and [`Application::run_until`]
 //! serves until a shutdown future fires, so tests run the real server in-process.
 
-pub mod distribution;
-pub mod keys;
-pub mod session;
-pub mod signing;
+pub mod keyring;
+pub mod passwords;
+pub mod routes;
+pub mod store;
 pub mod throttle;
-pub mod ui;
-pub mod users;
+
+use routes::{distribution, keys, session, signing, ui, users};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,15 +34,15 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
-use crate::api_error::ApiError;
-use crate::clock::Clock;
 use crate::config::Settings;
-use crate::jws::Signer;
-use crate::keyring::Keyring;
-use crate::metrics::Metrics;
-use crate::store::{self, Store, StoreError};
-use crate::token::Role;
-use crate::verifier::{Verifier, VerifierConfig};
+use crate::core::clock::Clock;
+use crate::core::jws::Signer;
+use crate::core::token::Role;
+use crate::core::verifier::{Verifier, VerifierConfig};
+use crate::edge::error::ApiError;
+use crate::edge::metrics::Metrics;
+use keyring::Keyring;
+use store::{Store, StoreError};
 
 /// Everything a handler may need. Cheap to clone (all shared).
 #[derive(Clone)]
@@ -61,7 +61,7 @@ pub struct AppState {
     /// Computed once so a login for an unknown user costs as much as one for a known user.
     pub dummy_hash: Arc<String>,
     /// The ingest plane of the all-in-one server.
-    pub ingest: crate::ingest::IngestState,
+    pub ingest: crate::node::ingest::IngestState,
 }
 
 impl AppState {
@@ -194,15 +194,17 @@ pub async fn open_state(
     ));
     let keys_dir = settings.keys_dir.clone();
     let metrics = Arc::new(Metrics::new());
-    verifier.set_metrics(metrics.clone());
+    verifier.set_cache_counters(metrics.cache_counters());
     metrics
         .signing_keys_published
         .set(ring.key_set().len() as u64);
     let dummy_hash = Arc::new(
-        tokio::task::spawn_blocking(|| crate::passwords::hash("pyrogate-timing-equalizer"))
-            .await??,
+        tokio::task::spawn_blocking(|| {
+            crate::authority::passwords::hash("pyrogate-timing-equalizer")
+        })
+        .await??,
     );
-    let ingest = crate::ingest::IngestState::new(&settings, metrics.clone(), clock.clone())?;
+    let ingest = crate::node::ingest::IngestState::new(&settings, metrics.clone(), clock.clone())?;
     let state = AppState {
         ingest,
         throttle: Arc::new(throttle::LoginThrottle::new(
@@ -239,13 +241,14 @@ async fn create_first_admin(
     let (password, generated) = match &settings.admin_password {
         Some(p) => (p.expose().to_owned(), None),
         None => {
-            let p = crate::passwords::generate();
+            let p = crate::authority::passwords::generate();
             (p.clone(), Some(p))
         }
     };
-    crate::passwords::validate(&password)
+    crate::authority::passwords::validate(&password)
         .map_err(|e| anyhow::anyhow!("auth.internal.admin.password: {e}"))?;
-    let hash = tokio::task::spawn_blocking(move || crate::passwords::hash(&password)).await??;
+    let hash =
+        tokio::task::spawn_blocking(move || crate::authority::passwords::hash(&password)).await??;
     let name = settings.admin_name.clone();
     let email = Some(settings.admin_email.clone()).filter(|e| !e.is_empty());
     store.with(|c| {
@@ -267,7 +270,7 @@ async fn create_first_admin(
 
 /// All routes of the authority.
 pub fn router(state: AppState) -> Router {
-    let ingest = crate::ingest::routes(
+    let ingest = crate::node::ingest::routes(
         state.ingest.clone(),
         state.verifier.clone(),
         &state.settings,
@@ -299,7 +302,7 @@ async fn ingestion(
     State(state): State<AppState>,
     caller: session::Caller,
 ) -> Result<axum::response::Response, ApiError> {
-    caller.require(crate::auth::Access::Admin)?;
+    caller.require(crate::edge::auth::Access::Admin)?;
     let apps: Vec<serde_json::Value> = state
         .ingest
         .stats()
@@ -310,7 +313,7 @@ async fn ingestion(
                 "app": a.app,
                 "pushes": a.pushes,
                 "bytes": a.bytes,
-                "lastPushAt": crate::cli::rfc3339(a.last_push_at),
+                "lastPushAt": crate::core::clock::rfc3339(a.last_push_at),
                 "keys": a.keys,
             })
         })
@@ -319,7 +322,7 @@ async fn ingestion(
         .ingest
         .local()
         .map(|l| serde_json::json!({ "profiles": l.len(), "bytes": l.bytes() }));
-    Ok(session::json(
+    Ok(crate::edge::json::json(
         StatusCode::OK,
         &serde_json::json!({ "apps": apps, "localStore": local }),
     ))

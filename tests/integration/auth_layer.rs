@@ -11,11 +11,11 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use ed25519_dalek::SigningKey;
 use http_body_util::BodyExt as _;
-use pyrogate::auth::{Access, AuthGate, Authenticated, require};
-use pyrogate::clock::ManualClock;
-use pyrogate::revocation::{RevocationEntry, RevocationList};
-use pyrogate::token::{Role, SESSION_TYP};
-use pyrogate::verifier::Verifier;
+use pyrogate::core::clock::ManualClock;
+use pyrogate::core::revocation::{RevocationEntry, RevocationList};
+use pyrogate::core::token::{Role, SESSION_TYP};
+use pyrogate::core::verifier::Verifier;
+use pyrogate::edge::auth::{Access, AuthGate, Authenticated, require};
 use tower::ServiceExt as _;
 
 use crate::support::*;

@@ -5,10 +5,10 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use ed25519_dalek::SigningKey;
-use pyrogate::b64;
-use pyrogate::revocation::{RevocationEntry, RevocationList};
-use pyrogate::token::{API_KEY_TYP, MAX_TIMESTAMP, Role, SESSION_TYP};
-use pyrogate::verifier::{MAX_TOKEN_BYTES, VerifyError};
+use pyrogate::core::b64;
+use pyrogate::core::revocation::{RevocationEntry, RevocationList};
+use pyrogate::core::token::{API_KEY_TYP, MAX_TIMESTAMP, Role, SESSION_TYP};
+use pyrogate::core::verifier::{MAX_TOKEN_BYTES, VerifyError};
 
 use crate::support::*;
 
@@ -134,7 +134,7 @@ fn hostile_cases(k: &Keys, revoked: &str, from_dropped_key: &str) -> Vec<Case> {
         ),
         (
             "HS256 keyed with the published JWK JSON",
-            serde_json::to_vec(&pyrogate::jwk::Jwk::from_verifying_key(
+            serde_json::to_vec(&pyrogate::core::jwk::Jwk::from_verifying_key(
                 &key.verifying_key(),
             ))
             .unwrap(),
@@ -259,7 +259,7 @@ fn hostile_cases(k: &Keys, revoked: &str, from_dropped_key: &str) -> Vec<Case> {
     );
 
     // --- Header parameters that point elsewhere for keys --------------------------------------
-    let foreign_jwk = serde_json::to_string(&pyrogate::jwk::Jwk::from_verifying_key(
+    let foreign_jwk = serde_json::to_string(&pyrogate::core::jwk::Jwk::from_verifying_key(
         &k.foreign.verifying_key(),
     ))
     .unwrap();
@@ -298,7 +298,7 @@ fn hostile_cases(k: &Keys, revoked: &str, from_dropped_key: &str) -> Vec<Case> {
                 &kid,
                 &format!(
                     r#","jwk":{}"#,
-                    serde_json::to_string(&pyrogate::jwk::Jwk::from_verifying_key(
+                    serde_json::to_string(&pyrogate::core::jwk::Jwk::from_verifying_key(
                         &k.foreign.verifying_key()
                     ))
                     .unwrap()
@@ -1004,10 +1004,10 @@ fn hostile_cases(k: &Keys, revoked: &str, from_dropped_key: &str) -> Vec<Case> {
 }
 
 fn verify_without_panic(
-    verifier: &pyrogate::verifier::Verifier,
+    verifier: &pyrogate::core::verifier::Verifier,
     what: &str,
     token: &str,
-) -> Result<std::sync::Arc<pyrogate::verifier::Principal>, VerifyError> {
+) -> Result<std::sync::Arc<pyrogate::core::verifier::Principal>, VerifyError> {
     catch_unwind(AssertUnwindSafe(|| verifier.verify(token)))
         .unwrap_or_else(|_| panic!("verify panicked on: {what}"))
 }
@@ -1292,13 +1292,13 @@ fn a_revocation_list_whose_payload_is_a_json_array_is_refused() {
     let signer = signer(&key);
     let keys = key_set(&[&key]);
     let as_object = br#"{"iss":"pyrogate","ver":1,"iat":0,"entries":[]}"#;
-    let signed = signer.sign(pyrogate::token::REVOCATIONS_TYP, as_object);
+    let signed = signer.sign(pyrogate::core::token::REVOCATIONS_TYP, as_object);
     assert_eq!(
         RevocationList::verify(&signed, &keys, ISSUER).unwrap().ver,
         1
     );
     let as_array = br#"["pyrogate",1,0,[]]"#;
-    let signed = signer.sign(pyrogate::token::REVOCATIONS_TYP, as_array);
+    let signed = signer.sign(pyrogate::core::token::REVOCATIONS_TYP, as_array);
     assert_eq!(
         RevocationList::verify(&signed, &keys, ISSUER).unwrap_err(),
         VerifyError::Malformed

@@ -7,9 +7,9 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use pyrogate::keyring::Keyring;
-use pyrogate::revocation::{RevocationEntry, RevocationList};
-use pyrogate::token::{KeyRequest, Role};
+use pyrogate::authority::keyring::Keyring;
+use pyrogate::core::revocation::{RevocationEntry, RevocationList};
+use pyrogate::core::token::{KeyRequest, Role};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
@@ -221,10 +221,10 @@ fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// RFC 7638 thumbprint computed here, independently of `pyrogate::jwk`.
+/// RFC 7638 thumbprint computed here, independently of `pyrogate::core::jwk`.
 fn rfc7638(x: &str) -> String {
     let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
-    pyrogate::b64::encode(Sha256::digest(canonical.as_bytes()))
+    pyrogate::core::b64::encode(Sha256::digest(canonical.as_bytes()))
 }
 
 fn kids(jwks: &Value) -> Vec<String> {
@@ -348,7 +348,7 @@ fn jwks_publishes_every_live_key_as_an_rfc_8037_okp_key() {
         assert_eq!(jwk["alg"], "EdDSA");
         assert_eq!(jwk["use"], "sig");
         let x = jwk["x"].as_str().unwrap();
-        assert_eq!(pyrogate::b64::decode(x).unwrap().len(), 32);
+        assert_eq!(pyrogate::core::b64::decode(x).unwrap().len(), 32);
         assert_eq!(jwk["kid"].as_str().unwrap(), rfc7638(x));
     }
 }
@@ -548,7 +548,7 @@ fn verify_states_the_reason_for_expired_and_future_tokens() {
     let (cli, _) = Cli::generated();
     let ring = Keyring::open(cli.keys_dir()).unwrap();
     let at = |now: u64| {
-        pyrogate::token::issue(
+        pyrogate::core::token::issue(
             ring.active(),
             ISSUER,
             now,
@@ -774,7 +774,7 @@ fn a_published_key_whose_kid_begins_with_a_hyphen_can_be_retired() {
             "kid": kid_of(key),
             "status": status,
             "createdAt": NOW,
-            "x": pyrogate::b64::encode(key.verifying_key().as_bytes()),
+            "x": pyrogate::core::b64::encode(key.verifying_key().as_bytes()),
         })
     };
     let manifest = serde_json::json!({

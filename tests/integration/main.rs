@@ -1,6 +1,7 @@
 //! The one integration-test binary (see STYLE.md): every suite is a module here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod architecture;
 mod auth_layer;
 mod authority;
 mod hostile_tokens;

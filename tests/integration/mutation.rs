@@ -3,8 +3,8 @@
 //! make it invalid. Checked at every position, through the cache, which already holds the
 //! original token.
 
-use pyrogate::token::Role;
-use pyrogate::verifier::Verifier;
+use pyrogate::core::token::Role;
+use pyrogate::core::verifier::Verifier;
 
 use crate::support::*;
 

@@ -9,11 +9,11 @@ use axum::http::StatusCode;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use pyrogate::clock::SystemClock;
 use pyrogate::config::{Layers, Settings};
-use pyrogate::jwk::KeySet;
+use pyrogate::core::clock::SystemClock;
+use pyrogate::core::jwk::KeySet;
+use pyrogate::core::token::{self, KeyRequest, Role};
 use pyrogate::node::IngestNode;
-use pyrogate::token::{self, KeyRequest, Role};
 
 use crate::support::{random_key, signer};
 
@@ -87,7 +87,7 @@ async fn node_in_front_of_an_upstream() -> Fixture {
         .unwrap();
     let port = node.port();
     tokio::spawn(node.run_until(std::future::pending()));
-    let now = pyrogate::clock::Clock::now(&SystemClock);
+    let now = pyrogate::core::clock::Clock::now(&SystemClock);
     let s = signer(&key);
     let tokens = [Role::ReadOnly, Role::Agent, Role::Admin]
         .into_iter()

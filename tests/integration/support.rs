@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use ed25519_dalek::{Signer as _, SigningKey};
-use pyrogate::clock::ManualClock;
-use pyrogate::jwk::KeySet;
-use pyrogate::jws::Signer;
-use pyrogate::token::{self, API_KEY_TYP, KeyRequest, Role};
-use pyrogate::verifier::{Verifier, VerifierConfig};
+use pyrogate::core::clock::ManualClock;
+use pyrogate::core::jwk::KeySet;
+use pyrogate::core::jws::Signer;
+use pyrogate::core::token::{self, API_KEY_TYP, KeyRequest, Role};
+use pyrogate::core::verifier::{Verifier, VerifierConfig};
 
 /// The fixed "now" of every verifier test (2027-01-15).
 pub const NOW: u64 = 1_800_000_000;
@@ -26,7 +26,7 @@ pub fn fixed_key(seed: u8) -> SigningKey {
 /// A signing key from fresh OS randomness.
 pub fn random_key() -> SigningKey {
     let mut seed = [0u8; 32];
-    pyrogate::b64::fill_random(&mut seed);
+    pyrogate::core::b64::fill_random(&mut seed);
     SigningKey::from_bytes(&seed)
 }
 
@@ -55,7 +55,7 @@ pub fn key_set(keys: &[&SigningKey]) -> KeySet {
     KeySet::new(keys.iter().map(|k| k.verifying_key()))
 }
 
-/// A real API key issued at [`NOW`] by `pyrogate::token::issue`.
+/// A real API key issued at [`NOW`] by `pyrogate::core::token::issue`.
 pub fn issue(key: &SigningKey, name: &str, role: Role, ttl: u64, tenant: Option<&str>) -> String {
     issue_at(key, NOW, name, role, ttl, tenant)
 }
@@ -117,19 +117,19 @@ pub fn craft_claims(key: &SigningKey, payload: &str) -> String {
 pub fn signing_input(header: &[u8], payload: &[u8]) -> String {
     format!(
         "{}.{}",
-        pyrogate::b64::encode(header),
-        pyrogate::b64::encode(payload)
+        pyrogate::core::b64::encode(header),
+        pyrogate::core::b64::encode(payload)
     )
 }
 
 pub fn with_signature(signing_input: &str, signature: &[u8]) -> String {
-    format!("{signing_input}.{}", pyrogate::b64::encode(signature))
+    format!("{signing_input}.{}", pyrogate::core::b64::encode(signature))
 }
 
 /// The decoded signature bytes of a compact token.
 pub fn signature_of(token: &str) -> Vec<u8> {
     let sig = token.rsplit('.').next().expect("a signature segment");
-    pyrogate::b64::decode(sig).expect("base64url signature")
+    pyrogate::core::b64::decode(sig).expect("base64url signature")
 }
 
 /// The token's `header.payload` part.
@@ -141,7 +141,7 @@ pub fn signing_input_of(token: &str) -> &str {
 /// The decoded claims of a compact token (no verification).
 pub fn claims_of(token: &str) -> serde_json::Value {
     let payload = token.split('.').nth(1).expect("a payload segment");
-    serde_json::from_slice(&pyrogate::b64::decode(payload).expect("base64url payload"))
+    serde_json::from_slice(&pyrogate::core::b64::decode(payload).expect("base64url payload"))
         .expect("JSON claims")
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use pyrogate::clock::Clock as _;
+use pyrogate::core::clock::Clock as _;
 use serde_json::{Value, json};
 
 use super::spawn::*;
@@ -35,8 +35,11 @@ async fn creating_a_key_answers_201_with_the_key_shown_once() {
     assert!(created["id"].as_i64().is_some());
     assert_eq!(created["name"], "checkout-service");
     assert_eq!(created["role"], "Agent");
-    assert_eq!(created["createdAt"], pyrogate::cli::rfc3339(now));
-    assert_eq!(created["expiresAt"], pyrogate::cli::rfc3339(now + 3600));
+    assert_eq!(created["createdAt"], pyrogate::core::clock::rfc3339(now));
+    assert_eq!(
+        created["expiresAt"],
+        pyrogate::core::clock::rfc3339(now + 3600)
+    );
     let claims = claims_of(s(&created, "key"));
     assert_eq!(claims["iss"], "pyrogate");
     assert_eq!(claims["sub"], "checkout-service");

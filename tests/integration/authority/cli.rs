@@ -388,6 +388,6 @@ async fn a_rotation_on_the_cli_is_published_by_a_running_server_within_seconds()
         .expect("header")
         .to_owned();
     let header: Value =
-        serde_json::from_slice(&pyrogate::b64::decode(&header).expect("b64")).expect("JSON");
+        serde_json::from_slice(&pyrogate::core::b64::decode(&header).expect("b64")).expect("JSON");
     assert_eq!(header["kid"], new_kid.as_str());
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use pyrogate::store::Store;
+use pyrogate::authority::store::Store;
 
 use super::spawn::*;
 

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use pyrogate::jwk::{JwkSet, KeySet};
-use pyrogate::revocation::RevocationList;
+use pyrogate::core::jwk::{JwkSet, KeySet};
+use pyrogate::core::revocation::RevocationList;
 use serde_json::Value;
 
 use super::spawn::*;
@@ -51,7 +51,7 @@ async fn the_jwks_publishes_the_active_ed25519_key_with_kid_alg_and_use() {
     assert_eq!(key["alg"], "EdDSA");
     assert_eq!(key["use"], "sig");
     assert_eq!(
-        pyrogate::b64::decode(s(key, "x")).expect("x").len(),
+        pyrogate::core::b64::decode(s(key, "x")).expect("x").len(),
         32,
         "{key}"
     );
@@ -185,7 +185,7 @@ async fn the_revocation_list_is_a_jws_that_verifies_against_the_jwks_and_names_d
     let altered = format!(
         "{}.{}.{}",
         parts[0],
-        pyrogate::b64::encode(payload.to_string().as_bytes()),
+        pyrogate::core::b64::encode(payload.to_string().as_bytes()),
         parts[2]
     );
     assert!(RevocationList::verify(&altered, &keys, "pyrogate").is_err());

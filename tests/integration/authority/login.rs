@@ -186,7 +186,7 @@ async fn a_session_cookie_with_a_tampered_signature_is_refused() {
     let parts: Vec<&str> = cookie.split('.').collect();
     let mut claims = claims_of(&cookie);
     claims["uid"] = json!(claims["uid"].as_i64().expect("uid") + 1);
-    let payload = pyrogate::b64::encode(claims.to_string().as_bytes());
+    let payload = pyrogate::core::b64::encode(claims.to_string().as_bytes());
     http.set_cookie(Some(format!("{}.{payload}.{}", parts[0], parts[2])));
     http.get("/api/user").send().await.expect(401);
     // The untouched cookie still works.

@@ -1,7 +1,7 @@
 //! What survives a restart: users, keys, revocations, the signing key, sessions, and the first
 //! admin's password (created once, never regenerated or overwritten).
 
-use pyrogate::store;
+use pyrogate::authority::store;
 use serde_json::json;
 
 use super::spawn::*;

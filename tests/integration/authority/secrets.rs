@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use pyrogate::store;
+use pyrogate::authority::store;
 use serde_json::json;
 
 use super::spawn::*;
@@ -110,7 +110,7 @@ async fn no_response_carries_a_password_the_session_secret_a_private_key_or_anot
     let bob = app.logged_in("bob", "bob-password-1").await;
     let anon = app.client();
     let tampered = tamper(&live_key);
-    let basic = pyrogate::b64::encode(format!("x:{live_key}X").as_bytes());
+    let basic = pyrogate::core::b64::encode(format!("x:{live_key}X").as_bytes());
     let responses = vec![
         ("failed login", anon.login(ADMIN, "bob-password-1").await),
         ("unknown user", anon.login(&live_key, ADMIN_PASSWORD).await),
@@ -260,7 +260,7 @@ async fn a_too_short_configured_admin_password_fails_start_up_without_echoing_it
         root.path(),
         "auth:\n  internal:\n    admin:\n      password: tiny7\n",
     );
-    let clock = pyrogate::clock::ManualClock::new(1_800_000_000);
+    let clock = pyrogate::core::clock::ManualClock::new(1_800_000_000);
     let err = pyrogate::authority::Application::build(settings, Arc::new(clock))
         .await
         .err()

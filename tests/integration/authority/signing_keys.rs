@@ -1,8 +1,8 @@
 //! Signing keys on a running authority: `POST /api/signing-keys/rotate` and
 //! `DELETE /api/signing-keys/{kid}` (retire), and what each does to keys already issued.
 
-use pyrogate::jwk::{JwkSet, KeySet};
-use pyrogate::revocation::RevocationList;
+use pyrogate::core::jwk::{JwkSet, KeySet};
+use pyrogate::core::revocation::RevocationList;
 use serde_json::Value;
 
 use super::spawn::*;
@@ -25,7 +25,7 @@ async fn jwks_kids(http: &Http) -> Vec<String> {
 fn kid_of(token: &str) -> String {
     let header = token.split('.').next().expect("header");
     let header: Value =
-        serde_json::from_slice(&pyrogate::b64::decode(header).expect("b64")).expect("JSON");
+        serde_json::from_slice(&pyrogate::core::b64::decode(header).expect("b64")).expect("JSON");
     s(&header, "kid").to_owned()
 }
 

@@ -15,8 +15,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use pyrogate::authority::{AppState, Application};
-use pyrogate::clock::{Clock as _, ManualClock, SystemClock};
 use pyrogate::config::{Layers, Settings};
+use pyrogate::core::clock::{Clock as _, ManualClock, SystemClock};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -449,7 +449,7 @@ pub async fn pyrogate_async(args: &[&str], env: &[(&str, &str)], stdin: &str) ->
 /// The decoded claims of a compact token (no verification).
 pub fn claims_of(token: &str) -> Value {
     let payload = token.split('.').nth(1).expect("a payload segment");
-    serde_json::from_slice(&pyrogate::b64::decode(payload).expect("base64url payload"))
+    serde_json::from_slice(&pyrogate::core::b64::decode(payload).expect("base64url payload"))
         .expect("JSON claims")
 }
 

@@ -2,7 +2,7 @@
 //! tenant — and never the agent's credentials.
 
 use bytes::Bytes;
-use pyrogate::ingest::ROUTES;
+use pyrogate::node::ingest::ROUTES;
 
 use super::harness::{Authority, Http, Node, basic, bearer, decisions};
 use super::upstream::{Upstream, paths};

@@ -1,0 +1,224 @@
+//! Distribution to ingest nodes: the public key set (`GET /.well-known/jwks.json`) and the
+//! signed revocation list (`GET /api/revocations`).
+//!
+//! The list is built from the store, signed once per version and kept in memory, so serving it
+//! costs nothing. Its `ETag` is the version. A node that sends `If-None-Match` with the version
+//! it has gets `304`; with `?wait=SECONDS` the request is held until the version changes (or
+//! the wait ends, then `304`), so a deletion reaches every long-polling node as soon as it
+//! commits.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::authority::AppState;
+use crate::authority::store;
+use crate::core::revocation::RevocationList;
+use crate::edge::error::ApiError;
+
+/// One signed version of the list.
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    pub version: u64,
+    pub jws: String,
+    pub entries: usize,
+    pub issued_at: u64,
+}
+
+impl Published {
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.version)
+    }
+}
+
+#[derive(Debug)]
+pub struct Publisher {
+    current: ArcSwap<Published>,
+    version: watch::Sender<u64>,
+    closing: watch::Sender<bool>,
+}
+
+impl Default for Publisher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Publisher {
+    pub fn new() -> Self {
+        Publisher {
+            current: ArcSwap::from_pointee(Published::default()),
+            version: watch::channel(0).0,
+            closing: watch::channel(false).0,
+        }
+    }
+
+    pub fn current(&self) -> Arc<Published> {
+        self.current.load_full()
+    }
+
+    fn publish(&self, published: Published) {
+        let version = published.version;
+        self.current.store(Arc::new(published));
+        self.version.send_replace(version);
+    }
+
+    /// Ends every pending long-poll (graceful shutdown).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/api/revocations", get(revocations))
+}
+
+/// Re-reads the list from the store, signs it, and publishes it to readers and to this
+/// process's own verifier.
+pub async fn republish(state: &AppState) -> anyhow::Result<()> {
+    let (version, entries) = state
+        .store
+        .call(|c| {
+            Ok((
+                store::revocations_version(c)?,
+                store::revocation_entries(c)?,
+            ))
+        })
+        .await?;
+    let signer = state.signer()?;
+    let now = state.now();
+    let list = RevocationList {
+        iss: state.settings.issuer.clone(),
+        ver: version,
+        iat: now,
+        entries,
+    };
+    state.verifier.set_revocations(list.to_set());
+    let published = Published {
+        version,
+        jws: list.sign(&signer),
+        entries: list.entries.len(),
+        issued_at: now,
+    };
+    state.metrics.revocation_version.set(version);
+    state
+        .metrics
+        .revocation_entries
+        .set(published.entries as u64);
+    state.metrics.revocation_issued_at.set(now);
+    state.publisher.publish(published);
+    Ok(())
+}
+
+/// Republishes if the store's version moved (a change by this or another process); with
+/// `prune`, first drops entries that no longer matter.
+pub async fn refresh(state: &AppState, prune: bool) -> anyhow::Result<()> {
+    let skew = state.settings.clock_skew.as_secs();
+    let now = state.now();
+    let published: Vec<String> = state.verifier.keys().kids().map(str::to_owned).collect();
+    let version = state
+        .store
+        .call(move |c| {
+            if prune {
+                store::prune_sessions(c, now)?;
+                store::prune_revocations(c, now, skew, &published)
+            } else {
+                store::revocations_version(c)
+            }
+        })
+        .await?;
+    if version != state.publisher.current().version {
+        republish(state).await?;
+    }
+    Ok(())
+}
+
+async fn jwks(State(state): State<AppState>) -> Response {
+    let body = state.verifier.keys().to_jwks();
+    ([(header::CACHE_CONTROL, "no-cache")], axum::Json(body)).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct WaitQuery {
+    wait: Option<String>,
+}
+
+fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*")
+}
+
+async fn revocations(
+    State(state): State<AppState>,
+    Query(query): Query<WaitQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let wait = match query.wait.as_deref() {
+        None => None,
+        Some(w) => Some(
+            crate::config::parse_duration(w)
+                .ok_or_else(|| ApiError::bad_request("wait must be a number of seconds"))?
+                .min(state.settings.revocations_max_wait),
+        ),
+    };
+    // Subscribe before reading, so a change between the read and the wait is not missed.
+    let mut changes = state.publisher.version.subscribe();
+    let mut closing = state.publisher.closing.subscribe();
+    let mut current = state.publisher.current();
+    if matches_etag(&headers, &current.etag()) {
+        if let Some(wait) = wait.filter(|w| !w.is_zero()) {
+            let seen = current.version;
+            let changed = async {
+                loop {
+                    if *changes.borrow_and_update() != seen {
+                        return;
+                    }
+                    if changes.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::timeout(wait, changed) => {}
+                _ = closing.wait_for(|c| *c) => {}
+            }
+            current = state.publisher.current();
+        }
+        if matches_etag(&headers, &current.etag()) {
+            return Ok(not_modified(&current));
+        }
+    }
+    let mut response = (StatusCode::OK, current.jws.clone()).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwt"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(&current.etag()) {
+        h.insert(header::ETAG, v);
+    }
+    Ok(response)
+}
+
+fn not_modified(current: &Published) -> Response {
+    let mut response = StatusCode::NOT_MODIFIED.into_response();
+    if let Ok(v) = HeaderValue::from_str(&current.etag()) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response
+}

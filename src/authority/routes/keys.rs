@@ -1,0 +1,246 @@
+//! API keys: `GET/POST /api/keys`, `DELETE /api/keys/{id}` (Admin, by session or by an
+//! Admin-role API key). The create/delete logic is shared with `pyrogate api-key …`.
+//!
+//! Creating a key signs the token in memory and inserts its metadata (with the `jti`) in one
+//! statement; the token is returned once and never stored. Deleting a key revokes its `jti` in
+//! the same transaction and republishes the revocation list at once, so long-polling nodes
+//! see it within milliseconds.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::{delete, get};
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+use super::session::Caller;
+use crate::edge::json::{JsonBody, json};
+
+use crate::authority::AppState;
+use crate::authority::store::{self, ApiKeyRecord, StoreError};
+use crate::core::clock::rfc3339;
+use crate::core::jws::Signer;
+use crate::core::token::{self, IssueError, KeyRequest, Role, Secret};
+use crate::edge::auth::Access;
+use crate::edge::error::ApiError;
+
+/// Longest validity accepted: 100 years.
+pub const MAX_TTL_SECONDS: i64 = 100 * 365 * 86_400;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/keys", get(list).post(create))
+        .route("/api/keys/{id}", delete(remove))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyView {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub last_used_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+}
+
+impl From<ApiKeyRecord> for KeyView {
+    fn from(k: ApiKeyRecord) -> Self {
+        KeyView {
+            id: k.id,
+            name: k.name,
+            role: k.role,
+            tenant: k.tenant,
+            created_at: rfc3339(k.created_at),
+            expires_at: k.expires_at.map(rfc3339),
+            last_used_at: k.last_used_at.map(rfc3339),
+            created_by: k.created_by,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedKey {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+}
+
+/// The body of `POST /api/keys`, loosely typed so every problem gets its own message.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    pub name: Option<String>,
+    pub role: Option<String>,
+    pub ttl_seconds: Option<i64>,
+    pub tenant: Option<String>,
+}
+
+/// A validated request.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub name: String,
+    pub role: Role,
+    pub ttl_seconds: u64,
+    pub tenant: Option<String>,
+}
+
+impl CreateKeyRequest {
+    /// Every problem at once, with Pyroscope's messages where it had them.
+    pub fn validate(self) -> Result<NewKey, Vec<String>> {
+        let mut errors = Vec::new();
+        let name = self.name.unwrap_or_default();
+        if let Err(e) = token::validate_name(&name) {
+            errors.push(match e {
+                IssueError::NameTooLong => "api key name must not exceed 255 characters".into(),
+                other => other.to_string(),
+            });
+        }
+        let role = self.role.as_deref().and_then(|r| r.parse::<Role>().ok());
+        if role.is_none() {
+            errors.push("unknown role".into());
+        }
+        let ttl = self.ttl_seconds.unwrap_or(0);
+        if ttl < 0 {
+            errors.push("ttlSeconds must not be negative (0 means never expires)".into());
+        } else if ttl > MAX_TTL_SECONDS {
+            errors.push(format!(
+                "ttlSeconds must be at most {MAX_TTL_SECONDS} (100 years)"
+            ));
+        }
+        let tenant = self.tenant.filter(|t| !t.is_empty());
+        if let Some(t) = &tenant
+            && let Err(e) = token::validate_tenant(t)
+        {
+            errors.push(e.to_string());
+        }
+        match role {
+            Some(role) if errors.is_empty() => Ok(NewKey {
+                name,
+                role,
+                ttl_seconds: ttl as u64,
+                tenant,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// Signs a key and records its metadata (and an audit entry) in one transaction.
+pub fn create_key(
+    conn: &mut Connection,
+    signer: &Signer,
+    issuer: &str,
+    now: u64,
+    req: &NewKey,
+    actor: &str,
+) -> Result<(ApiKeyRecord, Secret), StoreError> {
+    let issued = token::issue(
+        signer,
+        issuer,
+        now,
+        &KeyRequest {
+            name: &req.name,
+            role: req.role,
+            ttl_seconds: req.ttl_seconds,
+            tenant: req.tenant.as_deref(),
+        },
+    )
+    .map_err(|_| StoreError::Conflict("the key request is invalid"))?;
+    let tx = conn.transaction()?;
+    let record = store::insert_key(
+        &tx,
+        &store::NewKey {
+            name: &req.name,
+            role: req.role,
+            jti: &issued.claims.jti,
+            kid: &issued.kid,
+            tenant: req.tenant.as_deref(),
+            created_at: now,
+            expires_at: issued.claims.exp,
+            created_by: Some(actor),
+        },
+    )?;
+    store::audit(&tx, now, actor, "apikey.create", Some(&req.name), None)?;
+    tx.commit()?;
+    Ok((record, issued.token))
+}
+
+/// Deletes a key, revoking it; returns the record and the new revocation-list version.
+pub fn delete_key(
+    conn: &mut Connection,
+    id: i64,
+    now: u64,
+    actor: &str,
+) -> Result<(ApiKeyRecord, u64), StoreError> {
+    let (record, version) = store::delete_key(conn, id, now)?;
+    store::audit(conn, now, actor, "apikey.delete", Some(&record.name), None)?;
+    Ok((record, version))
+}
+
+async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require(Access::Admin)?;
+    let keys = state.store.call(|c| store::list_keys(c)).await?;
+    let views: Vec<KeyView> = keys.into_iter().map(KeyView::from).collect();
+    Ok(json(StatusCode::OK, &views))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(req): JsonBody<CreateKeyRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(Access::Admin)?;
+    let req = req.validate().map_err(ApiError::BadRequest)?;
+    let signer = state.signer()?;
+    let (issuer, now, actor) = (state.settings.issuer.clone(), state.now(), caller.actor());
+    let (record, key) = state
+        .store
+        .call(move |c| create_key(c, &signer, &issuer, now, &req, &actor))
+        .await?;
+    state.metrics.api_keys_created.inc();
+    tracing::info!(name = %record.name, role = %record.role, by = %caller.actor(), "api key created");
+    Ok(json(
+        StatusCode::CREATED,
+        &CreatedKey {
+            id: record.id,
+            name: record.name,
+            role: record.role,
+            key: key.expose().to_owned(),
+            tenant: record.tenant,
+            created_at: rfc3339(record.created_at),
+            expires_at: record.expires_at.map(rfc3339),
+        },
+    ))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Access::Admin)?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::NotFound("api key not found".into()))?;
+    let (now, actor) = (state.now(), caller.actor());
+    let (record, _) = state
+        .store
+        .call(move |c| delete_key(c, id, now, &actor))
+        .await?;
+    state.metrics.api_keys_deleted.inc();
+    super::distribution::republish(&state).await?;
+    tracing::info!(name = %record.name, by = %caller.actor(), "api key deleted and revoked");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,8 @@
+//! The authority's HTTP routes, one file per resource.
+
+pub mod distribution;
+pub mod keys;
+pub mod session;
+pub mod signing;
+pub mod ui;
+pub mod users;

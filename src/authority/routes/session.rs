@@ -1,0 +1,418 @@
+//! UI sessions and the caller of an admin endpoint.
+//!
+//! A session cookie is a JWS of its own kind: `{"alg":"HS256","typ":"session+jwt"}`, keyed by
+//! `auth.jwt-secret` (or a secret generated once and kept in the database). Neither its
+//! algorithm, its `typ` nor its key is that of an API key, so a cookie can never pass as a key
+//! or a key as a cookie. The cookie names a session row, so logout, a password change or
+//! disabling the user ends it at once, and the user's role is read fresh on every request.
+//!
+//! Admin endpoints also take an Admin-role API key as `Authorization: Bearer` (automation);
+//! such requests carry no cookie, so they need no cross-site protection. Cookie-authenticated
+//! state-changing requests must come from the same origin (`Sec-Fetch-Site`, `Origin`), and
+//! bodies must be JSON, which an HTML form cannot send.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::authority::AppState;
+use crate::authority::store::{self, Store, User};
+use crate::authority::throttle::LoginThrottle;
+use crate::core::b64;
+use crate::core::token::{Role, Secret};
+use crate::core::verifier::{Principal, VerifyError};
+use crate::edge::auth::{self, Access};
+use crate::edge::error::ApiError;
+use crate::edge::json::JsonBody;
+use crate::edge::metrics::{DecisionLabels, ResultLabels};
+
+pub const COOKIE: &str = "pyrogate_session";
+/// `{"alg":"HS256","typ":"session+jwt"}`, base64url: the only header a session may have.
+const HEADER_B64: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6InNlc3Npb24rand0In0";
+
+/// The HMAC key for session cookies.
+pub struct SessionKey(Vec<u8>);
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKey([redacted])")
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SessionClaims {
+    sid: String,
+    uid: i64,
+    iat: u64,
+    exp: u64,
+}
+
+impl SessionKey {
+    pub fn load(store: &Store, configured: Option<&Secret>) -> anyhow::Result<Self> {
+        if let Some(secret) = configured {
+            return Ok(SessionKey(secret.expose().as_bytes().to_vec()));
+        }
+        let stored = store.with(|c| store::init_meta(c, "session_secret", &b64::random(32)))?;
+        Ok(SessionKey(stored.into_bytes()))
+    }
+
+    fn mac(&self, input: &[u8]) -> Hmac<Sha256> {
+        // HMAC takes keys of any length.
+        let mut mac = <Hmac<Sha256>>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        mac.update(input);
+        mac
+    }
+
+    fn issue(&self, claims: &SessionClaims) -> String {
+        let payload = serde_json::to_vec(claims).unwrap_or_default();
+        let mut out = format!("{HEADER_B64}.{}", b64::encode(payload));
+        let tag = self.mac(out.as_bytes()).finalize().into_bytes();
+        out.push('.');
+        out.push_str(&b64::encode(tag));
+        out
+    }
+
+    fn verify(&self, token: &str, now: u64) -> Result<SessionClaims, VerifyError> {
+        let parts = crate::core::jws::split(token, 1024)?;
+        if parts.header != HEADER_B64 {
+            return Err(VerifyError::WrongType);
+        }
+        let tag = b64::decode(parts.signature).ok_or(VerifyError::Malformed)?;
+        self.mac(parts.signing_input.as_bytes())
+            .verify_slice(&tag)
+            .map_err(|_| VerifyError::BadSignature)?;
+        let claims: SessionClaims = b64::decode(parts.payload)
+            .and_then(|p| serde_json::from_slice(&p).ok())
+            .ok_or(VerifyError::Malformed)?;
+        if now >= claims.exp {
+            return Err(VerifyError::Expired);
+        }
+        Ok(claims)
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/login", post(login))
+        .route("/api/logout", post(logout))
+}
+
+/// Who is calling an admin endpoint.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A logged-in user (cookie), read fresh from the store.
+    User { user: User, sid: String },
+    /// An API key sent as Bearer/Basic.
+    Key(Arc<Principal>),
+}
+
+impl Caller {
+    pub fn role(&self) -> Role {
+        match self {
+            Caller::User { user, .. } => user.role,
+            Caller::Key(p) => p.role,
+        }
+    }
+
+    /// For the audit log: `user:alice` or `key:ci-bot`.
+    pub fn actor(&self) -> String {
+        match self {
+            Caller::User { user, .. } => format!("user:{}", user.name),
+            Caller::Key(p) => format!("key:{}", p.name),
+        }
+    }
+
+    pub fn require(&self, access: Access) -> Result<(), ApiError> {
+        if access.allows(self.role()) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "permission denied: this requires the {} role",
+                access.roles()
+            )))
+        }
+    }
+
+    pub fn user(&self) -> Result<&User, ApiError> {
+        match self {
+            Caller::User { user, .. } => Ok(user),
+            Caller::Key(_) => Err(ApiError::Forbidden(
+                "this endpoint needs a logged-in user, not an API key".into(),
+            )),
+        }
+    }
+}
+
+/// The client address for throttling and audit.
+pub fn client_addr(parts: &Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string())
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Refuses state-changing browser requests that come from another site.
+fn check_same_origin(method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let refused = || ApiError::Forbidden("cross-site request refused".into());
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or("");
+        if site != "same-origin" && site != "none" {
+            return Err(refused());
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or("null");
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if origin_host != host {
+            return Err(refused());
+        }
+    }
+    Ok(())
+}
+
+fn record(state: &AppState, result: Result<(), VerifyError>) {
+    state
+        .metrics
+        .auth_decisions
+        .get_or_create(&DecisionLabels::of(result))
+        .inc();
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            let creds = auth::credentials(&parts.headers, parts.uri.query())
+                .map_err(ApiError::Unauthorized);
+            let verified = creds.and_then(|c| {
+                state
+                    .verifier
+                    .verify(&c.token)
+                    .map_err(ApiError::Unauthorized)
+            });
+            record(
+                state,
+                match &verified {
+                    Ok(_) => Ok(()),
+                    Err(ApiError::Unauthorized(e)) => Err(*e),
+                    Err(_) => Err(VerifyError::Malformed),
+                },
+            );
+            let principal = verified?;
+            let jti = principal.jti.clone();
+            let now = state.now();
+            let _ = state
+                .store
+                .call(move |c| store::touch_key(c, &jti, now))
+                .await;
+            return Ok(Caller::Key(principal));
+        }
+        let token = cookie(&parts.headers, COOKIE)
+            .filter(|_| state.settings.internal_enabled)
+            .ok_or(ApiError::Unauthorized(VerifyError::Missing))?
+            .to_owned();
+        let now = state.now();
+        let claims = state
+            .sessions
+            .verify(&token, now)
+            .map_err(ApiError::Unauthorized)?;
+        check_same_origin(&parts.method, &parts.headers)?;
+        let sid = claims.sid.clone();
+        let user = state
+            .store
+            .call(move |c| {
+                let Some(uid) = store::session_user(c, &sid, now)? else {
+                    return Ok(None);
+                };
+                if uid != claims.uid {
+                    return Ok(None);
+                }
+                let user = store::get_user(c, uid)?;
+                if user.is_disabled {
+                    return Ok(None);
+                }
+                store::touch_user(c, uid, now)?;
+                Ok(Some(user))
+            })
+            .await?
+            .ok_or(ApiError::Unauthorized(VerifyError::Revoked))?;
+        Ok(Caller::User {
+            user,
+            sid: claims.sid,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+fn session_cookie(state: &AppState, value: &str, max_age: u64) -> Option<HeaderValue> {
+    let mut cookie = format!(
+        "{COOKIE}={value}; Path=/; HttpOnly; SameSite={}; Max-Age={max_age}",
+        state.settings.cookie_same_site
+    );
+    if state.settings.cookie_secure {
+        cookie.push_str("; Secure");
+    }
+    HeaderValue::from_str(&cookie).ok()
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<LoginRequest>,
+) -> Result<Response, ApiError> {
+    check_same_origin(&method, &headers)?;
+    let LoginRequest { username, password } = body.0;
+    let now = state.now();
+    let client = addr.ip().to_string();
+    let keys = [
+        LoginThrottle::user_key(&username),
+        LoginThrottle::client_key(&client),
+    ];
+    if let Err(retry) = state.throttle.check(&keys, now) {
+        state
+            .metrics
+            .logins
+            .get_or_create(&ResultLabels {
+                result: "throttled",
+            })
+            .inc();
+        return Err(ApiError::TooManyRequests(format!(
+            "too many failed login attempts; try again in {retry} seconds"
+        )));
+    }
+    let name = username.clone();
+    let found = state
+        .store
+        .call(move |c| store::find_user_for_login(c, &name))
+        .await?;
+    let dummy = state.dummy_hash.clone();
+    let (user, ok) = tokio::task::spawn_blocking(move || match found {
+        Some((user, hash)) => {
+            let ok = crate::authority::passwords::verify(&password, &hash);
+            (Some(user), ok)
+        }
+        None => {
+            crate::authority::passwords::verify(&password, &dummy);
+            (None, false)
+        }
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?;
+    let user = match user {
+        Some(user) if ok && !user.is_disabled => user,
+        _ => {
+            state.throttle.fail(&keys, now);
+            state
+                .metrics
+                .logins
+                .get_or_create(&ResultLabels { result: "failed" })
+                .inc();
+            let (who, client) = (username.clone(), client.clone());
+            let _ = state
+                .store
+                .call(move |c| {
+                    store::audit(
+                        c,
+                        now,
+                        &format!("user:{who}"),
+                        "login.failure",
+                        None,
+                        Some(&client),
+                    )
+                })
+                .await;
+            // The attempted name is in the audit table, not the log: people type passwords into it.
+            tracing::info!(client = %addr.ip(), "login failed");
+            return Err(ApiError::Unauthenticated(
+                "invalid username or password".into(),
+            ));
+        }
+    };
+    state.throttle.reset(&keys[0]);
+    let lifetime = state.settings.login_lifetime.as_secs();
+    let claims = SessionClaims {
+        sid: b64::random(16),
+        uid: user.id,
+        iat: now,
+        exp: now + lifetime,
+    };
+    let (sid, uid, who) = (claims.sid.clone(), user.id, user.name.clone());
+    state
+        .store
+        .call(move |c| {
+            store::create_session(c, &sid, uid, now, now + lifetime)?;
+            store::touch_user(c, uid, now)?;
+            store::audit(c, now, &format!("user:{who}"), "login", None, Some(&client))
+        })
+        .await?;
+    state
+        .metrics
+        .logins
+        .get_or_create(&ResultLabels {
+            result: "succeeded",
+        })
+        .inc();
+    let token = state.sessions.issue(&claims);
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Some(cookie) = session_cookie(&state, &token, lifetime) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_same_origin(&method, &headers)?;
+    let now = state.now();
+    if let Some(claims) = cookie(&headers, COOKIE).and_then(|t| state.sessions.verify(t, now).ok())
+    {
+        state
+            .store
+            .call(move |c| store::delete_session(c, &claims.sid))
+            .await?;
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Some(cookie) = session_cookie(&state, "", 0) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}

@@ -1,0 +1,452 @@
+//! Users: `/api/user…` for the caller themself, `/api/users…` for admins. Shapes follow
+//! Pyroscope's (`fullName`, `isDisabled`, RFC 3339 timestamps) so its scripts keep working.
+
+use axum::Router;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::{get, put};
+use serde::{Deserialize, Serialize};
+
+use super::session::Caller;
+use crate::authority::AppState;
+use crate::authority::store::{self, User};
+use crate::core::clock::rfc3339;
+use crate::core::token::Role;
+use crate::edge::auth::Access;
+use crate::edge::error::ApiError;
+use crate::edge::json::{JsonBody, json};
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    id: i64,
+    name: String,
+    email: Option<String>,
+    full_name: Option<String>,
+    role: Role,
+    is_disabled: bool,
+    is_external: bool,
+    created_at: String,
+    updated_at: String,
+    last_seen_at: Option<String>,
+    password_changed_at: String,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        UserView {
+            id: u.id,
+            name: u.name,
+            email: u.email,
+            full_name: u.full_name,
+            role: u.role,
+            is_disabled: u.is_disabled,
+            is_external: false,
+            created_at: rfc3339(u.created_at),
+            updated_at: rfc3339(u.updated_at),
+            last_seen_at: u.last_seen_at.map(rfc3339),
+            password_changed_at: rfc3339(u.password_changed_at),
+        }
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/user", get(me).patch(update_me))
+        .route("/api/user/password", put(change_my_password))
+        .route("/api/users", get(list).post(create))
+        .route("/api/users/{id}", get(get_one).patch(update).delete(delete))
+        .route("/api/users/{id}/password", put(reset_password))
+        .route("/api/users/{id}/role", put(change_role))
+        .route("/api/users/{id}/disable", put(disable))
+        .route("/api/users/{id}/enable", put(enable))
+}
+
+pub fn validate_user_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("user name can't be empty".into());
+    }
+    if name.chars().count() > 255 {
+        return Err("user name can't be longer than 255 symbols".into());
+    }
+    if name.chars().any(char::is_control) {
+        return Err("user name must not contain control characters".into());
+    }
+    Ok(())
+}
+
+fn validate_email(email: &str) -> Result<(), String> {
+    let ok = email.len() <= 255
+        && email
+            .split_once('@')
+            .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+        && !email.chars().any(|c| c.is_control() || c.is_whitespace());
+    if ok {
+        Ok(())
+    } else {
+        Err("user email is invalid".into())
+    }
+}
+
+fn parse_id(id: &str) -> Result<i64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::NotFound("user not found".into()))
+}
+
+async fn hash(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || crate::authority::passwords::hash(&password))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(ApiError::Internal)
+}
+
+async fn audit(state: &AppState, caller: &Caller, action: &'static str, target: String) {
+    let (actor, now) = (caller.actor(), state.now());
+    let result = state
+        .store
+        .call(move |c| store::audit(c, now, &actor, action, Some(&target), None))
+        .await;
+    if let Err(err) = result {
+        tracing::error!(error = %err, action, "writing the audit log failed");
+    }
+}
+
+async fn me(caller: Caller) -> Result<Response, ApiError> {
+    Ok(json(
+        StatusCode::OK,
+        &UserView::from(caller.user()?.clone()),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateUser {
+    name: Option<String>,
+    email: Option<String>,
+    full_name: Option<String>,
+}
+
+async fn apply_update(state: &AppState, id: i64, req: UpdateUser) -> Result<User, ApiError> {
+    let mut errors = Vec::new();
+    if let Some(name) = &req.name
+        && let Err(e) = validate_user_name(name)
+    {
+        errors.push(e);
+    }
+    if let Some(email) = req.email.as_deref().filter(|e| !e.is_empty())
+        && let Err(e) = validate_email(email)
+    {
+        errors.push(e);
+    }
+    if let Some(full) = &req.full_name
+        && (full.chars().count() > 255 || full.chars().any(char::is_control))
+    {
+        errors.push("user full name is invalid".into());
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::BadRequest(errors));
+    }
+    let now = state.now();
+    Ok(state
+        .store
+        .call(move |c| {
+            store::update_user(
+                c,
+                id,
+                req.name.as_deref(),
+                req.email.as_deref(),
+                req.full_name.as_deref(),
+                now,
+            )
+        })
+        .await?)
+}
+
+async fn update_me(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(req): JsonBody<UpdateUser>,
+) -> Result<Response, ApiError> {
+    let id = caller.user()?.id;
+    let user = apply_update(&state, id, req).await?;
+    audit(&state, &caller, "user.update", user.name.clone()).await;
+    Ok(json(StatusCode::OK, &UserView::from(user)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChangePassword {
+    old_password: String,
+    new_password: String,
+}
+
+async fn change_my_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(req): JsonBody<ChangePassword>,
+) -> Result<Response, ApiError> {
+    let user = caller.user()?.clone();
+    crate::authority::passwords::validate(&req.new_password).map_err(ApiError::bad_request)?;
+    let id = user.id;
+    let current = state
+        .store
+        .call(move |c| store::password_hash(c, id))
+        .await?;
+    let old = req.old_password;
+    let ok =
+        tokio::task::spawn_blocking(move || crate::authority::passwords::verify(&old, &current))
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+    if !ok {
+        return Err(ApiError::bad_request("the current password is wrong"));
+    }
+    let new_hash = hash(req.new_password).await?;
+    let now = state.now();
+    let keep = match &caller {
+        Caller::User { sid, .. } => Some(sid.clone()),
+        Caller::Key(_) => None,
+    };
+    state
+        .store
+        .call(move |c| store::set_password(c, id, &new_hash, now, keep.as_deref()))
+        .await?;
+    audit(&state, &caller, "user.password", user.name).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require(Access::Admin)?;
+    let users = state.store.call(|c| store::list_users(c)).await?;
+    let views: Vec<UserView> = users.into_iter().map(UserView::from).collect();
+    Ok(json(StatusCode::OK, &views))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateUser {
+    name: Option<String>,
+    email: Option<String>,
+    full_name: Option<String>,
+    password: Option<String>,
+    role: Option<String>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(req): JsonBody<CreateUser>,
+) -> Result<Response, ApiError> {
+    caller.require(Access::Admin)?;
+    let mut errors = Vec::new();
+    let name = req.name.unwrap_or_default();
+    if let Err(e) = validate_user_name(&name) {
+        errors.push(e);
+    }
+    let email = req.email.filter(|e| !e.is_empty());
+    if let Some(e) = email.as_deref()
+        && let Err(e) = validate_email(e)
+    {
+        errors.push(e);
+    }
+    let password = req.password.unwrap_or_default();
+    if let Err(e) = crate::authority::passwords::validate(&password) {
+        errors.push(e.into());
+    }
+    let role = req.role.as_deref().and_then(|r| r.parse::<Role>().ok());
+    if role.is_none() {
+        errors.push("unknown role".into());
+    }
+    let (Some(role), true) = (role, errors.is_empty()) else {
+        return Err(ApiError::BadRequest(errors));
+    };
+    let hash = hash(password).await?;
+    let now = state.now();
+    let full_name = req.full_name;
+    let (n, e) = (name.clone(), email.clone());
+    let user = state
+        .store
+        .call(move |c| {
+            store::create_user(
+                c,
+                &store::NewUser {
+                    name: &n,
+                    email: e.as_deref(),
+                    full_name: full_name.as_deref(),
+                    password_hash: &hash,
+                    role,
+                },
+                now,
+            )
+        })
+        .await?;
+    audit(&state, &caller, "user.create", name).await;
+    Ok(json(StatusCode::CREATED, &UserView::from(user)))
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Access::Admin)?;
+    let id = parse_id(&id)?;
+    let user = state.store.call(move |c| store::get_user(c, id)).await?;
+    Ok(json(StatusCode::OK, &UserView::from(user)))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<UpdateUser>,
+) -> Result<Response, ApiError> {
+    caller.require(Access::Admin)?;
+    let user = apply_update(&state, parse_id(&id)?, req).await?;
+    audit(&state, &caller, "user.update", user.name.clone()).await;
+    Ok(json(StatusCode::OK, &UserView::from(user)))
+}
+
+/// Refuses changes that would leave no enabled admin.
+async fn keep_an_admin(state: &AppState, id: i64) -> Result<(), ApiError> {
+    let target = state.store.call(move |c| store::get_user(c, id)).await?;
+    if target.role != Role::Admin || target.is_disabled {
+        return Ok(());
+    }
+    let others = state
+        .store
+        .call(move |c| store::other_enabled_admins(c, id))
+        .await?;
+    if others == 0 {
+        return Err(ApiError::Conflict(
+            "this is the last enabled admin; make another user an admin first".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Access::Admin)?;
+    let id = parse_id(&id)?;
+    if let Caller::User { user, .. } = &caller
+        && user.id == id
+    {
+        return Err(ApiError::bad_request("you can't delete yourself"));
+    }
+    keep_an_admin(&state, id).await?;
+    let user = state.store.call(move |c| store::get_user(c, id)).await?;
+    state.store.call(move |c| store::delete_user(c, id)).await?;
+    audit(&state, &caller, "user.delete", user.name).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+struct ResetPassword {
+    password: String,
+}
+
+async fn reset_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<ResetPassword>,
+) -> Result<Response, ApiError> {
+    caller.require(Access::Admin)?;
+    let id = parse_id(&id)?;
+    crate::authority::passwords::validate(&req.password).map_err(ApiError::bad_request)?;
+    let user = state.store.call(move |c| store::get_user(c, id)).await?;
+    let new_hash = hash(req.password).await?;
+    let now = state.now();
+    state
+        .store
+        .call(move |c| store::set_password(c, id, &new_hash, now, None))
+        .await?;
+    audit(&state, &caller, "user.password.reset", user.name).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+struct ChangeRole {
+    role: String,
+}
+
+async fn change_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<ChangeRole>,
+) -> Result<Response, ApiError> {
+    caller.require(Access::Admin)?;
+    let id = parse_id(&id)?;
+    let role: Role = req
+        .role
+        .parse()
+        .map_err(|_| ApiError::bad_request("unknown role"))?;
+    if role != Role::Admin {
+        keep_an_admin(&state, id).await?;
+    }
+    let now = state.now();
+    let user = state
+        .store
+        .call(move |c| store::set_role(c, id, role, now))
+        .await?;
+    audit(
+        &state,
+        &caller,
+        "user.role",
+        format!("{} {}", user.name, role),
+    )
+    .await;
+    Ok(json(StatusCode::OK, &UserView::from(user)))
+}
+
+async fn set_disabled(
+    state: AppState,
+    caller: Caller,
+    id: String,
+    disabled: bool,
+) -> Result<Response, ApiError> {
+    caller.require(Access::Admin)?;
+    let id = parse_id(&id)?;
+    if disabled {
+        if let Caller::User { user, .. } = &caller
+            && user.id == id
+        {
+            return Err(ApiError::bad_request("you can't disable yourself"));
+        }
+        keep_an_admin(&state, id).await?;
+    }
+    let now = state.now();
+    let user = state
+        .store
+        .call(move |c| store::set_disabled(c, id, disabled, now))
+        .await?;
+    let action = if disabled {
+        "user.disable"
+    } else {
+        "user.enable"
+    };
+    audit(&state, &caller, action, user.name.clone()).await;
+    Ok(json(StatusCode::OK, &UserView::from(user)))
+}
+
+async fn disable(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    set_disabled(state, caller, id, true).await
+}
+
+async fn enable(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    set_disabled(state, caller, id, false).await
+}

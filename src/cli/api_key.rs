@@ -1,0 +1,144 @@
+//! `pyrogate api-key create|list|delete`: the same rules as the UI, against the local store.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use pyrogate::authority::keyring::Keyring;
+use pyrogate::authority::routes::keys::{self, CreateKeyRequest, KeyView};
+use pyrogate::authority::store::{self, Store};
+use pyrogate::config::{ConfigFlags, Settings};
+use pyrogate::core::clock::{Clock as _, SystemClock, rfc3339};
+use pyrogate::core::token::Role;
+
+use super::{bootstrap, parse_role};
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Sign a new key, record it, and print it (shown once).
+    Create {
+        /// Unique, descriptive name.
+        #[arg(long)]
+        name: String,
+        /// Admin, ReadOnly or Agent.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Seconds of validity; 0 means never expires.
+        #[arg(long, default_value_t = 0)]
+        ttl: u64,
+        /// Tenant for X-Scope-OrgID.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        config: ConfigFlags,
+    },
+    /// List keys (never the keys themselves).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigFlags,
+    },
+    /// Delete a key by id or name; it is revoked everywhere within seconds.
+    Delete {
+        /// The key's id or name.
+        #[arg(allow_hyphen_values = true)]
+        key: String,
+        #[command(flatten)]
+        config: ConfigFlags,
+    },
+}
+
+pub(crate) fn run(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
+    let now = SystemClock.now();
+    match cmd {
+        ApiKeyCommand::Create {
+            name,
+            role,
+            ttl,
+            tenant,
+            config,
+        } => {
+            let (settings, store) = open_local(&config)?;
+            let ring = Keyring::open(&settings.keys_dir)?;
+            let req = CreateKeyRequest {
+                name: Some(name),
+                role: Some(role.to_string()),
+                ttl_seconds: Some(i64::try_from(ttl).unwrap_or(i64::MAX)),
+                tenant,
+            }
+            .validate()
+            .map_err(|errors| anyhow::anyhow!(errors.join("; ")))?;
+            let actor = format!("cli:{}", whoami());
+            let (record, key) = store.with(|c| {
+                keys::create_key(c, ring.active(), &settings.issuer, now, &req, &actor)
+            })?;
+            outln!("{}", key.expose());
+            eprintln!(
+                "created api key {:?} (id {}, role {}, {}); it is shown only once",
+                record.name,
+                record.id,
+                record.role,
+                match record.expires_at {
+                    Some(exp) => format!("expires {}", rfc3339(exp)),
+                    None => "never expires".into(),
+                }
+            );
+        }
+        ApiKeyCommand::List { json, config } => {
+            let (_, store) = open_local(&config)?;
+            let keys: Vec<KeyView> = store
+                .with(|c| store::list_keys(c))?
+                .into_iter()
+                .map(KeyView::from)
+                .collect();
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                outln!(
+                    "{:<6} {:<32} {:<9} {:<21} EXPIRES",
+                    "ID",
+                    "NAME",
+                    "ROLE",
+                    "CREATED"
+                );
+                for k in keys {
+                    outln!(
+                        "{:<6} {:<32} {:<9} {:<21} {}",
+                        k.id,
+                        k.name,
+                        k.role,
+                        k.created_at,
+                        k.expires_at.as_deref().unwrap_or("never")
+                    );
+                }
+            }
+        }
+        ApiKeyCommand::Delete { key, config } => {
+            let (_, store) = open_local(&config)?;
+            let actor = format!("cli:{}", whoami());
+            let (record, version) = store.with(|c| {
+                let id = match key.parse::<i64>() {
+                    Ok(id) => id,
+                    Err(_) => store::find_key_by_name(c, &key)?.id,
+                };
+                keys::delete_key(c, id, now, &actor)
+            })?;
+            eprintln!(
+                "deleted api key {:?} (id {}); revocation list version {version}",
+                record.name, record.id
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn open_local(flags: &ConfigFlags) -> anyhow::Result<(Settings, Store)> {
+    let settings = bootstrap::load_settings(flags, false)?;
+    let store = Store::open(&settings.storage_path)?;
+    Ok((settings, store))
+}
+
+pub(crate) fn whoami() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+}

@@ -1,0 +1,230 @@
+//! `pyrogate bench ingest`: push throughput through an ingest node, auth off vs auth on, in
+//! one run.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use ed25519_dalek::SigningKey;
+use pyrogate::core::b64;
+use pyrogate::core::jwk::KeySet;
+use pyrogate::core::jws::Signer;
+use pyrogate::core::token::{self, KeyRequest, Role};
+
+use super::median;
+/// Result of `pyrogate bench ingest`.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestReport {
+    pub body_bytes: usize,
+    pub concurrency: usize,
+    pub rounds: usize,
+    pub seconds_per_round: f64,
+    /// Best round of each mode: noise only ever lowers throughput, so this is the robust
+    /// estimate of what each mode can do on this machine.
+    pub auth_off_rps: f64,
+    pub auth_on_rps: f64,
+    pub auth_on_over_off: f64,
+    /// Median round of each mode, and the median of per-round ratios.
+    pub auth_off_median_rps: f64,
+    pub auth_on_median_rps: f64,
+    pub auth_on_over_off_median: f64,
+}
+
+impl fmt::Display for IngestReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "ingest benchmark: {}-byte pushes, {} concurrent clients, {} rounds × {:.1} s per mode",
+            self.body_bytes, self.concurrency, self.rounds, self.seconds_per_round
+        )?;
+        writeln!(f, "{:<24} {:>14} {:>14}", "mode", "pushes/s best", "median")?;
+        writeln!(
+            f,
+            "{:<24} {:>14.0} {:>14.0}",
+            "auth off", self.auth_off_rps, self.auth_off_median_rps
+        )?;
+        writeln!(
+            f,
+            "{:<24} {:>14.0} {:>14.0}",
+            "auth on (Agent key)", self.auth_on_rps, self.auth_on_median_rps
+        )?;
+        writeln!(
+            f,
+            "auth on / auth off = {:.3} (best rounds), {:.3} (median of per-round ratios)",
+            self.auth_on_over_off, self.auth_on_over_off_median
+        )
+    }
+}
+
+/// Pushes `body_bytes`-byte profiles through two in-process ingest nodes — auth off and auth
+/// on — to a local upstream that answers 200, alternating rounds (ABBA) so both see the same
+/// machine. Both nodes get identical requests (key and `X-Scope-OrgID` included, as agents
+/// configured with a key send them), so the difference is the cost of checking the key.
+pub async fn ingest(
+    seconds_per_round: f64,
+    rounds: usize,
+    concurrency: usize,
+    body_bytes: usize,
+) -> anyhow::Result<IngestReport> {
+    use axum::Router;
+    use axum::routing::post;
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let dir = std::env::temp_dir().join(format!("pyrogate-bench-{}", b64::random(6)));
+    std::fs::create_dir_all(&dir)?;
+    let cleanup = scopeguard(dir.clone());
+
+    // Upstream: accepts everything.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let upstream_addr = upstream.local_addr()?;
+    tokio::spawn(async move {
+        let app = Router::new().route("/ingest", post(|| async { "" }));
+        let _ = axum::serve(upstream, app).await;
+    });
+
+    // A signing key and its JWKS file for the auth-on node.
+    let mut seed = [0u8; 32];
+    b64::fill_random(&mut seed);
+    let signer = Signer::new(SigningKey::from_bytes(&seed));
+    let jwks = KeySet::new([signer.verifying_key()]).to_jwks();
+    let jwks_path = dir.join("jwks.json");
+    std::fs::write(&jwks_path, serde_json::to_vec(&jwks)?)?;
+    let clock: Arc<dyn pyrogate::core::clock::Clock> = Arc::new(pyrogate::core::clock::SystemClock);
+    let token = token::issue(
+        &signer,
+        "pyrogate",
+        clock.now(),
+        &KeyRequest {
+            name: "bench-agent",
+            role: Role::Agent,
+            ttl_seconds: 3600,
+            tenant: Some("bench"),
+        },
+    )?
+    .token;
+
+    let mut ports = Vec::new();
+    let mut nodes = Vec::new();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    for auth in [false, true] {
+        let yaml = format!(
+            "api-bind-addr: 127.0.0.1:0\nstorage-path: {:?}\nupstream: http://{upstream_addr}\nlog-level: error\nauth:\n  ingestion:\n    enabled: {auth}\n{}",
+            dir.join(if auth { "on" } else { "off" }),
+            if auth {
+                format!("jwks-file: {:?}\n", jwks_path)
+            } else {
+                String::new()
+            }
+        );
+        let mut layers = pyrogate::config::Layers::defaults();
+        layers.merge_yaml(&yaml, std::path::Path::new("bench.yaml"))?;
+        let settings = pyrogate::config::Settings::from_layers(&layers)?;
+        let node = pyrogate::node::IngestNode::build(settings, clock.clone()).await?;
+        ports.push(node.port());
+        let mut stopped = stopped.clone();
+        nodes.push(tokio::spawn(node.run_until(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })));
+    }
+
+    let body = axum::body::Bytes::from(b64::random(body_bytes).into_bytes()[..body_bytes].to_vec());
+    let client: Client<_, Full<axum::body::Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let bearer = format!("Bearer {}", token.expose());
+    let run = |port: u16| {
+        let client = client.clone();
+        let body = body.clone();
+        let bearer = bearer.clone();
+        async move {
+            let deadline = Instant::now() + std::time::Duration::from_secs_f64(seconds_per_round);
+            let mut tasks = Vec::new();
+            for _ in 0..concurrency {
+                let (client, body, bearer) = (client.clone(), body.clone(), bearer.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut ok = 0u64;
+                    while Instant::now() < deadline {
+                        let mut req = axum::http::Request::post(format!(
+                            "http://127.0.0.1:{port}/ingest?name=bench.cpu"
+                        ))
+                        .header("content-type", "application/octet-stream");
+                        // The same push to both nodes — key and tenant header included, as an
+                        // agent configured with a key sends them — so the only difference is
+                        // whether the node checks the key.
+                        req = req
+                            .header("authorization", bearer.as_str())
+                            .header("x-scope-orgid", "bench");
+                        let Ok(req) = req.body(Full::new(body.clone())) else {
+                            break;
+                        };
+                        if let Ok(resp) = client.request(req).await
+                            && resp.status().is_success()
+                        {
+                            ok += 1;
+                        }
+                    }
+                    ok
+                }));
+            }
+            let start = Instant::now();
+            let mut total = 0;
+            for t in tasks {
+                total += t.await.unwrap_or(0);
+            }
+            total as f64 / start.elapsed().as_secs_f64().max(seconds_per_round)
+        }
+    };
+    // Warm both paths (connection pools, the verified-token cache).
+    run(ports[0]).await;
+    run(ports[1]).await;
+    let (mut off, mut on, mut ratios) = (vec![], vec![], vec![]);
+    for round in 0..rounds {
+        // ABBA order: a drift in machine load favours neither mode.
+        let (a, b) = if round % 2 == 0 {
+            let a = run(ports[0]).await;
+            (a, run(ports[1]).await)
+        } else {
+            let b = run(ports[1]).await;
+            (run(ports[0]).await, b)
+        };
+        off.push(a);
+        on.push(b);
+        ratios.push(b / a.max(1.0));
+    }
+    // Stop the nodes (and their file watchers) before their directory goes.
+    stop.send_replace(true);
+    for node in nodes {
+        let _ = node.await;
+    }
+    drop(cleanup);
+    let best = |xs: &[f64]| xs.iter().copied().fold(0.0, f64::max);
+    let (auth_off_rps, auth_on_rps) = (best(&off), best(&on));
+    Ok(IngestReport {
+        body_bytes,
+        concurrency,
+        rounds,
+        seconds_per_round,
+        auth_off_rps,
+        auth_on_rps,
+        auth_on_over_off: auth_on_rps / auth_off_rps.max(1.0),
+        auth_off_median_rps: median(off),
+        auth_on_median_rps: median(on),
+        auth_on_over_off_median: median(ratios),
+    })
+}
+
+/// Removes the benchmark's temp dir when dropped.
+struct TempDirGuard(std::path::PathBuf);
+
+impl Drop for TempDirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scopeguard(dir: std::path::PathBuf) -> TempDirGuard {
+    TempDirGuard(dir)
+}

@@ -1,0 +1,76 @@
+//! `pyrogate bench verify|ingest`: performance on this machine. Benchmarks measure; tests only
+//! check behaviour.
+
+mod ingest;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use super::bootstrap;
+use verify::median;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Cost of verifying a key: raw Ed25519, uncached, cached, and rejected garbage.
+    Verify {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Operations per measured batch.
+        #[arg(long, default_value_t = 2000)]
+        iterations: u32,
+    },
+    /// Push throughput through an ingest node, auth off vs auth on, in one run.
+    Ingest {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Seconds per round and mode.
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+        /// Rounds (alternating auth off / on).
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Bytes per push.
+        #[arg(long, default_value_t = 10_240)]
+        body_bytes: usize,
+    },
+}
+
+pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Verify { json, iterations } => {
+            let report = verify::verify(iterations.max(10));
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                out!("{report}");
+            }
+        }
+        BenchCommand::Ingest {
+            json,
+            seconds,
+            rounds,
+            concurrency,
+            body_bytes,
+        } => {
+            let report = bootstrap::runtime()?.block_on(ingest::ingest(
+                seconds.max(0.1),
+                rounds.max(1),
+                concurrency.max(1),
+                body_bytes.max(1),
+            ))?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                out!("{report}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

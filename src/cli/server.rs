@@ -1,0 +1,43 @@
+//! `pyrogate server`: run the authority.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use pyrogate::authority::Application;
+use pyrogate::config::ConfigFlags;
+use pyrogate::core::clock::SystemClock;
+
+use super::bootstrap;
+
+pub(crate) fn run(flags: &ConfigFlags) -> anyhow::Result<ExitCode> {
+    let settings = bootstrap::load_settings(flags, true)?;
+    bootstrap::runtime()?.block_on(async {
+        let app =
+            Application::build(settings, Arc::new(SystemClock)).await?;
+        let first = &app.first_start;
+        if let Some(kid) = &first.created_signing_key {
+            tracing::info!(kid = %kid, "created the first signing key");
+        }
+        if let Some((name, generated)) = &first.created_admin {
+            match generated {
+                Some(password) => {
+                    // Printed once, to the console only: never through the log pipeline.
+                    outln!();
+                    outln!("  Created admin user {name:?} with a generated password (shown only once):");
+                    outln!();
+                    outln!("      {password}");
+                    outln!();
+                    outln!(
+                        "  Log in at http://localhost:{}/login and change it under Profile.",
+                        app.port()
+                    );
+                    outln!();
+                }
+                None => tracing::info!(user = %name, "created the admin user with the configured password"),
+            }
+        }
+        tracing::info!(addr = %app.local_addr(), "pyrogate authority listening");
+        app.run_until(bootstrap::shutdown_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

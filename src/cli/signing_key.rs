@@ -1,0 +1,86 @@
+//! `pyrogate signing-key generate|rotate|retire|list|jwks`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use pyrogate::authority::keyring::Keyring;
+use pyrogate::core::clock::{Clock as _, SystemClock, rfc3339};
+
+#[derive(Debug, Args)]
+pub struct KeysDir {
+    /// Directory holding the signing keys.
+    #[arg(long, default_value = "keys", env = "PYROSCOPE_KEYS_DIR")]
+    pub keys_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SigningKeyCommand {
+    /// Create the first signing key in an empty keys dir.
+    Generate(KeysDir),
+    /// Make a new active key; the old one stays published until retired.
+    Rotate(KeysDir),
+    /// Unpublish a non-active key and delete it: every token it signed stops verifying.
+    Retire {
+        /// A kid may begin with `-` (it is base64url), so it is never taken for a flag.
+        #[arg(allow_hyphen_values = true)]
+        kid: String,
+        #[command(flatten)]
+        keys: KeysDir,
+    },
+    /// List every key with its status.
+    List {
+        #[command(flatten)]
+        keys: KeysDir,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the published keys as an RFC 8037 JWK Set.
+    Jwks(KeysDir),
+}
+
+pub(crate) fn run(cmd: SigningKeyCommand) -> anyhow::Result<ExitCode> {
+    let now = SystemClock.now();
+    match cmd {
+        SigningKeyCommand::Generate(k) => {
+            let ring = Keyring::generate(&k.keys_dir, now)?;
+            outln!("{}", ring.active().kid());
+            eprintln!(
+                "created signing key {} in {}",
+                ring.active().kid(),
+                k.keys_dir.display()
+            );
+        }
+        SigningKeyCommand::Rotate(k) => {
+            let mut ring = Keyring::open(&k.keys_dir)?;
+            let old = ring.active().kid().to_owned();
+            let new = ring.rotate(now)?;
+            outln!("{new}");
+            eprintln!(
+                "{new} now signs new keys; {old} stays published until `pyrogate signing-key retire {old}`"
+            );
+        }
+        SigningKeyCommand::Retire { kid, keys } => {
+            let mut ring = Keyring::open(&keys.keys_dir)?;
+            ring.retire(&kid, now)?;
+            eprintln!("retired {kid}: every token it signed is now invalid");
+        }
+        SigningKeyCommand::List { keys, json } => {
+            let ring = Keyring::open(&keys.keys_dir)?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(ring.keys())?);
+            } else {
+                outln!("{:<44}  {:<9}  CREATED", "KID", "STATUS");
+                for k in ring.keys() {
+                    outln!("{:<44}  {:<9}  {}", k.kid, k.status, rfc3339(k.created_at));
+                }
+            }
+        }
+        SigningKeyCommand::Jwks(k) => {
+            let ring = Keyring::open(&k.keys_dir)?;
+            outln!("{}", serde_json::to_string_pretty(&ring.jwks())?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

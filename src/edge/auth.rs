@@ -1,0 +1,276 @@
+//! The auth layer: an axum middleware ([`require`]) and extractor ([`Authenticated`]).
+//!
+//! It reads the credentials every Pyroscope agent sends — `Authorization: Bearer <key>` (Go,
+//! Node, Java, `PYROSCOPE_AUTH_TOKEN`) or `Authorization: Basic base64(user:key)` (Python,
+//! .NET, Grafana-Cloud style) — verifies the key with the local [`Verifier`], checks the role
+//! for the route, and answers 401 or 403 itself. On success the [`Principal`] rides in the
+//! request's extensions. Keys in query strings or cookies are refused: they end up in access
+//! logs and browser histories, and cookies invite cross-site requests.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+
+use crate::core::token::Role;
+use crate::core::verifier::{Principal, Verifier, VerifyError};
+use crate::edge::error::ApiError;
+
+/// What a route is for; decides which roles may call it (DESIGN.md §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Pushing profiles: Agent or Admin.
+    Ingest,
+    /// Reading profiles: ReadOnly or Admin.
+    Query,
+    /// Managing users and keys: Admin only.
+    Admin,
+}
+
+impl Access {
+    pub fn allows(self, role: Role) -> bool {
+        matches!(
+            (self, role),
+            (_, Role::Admin) | (Access::Ingest, Role::Agent) | (Access::Query, Role::ReadOnly)
+        )
+    }
+
+    /// The roles that may use this access, for 403 messages.
+    pub fn roles(self) -> &'static str {
+        match self {
+            Access::Ingest => "Agent or Admin",
+            Access::Query => "ReadOnly or Admin",
+            Access::Admin => "Admin",
+        }
+    }
+}
+
+/// Query parameters that look like someone put a key in the URL.
+const QUERY_TOKEN_PARAMS: [&str; 5] = ["token", "access_token", "api_key", "apikey", "auth_token"];
+
+/// The state [`require`] runs with: which verifier, which access, and whether auth is on.
+#[derive(Clone)]
+pub struct AuthGate {
+    verifier: Arc<Verifier>,
+    access: Access,
+    enabled: bool,
+    /// When set, a Basic username must equal the key's tenant (Grafana-Cloud style).
+    basic_user_is_tenant: bool,
+    metrics: Option<Arc<crate::edge::metrics::Metrics>>,
+}
+
+impl std::fmt::Debug for AuthGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthGate")
+            .field("access", &self.access)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthGate {
+    pub fn new(verifier: Arc<Verifier>, access: Access) -> Self {
+        AuthGate {
+            verifier,
+            access,
+            enabled: true,
+            basic_user_is_tenant: false,
+            metrics: None,
+        }
+    }
+
+    /// Records decisions (by result and reason) and verification time.
+    pub fn with_metrics(mut self, metrics: Arc<crate::edge::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// With `false`, every request passes unauthenticated (Pyroscope's default for ingestion).
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    pub fn basic_user_is_tenant(mut self, on: bool) -> Self {
+        self.basic_user_is_tenant = on;
+        self
+    }
+
+    /// Authenticates and authorizes one request's headers and query.
+    pub fn authorize(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Arc<Principal>, ApiError> {
+        let creds = credentials(headers, query).map_err(ApiError::Unauthorized)?;
+        let principal = self
+            .verifier
+            .verify(&creds.token)
+            .map_err(ApiError::Unauthorized)?;
+        if !self.access.allows(principal.role) {
+            return Err(ApiError::Forbidden(format!(
+                "permission denied: this requires the {} role; key \"{}\" has role {}",
+                self.access.roles(),
+                principal.name,
+                principal.role
+            )));
+        }
+        if self.basic_user_is_tenant
+            && let Some(user) = creds.basic_user.as_deref().filter(|u| !u.is_empty())
+            && principal.tenant.as_deref() != Some(user)
+        {
+            return Err(ApiError::Forbidden(
+                "permission denied: the basic auth username is not the key's tenant".into(),
+            ));
+        }
+        Ok(principal)
+    }
+}
+
+/// The middleware: `router.layer(axum::middleware::from_fn_with_state(gate, auth::require))`.
+#[tracing::instrument(skip_all, name = "auth")] // skip_all: never log the credentials
+pub async fn require(State(gate): State<AuthGate>, mut req: Request, next: Next) -> Response {
+    if !gate.enabled {
+        return next.run(req).await;
+    }
+    let started = std::time::Instant::now();
+    let decision = gate.authorize(req.headers(), req.uri().query());
+    if let Some(m) = &gate.metrics {
+        m.verify_latency.observe(started.elapsed().as_secs_f64());
+        let outcome = match &decision {
+            Ok(_) => Ok(()),
+            Err(ApiError::Unauthorized(reason)) => Err(*reason),
+            // Authenticated, but not allowed.
+            Err(_) => Ok(()),
+        };
+        let mut labels = crate::edge::metrics::DecisionLabels::of(outcome);
+        if matches!(decision, Err(ApiError::Forbidden(_))) {
+            labels = crate::edge::metrics::DecisionLabels {
+                result: "forbidden",
+                reason: "role",
+            };
+        }
+        m.auth_decisions.get_or_create(&labels).inc();
+    }
+    match decision {
+        Ok(principal) => {
+            tracing::debug!(key = %principal.name, role = %principal.role, "authorized");
+            req.extensions_mut().insert(Authenticated(principal));
+            next.run(req).await
+        }
+        Err(err) => {
+            match &err {
+                ApiError::Unauthorized(reason) => {
+                    tracing::info!(reason = reason.label(), "credentials refused")
+                }
+                other => tracing::info!(error = %other, "request forbidden"),
+            }
+            err.into_response()
+        }
+    }
+}
+
+/// Credentials found on a request. The token is borrowed from the header when possible.
+#[derive(Clone)]
+pub struct Credentials<'a> {
+    pub token: Cow<'a, str>,
+    pub basic_user: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("token", &"[redacted]")
+            .field("basic_user", &self.basic_user)
+            .finish()
+    }
+}
+
+/// Reads the one `Authorization` header. Schemes are case-insensitive (RFC 9110 §11.1).
+pub fn credentials<'a>(
+    headers: &'a HeaderMap,
+    query: Option<&str>,
+) -> Result<Credentials<'a>, VerifyError> {
+    if query.is_some_and(query_has_token) {
+        return Err(VerifyError::TokenInQuery);
+    }
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(VerifyError::Missing);
+    };
+    if values.next().is_some() {
+        return Err(VerifyError::MultipleCredentials);
+    }
+    let value = value.to_str().map_err(|_| VerifyError::Malformed)?;
+    let (scheme, rest) = match value.split_once(' ') {
+        Some(pair) => pair,
+        // `Authorization: Bearer` with nothing after it: credentials are missing.
+        None if value.eq_ignore_ascii_case("bearer") || value.eq_ignore_ascii_case("basic") => {
+            return Err(VerifyError::Missing);
+        }
+        None => return Err(VerifyError::UnsupportedScheme),
+    };
+    let rest = rest.trim_start_matches(' ');
+    if scheme.eq_ignore_ascii_case("bearer") {
+        if rest.is_empty() {
+            return Err(VerifyError::Missing);
+        }
+        return Ok(Credentials {
+            token: Cow::Borrowed(rest),
+            basic_user: None,
+        });
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .map_err(|_| VerifyError::Malformed)?;
+        let decoded = String::from_utf8(decoded).map_err(|_| VerifyError::Malformed)?;
+        let (user, password) = decoded.split_once(':').ok_or(VerifyError::Malformed)?;
+        if password.is_empty() {
+            return Err(VerifyError::Missing);
+        }
+        return Ok(Credentials {
+            token: Cow::Owned(password.to_owned()),
+            basic_user: Some(user.to_owned()),
+        });
+    }
+    Err(VerifyError::UnsupportedScheme)
+}
+
+fn query_has_token(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+        QUERY_TOKEN_PARAMS
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(name))
+    })
+}
+
+/// The authenticated caller, put in the request extensions by [`require`].
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Arc<Principal>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Authenticated>()
+            .cloned()
+            .ok_or(ApiError::Unauthorized(VerifyError::Missing))
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Authenticated {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Authenticated>().cloned())
+    }
+}

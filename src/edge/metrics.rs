@@ -1,0 +1,198 @@
+//! Prometheus metrics (`GET /metrics`), shared by the authority and ingest nodes.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub result: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+impl DecisionLabels {
+    pub fn of(result: Result<(), crate::core::error::VerifyError>) -> Self {
+        match result {
+            Ok(()) => DecisionLabels {
+                result: "accepted",
+                reason: "ok",
+            },
+            Err(e) => DecisionLabels {
+                result: "refused",
+                reason: e.label(),
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub auth_decisions: Family<DecisionLabels, Counter>,
+    pub logins: Family<ResultLabels, Counter>,
+    pub api_keys_created: Counter,
+    pub api_keys_deleted: Counter,
+    pub revocation_version: Gauge<u64, AtomicU64>,
+    pub revocation_entries: Gauge<u64, AtomicU64>,
+    pub revocation_issued_at: Gauge<u64, AtomicU64>,
+    pub signing_keys_published: Gauge<u64, AtomicU64>,
+    pub verify_latency: Histogram,
+    pub upstream_requests: Family<ResultLabels, Counter>,
+    pub upstream_latency: Histogram,
+    pub spool_entries: Gauge<u64, AtomicU64>,
+    pub spool_bytes: Gauge<u64, AtomicU64>,
+    pub sync_last_success: Gauge<u64, AtomicU64>,
+    pub sync_failures: Counter,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// The verifier's cache counters, registered here.
+    pub fn cache_counters(&self) -> crate::core::verifier::CacheCounters {
+        crate::core::verifier::CacheCounters {
+            hits: self.cache_hits.clone(),
+            misses: self.cache_misses.clone(),
+        }
+    }
+
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("pyrogate");
+        let m = Metrics {
+            auth_decisions: Family::default(),
+            logins: Family::default(),
+            api_keys_created: Counter::default(),
+            api_keys_deleted: Counter::default(),
+            revocation_version: Gauge::default(),
+            revocation_entries: Gauge::default(),
+            revocation_issued_at: Gauge::default(),
+            signing_keys_published: Gauge::default(),
+            verify_latency: Histogram::new(exponential_buckets(1e-7, 4.0, 10)),
+            upstream_requests: Family::default(),
+            upstream_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            spool_entries: Gauge::default(),
+            spool_bytes: Gauge::default(),
+            sync_last_success: Gauge::default(),
+            sync_failures: Counter::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "auth_decisions",
+            "API-key authentication decisions by result and reason",
+            m.auth_decisions.clone(),
+        );
+        registry.register("logins", "UI login attempts by result", m.logins.clone());
+        registry.register(
+            "api_keys_created",
+            "API keys created",
+            m.api_keys_created.clone(),
+        );
+        registry.register(
+            "api_keys_deleted",
+            "API keys deleted (revoked)",
+            m.api_keys_deleted.clone(),
+        );
+        registry.register(
+            "revocation_list_version",
+            "Version of the revocation list in force",
+            m.revocation_version.clone(),
+        );
+        registry.register(
+            "revocation_list_entries",
+            "Entries in the revocation list in force",
+            m.revocation_entries.clone(),
+        );
+        registry.register(
+            "revocation_list_issued_at_seconds",
+            "Unix time the revocation list in force was signed",
+            m.revocation_issued_at.clone(),
+        );
+        registry.register(
+            "signing_keys_published",
+            "Signing keys in the published key set",
+            m.signing_keys_published.clone(),
+        );
+        registry.register(
+            "verify_duration_seconds",
+            "Time to authenticate a request's API key",
+            m.verify_latency.clone(),
+        );
+        registry.register(
+            "upstream_requests",
+            "Pushes sent to the upstream, by result",
+            m.upstream_requests.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Latency of requests to the upstream",
+            m.upstream_latency.clone(),
+        );
+        registry.register(
+            "spool_entries",
+            "Pushes waiting in the spool",
+            m.spool_entries.clone(),
+        );
+        registry.register(
+            "spool_bytes",
+            "Bytes waiting in the spool",
+            m.spool_bytes.clone(),
+        );
+        registry.register(
+            "sync_last_success_seconds",
+            "Unix time of the last successful contact with the authority",
+            m.sync_last_success.clone(),
+        );
+        registry.register(
+            "sync_failures",
+            "Failed attempts to reach the authority",
+            m.sync_failures.clone(),
+        );
+        registry.register(
+            "verify_cache_hits",
+            "API-key verifications answered by the verified-token cache",
+            m.cache_hits.clone(),
+        );
+        registry.register(
+            "verify_cache_misses",
+            "API-key verifications that needed the signature check",
+            m.cache_misses.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// `GET /metrics`: the OpenMetrics text exposition.
+    pub fn response(&self) -> impl axum::response::IntoResponse + use<> {
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            self.render(),
+        )
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

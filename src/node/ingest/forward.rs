@@ -1,0 +1,357 @@
+//! Forwarding pushes to the upstream Grafana Pyroscope, with an on-disk spool for the times it
+//! can't take them.
+//!
+//! A push goes straight to the upstream while the spool is empty. If the upstream is
+//! unreachable, times out or answers 5xx, the push is written to the spool and the agent gets
+//! `200` with `Pyrogate-Spooled: true` (Pyroscope's agents treat anything but 200 as a failure,
+//! and the push is safely on disk). While anything is spooled, new pushes join the queue
+//! behind it, so the upstream receives them in arrival order. A replay task drains the spool
+//! with backoff; an entry is removed only after the upstream accepted it (at-least-once across
+//! a crash between delivery and removal; exactly once otherwise). A full spool answers 503 —
+//! nothing accepted is ever dropped silently.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::http::{Method, Request, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use super::spool::{Spool, SpoolError, SpooledRequest};
+use super::{Push, TENANT_HEADER, header_value};
+use crate::edge::error::ApiError;
+use crate::edge::metrics::{Metrics, ResultLabels};
+
+/// Largest upstream response body relayed to an agent.
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+#[derive(Clone)]
+pub struct Forwarder {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+    spool: Spool,
+    wake: Notify,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug)]
+enum Failure {
+    /// Could not connect, timed out, or the connection broke.
+    Unreachable(String),
+    /// The upstream answered 5xx.
+    Status(StatusCode),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Unreachable(why) => write!(f, "unreachable: {why}"),
+            Failure::Status(status) => write!(f, "answered {status}"),
+        }
+    }
+}
+
+impl Forwarder {
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        spool: Spool,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        if url.starts_with("https://") {
+            anyhow::bail!(
+                "upstream {url}: https upstreams are not supported yet; reach Grafana Pyroscope over http (e.g. a local TLS-originating sidecar)"
+            );
+        }
+        let _: Uri = url
+            .parse()
+            .map_err(|e| anyhow::anyhow!("upstream {url} is not a valid URL: {e}"))?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(64)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        metrics.spool_entries.set(spool.len() as u64);
+        metrics.spool_bytes.set(spool.bytes());
+        Ok(Forwarder {
+            inner: Arc::new(Inner {
+                base: url.trim_end_matches('/').to_owned(),
+                client,
+                timeout,
+                spool,
+                wake: Notify::new(),
+                metrics,
+            }),
+        })
+    }
+
+    /// Forwards a push, or spools it when the upstream can't take it.
+    pub async fn send(&self, push: Push) -> Result<Response, ApiError> {
+        if !self.inner.spool.is_empty() {
+            return self.enqueue(push).await;
+        }
+        match self.forward(&push).await {
+            Ok(response) => Ok(response),
+            Err(failure) => {
+                tracing::warn!(%failure, path = %push.path_and_query, "upstream can't take the push; spooling it");
+                self.enqueue(push).await
+            }
+        }
+    }
+
+    async fn forward(&self, push: &Push) -> Result<Response, Failure> {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let result = self.request(push).await;
+        let label = match &result {
+            Ok(r) if r.status().is_success() => "ok",
+            Ok(r) if r.status().is_server_error() => "server_error",
+            Ok(_) => "client_error",
+            Err(_) => "unreachable",
+        };
+        inner
+            .metrics
+            .upstream_requests
+            .get_or_create(&ResultLabels { result: label })
+            .inc();
+        inner
+            .metrics
+            .upstream_latency
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(r) if r.status().is_server_error() => Err(Failure::Status(r.status())),
+            other => other,
+        }
+    }
+
+    async fn request(&self, push: &Push) -> Result<Response, Failure> {
+        let inner = &self.inner;
+        let uri = format!("{}{}", inner.base, push.path_and_query);
+        let mut builder = Request::builder().method(Method::POST).uri(uri);
+        for (name, value) in &push.headers {
+            if let Some(v) = header_value(value) {
+                builder = builder.header(name.as_str(), v);
+            }
+        }
+        if let Some(tenant) = push.tenant.as_deref().and_then(header_value) {
+            builder = builder.header(TENANT_HEADER, tenant);
+        }
+        let request = builder
+            .body(Full::new(push.body.clone()))
+            .map_err(|e| Failure::Unreachable(format!("building the request: {e}")))?;
+        let response = tokio::time::timeout(inner.timeout, inner.client.request(request))
+            .await
+            .map_err(|_| Failure::Unreachable("timed out".into()))?
+            .map_err(|e| Failure::Unreachable(e.to_string()))?;
+        let (parts, body) = response.into_parts();
+        let body = tokio::time::timeout(
+            inner.timeout,
+            Limited::new(body, MAX_RESPONSE_BYTES).collect(),
+        )
+        .await
+        .map_err(|_| Failure::Unreachable("timed out reading the response".into()))?
+        .map_err(|e| Failure::Unreachable(format!("reading the response: {e}")))?
+        .to_bytes();
+        let mut out = Response::new(Body::from(body));
+        *out.status_mut() = parts.status;
+        for (name, value) in &parts.headers {
+            let n = name.as_str();
+            if n == "content-type"
+                || n == "content-encoding"
+                || n.starts_with("connect-")
+                || n.starts_with("grpc-")
+            {
+                out.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn enqueue(&self, push: Push) -> Result<Response, ApiError> {
+        let inner = self.inner.clone();
+        let mut headers = push.headers.clone();
+        if let Some(t) = &push.tenant {
+            headers.push((TENANT_HEADER.to_owned(), t.clone()));
+        }
+        let entry = SpooledRequest {
+            path_and_query: push.path_and_query.clone(),
+            headers,
+            body: push.body.clone(),
+        };
+        let result = tokio::task::spawn_blocking(move || {
+            let r = inner.spool.push(&entry);
+            (r, inner.spool.len(), inner.spool.bytes())
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+        let (result, len, bytes) = result;
+        self.inner.metrics.spool_entries.set(len as u64);
+        self.inner.metrics.spool_bytes.set(bytes);
+        match result {
+            Ok(_) => {
+                self.inner.wake.notify_one();
+                Ok(spooled_response(&push))
+            }
+            Err(SpoolError::Full { max_bytes }) => Err(ApiError::Unavailable(format!(
+                "the upstream is unavailable and this node's spool is full ({max_bytes} bytes, ingest.spool.max-bytes); retry later"
+            ))),
+            Err(other) => Err(ApiError::Internal(other.into())),
+        }
+    }
+
+    /// Starts the task that replays the spool in order. [`Replay::stop`] ends it; dropping the
+    /// handle leaves it running for the life of the runtime.
+    pub fn start_replay(&self) -> Replay {
+        let (stop, stopping) = watch::channel(false);
+        let this = self.clone();
+        let task = tokio::spawn(async move { this.replay(stopping).await });
+        Replay { stop, task }
+    }
+
+    async fn replay(&self, mut stopping: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *stopping.borrow() {
+                return;
+            }
+            let inner = self.inner.clone();
+            let next = tokio::task::spawn_blocking(move || inner.spool.peek()).await;
+            let (seq, entry) = match next {
+                Ok(Ok(Some(next))) => next,
+                Ok(Ok(None)) => {
+                    tokio::select! {
+                        _ = tokio::time::timeout(Duration::from_secs(1), self.inner.wake.notified()) => {}
+                        () = stopped(&mut stopping) => return,
+                    }
+                    continue;
+                }
+                Ok(Err(err)) => {
+                    tracing::error!(error = %err, "reading the spool failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = stopped(&mut stopping) => return,
+                    }
+                    continue;
+                }
+                Err(err) if err.is_cancelled() => return, // the runtime is shutting down
+                Err(err) => {
+                    tracing::error!(error = %err, "spool task failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = stopped(&mut stopping) => return,
+                    }
+                    continue;
+                }
+            };
+            let push = Push {
+                path_and_query: entry.path_and_query,
+                tenant: entry
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == TENANT_HEADER)
+                    .map(|(_, v)| v.clone()),
+                headers: entry
+                    .headers
+                    .into_iter()
+                    .filter(|(k, _)| k != TENANT_HEADER)
+                    .collect(),
+                body: entry.body,
+            };
+            // A delivery cut short by a stop leaves the entry spooled for the next start.
+            let delivered = tokio::select! {
+                delivered = self.forward(&push) => delivered,
+                () = stopped(&mut stopping) => return,
+            };
+            match delivered {
+                Ok(response) => {
+                    if !response.status().is_success() {
+                        // 4xx: the upstream will never take it; keeping it would block the queue.
+                        tracing::warn!(status = %response.status(), path = %push.path_and_query, "upstream refused a spooled push; dropping it");
+                    }
+                    let inner = self.inner.clone();
+                    let removed = tokio::task::spawn_blocking(move || {
+                        let r = inner.spool.remove(seq);
+                        (r, inner.spool.len(), inner.spool.bytes())
+                    })
+                    .await;
+                    if let Ok((r, len, bytes)) = removed {
+                        if let Err(err) = r {
+                            tracing::error!(error = %err, seq, "removing a delivered spool entry failed");
+                        }
+                        self.inner.metrics.spool_entries.set(len as u64);
+                        self.inner.metrics.spool_bytes.set(bytes);
+                    }
+                    backoff = Duration::from_millis(100);
+                }
+                Err(failure) => {
+                    tracing::debug!(%failure, "upstream still unavailable; retrying the spool later");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stopped(&mut stopping) => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// The running replay task of a [`Forwarder`].
+pub struct Replay {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Replay {
+    /// Stops the replay and waits for it. An entry whose delivery was under way stays in the
+    /// spool (it may reach the upstream twice); one delivered is always removed first, so a
+    /// new node opening the same spool afterwards never races this one.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Resolves once a stop is asked for; never, if the [`Replay`] handle was dropped instead.
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    if stopping.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// What an agent gets for a spooled push: 200, with an empty message in the agent's encoding.
+fn spooled_response(push: &Push) -> Response {
+    let content_type = push
+        .headers
+        .iter()
+        .find(|(k, _)| k == "content-type")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    let body = if push.path_and_query.starts_with("/push.v1.") && content_type.contains("json") {
+        "{}"
+    } else {
+        ""
+    };
+    let mut response = (StatusCode::OK, body).into_response();
+    let h = response.headers_mut();
+    if push.path_and_query.starts_with("/push.v1.")
+        && let Some(v) = header_value(content_type)
+    {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    h.insert("pyrogate-spooled", header::HeaderValue::from_static("true"));
+    response
+}

@@ -1,0 +1,155 @@
+//! The embedded default: with no upstream, received profiles are kept on disk under
+//! `<storage-path>/profiles`, bounded by `ingest.local.max-bytes` — the oldest are dropped first
+//! — and counted per app for `GET /api/ingestion`. It lets a single `pyrogate server` show that
+//! agents and keys work before any Grafana Pyroscope exists; it is not a profile database.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use super::Push;
+use super::spool::{Spool, SpoolError, SpooledRequest};
+use crate::edge::error::ApiError;
+
+/// Distinct key names remembered per app.
+const MAX_KEYS_PER_APP: usize = 16;
+/// Distinct apps counted.
+const MAX_APPS: usize = 10_000;
+
+#[derive(Clone)]
+pub struct LocalStore {
+    spool: Arc<Spool>,
+    max_bytes: u64,
+}
+
+impl LocalStore {
+    pub fn open(dir: &Path, max_bytes: u64) -> anyhow::Result<Self> {
+        Ok(LocalStore {
+            spool: Arc::new(Spool::open(dir, max_bytes)?),
+            max_bytes,
+        })
+    }
+
+    /// Keeps a push, dropping the oldest ones to make room.
+    pub async fn store(&self, push: &Push, app: &str) -> Result<(), ApiError> {
+        let spool = self.spool.clone();
+        let entry = SpooledRequest {
+            path_and_query: push.path_and_query.clone(),
+            headers: push
+                .headers
+                .iter()
+                .cloned()
+                .chain([("pyrogate-app".to_owned(), app.to_owned())])
+                .collect(),
+            body: push.body.clone(),
+        };
+        // Framing adds a header line and a checksum to the body; this bound is generous.
+        let framed = entry.body.len()
+            + entry.path_and_query.len()
+            + entry
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 8)
+                .sum::<usize>()
+            + 256;
+        if framed as u64 > self.max_bytes {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the profile is larger than the local store ({} bytes, ingest.local.max-bytes)",
+                self.max_bytes
+            )));
+        }
+        tokio::task::spawn_blocking(move || {
+            // Other pushes may hold the space while their entries are being written; give
+            // them a moment before deciding the profile can't fit at all.
+            let mut waits = 0;
+            loop {
+                match spool.push(&entry) {
+                    Ok(_) => return Ok(()),
+                    Err(SpoolError::Full { max_bytes }) => match spool.peek() {
+                        Ok(Some((seq, _))) => spool.remove(seq)?,
+                        Ok(None) if waits < 200 => {
+                            waits += 1;
+                            std::thread::sleep(std::time::Duration::from_millis(5));
+                        }
+                        Ok(None) => {
+                            return Err(ApiError::PayloadTooLarge(format!(
+                                "the profile is larger than the local store ({max_bytes} bytes, ingest.local.max-bytes)"
+                            )));
+                        }
+                        Err(err) => return Err(ApiError::Internal(err.into())),
+                    },
+                    Err(other) => return Err(ApiError::Internal(other.into())),
+                }
+            }
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+    }
+
+    /// Profiles kept, oldest first: `(path and query, headers, body)`.
+    pub fn len(&self) -> usize {
+        self.spool.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spool.is_empty()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.spool.bytes()
+    }
+}
+
+impl From<SpoolError> for ApiError {
+    fn from(err: SpoolError) -> Self {
+        ApiError::Internal(err.into())
+    }
+}
+
+/// What arrived, per app.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppStats {
+    pub app: String,
+    pub pushes: u64,
+    pub bytes: u64,
+    pub last_push_at: u64,
+    /// Names of the keys that pushed (none when ingestion auth is off).
+    pub keys: BTreeSet<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    apps: Mutex<BTreeMap<String, AppStats>>,
+}
+
+impl Stats {
+    pub fn record(&self, app: &str, key: Option<&str>, bytes: u64, now: u64) {
+        let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        if !apps.contains_key(app) && apps.len() >= MAX_APPS {
+            return;
+        }
+        let entry = apps.entry(app.to_owned()).or_insert_with(|| AppStats {
+            app: app.to_owned(),
+            pushes: 0,
+            bytes: 0,
+            last_push_at: now,
+            keys: BTreeSet::new(),
+        });
+        entry.pushes += 1;
+        entry.bytes += bytes;
+        entry.last_push_at = now;
+        if let Some(key) = key
+            && entry.keys.len() < MAX_KEYS_PER_APP
+        {
+            entry.keys.insert(key.to_owned());
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<AppStats> {
+        let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        apps.values().cloned().collect()
+    }
+}

@@ -1,0 +1,371 @@
+//! The ingest plane: Pyroscope-compatible push routes, served by `pyrogate server` (all-in-one)
+//! and by stateless `pyrogate ingest` nodes.
+//!
+//! | route | protocol |
+//! |---|---|
+//! | `POST /ingest`, `POST /pyroscope/ingest` | legacy Pyroscope: folded/lines, trie, tree, pprof and JFR multipart, speedscope |
+//! | `POST /push.v1.PusherService/Push` | Grafana Pyroscope push (Connect unary, proto or JSON, gzip) |
+//! | `POST /v1development/profiles` | OTLP HTTP profiles |
+//!
+//! With `auth.ingestion.enabled` an Agent or Admin key is required ([`crate::edge::auth`]). Bodies
+//! are passed through byte for byte, never re-encoded: the agent's `Content-Type`,
+//! `Content-Encoding` and `Connect-*` headers go along, `Authorization` and cookies never do,
+//! and `X-Scope-OrgID` is set from the key's tenant (or `tenant.default`). With an upstream
+//! ([`forward`]), requests the upstream can't take go to the on-disk [`spool`] and are replayed
+//! in order; without one, profiles are kept in a bounded local store ([`local`]). With an
+//! upstream, its read API is proxied for ReadOnly and Admin keys ([`query`]).
+
+pub mod forward;
+pub mod labels;
+pub mod local;
+pub mod query;
+pub mod spool;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+use crate::config::Settings;
+use crate::core::clock::Clock;
+use crate::core::verifier::Verifier;
+use crate::edge::auth::{Access, AuthGate, Authenticated};
+use crate::edge::error::ApiError;
+use crate::edge::metrics::Metrics;
+
+/// The header Grafana Pyroscope reads the tenant from.
+pub const TENANT_HEADER: &str = "x-scope-orgid";
+
+/// Every push route.
+pub const ROUTES: [&str; 4] = [
+    "/ingest",
+    "/pyroscope/ingest",
+    "/push.v1.PusherService/Push",
+    "/v1development/profiles",
+];
+
+/// One push, as it will be sent on: path, the headers worth forwarding, tenant, body.
+#[derive(Debug, Clone)]
+pub struct Push {
+    pub path_and_query: String,
+    pub headers: Vec<(String, String)>,
+    pub tenant: Option<String>,
+    pub body: Bytes,
+}
+
+#[derive(Clone)]
+pub struct IngestState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    max_body: usize,
+    default_tenant: Option<String>,
+    auth_enabled: bool,
+    forwarder: Option<forward::Forwarder>,
+    local: Option<local::LocalStore>,
+    stats: local::Stats,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    /// Set by the sync loop when the authority has been unreachable for too long under a
+    /// refusing staleness policy.
+    stale: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl IngestState {
+    /// Builds the ingest plane: a forwarder (with spool) when `upstream` is set, else the
+    /// local store, both under `storage-path`.
+    pub fn new(
+        settings: &Settings,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let (forwarder, local) = match &settings.upstream {
+            Some(url) => {
+                let spool = spool::Spool::open(
+                    &settings.storage_path.join("spool"),
+                    settings.spool_max_bytes,
+                )?;
+                (
+                    Some(forward::Forwarder::new(
+                        url,
+                        settings.upstream_timeout,
+                        spool,
+                        metrics.clone(),
+                    )?),
+                    None,
+                )
+            }
+            None => (
+                None,
+                Some(local::LocalStore::open(
+                    &settings.storage_path.join("profiles"),
+                    settings.local_max_bytes,
+                )?),
+            ),
+        };
+        Ok(IngestState {
+            inner: Arc::new(Inner {
+                max_body: settings.max_body_size,
+                default_tenant: settings.default_tenant.clone(),
+                auth_enabled: settings.ingestion_enabled,
+                forwarder,
+                local,
+                stats: local::Stats::default(),
+                metrics,
+                clock,
+                stale: Arc::default(),
+            }),
+        })
+    }
+
+    pub fn stats(&self) -> &local::Stats {
+        &self.inner.stats
+    }
+
+    pub fn stale_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.inner.stale.clone()
+    }
+
+    pub fn local(&self) -> Option<&local::LocalStore> {
+        self.inner.local.as_ref()
+    }
+
+    /// Starts the spool replay worker, if there is an upstream. Stop it through the handle
+    /// before another process or node opens the same storage path.
+    pub fn start_background(&self) -> Option<forward::Replay> {
+        self.inner
+            .forwarder
+            .as_ref()
+            .map(forward::Forwarder::start_replay)
+    }
+}
+
+/// The push routes with the auth layer, ready to merge into a server's router.
+pub fn routes(state: IngestState, verifier: Arc<Verifier>, settings: &Settings) -> Router {
+    let verifier_for_query = verifier.clone();
+    let gate = AuthGate::new(verifier, Access::Ingest)
+        .with_metrics(state.inner.metrics.clone())
+        .enabled(settings.ingestion_enabled)
+        .basic_user_is_tenant(settings.basic_user_is_tenant);
+    let mut router = Router::new();
+    for path in ROUTES {
+        router = router.route(path, post(push));
+    }
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            gate,
+            crate::edge::auth::require,
+        ))
+        // The handler enforces its own, configurable limit; lift axum's default 2 MB cap.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+        .merge(query::routes(settings, verifier_for_query))
+}
+
+/// Headers that travel with a push. Everything else — `Authorization`, cookies, hop-by-hop
+/// headers, the agent's own `X-Scope-OrgID` when auth is on — stays here.
+fn forwardable(name: &str) -> bool {
+    matches!(
+        name,
+        "content-type" | "content-encoding" | "user-agent" | "accept" | "accept-encoding"
+    ) || name.starts_with("connect-")
+        || name.starts_with("grpc-")
+}
+
+/// The app a legacy push is for: `name=myapp.cpu{env=prod}` → `myapp.cpu`.
+fn app_name(query: Option<&str>) -> String {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == "name")
+        .map(|(_, v)| {
+            let v = percent_decode(v);
+            v.split('{').next().unwrap_or_default().to_owned()
+        })
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tracing::instrument(skip_all, name = "push")] // skip_all: requests carry credentials
+async fn push(
+    State(state): State<IngestState>,
+    caller: Option<Authenticated>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let inner = &state.inner;
+    if inner.stale.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ApiError::Unavailable(
+            "this node can't reach the authority and its revocation list is too old; refusing pushes (sync.max-staleness)".into(),
+        ));
+    }
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!(
+            "request body exceeds the limit of {} bytes (ingest.max-body-size)",
+            inner.max_body
+        ))
+    };
+    if declared.is_some_and(|n| n > inner.max_body as u64) {
+        return Err(too_large());
+    }
+    let body = axum::body::to_bytes(body, inner.max_body)
+        .await
+        .map_err(|e| {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                too_large()
+            } else {
+                ApiError::bad_request("could not read the request body")
+            }
+        })?;
+    let principal = caller.map(|Authenticated(p)| p);
+    let tenant = tenant_for(inner, principal.as_deref(), &parts.headers);
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| forwardable(name.as_str()))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_else(|| parts.uri.path().to_owned());
+    let app = if parts.uri.path() == "/push.v1.PusherService/Push" {
+        let header = |name: header::HeaderName| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let gzip = header(header::CONTENT_ENCODING).eq_ignore_ascii_case("gzip");
+        labels::push_v1_app(&body, &header(header::CONTENT_TYPE), gzip)
+            .unwrap_or_else(|| "-".to_owned())
+    } else {
+        app_name(parts.uri.query())
+    };
+    let key_name = principal.as_ref().map(|p| p.name.clone());
+    let push = Push {
+        path_and_query,
+        headers,
+        tenant,
+        body,
+    };
+    inner.stats.record(
+        &app,
+        key_name.as_deref(),
+        push.body.len() as u64,
+        inner.clock.now(),
+    );
+    match (&inner.forwarder, &inner.local) {
+        (Some(forwarder), _) => forwarder.send(push).await,
+        (None, Some(local)) => {
+            local.store(&push, &app).await?;
+            Ok(StatusCode::OK.into_response())
+        }
+        (None, None) => Err(ApiError::Unavailable("no destination for profiles".into())),
+    }
+}
+
+/// The tenant a push is for. With auth on, only the key decides (an agent can't pick another
+/// tenant by sending its own header); with auth off, the agent's header is passed on.
+fn tenant_for(
+    inner: &Inner,
+    principal: Option<&crate::core::verifier::Principal>,
+    headers: &HeaderMap,
+) -> Option<String> {
+    if inner.auth_enabled {
+        principal
+            .and_then(|p| p.tenant.clone())
+            .or_else(|| inner.default_tenant.clone())
+    } else {
+        headers
+            .get(TENANT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|t| crate::core::token::validate_tenant(t).is_ok())
+            .map(str::to_owned)
+            .or_else(|| inner.default_tenant.clone())
+    }
+}
+
+/// Copies a header value, dropping values that are not valid HTTP header text.
+pub(crate) fn header_value(v: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(v).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_names_come_from_the_legacy_name_parameter() {
+        assert_eq!(
+            app_name(Some("name=myapp.cpu%7Benv%3Dprod%7D&from=1")),
+            "myapp.cpu"
+        );
+        assert_eq!(app_name(Some("name=svc{a=b}")), "svc");
+        assert_eq!(app_name(Some("from=1")), "-");
+        assert_eq!(app_name(None), "-");
+    }
+
+    #[test]
+    fn credentials_and_hop_by_hop_headers_are_not_forwarded() {
+        for h in [
+            "authorization",
+            "cookie",
+            "host",
+            "connection",
+            "x-scope-orgid",
+        ] {
+            assert!(!forwardable(h), "{h}");
+        }
+        for h in [
+            "content-type",
+            "content-encoding",
+            "connect-protocol-version",
+            "connect-timeout-ms",
+        ] {
+            assert!(forwardable(h), "{h}");
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The read proxy: with an upstream configured, Grafana Pyroscope's query API is reachable
+//! through pyrogate for ReadOnly and Admin keys (e.g. a Grafana data source with a ReadOnly
+//! key). Only an allowlist of read paths is proxied; the upstream's internal and admin paths
+//! (ingester, store-gateway, ring, memberlist, runtime_config, debug, ops, …) answer 404 here
+//! whatever the key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{Request as HttpRequest, StatusCode};
+use axum::response::Response;
+use axum::routing::any;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::{TENANT_HEADER, header_value};
+use crate::config::Settings;
+use crate::core::verifier::Verifier;
+use crate::edge::auth::{Access, AuthGate, Authenticated};
+use crate::edge::error::ApiError;
+
+/// Largest query request body (queries are small).
+const MAX_QUERY_BODY: usize = 1 << 20;
+/// Largest response relayed (flame graphs can be large).
+const MAX_RESPONSE_BODY: usize = 64 << 20;
+
+/// Read paths proxied to the upstream. Everything else is not.
+pub const QUERY_PATHS: &[&str] = &[
+    "/querier.v1.QuerierService/{method}",
+    "/pyroscope/render",
+    "/pyroscope/render-diff",
+    "/pyroscope/label-values",
+    "/pyroscope/labels",
+    "/pyroscope/api/apps",
+    "/render",
+    "/render-diff",
+    "/label-values",
+    "/labels",
+];
+
+#[derive(Clone)]
+struct QueryState {
+    base: Arc<str>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+    default_tenant: Option<String>,
+}
+
+/// The read-proxy routes (empty without an upstream).
+pub fn routes(settings: &Settings, verifier: Arc<Verifier>) -> Router {
+    let Some(upstream) = settings.upstream.clone() else {
+        return Router::new();
+    };
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    let state = QueryState {
+        base: upstream.into(),
+        client: Client::builder(TokioExecutor::new()).build(connector),
+        timeout: settings.upstream_timeout,
+        default_tenant: settings.default_tenant.clone(),
+    };
+    // Reading profiles always needs a key: unlike pushing, there is no open mode.
+    let gate = AuthGate::new(verifier, Access::Query);
+    let mut router = Router::new();
+    for path in QUERY_PATHS {
+        router = router.route(path, any(proxy));
+    }
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            gate,
+            crate::edge::auth::require,
+        ))
+        .with_state(state)
+}
+
+fn forwardable(name: &str) -> bool {
+    matches!(
+        name,
+        "content-type" | "content-encoding" | "accept" | "accept-encoding" | "user-agent"
+    ) || name.starts_with("connect-")
+        || name.starts_with("grpc-")
+}
+
+#[tracing::instrument(skip_all, name = "query")] // skip_all: requests carry credentials
+async fn proxy(
+    State(state): State<QueryState>,
+    Authenticated(principal): Authenticated,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, MAX_QUERY_BODY)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge("query body too large".into()))?;
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_else(|| parts.uri.path().to_owned());
+    let mut builder = HttpRequest::builder()
+        .method(parts.method.clone())
+        .uri(format!("{}{}", state.base, path));
+    for (name, value) in &parts.headers {
+        if forwardable(name.as_str()) {
+            builder = builder.header(name, value);
+        }
+    }
+    if let Some(tenant) = principal
+        .tenant
+        .as_deref()
+        .or(state.default_tenant.as_deref())
+        .and_then(header_value)
+    {
+        builder = builder.header(TENANT_HEADER, tenant);
+    }
+    let request = builder
+        .body(Full::new(body))
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let upstream_error = |why: String| {
+        tracing::warn!(%why, "query upstream failed");
+        ApiError::Unavailable("the upstream Pyroscope is unavailable".into())
+    };
+    let response = tokio::time::timeout(state.timeout, state.client.request(request))
+        .await
+        .map_err(|_| upstream_error("timed out".into()))?
+        .map_err(|e| upstream_error(e.to_string()))?;
+    let (rparts, rbody) = response.into_parts();
+    let bytes = tokio::time::timeout(
+        state.timeout,
+        Limited::new(rbody, MAX_RESPONSE_BODY).collect(),
+    )
+    .await
+    .map_err(|_| upstream_error("timed out reading the response".into()))?
+    .map_err(|e| upstream_error(e.to_string()))?
+    .to_bytes();
+    let mut out = Response::new(Body::from(bytes));
+    *out.status_mut() = rparts.status;
+    for (name, value) in &rparts.headers {
+        if forwardable(name.as_str()) || name.as_str() == "cache-control" {
+            out.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    if out.status() == StatusCode::SWITCHING_PROTOCOLS {
+        *out.status_mut() = StatusCode::BAD_GATEWAY;
+    }
+    Ok(out)
+}
