@@ -108,9 +108,9 @@ impl Application {
     /// Opens the store and keyring (creating them on first start), binds the listener.
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let (state, first_start) = open_state(settings, clock).await?;
-        let listener = TcpListener::bind(state.settings.api_bind_addr)
+        let listener = TcpListener::bind(state.settings.server.api_bind_addr)
             .await
-            .with_context(|| format!("binding {}", state.settings.api_bind_addr))?;
+            .with_context(|| format!("binding {}", state.settings.server.api_bind_addr))?;
         let router = router(state.clone());
         Ok(Application {
             listener,
@@ -171,28 +171,28 @@ pub async fn open_state(
 ) -> anyhow::Result<(AppState, FirstStart)> {
     let now = clock.now();
     let mut first = FirstStart::default();
-    let (ring, created) = Keyring::open_or_generate(&settings.keys_dir, now)?;
+    let (ring, created) = Keyring::open_or_generate(&settings.authority.keys_dir, now)?;
     if created {
         first.created_signing_key = Some(ring.active().kid().to_owned());
     }
-    let store = Store::open(&settings.storage_path)?;
+    let store = Store::open(&settings.server.storage_path)?;
     let sessions = Arc::new(session::SessionKey::load(
         &store,
-        settings.jwt_secret.as_ref(),
+        settings.authority.sessions.jwt_secret.as_ref(),
     )?);
-    if settings.internal_enabled && settings.admin_create {
+    if settings.authority.internal_enabled && settings.authority.first_admin.create {
         first.created_admin = create_first_admin(&store, &settings, now).await?;
     }
     let verifier = Arc::new(Verifier::new(
         VerifierConfig {
-            issuer: settings.issuer.clone(),
-            clock_skew_secs: settings.clock_skew.as_secs(),
-            cache_capacity: settings.cache_size,
+            issuer: settings.auth.issuer.clone(),
+            clock_skew_secs: settings.auth.clock_skew.as_secs(),
+            cache_capacity: settings.auth.cache_size,
         },
         ring.key_set(),
         clock.clone(),
     ));
-    let keys_dir = settings.keys_dir.clone();
+    let keys_dir = settings.authority.keys_dir.clone();
     let metrics = Arc::new(Metrics::new());
     verifier.set_cache_counters(metrics.cache_counters());
     metrics
@@ -208,8 +208,8 @@ pub async fn open_state(
     let state = AppState {
         ingest,
         throttle: Arc::new(throttle::LoginThrottle::new(
-            settings.login_max_failures,
-            settings.login_lockout,
+            settings.authority.login_max_failures,
+            settings.authority.login_lockout,
         )),
         settings: Arc::new(settings),
         store,
@@ -238,7 +238,7 @@ async fn create_first_admin(
     if store.with(|c| store::count_users(c))? > 0 {
         return Ok(None);
     }
-    let (password, generated) = match &settings.admin_password {
+    let (password, generated) = match &settings.authority.first_admin.password {
         Some(p) => (p.expose().to_owned(), None),
         None => {
             let p = crate::authority::passwords::generate();
@@ -249,8 +249,8 @@ async fn create_first_admin(
         .map_err(|e| anyhow::anyhow!("auth.internal.admin.password: {e}"))?;
     let hash =
         tokio::task::spawn_blocking(move || crate::authority::passwords::hash(&password)).await??;
-    let name = settings.admin_name.clone();
-    let email = Some(settings.admin_email.clone()).filter(|e| !e.is_empty());
+    let name = settings.authority.first_admin.name.clone();
+    let email = Some(settings.authority.first_admin.email.clone()).filter(|e| !e.is_empty());
     store.with(|c| {
         store::create_user(
             c,
@@ -265,7 +265,10 @@ async fn create_first_admin(
         )?;
         store::audit(c, now, "system", "user.create", Some(&name), None)
     })?;
-    Ok(Some((settings.admin_name.clone(), generated)))
+    Ok(Some((
+        settings.authority.first_admin.name.clone(),
+        generated,
+    )))
 }
 
 /// All routes of the authority.
@@ -277,7 +280,7 @@ pub fn router(state: AppState) -> Router {
     );
     // `auth.internal.enabled: false` turns off built-in users: no login, no user routes, and
     // no cookie sessions (see `session::Caller`); Admin API keys still work.
-    let users = if state.settings.internal_enabled {
+    let users = if state.settings.authority.internal_enabled {
         session::routes().merge(users::routes())
     } else {
         Router::new()
@@ -354,7 +357,7 @@ async fn background(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let prune_every = state.settings.prune_interval.as_secs().max(1);
+    let prune_every = state.settings.authority.prune_interval.as_secs().max(1);
     let mut last_prune = state.now();
     loop {
         let hangup = async {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Subcommand;
 use pyrogate::authority::store;
-use pyrogate::config::ConfigFlags;
+use pyrogate::config::{ConfigFlags, LocalFlags};
 use pyrogate::core::clock::{Clock as _, SystemClock};
 use pyrogate::core::token::Role;
 
@@ -33,7 +33,7 @@ pub enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
         #[command(flatten)]
-        config: ConfigFlags,
+        config: LocalFlags,
     },
     /// Set a new password (from standard input with --password-stdin, or generated) and end
     /// the user's sessions.
@@ -42,24 +42,24 @@ pub enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
         #[command(flatten)]
-        config: ConfigFlags,
+        config: LocalFlags,
     },
     /// List users.
     List {
         #[command(flatten)]
-        config: ConfigFlags,
+        config: LocalFlags,
     },
     /// Disable a user and end their sessions.
     Disable {
         name: String,
         #[command(flatten)]
-        config: ConfigFlags,
+        config: LocalFlags,
     },
     /// Enable a disabled user.
     Enable {
         name: String,
         #[command(flatten)]
-        config: ConfigFlags,
+        config: LocalFlags,
     },
 }
 

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use pyrogate::authority::keyring::Keyring;
 use pyrogate::authority::routes::keys::{self, CreateKeyRequest, KeyView};
 use pyrogate::authority::store::{self, Store};
-use pyrogate::config::{ConfigFlags, Settings};
+use pyrogate::config::{ConfigFlags, LocalFlags, Settings};
 use pyrogate::core::clock::{Clock as _, SystemClock, rfc3339};
 use pyrogate::core::token::Role;
 
@@ -29,7 +29,7 @@ pub enum ApiKeyCommand {
         #[arg(long)]
         tenant: Option<String>,
         #[command(flatten)]
-        config: ConfigFlags,
+        config: LocalFlags,
     },
     /// List keys (never the keys themselves).
     List {
@@ -37,7 +37,7 @@ pub enum ApiKeyCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        config: ConfigFlags,
+        config: LocalFlags,
     },
     /// Delete a key by id or name; it is revoked everywhere within seconds.
     Delete {
@@ -45,7 +45,7 @@ pub enum ApiKeyCommand {
         #[arg(allow_hyphen_values = true)]
         key: String,
         #[command(flatten)]
-        config: ConfigFlags,
+        config: LocalFlags,
     },
 }
 
@@ -60,7 +60,7 @@ pub(crate) fn run(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             config,
         } => {
             let (settings, store) = open_local(&config)?;
-            let ring = Keyring::open(&settings.keys_dir)?;
+            let ring = Keyring::open(&settings.authority.keys_dir)?;
             let req = CreateKeyRequest {
                 name: Some(name),
                 role: Some(role.to_string()),
@@ -71,7 +71,7 @@ pub(crate) fn run(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             .map_err(|errors| anyhow::anyhow!(errors.join("; ")))?;
             let actor = format!("cli:{}", whoami());
             let (record, key) = store.with(|c| {
-                keys::create_key(c, ring.active(), &settings.issuer, now, &req, &actor)
+                keys::create_key(c, ring.active(), &settings.auth.issuer, now, &req, &actor)
             })?;
             outln!("{}", key.expose());
             eprintln!(
@@ -135,7 +135,7 @@ pub(crate) fn run(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
 
 pub(crate) fn open_local(flags: &ConfigFlags) -> anyhow::Result<(Settings, Store)> {
     let settings = bootstrap::load_settings(flags, false)?;
-    let store = Store::open(&settings.storage_path)?;
+    let store = Store::open(&settings.server.storage_path)?;
     Ok((settings, store))
 }
 

@@ -26,7 +26,7 @@ pub(crate) fn load_settings(
     let layers = flags.load()?;
     let settings = Settings::from_layers(&layers)?;
     if log_from_settings {
-        init_tracing(settings.log_level);
+        init_tracing(settings.server.log_level);
     }
     for var in &layers.ignored_env {
         tracing::warn!("ignoring environment variable {var}: not a pyrogate setting");

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use pyrogate::config::{ConfigFlags, Settings};
+use pyrogate::config::{AnyFlags, Settings};
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
@@ -11,7 +11,7 @@ pub enum ConfigCommand {
     /// key and where its value came from.
     Check {
         #[command(flatten)]
-        config: ConfigFlags,
+        config: AnyFlags,
     },
     /// Print a commented YAML file with every key at its default.
     Example,

@@ -44,7 +44,9 @@ mod token;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pyrogate::config::ConfigFlags;
+use pyrogate::config::IngestFlags;
+#[cfg(feature = "authority")]
+use pyrogate::config::ServerFlags;
 use pyrogate::core::token::Role;
 
 #[derive(Debug, Parser)]
@@ -64,12 +66,12 @@ pub enum Command {
     #[cfg(feature = "authority")]
     Server {
         #[command(flatten)]
-        config: ConfigFlags,
+        config: ServerFlags,
     },
     /// Run a stateless ingest node: verify keys locally, forward pushes upstream.
     Ingest {
         #[command(flatten)]
-        config: ConfigFlags,
+        config: IngestFlags,
     },
     /// Validate configuration.
     #[command(subcommand)]

@@ -48,19 +48,19 @@ pub struct IngestNode {
 
 impl IngestNode {
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let source = match (&settings.authority_url, &settings.jwks_file) {
+        let source = match (&settings.node.authority_url, &settings.node.jwks_file) {
             (Some(_), Some(_)) => {
                 anyhow::bail!("set either authority-url or jwks-file (air-gapped), not both")
             }
             (Some(url), None) => Some(Source::Authority {
                 url: url.clone(),
-                cache_dir: settings.storage_path.join("cache"),
+                cache_dir: settings.server.storage_path.join("cache"),
             }),
             (None, Some(jwks)) => Some(Source::Files {
                 jwks: jwks.clone(),
-                revocations: settings.revocations_file.clone(),
+                revocations: settings.node.revocations_file.clone(),
             }),
-            (None, None) if !settings.ingestion_enabled => None,
+            (None, None) if !settings.auth.ingestion_enabled => None,
             (None, None) => anyhow::bail!(
                 "auth.ingestion.enabled needs keys to check: set authority-url (--authority-url URL), or jwks-file and revocations-file for an air-gapped node"
             ),
@@ -72,9 +72,9 @@ impl IngestNode {
         let metrics = Arc::new(Metrics::new());
         let verifier = Arc::new(Verifier::new(
             VerifierConfig {
-                issuer: settings.issuer.clone(),
-                clock_skew_secs: settings.clock_skew.as_secs(),
-                cache_capacity: settings.cache_size,
+                issuer: settings.auth.issuer.clone(),
+                clock_skew_secs: settings.auth.clock_skew.as_secs(),
+                cache_capacity: settings.auth.cache_size,
             },
             KeySet::default(),
             clock.clone(),
@@ -90,10 +90,10 @@ impl IngestNode {
                 let syncer = Syncer::new(
                     SyncConfig {
                         source,
-                        issuer: settings.issuer.clone(),
-                        wait: settings.sync_wait,
-                        jwks_interval: settings.sync_jwks_interval,
-                        max_staleness: settings.sync_max_staleness,
+                        issuer: settings.auth.issuer.clone(),
+                        wait: settings.node.sync_wait,
+                        jwks_interval: settings.node.sync_jwks_interval,
+                        max_staleness: settings.node.sync_max_staleness,
                     },
                     verifier.clone(),
                     status.clone(),
@@ -108,7 +108,7 @@ impl IngestNode {
             status: status.clone(),
             metrics: metrics.clone(),
             verifier: verifier.clone(),
-            auth_enabled: settings.ingestion_enabled,
+            auth_enabled: settings.auth.ingestion_enabled,
             clock,
         };
         let router = ingest::routes(ingest.clone(), verifier.clone(), &settings).merge(
@@ -119,9 +119,9 @@ impl IngestNode {
                 .fallback(|| async { ApiError::NotFound("not found".into()) })
                 .with_state(node_state),
         );
-        let listener = TcpListener::bind(settings.api_bind_addr)
+        let listener = TcpListener::bind(settings.server.api_bind_addr)
             .await
-            .with_context(|| format!("binding {}", settings.api_bind_addr))?;
+            .with_context(|| format!("binding {}", settings.server.api_bind_addr))?;
         Ok(IngestNode {
             listener,
             router,

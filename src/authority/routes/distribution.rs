@@ -97,7 +97,7 @@ pub async fn republish(state: &AppState) -> anyhow::Result<()> {
     let signer = state.signer()?;
     let now = state.now();
     let list = RevocationList {
-        iss: state.settings.issuer.clone(),
+        iss: state.settings.auth.issuer.clone(),
         ver: version,
         iat: now,
         entries,
@@ -122,7 +122,7 @@ pub async fn republish(state: &AppState) -> anyhow::Result<()> {
 /// Republishes if the store's version moved (a change by this or another process); with
 /// `prune`, first drops entries that no longer matter.
 pub async fn refresh(state: &AppState, prune: bool) -> anyhow::Result<()> {
-    let skew = state.settings.clock_skew.as_secs();
+    let skew = state.settings.auth.clock_skew.as_secs();
     let now = state.now();
     let published: Vec<String> = state.verifier.keys().kids().map(str::to_owned).collect();
     let version = state
@@ -172,7 +172,7 @@ async fn revocations(
         Some(w) => Some(
             crate::config::parse_duration(w)
                 .ok_or_else(|| ApiError::bad_request("wait must be a number of seconds"))?
-                .min(state.settings.revocations_max_wait),
+                .min(state.settings.authority.revocations_max_wait),
         ),
     };
     // Subscribe before reading, so a change between the read and the wait is not missed.

@@ -204,7 +204,11 @@ async fn create(
     caller.require(Access::Admin)?;
     let req = req.validate().map_err(ApiError::BadRequest)?;
     let signer = state.signer()?;
-    let (issuer, now, actor) = (state.settings.issuer.clone(), state.now(), caller.actor());
+    let (issuer, now, actor) = (
+        state.settings.auth.issuer.clone(),
+        state.now(),
+        caller.actor(),
+    );
     let (record, key) = state
         .store
         .call(move |c| create_key(c, &signer, &issuer, now, &req, &actor))

@@ -237,7 +237,7 @@ impl FromRequestParts<AppState> for Caller {
             return Ok(Caller::Key(principal));
         }
         let token = cookie(&parts.headers, COOKIE)
-            .filter(|_| state.settings.internal_enabled)
+            .filter(|_| state.settings.authority.internal_enabled)
             .ok_or(ApiError::Unauthorized(VerifyError::Missing))?
             .to_owned();
         let now = state.now();
@@ -281,9 +281,9 @@ struct LoginRequest {
 fn session_cookie(state: &AppState, value: &str, max_age: u64) -> Option<HeaderValue> {
     let mut cookie = format!(
         "{COOKIE}={value}; Path=/; HttpOnly; SameSite={}; Max-Age={max_age}",
-        state.settings.cookie_same_site
+        state.settings.authority.sessions.cookie_same_site
     );
-    if state.settings.cookie_secure {
+    if state.settings.authority.sessions.cookie_secure {
         cookie.push_str("; Secure");
     }
     HeaderValue::from_str(&cookie).ok()
@@ -365,7 +365,7 @@ async fn login(
         }
     };
     state.throttle.reset(&keys[0]);
-    let lifetime = state.settings.login_lifetime.as_secs();
+    let lifetime = state.settings.authority.sessions.lifetime.as_secs();
     let claims = SessionClaims {
         sid: b64::random(16),
         uid: user.id,

@@ -41,7 +41,7 @@ struct SigningKeyView {
 }
 
 fn manifest_mtime(state: &AppState) -> Option<SystemTime> {
-    std::fs::metadata(state.settings.keys_dir.join("keyring.json"))
+    std::fs::metadata(state.settings.authority.keys_dir.join("keyring.json"))
         .and_then(|m| m.modified())
         .ok()
 }
@@ -56,7 +56,7 @@ pub async fn reload(state: &AppState, force: bool) -> anyhow::Result<()> {
         }
         *seen = mtime;
     }
-    let ring = Keyring::open(&state.settings.keys_dir)?;
+    let ring = Keyring::open(&state.settings.authority.keys_dir)?;
     apply(state, ring).await
 }
 
@@ -67,7 +67,7 @@ async fn apply(state: &AppState, ring: Keyring) -> anyhow::Result<()> {
     state.metrics.signing_keys_published.set(keys.len() as u64);
     state.verifier.set_keys(keys);
     *state.keyring.lock().unwrap_or_else(|e| e.into_inner()) = ring;
-    let (now, skew) = (state.now(), state.settings.clock_skew.as_secs());
+    let (now, skew) = (state.now(), state.settings.auth.clock_skew.as_secs());
     state
         .store
         .call(move |c| {
@@ -115,7 +115,7 @@ async fn mutate(
     state: &AppState,
     change: impl FnOnce(&mut Keyring) -> Result<(), KeyringError>,
 ) -> Result<(), ApiError> {
-    let mut ring = Keyring::open(&state.settings.keys_dir).map_err(keyring_error)?;
+    let mut ring = Keyring::open(&state.settings.authority.keys_dir).map_err(keyring_error)?;
     change(&mut ring).map_err(keyring_error)?;
     *state.keyring_seen.lock().unwrap_or_else(|e| e.into_inner()) = manifest_mtime(state);
     apply(state, ring).await.map_err(ApiError::Internal)

@@ -84,16 +84,16 @@ impl IngestState {
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let (forwarder, local) = match &settings.upstream {
+        let (forwarder, local) = match &settings.ingest.upstream {
             Some(url) => {
                 let spool = spool::Spool::open(
-                    &settings.storage_path.join("spool"),
-                    settings.spool_max_bytes,
+                    &settings.server.storage_path.join("spool"),
+                    settings.ingest.spool_max_bytes,
                 )?;
                 (
                     Some(forward::Forwarder::new(
                         url,
-                        settings.upstream_timeout,
+                        settings.ingest.upstream_timeout,
                         spool,
                         metrics.clone(),
                     )?),
@@ -103,16 +103,16 @@ impl IngestState {
             None => (
                 None,
                 Some(local::LocalStore::open(
-                    &settings.storage_path.join("profiles"),
-                    settings.local_max_bytes,
+                    &settings.server.storage_path.join("profiles"),
+                    settings.ingest.local_max_bytes,
                 )?),
             ),
         };
         Ok(IngestState {
             inner: Arc::new(Inner {
-                max_body: settings.max_body_size,
-                default_tenant: settings.default_tenant.clone(),
-                auth_enabled: settings.ingestion_enabled,
+                max_body: settings.ingest.max_body_size,
+                default_tenant: settings.ingest.default_tenant.clone(),
+                auth_enabled: settings.auth.ingestion_enabled,
                 forwarder,
                 local,
                 stats: local::Stats::default(),
@@ -150,8 +150,8 @@ pub fn routes(state: IngestState, verifier: Arc<Verifier>, settings: &Settings) 
     let verifier_for_query = verifier.clone();
     let gate = AuthGate::new(verifier, Access::Ingest)
         .with_metrics(state.inner.metrics.clone())
-        .enabled(settings.ingestion_enabled)
-        .basic_user_is_tenant(settings.basic_user_is_tenant);
+        .enabled(settings.auth.ingestion_enabled)
+        .basic_user_is_tenant(settings.auth.basic_user_is_tenant);
     let mut router = Router::new();
     for path in ROUTES {
         router = router.route(path, post(push));

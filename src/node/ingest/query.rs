@@ -53,7 +53,7 @@ struct QueryState {
 
 /// The read-proxy routes (empty without an upstream).
 pub fn routes(settings: &Settings, verifier: Arc<Verifier>) -> Router {
-    let Some(upstream) = settings.upstream.clone() else {
+    let Some(upstream) = settings.ingest.upstream.clone() else {
         return Router::new();
     };
     let mut connector = HttpConnector::new();
@@ -61,8 +61,8 @@ pub fn routes(settings: &Settings, verifier: Arc<Verifier>) -> Router {
     let state = QueryState {
         base: upstream.into(),
         client: Client::builder(TokioExecutor::new()).build(connector),
-        timeout: settings.upstream_timeout,
-        default_tenant: settings.default_tenant.clone(),
+        timeout: settings.ingest.upstream_timeout,
+        default_tenant: settings.ingest.default_tenant.clone(),
     };
     // Reading profiles always needs a key: unlike pushing, there is no open mode.
     let gate = AuthGate::new(verifier, Access::Query);

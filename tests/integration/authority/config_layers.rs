@@ -30,7 +30,7 @@ fn flags(pairs: &[(&str, &str)]) -> ConfigFlags {
 fn effective(file: Option<&Path>, e: &[(&str, &str)], f: &[(&str, &str)]) -> (bool, String) {
     let layers = Layers::load(file, env(e), &flags(f)).expect("layers");
     let settings = Settings::from_layers(&layers).expect("settings");
-    (settings.ingestion_enabled, settings.issuer)
+    (settings.auth.ingestion_enabled, settings.auth.issuer)
 }
 
 #[test]
@@ -131,7 +131,12 @@ fn a_bad_value_is_an_error_naming_the_key_and_its_source() {
         &flags(&[]),
     )
     .expect("layers");
-    assert!(Settings::from_layers(&fixed).expect("ok").ingestion_enabled);
+    assert!(
+        Settings::from_layers(&fixed)
+            .expect("ok")
+            .auth
+            .ingestion_enabled
+    );
 }
 
 #[test]

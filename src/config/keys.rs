@@ -1,0 +1,201 @@
+//! The key table: every configuration key, declared once, with its default, type, help and the
+//! commands that read it. Flags, environment names, docs/configuration.md and
+//! config/pyrogate.example.yaml all follow from it.
+
+/// The value type of a key; decides parsing and how the docs describe it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Bool,
+    String,
+    /// A string that is never printed (passwords, secrets).
+    Secret,
+    /// A non-negative integer.
+    Count,
+    /// `90`, `90s`, `5m`, `2h`, `1d`.
+    Duration,
+    /// `host:port` or `:port`.
+    Addr,
+    /// One of a fixed set of words (case-insensitive).
+    Choice(&'static [&'static str]),
+    /// An `http://` or `https://` URL, or empty.
+    Url,
+}
+
+impl Kind {
+    pub fn describe(self) -> String {
+        match self {
+            Kind::Bool => "bool".into(),
+            Kind::String => "string".into(),
+            Kind::Secret => "secret string".into(),
+            Kind::Count => "integer".into(),
+            Kind::Duration => "duration".into(),
+            Kind::Addr => "address".into(),
+            Kind::Choice(words) => words.join(" \\| "),
+            Kind::Url => "URL".into(),
+        }
+    }
+}
+
+/// Which commands read a key: each command's `--help` lists only its own flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope(u8);
+
+impl Scope {
+    /// `pyrogate server`, the authority.
+    pub const SERVER: Scope = Scope(1);
+    /// `pyrogate ingest`, a node.
+    pub const INGEST: Scope = Scope(2);
+    /// Commands that work on the authority's local store and keys (`api-key`, `admin`).
+    pub const LOCAL: Scope = Scope(4);
+    /// Every command that reads configuration (`config check` too).
+    pub const ALL: Scope = Scope(7);
+
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    pub const fn from_bits(bits: u8) -> Scope {
+        Scope(bits)
+    }
+
+    pub const fn or(self, other: Scope) -> Scope {
+        Scope(self.0 | other.0)
+    }
+
+    pub const fn contains(self, other: Scope) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub const fn overlaps(self, other: Scope) -> bool {
+        self.0 & other.0 != 0
+    }
+}
+
+use Scope as S;
+const SERVER: Scope = S::SERVER;
+const INGEST: Scope = S::INGEST;
+const LOCAL: Scope = S::LOCAL;
+const ALL: Scope = S::ALL;
+
+/// One configuration key.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    pub name: &'static str,
+    /// The commands that read it.
+    pub scope: Scope,
+    pub default: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+}
+
+impl Key {
+    /// `auth.ingestion.enabled` → `PYROSCOPE_AUTH_INGESTION_ENABLED`.
+    pub fn env_name(&self) -> String {
+        let mut out = String::from("PYROSCOPE_");
+        for c in self.name.chars() {
+            out.push(match c {
+                '.' | '-' => '_',
+                c => c.to_ascii_uppercase(),
+            });
+        }
+        out
+    }
+
+    pub fn flag(&self) -> String {
+        format!("--{}", self.name)
+    }
+}
+
+const fn key(
+    name: &'static str,
+    scope: Scope,
+    default: &'static str,
+    kind: Kind,
+    help: &'static str,
+) -> Key {
+    Key {
+        name,
+        scope,
+        default,
+        kind,
+        help,
+    }
+}
+
+/// Every configuration key. Keep related keys together; docs are generated in this order.
+#[rustfmt::skip]
+pub const KEYS: &[Key] = &[
+    key("api-bind-addr", SERVER.or(INGEST), ":4040", Kind::Addr,
+        "Address the HTTP server listens on."),
+    key("storage-path", ALL, "data", Kind::String,
+        "Directory for the database (authority) or the key-set cache and spool (ingest node)."),
+    key("keys-dir", SERVER.or(LOCAL), "keys", Kind::String,
+        "Directory holding the Ed25519 signing keys (authority)."),
+    key("log-level", SERVER.or(INGEST), "info", Kind::Choice(&["error", "warn", "info", "debug", "trace"]),
+        "Log verbosity."),
+    key("auth.ingestion.enabled", SERVER.or(INGEST), "false", Kind::Bool,
+        "Require an Agent or Admin API key on ingest routes."),
+    key("auth.ingestion.basic-user-is-tenant", SERVER.or(INGEST), "false", Kind::Bool,
+        "Require the HTTP Basic username, when given, to equal the key's tenant (Grafana-Cloud style)."),
+    key("auth.internal.enabled", SERVER, "true", Kind::Bool,
+        "Enable built-in users, login and UI sessions; when off, the admin API takes Admin API keys only."),
+    key("auth.internal.admin.create", SERVER, "true", Kind::Bool,
+        "Create the first admin user on first start."),
+    key("auth.internal.admin.name", SERVER, "admin", Kind::String,
+        "Name of the first admin user."),
+    key("auth.internal.admin.email", SERVER, "admin@localhost", Kind::String,
+        "Email of the first admin user."),
+    key("auth.internal.admin.password", SERVER, "", Kind::Secret,
+        "Password of the first admin user; empty generates a strong one and prints it once."),
+    key("auth.jwt-secret", SERVER, "", Kind::Secret,
+        "Secret that signs UI session cookies; empty generates one and keeps it in the database."),
+    key("auth.login-maximum-lifetime-days", SERVER, "7", Kind::Count,
+        "How long a login session lasts, in days (0 = 365)."),
+    key("auth.cookie-secure", SERVER, "false", Kind::Bool,
+        "Mark the session cookie Secure (set when served over HTTPS)."),
+    key("auth.cookie-same-site", SERVER, "Lax", Kind::Choice(&["Strict", "Lax", "None"]),
+        "SameSite attribute of the session cookie."),
+    key("auth.issuer", ALL, "pyrogate", Kind::String,
+        "The iss claim written into and required of every API key."),
+    key("auth.clock-skew", SERVER.or(INGEST), "60s", Kind::Duration,
+        "Allowed clock difference when checking exp, nbf and iat."),
+    key("auth.cache-size", SERVER.or(INGEST), "65536", Kind::Count,
+        "Verified tokens remembered per process (0 disables the cache)."),
+    key("auth.login-max-failures", SERVER, "10", Kind::Count,
+        "Failed logins allowed per user and per client address within the lockout window."),
+    key("auth.login-lockout", SERVER, "15m", Kind::Duration,
+        "Window over which failed logins are counted."),
+    key("revocations.max-wait", SERVER, "60s", Kind::Duration,
+        "Longest long-poll a client may ask for with ?wait=."),
+    key("revocations.prune-interval", SERVER, "60s", Kind::Duration,
+        "How often expired revocation entries are pruned and the signing keys re-read."),
+    key("authority-url", INGEST, "", Kind::Url,
+        "Ingest node: base URL of the authority to pull the key set and revocation list from."),
+    key("jwks-file", INGEST, "", Kind::String,
+        "Ingest node without an authority (air-gapped): JWK Set file to trust; re-read when it changes."),
+    key("revocations-file", INGEST, "", Kind::String,
+        "Ingest node without an authority (air-gapped): signed revocation list file; re-read when it changes."),
+    key("sync.wait", INGEST, "30s", Kind::Duration,
+        "Ingest node: how long each long-poll for revocation changes waits."),
+    key("sync.jwks-interval", INGEST, "60s", Kind::Duration,
+        "Ingest node: how often the key set is re-fetched (also fetched at once on an unknown kid)."),
+    key("sync.max-staleness", INGEST, "0s", Kind::Duration,
+        "Ingest node: refuse pushes (503) once the authority has not been reached for this long; 0 keeps serving with the last good copy."),
+    key("upstream", SERVER.or(INGEST), "", Kind::Url,
+        "URL of the Grafana Pyroscope to forward ingested profiles to; empty keeps them locally."),
+    key("upstream-timeout", SERVER.or(INGEST), "30s", Kind::Duration,
+        "Timeout of one request to the upstream."),
+    key("tenant.default", SERVER.or(INGEST), "", Kind::String,
+        "X-Scope-OrgID for keys without a tenant claim; empty sends none (single-tenant upstream)."),
+    key("ingest.max-body-size", SERVER.or(INGEST), "16777216", Kind::Count,
+        "Largest accepted push body, in bytes (413 beyond)."),
+    key("ingest.spool.max-bytes", SERVER.or(INGEST), "1073741824", Kind::Count,
+        "Disk space for pushes queued while the upstream is down; a full spool answers 503."),
+    key("ingest.local.max-bytes", SERVER.or(INGEST), "268435456", Kind::Count,
+        "Disk space for profiles kept locally when no upstream is set; the oldest are dropped first."),
+];
+
+/// The key called `name`, if there is one.
+pub fn lookup(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
+}

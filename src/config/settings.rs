@@ -1,0 +1,204 @@
+//! Typed settings, nested by the part of the program that reads them, so each component is
+//! handed only its own section (`IngestState::new(&settings.ingest, …)`). Built once at start-up
+//! from the merged [`Layers`]; a bad value anywhere fails here, naming the key and its source.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::core::token::Secret;
+use crate::core::verifier::VerifierConfig;
+
+use super::layers::{ConfigError, Layers};
+
+/// Every setting, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub auth: AuthSettings,
+    pub authority: AuthoritySettings,
+    pub node: NodeSettings,
+    pub ingest: IngestSettings,
+}
+
+/// The process: where it listens, logs and keeps its files.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub api_bind_addr: SocketAddr,
+    pub log_level: &'static str,
+    /// The database (authority), the key-set cache (node), the spool and the local store.
+    pub storage_path: PathBuf,
+}
+
+/// API-key checks, the same on the authority and on every node.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub ingestion_enabled: bool,
+    pub basic_user_is_tenant: bool,
+    pub issuer: String,
+    pub clock_skew: Duration,
+    pub cache_size: usize,
+}
+
+impl AuthSettings {
+    pub fn verifier_config(&self) -> VerifierConfig {
+        VerifierConfig {
+            issuer: self.issuer.clone(),
+            clock_skew_secs: self.clock_skew.as_secs(),
+            cache_capacity: self.cache_size,
+        }
+    }
+}
+
+/// `pyrogate server` only.
+#[derive(Debug, Clone)]
+pub struct AuthoritySettings {
+    pub keys_dir: PathBuf,
+    /// Built-in users, login and UI sessions.
+    pub internal_enabled: bool,
+    pub first_admin: FirstAdmin,
+    pub sessions: SessionSettings,
+    pub login_max_failures: u32,
+    pub login_lockout: Duration,
+    pub revocations_max_wait: Duration,
+    pub prune_interval: Duration,
+}
+
+/// The admin user created on first start.
+#[derive(Debug, Clone)]
+pub struct FirstAdmin {
+    pub create: bool,
+    pub name: String,
+    pub email: String,
+    pub password: Option<Secret>,
+}
+
+/// UI session cookies.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub jwt_secret: Option<Secret>,
+    pub lifetime: Duration,
+    pub cookie_secure: bool,
+    pub cookie_same_site: &'static str,
+}
+
+/// `pyrogate ingest` only: where the key set and revocation list come from.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    pub authority_url: Option<String>,
+    pub jwks_file: Option<PathBuf>,
+    pub revocations_file: Option<PathBuf>,
+    pub sync_wait: Duration,
+    pub sync_jwks_interval: Duration,
+    pub sync_max_staleness: Option<Duration>,
+}
+
+/// The ingest plane, on both roles.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    pub upstream: Option<String>,
+    pub upstream_timeout: Duration,
+    pub default_tenant: Option<String>,
+    pub max_body_size: usize,
+    pub spool_max_bytes: u64,
+    pub local_max_bytes: u64,
+    /// `server.storage-path`, repeated here so the ingest plane needs no other section.
+    pub storage_path: PathBuf,
+}
+
+impl Settings {
+    pub fn from_layers(l: &Layers) -> Result<Self, ConfigError> {
+        let non_empty = |name: &'static str| {
+            let v = l.string(name)?;
+            if v.trim().is_empty() {
+                Err(l.bad(name, "must not be empty"))
+            } else {
+                Ok(v)
+            }
+        };
+        let optional = |name: &'static str| -> Result<Option<String>, ConfigError> {
+            Ok(Some(l.string(name)?).filter(|s| !s.is_empty()))
+        };
+        let small = |name: &'static str, max: u64| -> Result<u64, ConfigError> {
+            let n = l.count(name)?;
+            if n > max {
+                Err(l.bad(name, format!("must be at most {max}")))
+            } else {
+                Ok(n)
+            }
+        };
+        let days = match l.count("auth.login-maximum-lifetime-days")? {
+            0 => 365,
+            d if d > 3650 => {
+                return Err(l.bad("auth.login-maximum-lifetime-days", "must be at most 3650"));
+            }
+            d => d,
+        };
+        let cookie_same_site = l.choice("auth.cookie-same-site")?;
+        let cookie_secure = l.bool("auth.cookie-secure")?;
+        if cookie_same_site == "None" && !cookie_secure {
+            return Err(l.bad(
+                "auth.cookie-same-site",
+                "SameSite=None requires auth.cookie-secure: true (browsers drop such cookies otherwise)",
+            ));
+        }
+        let default_tenant = optional("tenant.default")?;
+        if let Some(t) = &default_tenant {
+            crate::core::token::validate_tenant(t)
+                .map_err(|e| l.bad("tenant.default", e.to_string()))?;
+        }
+        let storage_path: PathBuf = non_empty("storage-path")?.into();
+        Ok(Settings {
+            server: ServerSettings {
+                api_bind_addr: l.addr("api-bind-addr")?,
+                log_level: l.choice("log-level")?,
+                storage_path: storage_path.clone(),
+            },
+            auth: AuthSettings {
+                ingestion_enabled: l.bool("auth.ingestion.enabled")?,
+                basic_user_is_tenant: l.bool("auth.ingestion.basic-user-is-tenant")?,
+                issuer: non_empty("auth.issuer")?,
+                clock_skew: l.duration("auth.clock-skew")?,
+                cache_size: small("auth.cache-size", 100_000_000)? as usize,
+            },
+            authority: AuthoritySettings {
+                keys_dir: non_empty("keys-dir")?.into(),
+                internal_enabled: l.bool("auth.internal.enabled")?,
+                first_admin: FirstAdmin {
+                    create: l.bool("auth.internal.admin.create")?,
+                    name: non_empty("auth.internal.admin.name")?,
+                    email: l.string("auth.internal.admin.email")?,
+                    password: l.secret("auth.internal.admin.password")?,
+                },
+                sessions: SessionSettings {
+                    jwt_secret: l.secret("auth.jwt-secret")?,
+                    lifetime: Duration::from_secs(days * 86_400),
+                    cookie_secure,
+                    cookie_same_site,
+                },
+                login_max_failures: small("auth.login-max-failures", 1_000_000)? as u32,
+                login_lockout: l.duration("auth.login-lockout")?,
+                revocations_max_wait: l.duration("revocations.max-wait")?,
+                prune_interval: l.duration("revocations.prune-interval")?,
+            },
+            node: NodeSettings {
+                authority_url: l.url("authority-url")?,
+                jwks_file: optional("jwks-file")?.map(PathBuf::from),
+                revocations_file: optional("revocations-file")?.map(PathBuf::from),
+                sync_wait: l.duration("sync.wait")?,
+                sync_jwks_interval: l.duration("sync.jwks-interval")?,
+                sync_max_staleness: Some(l.duration("sync.max-staleness")?)
+                    .filter(|d| !d.is_zero()),
+            },
+            ingest: IngestSettings {
+                upstream: l.url("upstream")?,
+                upstream_timeout: l.duration("upstream-timeout")?,
+                default_tenant,
+                max_body_size: small("ingest.max-body-size", 1 << 30)? as usize,
+                spool_max_bytes: l.count("ingest.spool.max-bytes")?,
+                local_max_bytes: l.count("ingest.local.max-bytes")?,
+                storage_path,
+            },
+        })
+    }
+}
