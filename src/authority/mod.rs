@@ -13,6 +13,7 @@
 //! [`Application::build`] binds the listener (port 0 in tests) and [`Application::run_until`]
 //! serves until a shutdown future fires, so tests run the real server in-process.
 
+pub mod background;
 pub mod keyring;
 pub mod passwords;
 pub mod routes;
@@ -24,23 +25,21 @@ use routes::{distribution, keys, session, signing, ui, users};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use tokio::net::TcpListener;
 
 use crate::config::Settings;
 use crate::core::clock::Clock;
 use crate::core::jws::Signer;
 use crate::core::token::Role;
-use crate::core::verifier::{Verifier, VerifierConfig};
+use crate::core::verifier::Verifier;
 use crate::edge::error::ApiError;
+use crate::edge::health;
 use crate::edge::metrics::Metrics;
+use crate::edge::server::{Lifecycle, Server};
 use keyring::Keyring;
 use store::{Store, StoreError};
 
@@ -62,6 +61,8 @@ pub struct AppState {
     pub dummy_hash: Arc<String>,
     /// The ingest plane of the all-in-one server.
     pub ingest: crate::node::ingest::IngestState,
+    /// Shutdown: long-polls and background tasks watch it.
+    pub life: Lifecycle,
 }
 
 impl AppState {
@@ -98,8 +99,7 @@ pub struct FirstStart {
 
 /// A bound, ready-to-run authority.
 pub struct Application {
-    listener: TcpListener,
-    router: Router,
+    server: Server,
     state: AppState,
     pub first_start: FirstStart,
 }
@@ -108,22 +108,17 @@ impl Application {
     /// Opens the store and keyring (creating them on first start), binds the listener.
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let (state, first_start) = open_state(settings, clock).await?;
-        let listener = TcpListener::bind(state.settings.server.api_bind_addr)
-            .await
-            .with_context(|| format!("binding {}", state.settings.server.api_bind_addr))?;
-        let router = router(state.clone());
+        let server =
+            Server::bind(state.settings.server.api_bind_addr, router(state.clone())).await?;
         Ok(Application {
-            listener,
-            router,
+            server,
             state,
             first_start,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.server.local_addr()
     }
 
     pub fn port(&self) -> u16 {
@@ -134,33 +129,17 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then drains in-flight requests.
+    /// Serves until `shutdown` completes. Pending long-polls end as soon as shutdown begins,
+    /// the background ticker and the spool replay stop with the server (as on an ingest node:
+    /// the next process on this storage path owns the spool).
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let background = tokio::spawn(background(self.state.clone()));
-        let replay = self.state.ingest.start_background();
-        // Graceful shutdown waits for in-flight requests, so pending long-polls must end as
-        // soon as shutdown begins, not after.
-        let publisher = self.state.publisher.clone();
-        let shutdown = async move {
-            shutdown.await;
-            publisher.close();
-        };
-        let result = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
-        background.abort();
-        // As on an ingest node: the next process on this storage path owns the spool.
-        if let Some(replay) = replay {
-            replay.stop().await;
-        }
-        result.context("serving HTTP")
+        let life = self.state.life.clone();
+        life.spawn(background::run(self.state.clone()));
+        self.state.ingest.start_background(&life);
+        self.server.run_until(shutdown, life).await
     }
 }
 
@@ -184,11 +163,7 @@ pub async fn open_state(
         first.created_admin = create_first_admin(&store, &settings, now).await?;
     }
     let verifier = Arc::new(Verifier::new(
-        VerifierConfig {
-            issuer: settings.auth.issuer.clone(),
-            clock_skew_secs: settings.auth.clock_skew.as_secs(),
-            cache_capacity: settings.auth.cache_size,
-        },
+        settings.auth.verifier_config(),
         ring.key_set(),
         clock.clone(),
     ));
@@ -204,7 +179,12 @@ pub async fn open_state(
         })
         .await??,
     );
-    let ingest = crate::node::ingest::IngestState::new(&settings, metrics.clone(), clock.clone())?;
+    let ingest = crate::node::ingest::IngestState::new(
+        &settings.ingest,
+        settings.auth.ingestion_enabled,
+        metrics.clone(),
+        clock.clone(),
+    )?;
     let state = AppState {
         ingest,
         throttle: Arc::new(throttle::LoginThrottle::new(
@@ -216,6 +196,7 @@ pub async fn open_state(
         keyring: Arc::new(Mutex::new(ring)),
         verifier,
         publisher: Arc::new(distribution::Publisher::new()),
+        life: Lifecycle::new(),
         metrics,
         clock,
         sessions,
@@ -276,7 +257,8 @@ pub fn router(state: AppState) -> Router {
     let ingest = crate::node::ingest::routes(
         state.ingest.clone(),
         state.verifier.clone(),
-        &state.settings,
+        &state.settings.auth,
+        &state.settings.ingest,
     );
     // `auth.internal.enabled: false` turns off built-in users: no login, no user routes, and
     // no cookie sessions (see `session::Caller`); Admin API keys still work.
@@ -291,44 +273,11 @@ pub fn router(state: AppState) -> Router {
         .merge(signing::routes())
         .merge(distribution::routes())
         .merge(ui::routes())
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route("/api/ingestion", get(ingestion))
+        .merge(health::routes(ready))
+        .route("/api/ingestion", get(routes::ingestion::ingestion))
         .fallback(|| async { ApiError::NotFound("not found".into()) })
         .with_state(state)
         .merge(ingest)
-}
-
-/// `GET /api/ingestion` (Admin): what arrived per app, and from which keys.
-async fn ingestion(
-    State(state): State<AppState>,
-    caller: session::Caller,
-) -> Result<axum::response::Response, ApiError> {
-    caller.require(crate::edge::auth::Access::Admin)?;
-    let apps: Vec<serde_json::Value> = state
-        .ingest
-        .stats()
-        .snapshot()
-        .into_iter()
-        .map(|a| {
-            serde_json::json!({
-                "app": a.app,
-                "pushes": a.pushes,
-                "bytes": a.bytes,
-                "lastPushAt": crate::core::clock::rfc3339(a.last_push_at),
-                "keys": a.keys,
-            })
-        })
-        .collect();
-    let local = state
-        .ingest
-        .local()
-        .map(|l| serde_json::json!({ "profiles": l.len(), "bytes": l.bytes() }));
-    Ok(crate::edge::json::json(
-        StatusCode::OK,
-        &serde_json::json!({ "apps": apps, "localStore": local }),
-    ))
 }
 
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
@@ -344,52 +293,11 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         "signingKeys": state.verifier.keys().len(),
         "revocationsVersion": published.version,
     });
-    crate::node::readiness(store_ok, body)
+    health::readiness(store_ok, body)
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    state.metrics.response()
-}
-
-/// Periodic work: notice revocations and key changes made by other processes (the CLI), prune
-/// expired revocations and sessions. Also reloads the keyring on SIGHUP.
-async fn background(state: AppState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let prune_every = state.settings.authority.prune_interval.as_secs().max(1);
-    let mut last_prune = state.now();
-    loop {
-        let hangup = async {
-            match hup.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = hangup => {
-                tracing::info!("SIGHUP: reloading signing keys");
-                if let Err(err) = signing::reload(&state, true).await {
-                    tracing::error!(error = format!("{err:#}"), "reloading signing keys failed");
-                }
-            }
-        }
-        if let Err(err) = signing::reload(&state, false).await {
-            tracing::error!(error = format!("{err:#}"), "reloading signing keys failed");
-        }
-        let now = state.now();
-        let prune = now.saturating_sub(last_prune) >= prune_every;
-        if prune {
-            last_prune = now;
-        }
-        if let Err(err) = distribution::refresh(&state, prune).await {
-            tracing::error!(
-                error = format!("{err:#}"),
-                "refreshing the revocation list failed"
-            );
-        }
+impl health::Health for AppState {
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }

@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
@@ -84,6 +85,11 @@ impl AuthGate {
         }
     }
 
+    /// `routes` with this gate in front of every one of them.
+    pub fn protect<S: Clone + Send + Sync + 'static>(self, routes: Router<S>) -> Router<S> {
+        routes.layer(axum::middleware::from_fn_with_state(self, require))
+    }
+
     /// Records decisions (by result and reason) and verification time.
     pub fn with_metrics(mut self, metrics: Arc<crate::edge::metrics::Metrics>) -> Self {
         self.metrics = Some(metrics);
@@ -138,10 +144,10 @@ pub async fn require(State(gate): State<AuthGate>, mut req: Request, next: Next)
     if !gate.enabled {
         return next.run(req).await;
     }
-    let started = std::time::Instant::now();
+    let started = crate::core::clock::Stopwatch::start();
     let decision = gate.authorize(req.headers(), req.uri().query());
     if let Some(m) = &gate.metrics {
-        m.verify_latency.observe(started.elapsed().as_secs_f64());
+        m.verify_latency.observe(started.elapsed_secs());
         let outcome = match &decision {
             Ok(_) => Ok(()),
             Err(ApiError::Unauthorized(reason)) => Err(*reason),

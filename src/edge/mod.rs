@@ -1,7 +1,10 @@
 //! The HTTP edge shared by both roles: the auth layer, the one error → status map, metrics.
 
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod files;
+pub mod health;
 pub mod json;
 pub mod metrics;
+pub mod server;

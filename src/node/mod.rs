@@ -12,19 +12,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::Context as _;
-use axum::Router;
+
 use axum::extract::State;
-use axum::http::StatusCode;
+
 use axum::response::IntoResponse;
-use axum::routing::get;
-use tokio::net::TcpListener;
 
 use crate::config::Settings;
 use crate::core::clock::Clock;
 use crate::core::jwk::KeySet;
-use crate::core::verifier::{Verifier, VerifierConfig};
+use crate::core::verifier::Verifier;
 use crate::edge::error::ApiError;
+use crate::edge::health;
 use crate::edge::metrics::Metrics;
+use crate::edge::server::{Lifecycle, Server};
 use ingest::IngestState;
 use sync::{Source, SyncConfig, SyncStatus, Syncer};
 
@@ -38,8 +38,7 @@ struct NodeState {
 }
 
 pub struct IngestNode {
-    listener: TcpListener,
-    router: Router,
+    server: Server,
     syncer: Option<Syncer>,
     ingest: IngestState,
     status: Arc<SyncStatus>,
@@ -48,7 +47,8 @@ pub struct IngestNode {
 
 impl IngestNode {
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let source = match (&settings.node.authority_url, &settings.node.jwks_file) {
+        let node = &settings.node;
+        let source = match (&node.authority_url, &node.jwks_file) {
             (Some(_), Some(_)) => {
                 anyhow::bail!("set either authority-url or jwks-file (air-gapped), not both")
             }
@@ -58,7 +58,7 @@ impl IngestNode {
             }),
             (None, Some(jwks)) => Some(Source::Files {
                 jwks: jwks.clone(),
-                revocations: settings.node.revocations_file.clone(),
+                revocations: node.revocations_file.clone(),
             }),
             (None, None) if !settings.auth.ingestion_enabled => None,
             (None, None) => anyhow::bail!(
@@ -71,16 +71,17 @@ impl IngestNode {
         }
         let metrics = Arc::new(Metrics::new());
         let verifier = Arc::new(Verifier::new(
-            VerifierConfig {
-                issuer: settings.auth.issuer.clone(),
-                clock_skew_secs: settings.auth.clock_skew.as_secs(),
-                cache_capacity: settings.auth.cache_size,
-            },
+            settings.auth.verifier_config(),
             KeySet::default(),
             clock.clone(),
         ));
         verifier.set_cache_counters(metrics.cache_counters());
-        let ingest = IngestState::new(&settings, metrics.clone(), clock.clone())?;
+        let ingest = IngestState::new(
+            &settings.ingest,
+            settings.auth.ingestion_enabled,
+            metrics.clone(),
+            clock.clone(),
+        )?;
         let status = Arc::new(SyncStatus {
             stale: ingest.stale_flag(),
             ..SyncStatus::default()
@@ -91,9 +92,9 @@ impl IngestNode {
                     SyncConfig {
                         source,
                         issuer: settings.auth.issuer.clone(),
-                        wait: settings.node.sync_wait,
-                        jwks_interval: settings.node.sync_jwks_interval,
-                        max_staleness: settings.node.sync_max_staleness,
+                        wait: node.sync_wait,
+                        jwks_interval: node.sync_jwks_interval,
+                        max_staleness: node.sync_max_staleness,
                     },
                     verifier.clone(),
                     status.clone(),
@@ -111,20 +112,20 @@ impl IngestNode {
             auth_enabled: settings.auth.ingestion_enabled,
             clock,
         };
-        let router = ingest::routes(ingest.clone(), verifier.clone(), &settings).merge(
-            Router::new()
-                .route("/healthz", get(|| async { "ok\n" }))
-                .route("/ready", get(ready))
-                .route("/metrics", get(metrics_text))
+        let router = ingest::routes(
+            ingest.clone(),
+            verifier.clone(),
+            &settings.auth,
+            &settings.ingest,
+        )
+        .merge(
+            health::routes(ready)
                 .fallback(|| async { ApiError::NotFound("not found".into()) })
                 .with_state(node_state),
         );
-        let listener = TcpListener::bind(settings.server.api_bind_addr)
-            .await
-            .with_context(|| format!("binding {}", settings.server.api_bind_addr))?;
+        let server = Server::bind(settings.server.api_bind_addr, router).await?;
         Ok(IngestNode {
-            listener,
-            router,
+            server,
             syncer,
             ingest,
             status,
@@ -133,9 +134,7 @@ impl IngestNode {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.server.local_addr()
     }
 
     pub fn port(&self) -> u16 {
@@ -154,28 +153,25 @@ impl IngestNode {
         &self.ingest
     }
 
+    /// Serves until `shutdown` completes; the sync loop and the spool replay stop with it
+    /// (the spool is one process's: a node built next on this storage path must not find this
+    /// one's replay still delivering from it).
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let sync = self.syncer.map(|s| tokio::spawn(s.run()));
-        let replay = self.ingest.start_background();
-        let result = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
-        if let Some(task) = sync {
-            task.abort();
+        let life = Lifecycle::new();
+        if let Some(syncer) = self.syncer {
+            life.spawn(syncer.run());
         }
-        // The spool is one process's: a node built next on this storage path must not find
-        // this one's replay still delivering from it.
-        if let Some(replay) = replay {
-            replay.stop().await;
-        }
-        result.context("serving HTTP")
+        self.ingest.start_background(&life);
+        self.server.run_until(shutdown, life).await
+    }
+}
+
+impl health::Health for NodeState {
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }
 
@@ -194,19 +190,5 @@ async fn ready(State(state): State<NodeState>) -> impl IntoResponse {
         "secondsSinceAuthorityContact": (last > 0).then(|| state.clock.now().saturating_sub(last)),
         "stale": stale,
     });
-    readiness(ready, body)
-}
-
-/// `GET /ready`: 200 or 503 with a JSON body that says why.
-pub(crate) fn readiness(ready: bool, body: serde_json::Value) -> axum::response::Response {
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, axum::Json(body)).into_response()
-}
-
-async fn metrics_text(State(state): State<NodeState>) -> impl IntoResponse {
-    state.metrics.response()
+    health::readiness(ready, body)
 }

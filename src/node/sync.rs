@@ -25,14 +25,12 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use axum::body::Bytes;
 use axum::http::{Request, StatusCode, header};
-use http_body_util::{BodyExt as _, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::{BodyExt as _, Full, Limited};
 
 use crate::core::jwk::{JwkSet, KeySet};
 use crate::core::revocation::{MAX_LIST_BYTES, RevocationList};
 use crate::core::verifier::{Verifier, VerifyError};
+use crate::edge::client::{HttpClient, http_client};
 use crate::edge::metrics::Metrics;
 
 const JWKS_FILE: &str = "jwks.json";
@@ -78,28 +76,27 @@ pub struct SyncStatus {
 pub struct Syncer {
     config: SyncConfig,
     verifier: Arc<Verifier>,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: HttpClient,
     status: Arc<SyncStatus>,
     metrics: Arc<Metrics>,
 }
 
-fn now() -> u64 {
-    crate::core::clock::Clock::now(&crate::core::clock::SystemClock)
-}
-
 impl Syncer {
+    /// The verifier's clock: tests move it to check `sync.max-staleness`.
+    fn now(&self) -> u64 {
+        self.verifier.clock().now()
+    }
+
     pub fn new(
         config: SyncConfig,
         verifier: Arc<Verifier>,
         status: Arc<SyncStatus>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
         Syncer {
             config,
             verifier,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: http_client(Duration::from_secs(5)),
             status,
             metrics,
         }
@@ -126,7 +123,9 @@ impl Syncer {
             }
             Source::Files { jwks, revocations } => {
                 self.load_files(jwks, revocations.as_deref())?;
-                self.status.last_success.store(now(), Ordering::Relaxed);
+                self.status
+                    .last_success
+                    .store(self.now(), Ordering::Relaxed);
                 Ok(())
             }
         }
@@ -186,7 +185,7 @@ impl Syncer {
     }
 
     fn contacted(&self) {
-        let t = now();
+        let t = self.now();
         self.status.last_success.store(t, Ordering::Relaxed);
         self.metrics.sync_last_success.set(t);
         self.status.stale.store(false, Ordering::Relaxed);
@@ -195,7 +194,7 @@ impl Syncer {
     fn check_staleness(&self) {
         if let Some(max) = self.config.max_staleness {
             let last = self.status.last_success.load(Ordering::Relaxed);
-            let stale = now().saturating_sub(last) > max.as_secs();
+            let stale = self.now().saturating_sub(last) > max.as_secs();
             if stale && !self.status.stale.swap(true, Ordering::Relaxed) {
                 tracing::error!(
                     max_staleness_secs = max.as_secs(),
@@ -243,7 +242,7 @@ impl Syncer {
         let mut next_jwks = 0u64;
         let mut last_kid_fetch = 0u64;
         loop {
-            let t = now();
+            let t = self.now();
             let wanted = self.verifier.take_unknown_key_seen()
                 && t >= last_kid_fetch + UNKNOWN_KID_COOLDOWN.as_secs();
             if t >= next_jwks || wanted || !self.status.keys_loaded.load(Ordering::Relaxed) {
@@ -295,7 +294,9 @@ impl Syncer {
         if let Some(tag) = etag {
             req = req.header(header::IF_NONE_MATCH, tag);
         }
-        let req = req.body(Empty::new()).context("building the request")?;
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .context("building the request")?;
         let response = tokio::time::timeout(timeout, self.client.request(req))
             .await
             .context("timed out")?

@@ -42,7 +42,6 @@ impl Published {
 pub struct Publisher {
     current: ArcSwap<Published>,
     version: watch::Sender<u64>,
-    closing: watch::Sender<bool>,
 }
 
 impl Default for Publisher {
@@ -56,7 +55,6 @@ impl Publisher {
         Publisher {
             current: ArcSwap::from_pointee(Published::default()),
             version: watch::channel(0).0,
-            closing: watch::channel(false).0,
         }
     }
 
@@ -68,11 +66,6 @@ impl Publisher {
         let version = published.version;
         self.current.store(Arc::new(published));
         self.version.send_replace(version);
-    }
-
-    /// Ends every pending long-poll (graceful shutdown).
-    pub fn close(&self) {
-        self.closing.send_replace(true);
     }
 }
 
@@ -177,7 +170,6 @@ async fn revocations(
     };
     // Subscribe before reading, so a change between the read and the wait is not missed.
     let mut changes = state.publisher.version.subscribe();
-    let mut closing = state.publisher.closing.subscribe();
     let mut current = state.publisher.current();
     if matches_etag(&headers, &current.etag()) {
         if let Some(wait) = wait.filter(|w| !w.is_zero()) {
@@ -194,7 +186,7 @@ async fn revocations(
             };
             tokio::select! {
                 _ = tokio::time::timeout(wait, changed) => {}
-                _ = closing.wait_for(|c| *c) => {}
+                () = state.life.stopping() => {}
             }
             current = state.publisher.current();
         }

@@ -1,6 +1,7 @@
 //! The authority's HTTP routes, one file per resource.
 
 pub mod distribution;
+pub mod ingestion;
 pub mod keys;
 pub mod session;
 pub mod signing;

@@ -11,22 +11,21 @@
 //! nothing accepted is ever dropped silently.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt as _, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
 
 use super::spool::{Spool, SpoolError, SpooledRequest};
 use super::{Push, TENANT_HEADER, header_value};
+use crate::core::clock::Stopwatch;
+use crate::edge::client::{HttpClient, http_client};
 use crate::edge::error::ApiError;
 use crate::edge::metrics::{Metrics, ResultLabels};
+use crate::edge::server::Lifecycle;
 
 /// Largest upstream response body relayed to an agent.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
@@ -38,7 +37,7 @@ pub struct Forwarder {
 
 struct Inner {
     base: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
     timeout: Duration,
     spool: Spool,
     wake: Notify,
@@ -77,13 +76,7 @@ impl Forwarder {
         let _: Uri = url
             .parse()
             .map_err(|e| anyhow::anyhow!("upstream {url} is not a valid URL: {e}"))?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(64)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        let client = http_client(timeout.min(Duration::from_secs(5)));
         metrics.spool_entries.set(spool.len() as u64);
         metrics.spool_bytes.set(spool.bytes());
         Ok(Forwarder {
@@ -114,7 +107,7 @@ impl Forwarder {
 
     async fn forward(&self, push: &Push) -> Result<Response, Failure> {
         let inner = &self.inner;
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let result = self.request(push).await;
         let label = match &result {
             Ok(r) if r.status().is_success() => "ok",
@@ -130,7 +123,7 @@ impl Forwarder {
         inner
             .metrics
             .upstream_latency
-            .observe(started.elapsed().as_secs_f64());
+            .observe(started.elapsed_secs());
         match result {
             Ok(r) if r.status().is_server_error() => Err(Failure::Status(r.status())),
             other => other,
@@ -212,19 +205,20 @@ impl Forwarder {
         }
     }
 
-    /// Starts the task that replays the spool in order. [`Replay::stop`] ends it; dropping the
-    /// handle leaves it running for the life of the runtime.
-    pub fn start_replay(&self) -> Replay {
-        let (stop, stopping) = watch::channel(false);
+    /// Starts the task that replays the spool in order, until `life` stops. It stops only
+    /// between deliveries or while one is in flight: an entry whose delivery was under way stays
+    /// in the spool (it may reach the upstream twice); one delivered is always removed first, so
+    /// a new node opening the same spool after shutdown never races this one.
+    pub fn start_replay(&self, life: &Lifecycle) {
         let this = self.clone();
-        let task = tokio::spawn(async move { this.replay(stopping).await });
-        Replay { stop, task }
+        let stopping = life.clone();
+        life.track(async move { this.replay(stopping).await });
     }
 
-    async fn replay(&self, mut stopping: watch::Receiver<bool>) {
+    async fn replay(&self, life: Lifecycle) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            if *stopping.borrow() {
+            if life.is_stopping() {
                 return;
             }
             let inner = self.inner.clone();
@@ -234,7 +228,7 @@ impl Forwarder {
                 Ok(Ok(None)) => {
                     tokio::select! {
                         _ = tokio::time::timeout(Duration::from_secs(1), self.inner.wake.notified()) => {}
-                        () = stopped(&mut stopping) => return,
+                        () = life.stopping() => return,
                     }
                     continue;
                 }
@@ -242,7 +236,7 @@ impl Forwarder {
                     tracing::error!(error = %err, "reading the spool failed");
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        () = stopped(&mut stopping) => return,
+                        () = life.stopping() => return,
                     }
                     continue;
                 }
@@ -251,7 +245,7 @@ impl Forwarder {
                     tracing::error!(error = %err, "spool task failed");
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        () = stopped(&mut stopping) => return,
+                        () = life.stopping() => return,
                     }
                     continue;
                 }
@@ -273,7 +267,7 @@ impl Forwarder {
             // A delivery cut short by a stop leaves the entry spooled for the next start.
             let delivered = tokio::select! {
                 delivered = self.forward(&push) => delivered,
-                () = stopped(&mut stopping) => return,
+                () = life.stopping() => return,
             };
             match delivered {
                 Ok(response) => {
@@ -300,35 +294,12 @@ impl Forwarder {
                     tracing::debug!(%failure, "upstream still unavailable; retrying the spool later");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
-                        () = stopped(&mut stopping) => return,
+                        () = life.stopping() => return,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
-    }
-}
-
-/// The running replay task of a [`Forwarder`].
-pub struct Replay {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl Replay {
-    /// Stops the replay and waits for it. An entry whose delivery was under way stays in the
-    /// spool (it may reach the upstream twice); one delivered is always removed first, so a
-    /// new node opening the same spool afterwards never races this one.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
-}
-
-/// Resolves once a stop is asked for; never, if the [`Replay`] handle was dropped instead.
-async fn stopped(stopping: &mut watch::Receiver<bool>) {
-    if stopping.wait_for(|stop| *stop).await.is_err() {
-        std::future::pending::<()>().await;
     }
 }
 

@@ -30,12 +30,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
-use crate::config::Settings;
+use crate::config::{AuthSettings, IngestSettings};
 use crate::core::clock::Clock;
 use crate::core::verifier::Verifier;
 use crate::edge::auth::{Access, AuthGate, Authenticated};
 use crate::edge::error::ApiError;
 use crate::edge::metrics::Metrics;
+use crate::edge::server::Lifecycle;
 
 /// The header Grafana Pyroscope reads the tenant from.
 pub const TENANT_HEADER: &str = "x-scope-orgid";
@@ -80,20 +81,21 @@ impl IngestState {
     /// Builds the ingest plane: a forwarder (with spool) when `upstream` is set, else the
     /// local store, both under `storage-path`.
     pub fn new(
-        settings: &Settings,
+        settings: &IngestSettings,
+        auth_enabled: bool,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let (forwarder, local) = match &settings.ingest.upstream {
+        let (forwarder, local) = match &settings.upstream {
             Some(url) => {
                 let spool = spool::Spool::open(
-                    &settings.server.storage_path.join("spool"),
-                    settings.ingest.spool_max_bytes,
+                    &settings.storage_path.join("spool"),
+                    settings.spool_max_bytes,
                 )?;
                 (
                     Some(forward::Forwarder::new(
                         url,
-                        settings.ingest.upstream_timeout,
+                        settings.upstream_timeout,
                         spool,
                         metrics.clone(),
                     )?),
@@ -103,16 +105,16 @@ impl IngestState {
             None => (
                 None,
                 Some(local::LocalStore::open(
-                    &settings.server.storage_path.join("profiles"),
-                    settings.ingest.local_max_bytes,
+                    &settings.storage_path.join("profiles"),
+                    settings.local_max_bytes,
                 )?),
             ),
         };
         Ok(IngestState {
             inner: Arc::new(Inner {
-                max_body: settings.ingest.max_body_size,
-                default_tenant: settings.ingest.default_tenant.clone(),
-                auth_enabled: settings.auth.ingestion_enabled,
+                max_body: settings.max_body_size,
+                default_tenant: settings.default_tenant.clone(),
+                auth_enabled,
                 forwarder,
                 local,
                 stats: local::Stats::default(),
@@ -135,36 +137,45 @@ impl IngestState {
         self.inner.local.as_ref()
     }
 
-    /// Starts the spool replay worker, if there is an upstream. Stop it through the handle
-    /// before another process or node opens the same storage path.
-    pub fn start_background(&self) -> Option<forward::Replay> {
-        self.inner
-            .forwarder
-            .as_ref()
-            .map(forward::Forwarder::start_replay)
+    /// Starts the spool replay worker, if there is an upstream; it ends with `life`.
+    pub fn start_background(&self, life: &Lifecycle) {
+        if let Some(forwarder) = &self.inner.forwarder {
+            forwarder.start_replay(life);
+        }
     }
 }
 
-/// The push routes with the auth layer, ready to merge into a server's router.
-pub fn routes(state: IngestState, verifier: Arc<Verifier>, settings: &Settings) -> Router {
-    let verifier_for_query = verifier.clone();
-    let gate = AuthGate::new(verifier, Access::Ingest)
-        .with_metrics(state.inner.metrics.clone())
-        .enabled(settings.auth.ingestion_enabled)
-        .basic_user_is_tenant(settings.auth.basic_user_is_tenant);
-    let mut router = Router::new();
-    for path in ROUTES {
-        router = router.route(path, post(push));
-    }
-    router
-        .layer(axum::middleware::from_fn_with_state(
-            gate,
-            crate::edge::auth::require,
-        ))
+/// The push routes and the read proxy, each behind its auth gate, ready to merge into a
+/// server's router.
+pub fn routes(
+    state: IngestState,
+    verifier: Arc<Verifier>,
+    auth: &AuthSettings,
+    settings: &IngestSettings,
+) -> Router {
+    let metrics = state.inner.metrics.clone();
+    let gate = AuthGate::new(verifier.clone(), Access::Ingest)
+        .with_metrics(metrics.clone())
+        .enabled(auth.ingestion_enabled)
+        .basic_user_is_tenant(auth.basic_user_is_tenant);
+    let push_routes = ROUTES
+        .iter()
+        .fold(Router::new(), |router, path| router.route(path, post(push)));
+    let pushes = gate
+        .protect(push_routes)
         // The handler enforces its own, configurable limit; lift axum's default 2 MB cap.
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(state)
-        .merge(query::routes(settings, verifier_for_query))
+        .with_state(state);
+    // Reading profiles always needs a key: unlike pushing, there is no open mode.
+    let reads = query::routes(settings).map(|routes| {
+        AuthGate::new(verifier, Access::Query)
+            .with_metrics(metrics)
+            .protect(routes)
+    });
+    match reads {
+        Some(reads) => pushes.merge(reads),
+        None => pushes,
+    }
 }
 
 /// Headers that travel with a push. Everything else — `Authorization`, cookies, hop-by-hop

@@ -8,20 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Request as HttpRequest, StatusCode};
 use axum::response::Response;
 use axum::routing::any;
 use http_body_util::{BodyExt as _, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use super::{TENANT_HEADER, header_value};
-use crate::config::Settings;
-use crate::core::verifier::Verifier;
-use crate::edge::auth::{Access, AuthGate, Authenticated};
+use crate::config::IngestSettings;
+use crate::edge::auth::Authenticated;
+use crate::edge::client::{HttpClient, http_client};
 use crate::edge::error::ApiError;
 
 /// Largest query request body (queries are small).
@@ -46,36 +43,25 @@ pub const QUERY_PATHS: &[&str] = &[
 #[derive(Clone)]
 struct QueryState {
     base: Arc<str>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
     timeout: Duration,
     default_tenant: Option<String>,
 }
 
-/// The read-proxy routes (empty without an upstream).
-pub fn routes(settings: &Settings, verifier: Arc<Verifier>) -> Router {
-    let Some(upstream) = settings.ingest.upstream.clone() else {
-        return Router::new();
-    };
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+/// The read-proxy routes, without their auth gate (the caller adds it); none without an
+/// upstream.
+pub fn routes(settings: &IngestSettings) -> Option<Router> {
+    let upstream = settings.upstream.clone()?;
     let state = QueryState {
         base: upstream.into(),
-        client: Client::builder(TokioExecutor::new()).build(connector),
-        timeout: settings.ingest.upstream_timeout,
-        default_tenant: settings.ingest.default_tenant.clone(),
+        client: http_client(Duration::from_secs(5)),
+        timeout: settings.upstream_timeout,
+        default_tenant: settings.default_tenant.clone(),
     };
-    // Reading profiles always needs a key: unlike pushing, there is no open mode.
-    let gate = AuthGate::new(verifier, Access::Query);
-    let mut router = Router::new();
-    for path in QUERY_PATHS {
-        router = router.route(path, any(proxy));
-    }
-    router
-        .layer(axum::middleware::from_fn_with_state(
-            gate,
-            crate::edge::auth::require,
-        ))
-        .with_state(state)
+    let routes = QUERY_PATHS
+        .iter()
+        .fold(Router::new(), |router, path| router.route(path, any(proxy)));
+    Some(routes.with_state(state))
 }
 
 fn forwardable(name: &str) -> bool {

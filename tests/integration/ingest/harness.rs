@@ -14,7 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use pyrogate::authority::Application;
 use pyrogate::config::{Layers, Settings};
-use pyrogate::core::clock::SystemClock;
+use pyrogate::core::clock::{Clock, SystemClock};
 use pyrogate::node::IngestNode;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -325,11 +325,16 @@ pub struct Node {
 impl Node {
     /// A node storing under `storage`, with `yaml` (node settings) over the defaults.
     pub async fn start(storage: &Path, yaml: &str) -> Node {
+        Node::start_with_clock(storage, yaml, Arc::new(SystemClock)).await
+    }
+
+    /// [`Node::start`] on a clock the test controls.
+    pub async fn start_with_clock(storage: &Path, yaml: &str, clock: Arc<dyn Clock>) -> Node {
         let full = format!(
             "api-bind-addr: \"127.0.0.1:0\"\nstorage-path: {:?}\n{yaml}",
             storage
         );
-        let node = IngestNode::build(settings(&full), Arc::new(SystemClock))
+        let node = IngestNode::build(settings(&full), clock)
             .await
             .expect("build the ingest node");
         let url = format!("http://127.0.0.1:{}", node.port());

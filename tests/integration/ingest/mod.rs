@@ -9,10 +9,12 @@
 //! | [`fleet`] | an authority and three node processes: revocation reaches every node (p50/p99/max printed), nodes outlive the authority and restart from their cache |
 //! | [`spool`] | pushes made while the upstream is down arrive once, in order, across restarts; full spool 503; oversized body 413 |
 //! | [`forwarding`] | path, query, protocol headers and bytes pass through; credentials never do; tenants |
+//! | [`staleness`] | `sync.max-staleness` is measured on the node's injected clock |
 
 mod agents;
 mod fleet;
 mod forwarding;
 mod harness;
 mod spool;
+mod staleness;
 mod upstream;

@@ -1,0 +1,51 @@
+//! The authority's ticker: once a second, pick up what other processes changed (signing keys
+//! rotated or retired by the CLI, keys deleted by the CLI), and every `revocations.prune-interval`
+//! prune expired revocation entries and sessions.
+
+use std::time::Duration;
+
+use super::AppState;
+use super::routes::{distribution, signing};
+
+/// Periodic work: notice revocations and key changes made by other processes (the CLI), prune
+/// expired revocations and sessions. Also reloads the keyring on SIGHUP.
+pub(crate) async fn run(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let prune_every = state.settings.authority.prune_interval.as_secs().max(1);
+    let mut last_prune = state.now();
+    loop {
+        let hangup = async {
+            match hup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = hangup => {
+                tracing::info!("SIGHUP: reloading signing keys");
+                if let Err(err) = signing::reload(&state, true).await {
+                    tracing::error!(error = format!("{err:#}"), "reloading signing keys failed");
+                }
+            }
+        }
+        if let Err(err) = signing::reload(&state, false).await {
+            tracing::error!(error = format!("{err:#}"), "reloading signing keys failed");
+        }
+        let now = state.now();
+        let prune = now.saturating_sub(last_prune) >= prune_every;
+        if prune {
+            last_prune = now;
+        }
+        if let Err(err) = distribution::refresh(&state, prune).await {
+            tracing::error!(
+                error = format!("{err:#}"),
+                "refreshing the revocation list failed"
+            );
+        }
+    }
+}
