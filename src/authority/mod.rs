@@ -14,6 +14,7 @@
 //! serves until a shutdown future fires, so tests run the real server in-process.
 
 pub mod background;
+mod errors;
 pub mod keyring;
 pub mod passwords;
 pub mod routes;
@@ -41,7 +42,7 @@ use crate::edge::health;
 use crate::edge::metrics::Metrics;
 use crate::edge::server::{Lifecycle, Server};
 use keyring::Keyring;
-use store::{Store, StoreError};
+use store::Store;
 
 /// Everything a handler may need. Cheap to clone (all shared).
 #[derive(Clone)]
@@ -76,16 +77,6 @@ impl AppState {
             .lock()
             .map(|ring| ring.active().clone())
             .map_err(|_| ApiError::Internal(anyhow::anyhow!("keyring lock poisoned")))
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::Conflict(msg) => ApiError::Conflict(msg.into()),
-            StoreError::NotFound(msg) => ApiError::NotFound(msg.into()),
-            other => ApiError::Internal(other.into()),
-        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! disk state lives under `storage-path`: the cache of the last good key set and list, and the
 //! spool.
 
+mod errors;
 pub mod ingest;
 pub mod sync;
 

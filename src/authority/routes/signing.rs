@@ -84,16 +84,6 @@ async fn apply(state: &AppState, ring: Keyring) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn keyring_error(err: KeyringError) -> ApiError {
-    match err {
-        KeyringError::UnknownKid(_) => ApiError::NotFound(err.to_string()),
-        KeyringError::RetireActive(_) | KeyringError::AlreadyRetired(_) => {
-            ApiError::Conflict(err.to_string())
-        }
-        other => ApiError::Internal(other.into()),
-    }
-}
-
 async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(Access::Admin)?;
     let ring = state.keyring.lock().unwrap_or_else(|e| e.into_inner());
@@ -115,8 +105,8 @@ async fn mutate(
     state: &AppState,
     change: impl FnOnce(&mut Keyring) -> Result<(), KeyringError>,
 ) -> Result<(), ApiError> {
-    let mut ring = Keyring::open(&state.settings.authority.keys_dir).map_err(keyring_error)?;
-    change(&mut ring).map_err(keyring_error)?;
+    let mut ring = Keyring::open(&state.settings.authority.keys_dir)?;
+    change(&mut ring)?;
     *state.keyring_seen.lock().unwrap_or_else(|e| e.into_inner()) = manifest_mtime(state);
     apply(state, ring).await.map_err(ApiError::Internal)
 }

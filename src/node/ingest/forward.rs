@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt as _, Full, Limited};
 use tokio::sync::Notify;
 
-use super::spool::{Spool, SpoolError, SpooledRequest};
+use super::spool::{Spool, SpooledRequest};
 use super::{Push, TENANT_HEADER, header_value};
 use crate::core::clock::Stopwatch;
 use crate::edge::client::{HttpClient, http_client};
@@ -198,10 +198,7 @@ impl Forwarder {
                 self.inner.wake.notify_one();
                 Ok(spooled_response(&push))
             }
-            Err(SpoolError::Full { max_bytes }) => Err(ApiError::Unavailable(format!(
-                "the upstream is unavailable and this node's spool is full ({max_bytes} bytes, ingest.spool.max-bytes); retry later"
-            ))),
-            Err(other) => Err(ApiError::Internal(other.into())),
+            Err(err) => Err(err.into()),
         }
     }
 

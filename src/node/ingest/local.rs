@@ -11,12 +11,24 @@ use serde::Serialize;
 
 use super::Push;
 use super::spool::{Spool, SpoolError, SpooledRequest};
-use crate::edge::error::ApiError;
 
 /// Distinct key names remembered per app.
 const MAX_KEYS_PER_APP: usize = 16;
 /// Distinct apps counted.
 const MAX_APPS: usize = 10_000;
+
+/// Why a profile was not kept.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error(
+        "the profile is larger than the local store ({max_bytes} bytes, ingest.local.max-bytes)"
+    )]
+    TooLarge { max_bytes: u64 },
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("the local store's worker failed")]
+    Worker(#[from] tokio::task::JoinError),
+}
 
 #[derive(Clone)]
 pub struct LocalStore {
@@ -33,7 +45,7 @@ impl LocalStore {
     }
 
     /// Keeps a push, dropping the oldest ones to make room.
-    pub async fn store(&self, push: &Push, app: &str) -> Result<(), ApiError> {
+    pub async fn store(&self, push: &Push, app: &str) -> Result<(), LocalError> {
         let spool = self.spool.clone();
         let entry = SpooledRequest {
             path_and_query: push.path_and_query.clone(),
@@ -55,10 +67,9 @@ impl LocalStore {
                 .sum::<usize>()
             + 256;
         if framed as u64 > self.max_bytes {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "the profile is larger than the local store ({} bytes, ingest.local.max-bytes)",
-                self.max_bytes
-            )));
+            return Err(LocalError::TooLarge {
+                max_bytes: self.max_bytes,
+            });
         }
         tokio::task::spawn_blocking(move || {
             // Other pushes may hold the space while their entries are being written; give
@@ -73,19 +84,14 @@ impl LocalStore {
                             waits += 1;
                             std::thread::sleep(std::time::Duration::from_millis(5));
                         }
-                        Ok(None) => {
-                            return Err(ApiError::PayloadTooLarge(format!(
-                                "the profile is larger than the local store ({max_bytes} bytes, ingest.local.max-bytes)"
-                            )));
-                        }
-                        Err(err) => return Err(ApiError::Internal(err.into())),
+                        Ok(None) => return Err(LocalError::TooLarge { max_bytes }),
+                        Err(err) => return Err(err.into()),
                     },
-                    Err(other) => return Err(ApiError::Internal(other.into())),
+                    Err(other) => return Err(other.into()),
                 }
             }
         })
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
+        .await?
     }
 
     /// Profiles kept, oldest first: `(path and query, headers, body)`.
@@ -99,12 +105,6 @@ impl LocalStore {
 
     pub fn bytes(&self) -> u64 {
         self.spool.bytes()
-    }
-}
-
-impl From<SpoolError> for ApiError {
-    fn from(err: SpoolError) -> Self {
-        ApiError::Internal(err.into())
     }
 }
 

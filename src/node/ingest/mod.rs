@@ -190,41 +190,11 @@ fn forwardable(name: &str) -> bool {
 
 /// The app a legacy push is for: `name=myapp.cpu{env=prod}` → `myapp.cpu`.
 fn app_name(query: Option<&str>) -> String {
-    query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == "name")
-        .map(|(_, v)| {
-            let v = percent_decode(v);
-            v.split('{').next().unwrap_or_default().to_owned()
-        })
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "name")
+        .map(|(_, v)| v.split('{').next().unwrap_or_default().to_owned())
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| "-".to_owned())
-}
-
-fn percent_decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tracing::instrument(skip_all, name = "push")] // skip_all: requests carry credentials

@@ -1,0 +1,206 @@
+//! API keys and the revocation list they feed (one transaction per delete).
+
+use super::*;
+
+pub struct NewKey<'a> {
+    pub name: &'a str,
+    pub role: Role,
+    pub jti: &'a str,
+    pub kid: &'a str,
+    pub tenant: Option<&'a str>,
+    pub created_at: u64,
+    pub expires_at: Option<u64>,
+    pub created_by: Option<&'a str>,
+}
+
+pub fn insert_key(conn: &Connection, k: &NewKey<'_>) -> Result<ApiKeyRecord> {
+    conn.execute(
+        "INSERT INTO api_keys (name, role, jti, kid, tenant, created_at, expires_at, created_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            k.name,
+            k.role.as_str(),
+            k.jti,
+            k.kid,
+            k.tenant,
+            k.created_at as i64,
+            k.expires_at.map(|e| e as i64),
+            k.created_by
+        ],
+    )
+    .map_err(conflict_as("api key with this name already exists"))?;
+    get_key(conn, conn.last_insert_rowid())
+}
+
+pub fn get_key(conn: &Connection, id: i64) -> Result<ApiKeyRecord> {
+    conn.query_row(
+        &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1 AND deleted_at IS NULL"),
+        [id],
+        key_row,
+    )
+    .optional()?
+    .ok_or(StoreError::NotFound("api key not found"))
+}
+
+pub fn find_key_by_name(conn: &Connection, name: &str) -> Result<ApiKeyRecord> {
+    conn.query_row(
+        &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE name = ?1 AND deleted_at IS NULL"),
+        [name],
+        key_row,
+    )
+    .optional()?
+    .ok_or(StoreError::NotFound("api key not found"))
+}
+
+pub fn list_keys(conn: &Connection) -> Result<Vec<ApiKeyRecord>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE deleted_at IS NULL ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([], key_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn touch_key(conn: &Connection, jti: &str, now: u64) -> Result<()> {
+    conn.execute(
+        "UPDATE api_keys SET last_used_at = ?2 WHERE jti = ?1",
+        params![jti, now as i64],
+    )?;
+    Ok(())
+}
+
+/// Deletes a key and revokes its `jti` in one transaction. Returns the deleted record and the
+/// new revocation-list version.
+pub fn delete_key(conn: &mut Connection, id: i64, now: u64) -> Result<(ApiKeyRecord, u64)> {
+    let tx = conn.transaction()?;
+    let record = get_key(&tx, id)?;
+    tx.execute(
+        "UPDATE api_keys SET deleted_at = ?2 WHERE id = ?1",
+        params![id, now as i64],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO revocations (jti, exp, kid, revoked_at) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            record.jti,
+            record.expires_at.map(|e| e as i64),
+            record.kid,
+            now as i64
+        ],
+    )?;
+    let version = bump_version(&tx)?;
+    tx.commit()?;
+    Ok((record, version))
+}
+
+/// Revokes a `jti` that has no key record (an unregistered, offline-issued key).
+pub fn revoke_jti(
+    conn: &mut Connection,
+    jti: &str,
+    exp: Option<u64>,
+    kid: Option<&str>,
+    now: u64,
+) -> Result<u64> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT OR IGNORE INTO revocations (jti, exp, kid, revoked_at) VALUES (?1, ?2, ?3, ?4)",
+        params![jti, exp.map(|e| e as i64), kid, now as i64],
+    )?;
+    let version = bump_version(&tx)?;
+    tx.commit()?;
+    Ok(version)
+}
+
+fn bump_version(conn: &Connection) -> Result<u64> {
+    Ok(conn.query_row(
+        "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revocations_version'
+         RETURNING CAST(value AS INTEGER)",
+        [],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
+}
+
+pub fn revocations_version(conn: &Connection) -> Result<u64> {
+    Ok(conn.query_row(
+        "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'revocations_version'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
+}
+
+pub fn revocation_entries(conn: &Connection) -> Result<Vec<RevocationEntry>> {
+    let mut stmt =
+        conn.prepare("SELECT jti, exp, kid FROM revocations ORDER BY revoked_at, jti")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(RevocationEntry {
+            jti: r.get(0)?,
+            exp: ts(r.get(1)?),
+            kid: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Drops entries whose tokens expired more than `skew` ago or whose signing key is no longer
+/// published; bumps the version if anything went. Returns the (possibly new) version.
+pub fn prune_revocations(
+    conn: &mut Connection,
+    now: u64,
+    skew: u64,
+    published: &[String],
+) -> Result<u64> {
+    let tx = conn.transaction()?;
+    let mut removed = tx.execute(
+        "DELETE FROM revocations WHERE exp IS NOT NULL AND exp + ?2 <= ?1",
+        params![now as i64, skew as i64],
+    )?;
+    let kids: Vec<String> = {
+        let mut stmt = tx.prepare("SELECT DISTINCT kid FROM revocations WHERE kid IS NOT NULL")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for kid in kids.iter().filter(|k| !published.contains(k)) {
+        removed += tx.execute("DELETE FROM revocations WHERE kid = ?1", [kid])?;
+    }
+    let version = if removed > 0 {
+        bump_version(&tx)?
+    } else {
+        revocations_version(&tx)?
+    };
+    tx.commit()?;
+    Ok(version)
+}
+
+/// Marks every live key signed by a key no longer published as deleted: retiring a signing key
+/// killed those tokens, so they should not be listed as if they worked. Returns their names.
+pub fn delete_keys_of_unpublished(
+    conn: &mut Connection,
+    published: &[String],
+    now: u64,
+) -> Result<Vec<String>> {
+    let tx = conn.transaction()?;
+    let live: Vec<(i64, String, String)> = {
+        let mut stmt = tx.prepare("SELECT id, name, kid FROM api_keys WHERE deleted_at IS NULL")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut names = Vec::new();
+    for (id, name, kid) in live
+        .into_iter()
+        .filter(|(_, _, kid)| !published.contains(kid))
+    {
+        tx.execute(
+            "UPDATE api_keys SET deleted_at = ?2 WHERE id = ?1",
+            params![id, now as i64],
+        )?;
+        audit(
+            &tx,
+            now,
+            "system",
+            "apikey.delete.retired-signing-key",
+            Some(&format!("{name} ({kid})")),
+            None,
+        )?;
+        names.push(name);
+    }
+    tx.commit()?;
+    Ok(names)
+}

@@ -1,0 +1,325 @@
+//! The authority's SQLite database: users, sessions, API-key metadata, revocations, audit.
+//! Never on an ingest node's request path.
+//!
+//! - One file, `<storage-path>/pyrogate.db`, in WAL mode with `synchronous=FULL`: every
+//!   acknowledged change survives a crash, and a crash mid-write leaves the last committed state.
+//! - Migrations are embedded and versioned with `PRAGMA user_version`; each runs in its own
+//!   transaction.
+//! - API keys are stored as metadata only (never the token). The `jti` — the revocation handle —
+//!   is a NOT NULL column of the same row, so a key can't exist without it. Deleting a key marks
+//!   the row deleted, adds the `jti` to `revocations` and bumps the list version in one
+//!   transaction.
+//! - One connection behind a mutex; async callers go through `spawn_blocking`. The authority's
+//!   write rate is a human's, so a pool would buy nothing.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+use serde::Serialize;
+
+use crate::core::revocation::RevocationEntry;
+use crate::core::token::Role;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema
+    r#"
+    CREATE TABLE users (
+        id                  INTEGER PRIMARY KEY,
+        name                TEXT NOT NULL,
+        email               TEXT,
+        full_name           TEXT,
+        password_hash       TEXT NOT NULL,
+        role                TEXT NOT NULL CHECK (role IN ('Admin','ReadOnly','Agent')),
+        disabled            INTEGER NOT NULL DEFAULT 0,
+        created_at          INTEGER NOT NULL,
+        updated_at          INTEGER NOT NULL,
+        password_changed_at INTEGER NOT NULL,
+        last_seen_at        INTEGER
+    );
+    CREATE UNIQUE INDEX users_name ON users (name COLLATE NOCASE);
+
+    CREATE TABLE sessions (
+        sid        TEXT PRIMARY KEY,
+        user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_user ON sessions (user_id);
+
+    CREATE TABLE api_keys (
+        id           INTEGER PRIMARY KEY,
+        name         TEXT NOT NULL,
+        role         TEXT NOT NULL CHECK (role IN ('Admin','ReadOnly','Agent')),
+        jti          TEXT NOT NULL UNIQUE,
+        kid          TEXT NOT NULL,
+        tenant       TEXT,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER,
+        created_by   TEXT,
+        last_used_at INTEGER,
+        deleted_at   INTEGER
+    );
+    CREATE UNIQUE INDEX api_keys_live_name ON api_keys (name) WHERE deleted_at IS NULL;
+
+    CREATE TABLE revocations (
+        jti        TEXT PRIMARY KEY,
+        exp        INTEGER,
+        kid        TEXT,
+        revoked_at INTEGER NOT NULL
+    );
+
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    INSERT INTO meta (key, value) VALUES ('revocations_version', '0');
+
+    CREATE TABLE audit (
+        id     INTEGER PRIMARY KEY,
+        at     INTEGER NOT NULL,
+        actor  TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT,
+        client TEXT
+    );
+    "#,
+];
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A uniqueness rule was broken; the message is user-facing.
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database task failed: {0}")]
+    Task(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub email: Option<String>,
+    pub full_name: Option<String>,
+    pub role: Role,
+    pub is_disabled: bool,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub password_changed_at: u64,
+    pub last_seen_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUser<'a> {
+    pub name: &'a str,
+    pub email: Option<&'a str>,
+    pub full_name: Option<&'a str>,
+    pub password_hash: &'a str,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyRecord {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    #[serde(skip)]
+    pub jti: String,
+    #[serde(skip)]
+    pub kid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub created_at: u64,
+    pub expires_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    pub last_used_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: u64,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub client: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn role_of(text: String) -> rusqlite::Result<Role> {
+    text.parse().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown role {text:?}").into(),
+        )
+    })
+}
+
+fn ts(v: Option<i64>) -> Option<u64> {
+    v.map(|v| v.max(0) as u64)
+}
+
+/// Maps a uniqueness violation to [`StoreError::Conflict`] with a user-facing message.
+fn conflict_as(message: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| {
+        if unique_violation(&e) {
+            StoreError::Conflict(message)
+        } else {
+            e.into()
+        }
+    }
+}
+
+fn unique_violation(err: &rusqlite::Error) -> bool {
+    matches!(
+        err,
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+    )
+}
+
+const USER_COLUMNS: &str = "id, name, email, full_name, role, disabled, created_at, updated_at, password_changed_at, last_seen_at";
+
+fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        email: row.get(2)?,
+        full_name: row.get(3)?,
+        role: role_of(row.get(4)?)?,
+        is_disabled: row.get(5)?,
+        created_at: row.get::<_, i64>(6)?.max(0) as u64,
+        updated_at: row.get::<_, i64>(7)?.max(0) as u64,
+        password_changed_at: row.get::<_, i64>(8)?.max(0) as u64,
+        last_seen_at: ts(row.get(9)?),
+    })
+}
+
+const KEY_COLUMNS: &str =
+    "id, name, role, jti, kid, tenant, created_at, expires_at, created_by, last_used_at";
+
+fn key_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        role: role_of(row.get(2)?)?,
+        jti: row.get(3)?,
+        kid: row.get(4)?,
+        tenant: row.get(5)?,
+        created_at: row.get::<_, i64>(6)?.max(0) as u64,
+        expires_at: ts(row.get(7)?),
+        created_by: row.get(8)?,
+        last_used_at: ts(row.get(9)?),
+    })
+}
+
+impl Store {
+    /// Opens (creating if needed) `<dir>/pyrogate.db` and brings its schema up to date.
+    pub fn open(dir: &Path) -> Result<Self> {
+        // Owner-only: the database holds password hashes and the session secret.
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| StoreError::Open {
+                path: dir.to_owned(),
+                source: rusqlite::Error::InvalidPath(format!("{}: {e}", dir.display()).into()),
+            })?;
+        let path = dir.join("pyrogate.db");
+        let open_err = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open(&path).map_err(open_err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(open_err)?;
+        migrate(&mut conn).map_err(open_err)?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with the connection on the calling thread (CLI, tests, start-up).
+    pub fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError::Task("database lock poisoned".into()))?;
+        f(&mut conn)
+    }
+
+    /// Runs `f` on the blocking pool, so request handlers never block the async runtime.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.with(f))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+mod keys;
+mod meta;
+mod sessions;
+mod users;
+
+pub use keys::*;
+pub use meta::*;
+pub use sessions::*;
+pub use users::*;
+
+#[cfg(test)]
+mod tests;

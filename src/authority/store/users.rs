@@ -1,0 +1,153 @@
+//! Users: accounts, passwords, roles, the last-admin rule's count.
+
+use super::*;
+
+pub fn count_users(conn: &Connection) -> Result<u64> {
+    Ok(conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))? as u64)
+}
+
+pub fn create_user(conn: &Connection, u: &NewUser<'_>, now: u64) -> Result<User> {
+    let now = now as i64;
+    conn.execute(
+        "INSERT INTO users (name, email, full_name, password_hash, role, created_at, updated_at, password_changed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6)",
+        params![u.name, u.email, u.full_name, u.password_hash, u.role.as_str(), now],
+    )
+    .map_err(conflict_as("user with this name already exists"))?;
+    get_user(conn, conn.last_insert_rowid())
+}
+
+pub fn get_user(conn: &Connection, id: i64) -> Result<User> {
+    conn.query_row(
+        &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
+        [id],
+        user_row,
+    )
+    .optional()?
+    .ok_or(StoreError::NotFound("user not found"))
+}
+
+/// The user and their password hash, for login.
+pub fn find_user_for_login(conn: &Connection, name: &str) -> Result<Option<(User, String)>> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {USER_COLUMNS}, password_hash FROM users WHERE name = ?1 COLLATE NOCASE"
+            ),
+            [name],
+            |row| Ok((user_row(row)?, row.get::<_, String>(10)?)),
+        )
+        .optional()?)
+}
+
+pub fn password_hash(conn: &Connection, id: i64) -> Result<String> {
+    conn.query_row("SELECT password_hash FROM users WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })
+    .optional()?
+    .ok_or(StoreError::NotFound("user not found"))
+}
+
+pub fn list_users(conn: &Connection) -> Result<Vec<User>> {
+    let mut stmt = conn.prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))?;
+    let rows = stmt.query_map([], user_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn update_user(
+    conn: &Connection,
+    id: i64,
+    name: Option<&str>,
+    email: Option<&str>,
+    full_name: Option<&str>,
+    now: u64,
+) -> Result<User> {
+    let changed = conn
+        .execute(
+            "UPDATE users SET name = COALESCE(?2, name), email = COALESCE(?3, email),
+                full_name = COALESCE(?4, full_name), updated_at = ?5 WHERE id = ?1",
+            params![id, name, email, full_name, now as i64],
+        )
+        .map_err(conflict_as("user with this name already exists"))?;
+    if changed == 0 {
+        return Err(StoreError::NotFound("user not found"));
+    }
+    get_user(conn, id)
+}
+
+/// Sets a new password hash and ends every session of the user but `keep` (the session that
+/// made the change, if any).
+pub fn set_password(
+    conn: &mut Connection,
+    id: i64,
+    hash: &str,
+    now: u64,
+    keep: Option<&str>,
+) -> Result<()> {
+    let tx = conn.transaction()?;
+    let changed = tx.execute(
+        "UPDATE users SET password_hash = ?2, password_changed_at = ?3, updated_at = ?3 WHERE id = ?1",
+        params![id, hash, now as i64],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::NotFound("user not found"));
+    }
+    tx.execute(
+        "DELETE FROM sessions WHERE user_id = ?1 AND sid IS NOT ?2",
+        params![id, keep],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub fn set_role(conn: &Connection, id: i64, role: Role, now: u64) -> Result<User> {
+    let changed = conn.execute(
+        "UPDATE users SET role = ?2, updated_at = ?3 WHERE id = ?1",
+        params![id, role.as_str(), now as i64],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::NotFound("user not found"));
+    }
+    get_user(conn, id)
+}
+
+/// Disables (ending every session) or re-enables a user.
+pub fn set_disabled(conn: &mut Connection, id: i64, disabled: bool, now: u64) -> Result<User> {
+    let tx = conn.transaction()?;
+    let changed = tx.execute(
+        "UPDATE users SET disabled = ?2, updated_at = ?3 WHERE id = ?1",
+        params![id, disabled, now as i64],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::NotFound("user not found"));
+    }
+    if disabled {
+        tx.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
+    }
+    tx.commit()?;
+    get_user(conn, id)
+}
+
+pub fn delete_user(conn: &Connection, id: i64) -> Result<()> {
+    if conn.execute("DELETE FROM users WHERE id = ?1", [id])? == 0 {
+        return Err(StoreError::NotFound("user not found"));
+    }
+    Ok(())
+}
+
+/// Number of enabled admins other than `except`.
+pub fn other_enabled_admins(conn: &Connection, except: i64) -> Result<u64> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM users WHERE role = 'Admin' AND disabled = 0 AND id != ?1",
+        [except],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
+}
+
+pub fn touch_user(conn: &Connection, id: i64, now: u64) -> Result<()> {
+    conn.execute(
+        "UPDATE users SET last_seen_at = ?2 WHERE id = ?1",
+        params![id, now as i64],
+    )?;
+    Ok(())
+}
