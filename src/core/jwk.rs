@@ -155,7 +155,7 @@ impl KeySet {
 mod tests {
     use super::*;
 
-    // RFC 8037 Appendix A (see shared/test-vectors.md).
+    // RFC 8037 Appendix A (docs/token-format.md, "Test vectors").
     const X: &str = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
     const THUMBPRINT: &str = "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k";
 

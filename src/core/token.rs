@@ -23,7 +23,7 @@ pub const MAX_NAME_CHARS: usize = 255;
 /// Latest `exp` accepted: 9999-12-31T23:59:59Z. Larger values are nonsense, not "forever".
 pub const MAX_TIMESTAMP: u64 = 253_402_300_799;
 
-/// What a key may do (DESIGN.md §4). Parsed case-insensitively, written as below.
+/// What a key may do (the roles table in docs/api.md). Parsed case-insensitively, written as below.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
     Admin,

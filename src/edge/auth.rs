@@ -22,7 +22,7 @@ use crate::core::token::Role;
 use crate::core::verifier::{Principal, Verifier, VerifyError};
 use crate::edge::error::ApiError;
 
-/// What a route is for; decides which roles may call it (DESIGN.md §4).
+/// What a route is for; decides which roles may call it (the roles table in docs/api.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     /// Pushing profiles: Agent or Admin.

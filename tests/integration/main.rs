@@ -1,4 +1,5 @@
-//! The one integration-test binary (see STYLE.md): every suite is a module here.
+//! The one integration-test binary: every suite is a module here, so the crate is linked once
+//! (each file directly under tests/ would be a binary of its own).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // Tests bound real processes and sockets with real deadlines; the code under test reads time
 // only through its injected clock.
