@@ -6,13 +6,15 @@
 //!
 //! # Layout
 //!
-//! The folders are the layers; imports point one way: `core` ← `edge` ← `node`, `authority`
-//! (← the binary's `cli`). `config` is read by every role at start-up.
+//! The folders are the layers; imports point one way:
+//! `core` ← `config` ← `edge` ← `node` ← `authority` (← the binary's `cli`). The all-in-one
+//! server mounts the node's ingest plane, hence `node` ← `authority`. A test
+//! (`tests/integration/architecture.rs`) fails on a cycle or an import that points up.
 //!
 //! | module | job | on the request path? |
 //! |---|---|---|
 //! | [`core`] | clock, base64url, JWS, JWKs, API-key claims, revocation list, [`core::verifier::Verifier`] | yes — pure CPU |
-//! | [`edge`] | auth layer, the one error → status map, metrics | yes |
+//! | [`edge`] | auth layer, the one error → status map, JSON, health, metrics, the server shell, the HTTP client | yes |
 //! | [`config`] | the key table; defaults < YAML < `PYROSCOPE_*` env < flags | start-up |
 //! | [`node`] | `pyrogate ingest`: sync, ingest routes, forwarding, spool, read proxy | yes |
 //! | `authority` | `pyrogate server` (feature `authority`): store, keyring, passwords, admin API, UI | no |
