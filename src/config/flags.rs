@@ -73,6 +73,9 @@ impl<const FOR: u8> Args for FlagsFor<FOR> {
                 .help(key.help)
                 .help_heading("Configuration")
                 .action(ArgAction::Set);
+            if let Some(alias) = key.alias {
+                arg = arg.alias(alias);
+            }
             arg = match key.kind {
                 Kind::Bool => arg
                     .value_name("BOOL")

@@ -86,19 +86,42 @@ pub struct Key {
     pub default: &'static str,
     pub kind: Kind,
     pub help: &'static str,
+    /// An earlier name still accepted everywhere (`--upstream`, `PYROSCOPE_UPSTREAM`, and
+    /// `upstream: URL` in YAML for `upstream.url`).
+    pub alias: Option<&'static str>,
+}
+
+/// `auth.ingestion.enabled` → `PYROSCOPE_AUTH_INGESTION_ENABLED`.
+pub fn env_name_of(name: &str) -> String {
+    let mut out = String::from("PYROSCOPE_");
+    for c in name.chars() {
+        out.push(match c {
+            '.' | '-' => '_',
+            c => c.to_ascii_uppercase(),
+        });
+    }
+    out
 }
 
 impl Key {
+    const fn alias(mut self, alias: &'static str) -> Key {
+        self.alias = Some(alias);
+        self
+    }
+
+    /// True for the key's name and its alias.
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.name == name || self.alias == Some(name)
+    }
+
+    /// True for the key's environment variable and its alias's.
+    pub fn answers_to_env(&self, var: &str) -> bool {
+        self.env_name() == var || self.alias.is_some_and(|a| env_name_of(a) == var)
+    }
+
     /// `auth.ingestion.enabled` → `PYROSCOPE_AUTH_INGESTION_ENABLED`.
     pub fn env_name(&self) -> String {
-        let mut out = String::from("PYROSCOPE_");
-        for c in self.name.chars() {
-            out.push(match c {
-                '.' | '-' => '_',
-                c => c.to_ascii_uppercase(),
-            });
-        }
-        out
+        env_name_of(self.name)
     }
 
     pub fn flag(&self) -> String {
@@ -119,6 +142,7 @@ const fn key(
         default,
         kind,
         help,
+        alias: None,
     }
 }
 
@@ -133,6 +157,14 @@ pub const KEYS: &[Key] = &[
         "Directory holding the Ed25519 signing keys (authority)."),
     key("log-level", SERVER.or(INGEST), "info", Kind::Choice(&["error", "warn", "info", "debug", "trace"]),
         "Log verbosity."),
+    key("server.http-tls-cert-path", SERVER.or(INGEST), "", Kind::String,
+        "Serve HTTPS with this certificate chain (PEM); re-read when the file changes."),
+    key("server.http-tls-key-path", SERVER.or(INGEST), "", Kind::String,
+        "Private key (PEM) of server.http-tls-cert-path."),
+    key("server.http-tls-client-auth", SERVER.or(INGEST), "NoClientCert", Kind::Choice(&["NoClientCert", "RequireAndVerifyClientCert"]),
+        "Whether clients must present a certificate signed by server.http-tls-ca-path."),
+    key("server.http-tls-ca-path", SERVER.or(INGEST), "", Kind::String,
+        "CA certificate(s) (PEM) that client certificates must chain to."),
     key("auth.ingestion.enabled", SERVER.or(INGEST), "false", Kind::Bool,
         "Require an Agent or Admin API key on ingest routes."),
     key("auth.ingestion.basic-user-is-tenant", SERVER.or(INGEST), "false", Kind::Bool,
@@ -169,8 +201,19 @@ pub const KEYS: &[Key] = &[
         "Longest long-poll a client may ask for with ?wait=."),
     key("revocations.prune-interval", SERVER, "60s", Kind::Duration,
         "How often expired revocation entries are pruned and the signing keys re-read."),
-    key("authority-url", INGEST, "", Kind::Url,
-        "Ingest node: base URL of the authority to pull the key set and revocation list from."),
+    key("authority.url", INGEST, "", Kind::Url,
+        "Ingest node: base URL of the authority to pull the key set and revocation list from.")
+        .alias("authority-url"),
+    key("authority.tls-ca-path", INGEST, "", Kind::String,
+        "Ingest node: CA certificate(s) (PEM) that the authority's certificate must chain to; empty uses the system roots."),
+    key("authority.tls-cert-path", INGEST, "", Kind::String,
+        "Ingest node: client certificate (PEM) presented to the authority (mTLS)."),
+    key("authority.tls-key-path", INGEST, "", Kind::String,
+        "Ingest node: private key (PEM) of authority.tls-cert-path."),
+    key("authority.trusted-keys", INGEST, "", Kind::String,
+        "Ingest node: comma-separated kids of the signing keys trusted at first contact (`pyrogate signing-key list`); the signed key set must chain to them."),
+    key("authority.insecure-trust-first-use", INGEST, "false", Kind::Bool,
+        "Ingest node: trust whatever key set the authority serves first, without a trust anchor (labs only)."),
     key("jwks-file", INGEST, "", Kind::String,
         "Ingest node without an authority (air-gapped): JWK Set file to trust; re-read when it changes."),
     key("revocations-file", INGEST, "", Kind::String,
@@ -181,10 +224,26 @@ pub const KEYS: &[Key] = &[
         "Ingest node: how often the key set is re-fetched (also fetched at once on an unknown kid)."),
     key("sync.max-staleness", INGEST, "0s", Kind::Duration,
         "Ingest node: refuse pushes (503) once the authority has not been reached for this long; 0 keeps serving with the last good copy."),
-    key("upstream", SERVER.or(INGEST), "", Kind::Url,
-        "URL of the Grafana Pyroscope to forward ingested profiles to; empty keeps them locally."),
-    key("upstream-timeout", SERVER.or(INGEST), "30s", Kind::Duration,
-        "Timeout of one request to the upstream."),
+    key("upstream.url", SERVER.or(INGEST), "", Kind::Url,
+        "URL of the Grafana Pyroscope to forward ingested profiles to; empty keeps them locally.")
+        .alias("upstream"),
+    key("upstream.timeout", SERVER.or(INGEST), "30s", Kind::Duration,
+        "Timeout of one request to the upstream.")
+        .alias("upstream-timeout"),
+    key("upstream.basic-auth-username", SERVER.or(INGEST), "", Kind::String,
+        "HTTP Basic username sent to the upstream instead of the agent's credentials (Grafana Cloud: the stack's user id)."),
+    key("upstream.basic-auth-password", SERVER.or(INGEST), "", Kind::Secret,
+        "HTTP Basic password sent to the upstream (Grafana Cloud: an access-policy token)."),
+    key("upstream.bearer-token", SERVER.or(INGEST), "", Kind::Secret,
+        "Bearer token sent to the upstream instead of the agent's credentials (not with basic auth)."),
+    key("upstream.tls-ca-path", SERVER.or(INGEST), "", Kind::String,
+        "CA certificate(s) (PEM) that the upstream's certificate must chain to; empty uses the system roots."),
+    key("upstream.tls-cert-path", SERVER.or(INGEST), "", Kind::String,
+        "Client certificate (PEM) presented to the upstream (mTLS)."),
+    key("upstream.tls-key-path", SERVER.or(INGEST), "", Kind::String,
+        "Private key (PEM) of upstream.tls-cert-path."),
+    key("upstream.tls-insecure-skip-verify", SERVER.or(INGEST), "false", Kind::Bool,
+        "Do not verify the upstream's certificate (logged as a warning at every start; never for production)."),
     key("tenant.default", SERVER.or(INGEST), "", Kind::String,
         "X-Scope-OrgID for keys without a tenant claim; empty sends none (single-tenant upstream)."),
     key("ingest.max-body-size", SERVER.or(INGEST), "16777216", Kind::Count,
@@ -197,5 +256,5 @@ pub const KEYS: &[Key] = &[
 
 /// The key called `name`, if there is one.
 pub fn lookup(name: &str) -> Option<&'static Key> {
-    KEYS.iter().find(|k| k.name == name)
+    KEYS.iter().find(|k| k.answers_to(name))
 }

@@ -133,7 +133,7 @@ impl Layers {
             if !var.starts_with("PYROSCOPE_") {
                 continue;
             }
-            match KEYS.iter().find(|k| k.env_name() == var) {
+            match KEYS.iter().find(|k| k.answers_to_env(&var)) {
                 Some(key) => self.set(key, value, Source::Env(var)),
                 None => self.ignored_env.push(var),
             }
@@ -151,6 +151,11 @@ impl Layers {
                 from: Source::Default,
             }),
         }
+    }
+
+    /// True when no layer set `name` (it has its built-in default).
+    pub(crate) fn is_default(&self, name: &'static str) -> bool {
+        self.source(name) == Source::Default
     }
 
     fn source(&self, name: &'static str) -> Source {

@@ -31,8 +31,8 @@ pub use flags::{AnyFlags, FlagsFor, IngestFlags, LocalFlags, ServerFlags};
 pub use keys::{KEYS, Key, Kind, Scope, lookup};
 pub use layers::{ConfigError, ConfigFlags, Layers, Source, parse_duration};
 pub use settings::{
-    AuthSettings, AuthoritySettings, FirstAdmin, IngestSettings, NodeSettings, ServerSettings,
-    SessionSettings, Settings,
+    AuthSettings, AuthoritySettings, ClientTls, FirstAdmin, IngestSettings, NodeSettings,
+    ServerSettings, ServerTls, SessionSettings, Settings, UpstreamAuth,
 };
 
 #[cfg(test)]
@@ -248,8 +248,38 @@ mod tests {
             Err(ConfigError::UnknownKey { .. })
         ));
         // Every key reaches the settings: give each a value that parses but differs from its
-        // default, and no two keys may produce the same Settings.
-        let base = format!("{:?}", Settings::from_layers(&Layers::defaults()).unwrap());
+        // default (with the keys it only makes sense with), and the settings must change.
+        let companions = |name: &str| -> &'static [(&'static str, &'static str)] {
+            match name {
+                "server.http-tls-cert-path" => &[("server.http-tls-key-path", "k.pem")],
+                "server.http-tls-key-path" => &[("server.http-tls-cert-path", "c.pem")],
+                "server.http-tls-client-auth" => &[
+                    ("server.http-tls-cert-path", "c.pem"),
+                    ("server.http-tls-key-path", "k.pem"),
+                    ("server.http-tls-ca-path", "ca.pem"),
+                ],
+                "server.http-tls-ca-path" => &[
+                    ("server.http-tls-cert-path", "c.pem"),
+                    ("server.http-tls-key-path", "k.pem"),
+                    ("server.http-tls-client-auth", "RequireAndVerifyClientCert"),
+                ],
+                "upstream.tls-cert-path" => &[("upstream.tls-key-path", "k.pem")],
+                "upstream.tls-key-path" => &[("upstream.tls-cert-path", "c.pem")],
+                "authority.tls-cert-path" => &[("authority.tls-key-path", "k.pem")],
+                "authority.tls-key-path" => &[("authority.tls-cert-path", "c.pem")],
+                "upstream.basic-auth-username" => &[("upstream.basic-auth-password", "p")],
+                "upstream.basic-auth-password" => &[("upstream.basic-auth-username", "u")],
+                _ => &[],
+            }
+        };
+        let settings = |pairs: &[(&str, String)]| {
+            let mut l = Layers::defaults();
+            for (name, value) in pairs {
+                l.merge_yaml(&format!("{name}: {value:?}\n"), Path::new("f.yaml"))
+                    .unwrap();
+            }
+            Settings::from_layers(&l).map(|s| format!("{s:?}"))
+        };
         for k in KEYS {
             let other = match k.kind {
                 Kind::Bool if k.default == "true" => "false".to_owned(),
@@ -265,14 +295,16 @@ mod tests {
                 Kind::Url => "http://example.invalid".to_owned(),
                 Kind::String | Kind::Secret => "t7".to_owned(),
             };
-            let mut l = Layers::defaults();
-            l.merge_yaml(&format!("{}: {other:?}\n", k.name), Path::new("f.yaml"))
-                .unwrap();
-            let changed = format!(
-                "{:?}",
-                Settings::from_layers(&l).unwrap_or_else(|e| panic!("{}: {e}", k.name))
-            );
-            assert_ne!(changed, base, "{} is not read into Settings", k.name);
+            let mut pairs: Vec<(&str, String)> = companions(k.name)
+                .iter()
+                .map(|(n, v)| (*n, (*v).to_owned()))
+                .collect();
+            // Without the key: its default (an error is fine: the key may be what makes the
+            // companions valid).
+            let base = settings(&pairs);
+            pairs.push((k.name, other));
+            let changed = settings(&pairs).unwrap_or_else(|e| panic!("{}: {e}", k.name));
+            assert_ne!(Ok(changed), base, "{} is not read into Settings", k.name);
         }
     }
 }

@@ -28,6 +28,36 @@ pub struct ServerSettings {
     pub log_level: &'static str,
     /// The database (authority), the key-set cache (node), the spool and the local store.
     pub storage_path: PathBuf,
+    /// HTTPS instead of HTTP when set.
+    pub tls: Option<ServerTls>,
+}
+
+/// `server.http-tls-*`: the certificate served, and optionally the CA client certificates
+/// must chain to.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// `RequireAndVerifyClientCert`: clients must present a certificate signed by this CA.
+    pub client_ca_path: Option<PathBuf>,
+}
+
+/// TLS towards one peer (`upstream.tls-*`, `authority.tls-*`). `peer` names the keys in errors.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    pub peer: &'static str,
+    /// Trust only this CA bundle for the peer; without it, the system roots.
+    pub ca_path: Option<PathBuf>,
+    /// A client certificate and its key (mTLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub insecure_skip_verify: bool,
+}
+
+/// What the node sends upstream in place of the agent's credentials.
+#[derive(Debug, Clone)]
+pub enum UpstreamAuth {
+    Basic { username: String, password: Secret },
+    Bearer(Secret),
 }
 
 /// API-key checks, the same on the authority and on every node.
@@ -86,6 +116,10 @@ pub struct SessionSettings {
 #[derive(Debug, Clone)]
 pub struct NodeSettings {
     pub authority_url: Option<String>,
+    pub authority_tls: ClientTls,
+    /// `authority.trusted-keys`: the trust anchor.
+    pub trusted_keys: Vec<String>,
+    pub insecure_trust_first_use: bool,
     pub jwks_file: Option<PathBuf>,
     pub revocations_file: Option<PathBuf>,
     pub sync_wait: Duration,
@@ -98,6 +132,8 @@ pub struct NodeSettings {
 pub struct IngestSettings {
     pub upstream: Option<String>,
     pub upstream_timeout: Duration,
+    pub upstream_auth: Option<UpstreamAuth>,
+    pub upstream_tls: ClientTls,
     pub default_tenant: Option<String>,
     pub max_body_size: usize,
     pub spool_max_bytes: u64,
@@ -134,8 +170,94 @@ impl Settings {
             }
             d => d,
         };
+        let path = |name: &'static str| -> Result<Option<PathBuf>, ConfigError> {
+            Ok(optional(name)?.map(PathBuf::from))
+        };
+        let pair = |cert: &'static str, key: &'static str| match (path(cert)?, path(key)?) {
+            (Some(c), Some(k)) => Ok(Some((c, k))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(l.bad(cert, format!("needs {key} too"))),
+            (None, Some(_)) => Err(l.bad(key, format!("needs {cert} too"))),
+        };
+        let client_tls = |peer: &'static str,
+                          ca: &'static str,
+                          cert: &'static str,
+                          key: &'static str,
+                          skip: Option<&'static str>|
+         -> Result<ClientTls, ConfigError> {
+            Ok(ClientTls {
+                peer,
+                ca_path: path(ca)?,
+                client_cert: pair(cert, key)?,
+                insecure_skip_verify: match skip {
+                    Some(name) => l.bool(name)?,
+                    None => false,
+                },
+            })
+        };
+        let server_tls = match pair("server.http-tls-cert-path", "server.http-tls-key-path")? {
+            None => None,
+            Some((cert_path, key_path)) => {
+                let ca = path("server.http-tls-ca-path")?;
+                let client_ca_path = match l.choice("server.http-tls-client-auth")? {
+                    "RequireAndVerifyClientCert" => Some(ca.ok_or_else(|| {
+                        l.bad(
+                            "server.http-tls-client-auth",
+                            "RequireAndVerifyClientCert needs server.http-tls-ca-path",
+                        )
+                    })?),
+                    _ => None,
+                };
+                Some(ServerTls {
+                    cert_path,
+                    key_path,
+                    client_ca_path,
+                })
+            }
+        };
+        let upstream_auth = match (
+            optional("upstream.basic-auth-username")?,
+            l.secret("upstream.basic-auth-password")?,
+            l.secret("upstream.bearer-token")?,
+        ) {
+            (None, None, None) => None,
+            (Some(username), Some(password), None) => {
+                Some(UpstreamAuth::Basic { username, password })
+            }
+            (None, None, Some(token)) => Some(UpstreamAuth::Bearer(token)),
+            (Some(_), None, _) => {
+                return Err(l.bad(
+                    "upstream.basic-auth-username",
+                    "needs upstream.basic-auth-password too",
+                ));
+            }
+            (None, Some(_), _) => {
+                return Err(l.bad(
+                    "upstream.basic-auth-password",
+                    "needs upstream.basic-auth-username too",
+                ));
+            }
+            (Some(_), Some(_), Some(_)) => {
+                return Err(l.bad(
+                    "upstream.bearer-token",
+                    "set either upstream.bearer-token or upstream.basic-auth-*, not both",
+                ));
+            }
+        };
+        let trusted_keys: Vec<String> = l
+            .string("authority.trusted-keys")?
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect();
         let cookie_same_site = l.choice("auth.cookie-same-site")?;
-        let cookie_secure = l.bool("auth.cookie-secure")?;
+        // Served over HTTPS, the session cookie is Secure unless configured otherwise.
+        let cookie_secure = if l.is_default("auth.cookie-secure") {
+            server_tls.is_some()
+        } else {
+            l.bool("auth.cookie-secure")?
+        };
         if cookie_same_site == "None" && !cookie_secure {
             return Err(l.bad(
                 "auth.cookie-same-site",
@@ -153,6 +275,7 @@ impl Settings {
                 api_bind_addr: l.addr("api-bind-addr")?,
                 log_level: l.choice("log-level")?,
                 storage_path: storage_path.clone(),
+                tls: server_tls,
             },
             auth: AuthSettings {
                 ingestion_enabled: l.bool("auth.ingestion.enabled")?,
@@ -182,7 +305,16 @@ impl Settings {
                 prune_interval: l.duration("revocations.prune-interval")?,
             },
             node: NodeSettings {
-                authority_url: l.url("authority-url")?,
+                authority_url: l.url("authority.url")?,
+                authority_tls: client_tls(
+                    "authority",
+                    "authority.tls-ca-path",
+                    "authority.tls-cert-path",
+                    "authority.tls-key-path",
+                    None,
+                )?,
+                trusted_keys,
+                insecure_trust_first_use: l.bool("authority.insecure-trust-first-use")?,
                 jwks_file: optional("jwks-file")?.map(PathBuf::from),
                 revocations_file: optional("revocations-file")?.map(PathBuf::from),
                 sync_wait: l.duration("sync.wait")?,
@@ -191,8 +323,16 @@ impl Settings {
                     .filter(|d| !d.is_zero()),
             },
             ingest: IngestSettings {
-                upstream: l.url("upstream")?,
-                upstream_timeout: l.duration("upstream-timeout")?,
+                upstream: l.url("upstream.url")?,
+                upstream_timeout: l.duration("upstream.timeout")?,
+                upstream_auth,
+                upstream_tls: client_tls(
+                    "upstream",
+                    "upstream.tls-ca-path",
+                    "upstream.tls-cert-path",
+                    "upstream.tls-key-path",
+                    Some("upstream.tls-insecure-skip-verify"),
+                )?,
                 default_tenant,
                 max_body_size: small("ingest.max-body-size", 1 << 30)? as usize,
                 spool_max_bytes: l.count("ingest.spool.max-bytes")?,

@@ -6,5 +6,7 @@ pub mod error;
 pub mod files;
 pub mod health;
 pub mod json;
+pub mod lifecycle;
 pub mod metrics;
 pub mod server;
+pub mod tls;

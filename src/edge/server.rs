@@ -16,10 +16,13 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::extract::MatchedPath;
 use axum::http::{Request, StatusCode};
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower_http::timeout::TimeoutLayer;
+
+use crate::config::ServerTls;
+pub use crate::edge::lifecycle::Lifecycle;
+use crate::edge::tls::ServerTlsConfig;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 /// Longest time shutdown waits for background tasks once requests have drained.
@@ -29,77 +32,35 @@ pub const DRAIN: Duration = Duration::from_secs(10);
 /// Streaming a large push from a slow agent fits well within it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The shutdown signal and the background tasks that must end with the server.
-#[derive(Debug, Clone, Default)]
-pub struct Lifecycle {
-    token: CancellationToken,
-    tasks: TaskTracker,
-}
-
-impl Lifecycle {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Runs `task` until it finishes or shutdown begins, whichever is first; shutdown waits
-    /// for it.
-    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        let token = self.token.clone();
-        self.tasks.spawn(async move {
-            tokio::select! {
-                () = token.cancelled() => {}
-                () = task => {}
-            }
-        });
-    }
-
-    /// Runs `task`, which watches [`Lifecycle::stopping`] itself (to stop only at points where
-    /// stopping is safe); shutdown waits for it.
-    pub fn track(&self, task: impl Future<Output = ()> + Send + 'static) {
-        self.tasks.spawn(task);
-    }
-
-    /// Resolves when shutdown begins.
-    pub async fn stopping(&self) {
-        self.token.cancelled().await;
-    }
-
-    pub fn is_stopping(&self) -> bool {
-        self.token.is_cancelled()
-    }
-
-    /// Begins shutdown: long-polls return, background tasks stop.
-    pub fn stop(&self) {
-        self.token.cancel();
-    }
-
-    /// Waits (at most `limit`) for every task spawned through [`Lifecycle::spawn`].
-    pub async fn wait(&self, limit: Duration) {
-        self.tasks.close();
-        if tokio::time::timeout(limit, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                seconds = limit.as_secs(),
-                "background tasks did not stop in time"
-            );
-        }
-    }
-}
-
-/// A bound listener and the router it will serve.
+/// A bound listener and the router it will serve, over HTTP or HTTPS.
 pub struct Server {
     listener: TcpListener,
     router: Router,
+    tls: Option<ServerTlsConfig>,
 }
 
 impl Server {
-    pub async fn bind(addr: SocketAddr, router: Router) -> anyhow::Result<Self> {
+    /// Binds `addr`; with `tls`, every TLS file is read and checked here, so a bad one fails
+    /// start-up with the name of its key.
+    pub async fn bind(
+        addr: SocketAddr,
+        router: Router,
+        tls: Option<&ServerTls>,
+    ) -> anyhow::Result<Self> {
+        let tls = tls.map(ServerTlsConfig::load).transpose()?;
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        Ok(Server { listener, router })
+        Ok(Server {
+            listener,
+            router,
+            tls,
+        })
+    }
+
+    /// `https` when serving TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -137,15 +98,25 @@ impl Server {
                     .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
             );
         let stopping = life.clone();
-        let result = axum::serve(
-            self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let shutdown = async move {
             shutdown.await;
             stopping.stop();
-        })
-        .await;
+        };
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let result = match &self.tls {
+            None => {
+                axum::serve(self.listener, service)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Some(tls) => {
+                // `tap_io` gives the TLS listener axum's `ConnectInfo<SocketAddr>`.
+                let listener = tls.listen(self.listener, &life).tap_io(|_| {});
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        };
         life.stop();
         life.wait(DRAIN).await;
         result.context("serving HTTP")

@@ -56,6 +56,7 @@ impl IngestNode {
             (Some(url), None) => Some(Source::Authority {
                 url: url.clone(),
                 cache_dir: settings.server.storage_path.join("cache"),
+                tls: crate::edge::tls::client_config(&node.authority_tls)?,
             }),
             (None, Some(jwks)) => Some(Source::Files {
                 jwks: jwks.clone(),
@@ -124,7 +125,12 @@ impl IngestNode {
                 .fallback(|| async { ApiError::NotFound("not found".into()) })
                 .with_state(node_state),
         );
-        let server = Server::bind(settings.server.api_bind_addr, router).await?;
+        let server = Server::bind(
+            settings.server.api_bind_addr,
+            router,
+            settings.server.tls.as_ref(),
+        )
+        .await?;
         Ok(IngestNode {
             server,
             syncer,

@@ -44,6 +44,8 @@ pub enum Source {
     Authority {
         url: String,
         cache_dir: PathBuf,
+        /// TLS towards the authority (`authority.tls-*`), for https URLs.
+        tls: Arc<rustls::ClientConfig>,
     },
     Files {
         jwks: PathBuf,
@@ -76,7 +78,8 @@ pub struct SyncStatus {
 pub struct Syncer {
     config: SyncConfig,
     verifier: Arc<Verifier>,
-    client: HttpClient,
+    /// Only with an authority to talk to.
+    client: Option<HttpClient>,
     status: Arc<SyncStatus>,
     metrics: Arc<Metrics>,
 }
@@ -93,10 +96,14 @@ impl Syncer {
         status: Arc<SyncStatus>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let client = match &config.source {
+            Source::Authority { tls, .. } => Some(http_client(Duration::from_secs(5), tls.clone())),
+            Source::Files { .. } => None,
+        };
         Syncer {
             config,
             verifier,
-            client: http_client(Duration::from_secs(5)),
+            client,
             status,
             metrics,
         }
@@ -207,7 +214,7 @@ impl Syncer {
     /// Runs until the process ends.
     pub async fn run(self) {
         match self.config.source.clone() {
-            Source::Authority { url, cache_dir } => self.run_authority(&url, &cache_dir).await,
+            Source::Authority { url, cache_dir, .. } => self.run_authority(&url, &cache_dir).await,
             Source::Files { jwks, revocations } => {
                 self.run_files(&jwks, revocations.as_deref()).await
             }
@@ -297,7 +304,11 @@ impl Syncer {
         let req = req
             .body(Full::new(Bytes::new()))
             .context("building the request")?;
-        let response = tokio::time::timeout(timeout, self.client.request(req))
+        let client = self
+            .client
+            .as_ref()
+            .context("this node reads files and has no authority to ask")?;
+        let response = tokio::time::timeout(timeout, client.request(req))
             .await
             .context("timed out")?
             .with_context(|| format!("GET {url}"))?;

@@ -14,15 +14,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, Uri, header};
+use axum::http::{Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt as _, Full, Limited};
 use tokio::sync::Notify;
 
 use super::spool::{Spool, SpooledRequest};
+use super::upstream::Upstream;
 use super::{Push, TENANT_HEADER, header_value};
 use crate::core::clock::Stopwatch;
-use crate::edge::client::{HttpClient, http_client};
 use crate::edge::error::ApiError;
 use crate::edge::metrics::{Metrics, ResultLabels};
 use crate::edge::server::Lifecycle;
@@ -36,9 +36,7 @@ pub struct Forwarder {
 }
 
 struct Inner {
-    base: String,
-    client: HttpClient,
-    timeout: Duration,
+    upstream: Upstream,
     spool: Spool,
     wake: Notify,
     metrics: Arc<Metrics>,
@@ -62,28 +60,12 @@ impl std::fmt::Display for Failure {
 }
 
 impl Forwarder {
-    pub fn new(
-        url: &str,
-        timeout: Duration,
-        spool: Spool,
-        metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Self> {
-        if url.starts_with("https://") {
-            anyhow::bail!(
-                "upstream {url}: https upstreams are not supported yet; reach Grafana Pyroscope over http (e.g. a local TLS-originating sidecar)"
-            );
-        }
-        let _: Uri = url
-            .parse()
-            .map_err(|e| anyhow::anyhow!("upstream {url} is not a valid URL: {e}"))?;
-        let client = http_client(timeout.min(Duration::from_secs(5)));
+    pub fn new(upstream: Upstream, spool: Spool, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         metrics.spool_entries.set(spool.len() as u64);
         metrics.spool_bytes.set(spool.bytes());
         Ok(Forwarder {
             inner: Arc::new(Inner {
-                base: url.trim_end_matches('/').to_owned(),
-                client,
-                timeout,
+                upstream,
                 spool,
                 wake: Notify::new(),
                 metrics,
@@ -132,8 +114,9 @@ impl Forwarder {
 
     async fn request(&self, push: &Push) -> Result<Response, Failure> {
         let inner = &self.inner;
-        let uri = format!("{}{}", inner.base, push.path_and_query);
-        let mut builder = Request::builder().method(Method::POST).uri(uri);
+        let upstream = &inner.upstream;
+        let uri = upstream.uri(&push.path_and_query);
+        let mut builder = upstream.authorize(Request::builder().method(Method::POST).uri(uri));
         for (name, value) in &push.headers {
             if let Some(v) = header_value(value) {
                 builder = builder.header(name.as_str(), v);
@@ -145,13 +128,13 @@ impl Forwarder {
         let request = builder
             .body(Full::new(push.body.clone()))
             .map_err(|e| Failure::Unreachable(format!("building the request: {e}")))?;
-        let response = tokio::time::timeout(inner.timeout, inner.client.request(request))
+        let response = tokio::time::timeout(upstream.timeout(), upstream.client().request(request))
             .await
             .map_err(|_| Failure::Unreachable("timed out".into()))?
             .map_err(|e| Failure::Unreachable(e.to_string()))?;
         let (parts, body) = response.into_parts();
         let body = tokio::time::timeout(
-            inner.timeout,
+            upstream.timeout(),
             Limited::new(body, MAX_RESPONSE_BYTES).collect(),
         )
         .await

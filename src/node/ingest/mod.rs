@@ -20,6 +20,7 @@ pub mod labels;
 pub mod local;
 pub mod query;
 pub mod spool;
+pub mod upstream;
 
 use std::sync::Arc;
 
@@ -68,6 +69,7 @@ struct Inner {
     default_tenant: Option<String>,
     auth_enabled: bool,
     forwarder: Option<forward::Forwarder>,
+    upstream: Option<upstream::Upstream>,
     local: Option<local::LocalStore>,
     stats: local::Stats,
     metrics: Arc<Metrics>,
@@ -86,16 +88,16 @@ impl IngestState {
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let (forwarder, local) = match &settings.upstream {
-            Some(url) => {
+        let upstream = upstream::Upstream::from_settings(settings)?;
+        let (forwarder, local) = match &upstream {
+            Some(upstream) => {
                 let spool = spool::Spool::open(
                     &settings.storage_path.join("spool"),
                     settings.spool_max_bytes,
                 )?;
                 (
                     Some(forward::Forwarder::new(
-                        url,
-                        settings.upstream_timeout,
+                        upstream.clone(),
                         spool,
                         metrics.clone(),
                     )?),
@@ -116,6 +118,7 @@ impl IngestState {
                 default_tenant: settings.default_tenant.clone(),
                 auth_enabled,
                 forwarder,
+                upstream,
                 local,
                 stats: local::Stats::default(),
                 metrics,
@@ -154,6 +157,7 @@ pub fn routes(
     settings: &IngestSettings,
 ) -> Router {
     let metrics = state.inner.metrics.clone();
+    let upstream = state.inner.upstream.clone();
     let gate = AuthGate::new(verifier.clone(), Access::Ingest)
         .with_metrics(metrics.clone())
         .enabled(auth.ingestion_enabled)
@@ -167,7 +171,8 @@ pub fn routes(
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state);
     // Reading profiles always needs a key: unlike pushing, there is no open mode.
-    let reads = query::routes(settings).map(|routes| {
+    let reads = upstream.map(|upstream| {
+        let routes = query::routes(upstream, settings.default_tenant.clone());
         AuthGate::new(verifier, Access::Query)
             .with_metrics(metrics)
             .protect(routes)

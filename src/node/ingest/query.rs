@@ -4,9 +4,6 @@
 //! (ingester, store-gateway, ring, memberlist, runtime_config, debug, ops, …) answer 404 here
 //! whatever the key.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -15,10 +12,9 @@ use axum::response::Response;
 use axum::routing::any;
 use http_body_util::{BodyExt as _, Full, Limited};
 
+use super::upstream::Upstream;
 use super::{TENANT_HEADER, header_value};
-use crate::config::IngestSettings;
 use crate::edge::auth::Authenticated;
-use crate::edge::client::{HttpClient, http_client};
 use crate::edge::error::ApiError;
 
 /// Largest query request body (queries are small).
@@ -42,26 +38,20 @@ pub const QUERY_PATHS: &[&str] = &[
 
 #[derive(Clone)]
 struct QueryState {
-    base: Arc<str>,
-    client: HttpClient,
-    timeout: Duration,
+    upstream: Upstream,
     default_tenant: Option<String>,
 }
 
-/// The read-proxy routes, without their auth gate (the caller adds it); none without an
-/// upstream.
-pub fn routes(settings: &IngestSettings) -> Option<Router> {
-    let upstream = settings.upstream.clone()?;
+/// The read-proxy routes, without their auth gate (the caller adds it).
+pub fn routes(upstream: Upstream, default_tenant: Option<String>) -> Router {
     let state = QueryState {
-        base: upstream.into(),
-        client: http_client(Duration::from_secs(5)),
-        timeout: settings.upstream_timeout,
-        default_tenant: settings.default_tenant.clone(),
+        upstream,
+        default_tenant,
     };
-    let routes = QUERY_PATHS
+    QUERY_PATHS
         .iter()
-        .fold(Router::new(), |router, path| router.route(path, any(proxy)));
-    Some(routes.with_state(state))
+        .fold(Router::new(), |router, path| router.route(path, any(proxy)))
+        .with_state(state)
 }
 
 fn forwardable(name: &str) -> bool {
@@ -87,9 +77,12 @@ async fn proxy(
         .path_and_query()
         .map(|pq| pq.as_str().to_owned())
         .unwrap_or_else(|| parts.uri.path().to_owned());
-    let mut builder = HttpRequest::builder()
-        .method(parts.method.clone())
-        .uri(format!("{}{}", state.base, path));
+    let upstream = &state.upstream;
+    let mut builder = upstream.authorize(
+        HttpRequest::builder()
+            .method(parts.method.clone())
+            .uri(upstream.uri(&path)),
+    );
     for (name, value) in &parts.headers {
         if forwardable(name.as_str()) {
             builder = builder.header(name, value);
@@ -110,13 +103,13 @@ async fn proxy(
         tracing::warn!(%why, "query upstream failed");
         ApiError::Unavailable("the upstream Pyroscope is unavailable".into())
     };
-    let response = tokio::time::timeout(state.timeout, state.client.request(request))
+    let response = tokio::time::timeout(upstream.timeout(), upstream.client().request(request))
         .await
         .map_err(|_| upstream_error("timed out".into()))?
         .map_err(|e| upstream_error(e.to_string()))?;
     let (rparts, rbody) = response.into_parts();
     let bytes = tokio::time::timeout(
-        state.timeout,
+        upstream.timeout(),
         Limited::new(rbody, MAX_RESPONSE_BODY).collect(),
     )
     .await

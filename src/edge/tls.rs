@@ -1,0 +1,343 @@
+//! TLS for every hop, from one crypto provider (`ring`, through rustls): the client side of
+//! each peer (upstream, authority) and the server side of both roles.
+//!
+//! - **Clients** trust the system roots, or only the CA bundle configured for that peer
+//!   (`upstream.tls-ca-path`, `authority.tls-ca-path`), and may present a client certificate.
+//!   Verification is never skipped unless `upstream.tls-insecure-skip-verify` says so, and
+//!   then every start logs a warning.
+//! - **Servers** serve the certificate chain in `server.http-tls-cert-path` and re-read it when
+//!   the certificate or key file changes (cert-manager rotates them in place): new handshakes
+//!   get the new certificate, open connections keep theirs. With
+//!   `server.http-tls-client-auth: RequireAndVerifyClientCert`, clients must present a
+//!   certificate chaining to `server.http-tls-ca-path`.
+//!
+//! Every file error names the configuration key, and never prints key material.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, anyhow, bail};
+use arc_swap::ArcSwap;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::config::{ClientTls, ServerTls};
+use crate::edge::lifecycle::Lifecycle;
+
+/// The one crypto provider: ring.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read_certs(path: &Path, key: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| anyhow!("{key}: cannot read {}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            anyhow!(
+                "{key}: {} is not a PEM certificate file: {e}",
+                path.display()
+            )
+        })?;
+    if certs.is_empty() {
+        bail!("{key}: {} holds no PEM certificate", path.display());
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path, key: &str) -> anyhow::Result<PrivateKeyDer<'static>> {
+    // The error never quotes the file: it may be a private key.
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        rustls::pki_types::pem::Error::Io(io) => {
+            anyhow!("{key}: cannot read {}: {io}", path.display())
+        }
+        _ => anyhow!(
+            "{key}: {} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
+            path.display()
+        ),
+    })
+}
+
+fn roots(path: &Path, key: &str) -> anyhow::Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(path, key)? {
+        roots.add(cert).map_err(|e| {
+            anyhow!(
+                "{key}: {} is not a usable CA certificate: {e}",
+                path.display()
+            )
+        })?;
+    }
+    Ok(roots)
+}
+
+fn system_roots() -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for err in &found.errors {
+        tracing::warn!(error = %err, "skipping part of the system's CA store");
+    }
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        tracing::warn!(
+            "no system CA certificates found; https peers need a configured CA (…tls-ca-path)"
+        );
+    }
+    roots
+}
+
+/// The rustls client configuration for one peer.
+pub fn client_config(tls: &ClientTls) -> anyhow::Result<Arc<ClientConfig>> {
+    let peer = tls.peer;
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let builder = if tls.insecure_skip_verify {
+        tracing::warn!(
+            "{peer}.tls-insecure-skip-verify is set: the {peer}'s certificate is NOT verified; anyone on the network path can impersonate it"
+        );
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+    } else {
+        let roots = match &tls.ca_path {
+            Some(path) => roots(path, &format!("{peer}.tls-ca-path"))?,
+            None => system_roots(),
+        };
+        builder.with_root_certificates(roots)
+    };
+    // ALPN is set by the HTTPS connector (http/1.1).
+    let config = match &tls.client_cert {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                read_certs(cert, &format!("{peer}.tls-cert-path"))?,
+                read_key(key, &format!("{peer}.tls-key-path"))?,
+            )
+            .map_err(|e| anyhow!("{peer}.tls-key-path does not match {peer}.tls-cert-path: {e}"))?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// Accepts any certificate: only behind `upstream.tls-insecure-skip-verify`. Signatures are
+/// still checked, so the session is at least bound to the certificate presented.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The served certificate, swapped whole when its files change.
+#[derive(Debug)]
+struct ReloadingCert {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl ReloadingCert {
+    fn load(cert_path: &Path, key_path: &Path) -> anyhow::Result<CertifiedKey> {
+        let certs = read_certs(cert_path, "server.http-tls-cert-path")?;
+        let key = read_key(key_path, "server.http-tls-key-path")?;
+        CertifiedKey::from_der(certs, key, &provider()).map_err(|e| {
+            anyhow!("server.http-tls-key-path does not match server.http-tls-cert-path: {e}")
+        })
+    }
+
+    fn stamp(&self) -> (Option<SystemTime>, Option<SystemTime>) {
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        (mtime(&self.cert_path), mtime(&self.key_path))
+    }
+
+    /// Re-reads the files every `every` until shutdown; a broken pair is logged and the
+    /// previous certificate kept.
+    async fn watch(self: Arc<Self>, every: Duration, life: Lifecycle) {
+        let mut seen = self.stamp();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = life.stopping() => return,
+            }
+            let now = self.stamp();
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match Self::load(&self.cert_path, &self.key_path) {
+                Ok(key) => {
+                    self.current.store(Arc::new(key));
+                    tracing::info!(cert = %self.cert_path.display(), "reloaded the TLS certificate");
+                }
+                Err(err) => tracing::error!(
+                    error = format!("{err:#}"),
+                    "keeping the previous TLS certificate"
+                ),
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// How often served certificate files are checked for changes.
+pub const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Longest a TLS handshake may take; a client that stalls it is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The served TLS configuration: checked at start-up, certificate watched once serving.
+#[derive(Debug, Clone)]
+pub struct ServerTlsConfig {
+    config: Arc<ServerConfig>,
+    cert: Arc<ReloadingCert>,
+}
+
+impl ServerTlsConfig {
+    /// Reads and checks every file now, so a bad one is a start-up error naming its key.
+    pub fn load(tls: &ServerTls) -> anyhow::Result<Self> {
+        let cert = Arc::new(ReloadingCert {
+            current: ArcSwap::from_pointee(ReloadingCert::load(&tls.cert_path, &tls.key_path)?),
+            cert_path: tls.cert_path.clone(),
+            key_path: tls.key_path.clone(),
+        });
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?;
+        let builder = match &tls.client_ca_path {
+            Some(ca) => {
+                let roots = roots(ca, "server.http-tls-ca-path")?;
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                        .build()
+                        .map_err(|e| anyhow!("server.http-tls-ca-path: {e}"))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(cert.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(ServerTlsConfig {
+            config: Arc::new(config),
+            cert,
+        })
+    }
+
+    /// Accepts TCP connections on `tcp` and hands out finished TLS streams. Handshakes run
+    /// concurrently, each bounded by [`HANDSHAKE_TIMEOUT`], so a slow client never holds up
+    /// the others. The certificate files are watched for changes; both stop with `life`.
+    pub fn listen(&self, tcp: TcpListener, life: &Lifecycle) -> TlsListener {
+        life.spawn(self.cert.clone().watch(CERT_RELOAD_INTERVAL, life.clone()));
+        let local = tcp.local_addr();
+        let (tx, rx) = mpsc::channel(64);
+        let acceptor = TlsAcceptor::from(self.config.clone());
+        life.spawn(async move {
+            loop {
+                let (stream, peer) = match tcp.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, error = %err, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        TlsListener { rx, local }
+    }
+}
+
+/// Finished TLS connections, for `axum::serve`.
+pub struct TlsListener {
+    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: std::io::Result<SocketAddr>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(accepted) => accepted,
+            // The acceptor stopped: shutdown is under way and ends the serve loop.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match &self.local {
+            Ok(addr) => Ok(*addr),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+}

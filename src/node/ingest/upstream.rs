@@ -1,0 +1,103 @@
+//! The upstream Grafana Pyroscope as the node reaches it: its base URL, one pooled client (TLS
+//! from `upstream.tls-*`), the request timeout, and the node's own credentials
+//! (`upstream.basic-auth-*` or `upstream.bearer-token`), which replace the agent's key on every
+//! forwarded request — the agent's key never leaves the node. Shared by the forwarder and the
+//! read proxy, so both use one connection pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderValue, Uri, header, request};
+use base64::Engine as _;
+
+use crate::config::{IngestSettings, UpstreamAuth};
+use crate::edge::client::{HttpClient, http_client};
+use crate::edge::tls;
+
+#[derive(Clone)]
+pub struct Upstream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    base: String,
+    client: HttpClient,
+    timeout: Duration,
+    /// The `Authorization` value sent upstream, marked sensitive (never logged).
+    credentials: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("base", &self.inner.base)
+            .field(
+                "credentials",
+                &self.inner.credentials.as_ref().map(|_| "[redacted]"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// The configured upstream, or none (profiles are kept locally).
+    pub fn from_settings(settings: &IngestSettings) -> anyhow::Result<Option<Self>> {
+        let Some(url) = &settings.upstream else {
+            return Ok(None);
+        };
+        let _: Uri = url
+            .parse()
+            .map_err(|e| anyhow::anyhow!("upstream.url {url} is not a valid URL: {e}"))?;
+        let credentials = match &settings.upstream_auth {
+            None => None,
+            Some(UpstreamAuth::Basic { username, password }) => {
+                let pair = format!("{username}:{}", password.expose());
+                Some(credential(&format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ))?)
+            }
+            Some(UpstreamAuth::Bearer(token)) => {
+                Some(credential(&format!("Bearer {}", token.expose()))?)
+            }
+        };
+        let tls = tls::client_config(&settings.upstream_tls)?;
+        Ok(Some(Upstream {
+            inner: Arc::new(Inner {
+                base: url.trim_end_matches('/').to_owned(),
+                client: http_client(settings.upstream_timeout.min(Duration::from_secs(5)), tls),
+                timeout: settings.upstream_timeout,
+                credentials,
+            }),
+        }))
+    }
+
+    /// `base` + `path_and_query`.
+    pub fn uri(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.inner.base)
+    }
+
+    pub fn client(&self) -> &HttpClient {
+        &self.inner.client
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// Adds the node's own credentials, if configured.
+    pub fn authorize(&self, builder: request::Builder) -> request::Builder {
+        match &self.inner.credentials {
+            Some(value) => builder.header(header::AUTHORIZATION, value.clone()),
+            None => builder,
+        }
+    }
+}
+
+fn credential(text: &str) -> anyhow::Result<HeaderValue> {
+    let mut value = HeaderValue::from_str(text).map_err(|_| {
+        anyhow::anyhow!("upstream credentials contain characters not allowed in an HTTP header")
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
