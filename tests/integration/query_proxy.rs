@@ -5,16 +5,13 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::Request;
-use axum::http::StatusCode;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use pyrogate::config::{Layers, Settings};
+use axum::http::{Method, StatusCode};
+use http_body_util::BodyExt as _;
 use pyrogate::core::clock::SystemClock;
 use pyrogate::core::jwk::KeySet;
 use pyrogate::core::token::{self, KeyRequest, Role};
-use pyrogate::node::IngestNode;
 
+use crate::harness::{Http, Node};
 use crate::support::{random_key, signer};
 
 #[derive(Debug, Clone)]
@@ -59,7 +56,8 @@ async fn recording_upstream() -> (String, Arc<Mutex<Vec<Seen>>>) {
 }
 
 struct Fixture {
-    port: u16,
+    http: Http,
+    _node: Node,
     seen: Arc<Mutex<Vec<Seen>>>,
     tokens: std::collections::HashMap<Role, String>,
     _dir: tempfile::TempDir,
@@ -73,20 +71,10 @@ async fn node_in_front_of_an_upstream() -> Fixture {
     let jwks_path = dir.path().join("jwks.json");
     std::fs::write(&jwks_path, serde_json::to_vec(&jwks).unwrap()).unwrap();
     let yaml = format!(
-        "api-bind-addr: 127.0.0.1:0\nstorage-path: {:?}\nupstream: {upstream}\njwks-file: {:?}\nauth:\n  ingestion:\n    enabled: true\n",
-        dir.path().join("node"),
+        "upstream: {upstream}\njwks-file: {:?}\nauth:\n  ingestion:\n    enabled: true\n",
         jwks_path
     );
-    let mut layers = Layers::defaults();
-    layers
-        .merge_yaml(&yaml, std::path::Path::new("node.yaml"))
-        .unwrap();
-    let settings = Settings::from_layers(&layers).unwrap();
-    let node = IngestNode::build(settings, Arc::new(SystemClock))
-        .await
-        .unwrap();
-    let port = node.port();
-    tokio::spawn(node.run_until(std::future::pending()));
+    let node = Node::start(&dir.path().join("node"), &yaml).await;
     let now = pyrogate::core::clock::Clock::now(&SystemClock);
     let s = signer(&key);
     let tokens = [Role::ReadOnly, Role::Agent, Role::Admin]
@@ -108,7 +96,8 @@ async fn node_in_front_of_an_upstream() -> Fixture {
         })
         .collect();
     Fixture {
-        port,
+        http: node.client(),
+        _node: node,
         seen,
         tokens,
         _dir: dir,
@@ -116,26 +105,19 @@ async fn node_in_front_of_an_upstream() -> Fixture {
 }
 
 async fn call(
-    port: u16,
+    node: &Http,
     method: &str,
     path: &str,
     token: Option<&str>,
     body: &'static str,
 ) -> (StatusCode, Bytes) {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut req = axum::http::Request::builder()
-        .method(method)
-        .uri(format!("http://127.0.0.1:{port}{path}"))
-        .header("content-type", "application/json");
+    let method = Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = node.request(method, path).raw("application/json", body);
     if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
+        req = req.bearer(t);
     }
-    let resp = client
-        .request(req.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    (status, resp.into_body().collect().await.unwrap().to_bytes())
+    let resp = req.send().await;
+    (resp.status, resp.body)
 }
 
 #[tokio::test]
@@ -143,7 +125,7 @@ async fn a_readonly_key_reads_through_the_proxy_with_its_tenant_and_without_its_
     let f = node_in_front_of_an_upstream().await;
     let ro = f.tokens[&Role::ReadOnly].as_str();
     let (status, body) = call(
-        f.port,
+        &f.http,
         "GET",
         "/pyroscope/render?query=app.cpu%7B%7D&from=now-1h",
         Some(ro),
@@ -153,7 +135,7 @@ async fn a_readonly_key_reads_through_the_proxy_with_its_tenant_and_without_its_
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&body[..], b"{\"ok\":true}");
     let (status, _) = call(
-        f.port,
+        &f.http,
         "POST",
         "/querier.v1.QuerierService/LabelNames",
         Some(ro),
@@ -180,12 +162,12 @@ async fn a_readonly_key_reads_through_the_proxy_with_its_tenant_and_without_its_
 async fn an_admin_key_may_read_and_an_agent_key_or_no_key_may_not() {
     let f = node_in_front_of_an_upstream().await;
     let path = "/querier.v1.QuerierService/ProfileTypes";
-    let (status, _) = call(f.port, "POST", path, Some(&f.tokens[&Role::Admin]), "{}").await;
+    let (status, _) = call(&f.http, "POST", path, Some(&f.tokens[&Role::Admin]), "{}").await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = call(f.port, "POST", path, Some(&f.tokens[&Role::Agent]), "{}").await;
+    let (status, body) = call(&f.http, "POST", path, Some(&f.tokens[&Role::Agent]), "{}").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(String::from_utf8_lossy(&body).contains("ReadOnly or Admin"));
-    let (status, _) = call(f.port, "POST", path, None, "{}").await;
+    let (status, _) = call(&f.http, "POST", path, None, "{}").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         f.seen.lock().unwrap().len(),
@@ -212,7 +194,7 @@ async fn the_upstreams_internal_and_admin_paths_are_never_proxied() {
         "/pyroscope/render/../../ring",
     ] {
         for method in ["GET", "POST"] {
-            let (status, _) = call(f.port, method, path, Some(admin), "{}").await;
+            let (status, _) = call(&f.http, method, path, Some(admin), "{}").await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
         }
     }

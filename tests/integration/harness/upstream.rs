@@ -15,7 +15,7 @@ use http_body_util::BodyExt as _;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::harness::Deadline;
+use super::wait::Deadline;
 
 /// One request as the upstream saw it.
 #[derive(Debug, Clone)]
