@@ -273,17 +273,23 @@ async fn a_key_without_a_tenant_gets_tenant_default_or_no_header() {
     let authority = Authority::on_system_clock().await;
     let upstream = Upstream::start().await;
     let (_, key) = authority.new_key("no-tenant", "Agent", None).await;
-    let auth = bearer(&key);
+    // A push that tries to pick its own tenant.
+    let push = |node: &Node| {
+        let http = node.client();
+        let key = key.clone();
+        async move {
+            http.post("/ingest?name=a.cpu")
+                .bearer(&key)
+                .header("x-scope-orgid", "sneaky")
+                .body("x 1\n")
+                .send()
+                .await
+                .expect(200)
+        }
+    };
 
     let plain = Node::with_authority(&dir.path().join("a"), &authority, &upstream.url()).await;
-    plain
-        .client()
-        .post("/ingest?name=a.cpu")
-        .headers(&[("authorization", &auth), ("x-scope-orgid", "sneaky")])
-        .body("x 1\n")
-        .send()
-        .await
-        .expect(200);
+    push(&plain).await;
     let seen = upstream.wait_accepted(1, 10).await;
     assert_eq!(
         seen[0].tenant(),
@@ -303,14 +309,7 @@ async fn a_key_without_a_tenant_gets_tenant_default_or_no_header() {
     defaulted
         .wait_synced(authority.revocations_version().await)
         .await;
-    defaulted
-        .client()
-        .post("/ingest?name=a.cpu")
-        .headers(&[("authorization", &auth), ("x-scope-orgid", "sneaky")])
-        .body("x 1\n")
-        .send()
-        .await
-        .expect(200);
+    push(&defaulted).await;
     let seen = upstream.wait_accepted(2, 10).await;
     assert_eq!(seen[1].tenant(), Some("fallback"));
 }
