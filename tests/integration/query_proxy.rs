@@ -1,92 +1,37 @@
 //! The read proxy of an ingest node: Grafana Pyroscope's query API for ReadOnly and Admin keys,
 //! with the key's tenant, and never the upstream's internal or admin paths.
 
-use std::sync::{Arc, Mutex};
-
 use axum::body::Bytes;
-use axum::extract::Request;
-use axum::http::StatusCode;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use pyrogate::config::{Layers, Settings};
+use axum::http::{Method, StatusCode};
 use pyrogate::core::clock::SystemClock;
 use pyrogate::core::jwk::KeySet;
 use pyrogate::core::token::{self, KeyRequest, Role};
-use pyrogate::node::IngestNode;
 
+use crate::harness::{Http, Node, Upstream};
 use crate::support::{random_key, signer};
 
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    tenant: Option<String>,
-    authorization: bool,
-    body: Bytes,
-}
-
-/// An upstream that records every request and answers 200 `{"ok":true}`.
-async fn recording_upstream() -> (String, Arc<Mutex<Vec<Seen>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    let app = axum::Router::new().fallback(move |req: Request| {
-        let log = log.clone();
-        async move {
-            let (parts, body) = req.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            log.lock().unwrap().push(Seen {
-                method: parts.method.to_string(),
-                path: parts.uri.to_string(),
-                tenant: parts
-                    .headers
-                    .get("x-scope-orgid")
-                    .map(|v| v.to_str().unwrap().to_owned()),
-                authorization: parts.headers.contains_key("authorization"),
-                body,
-            });
-            ([("content-type", "application/json")], "{\"ok\":true}")
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, seen)
-}
-
 struct Fixture {
-    port: u16,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    http: Http,
+    _node: Node,
+    upstream: Upstream,
     tokens: std::collections::HashMap<Role, String>,
     _dir: tempfile::TempDir,
 }
 
 async fn node_in_front_of_an_upstream() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let (upstream, seen) = recording_upstream().await;
+    // Answers 200 `{"ok":true}`, and records every request.
+    let upstream = Upstream::answering("application/json", "{\"ok\":true}").await;
     let key = random_key();
     let jwks = KeySet::new([key.verifying_key()]).to_jwks();
     let jwks_path = dir.path().join("jwks.json");
     std::fs::write(&jwks_path, serde_json::to_vec(&jwks).unwrap()).unwrap();
     let yaml = format!(
-        "api-bind-addr: 127.0.0.1:0\nstorage-path: {:?}\nupstream: {upstream}\njwks-file: {:?}\nauth:\n  ingestion:\n    enabled: true\n",
-        dir.path().join("node"),
+        "upstream: {}\njwks-file: {:?}\nauth:\n  ingestion:\n    enabled: true\n",
+        upstream.url(),
         jwks_path
     );
-    let mut layers = Layers::defaults();
-    layers
-        .merge_yaml(&yaml, std::path::Path::new("node.yaml"))
-        .unwrap();
-    let settings = Settings::from_layers(&layers).unwrap();
-    let node = IngestNode::build(settings, Arc::new(SystemClock))
-        .await
-        .unwrap();
-    let port = node.port();
-    tokio::spawn(node.run_until(std::future::pending()));
+    let node = Node::start(&dir.path().join("node"), &yaml).await;
     let now = pyrogate::core::clock::Clock::now(&SystemClock);
     let s = signer(&key);
     let tokens = [Role::ReadOnly, Role::Agent, Role::Admin]
@@ -108,34 +53,28 @@ async fn node_in_front_of_an_upstream() -> Fixture {
         })
         .collect();
     Fixture {
-        port,
-        seen,
+        http: node.client(),
+        _node: node,
+        upstream,
         tokens,
         _dir: dir,
     }
 }
 
 async fn call(
-    port: u16,
+    node: &Http,
     method: &str,
     path: &str,
     token: Option<&str>,
     body: &'static str,
 ) -> (StatusCode, Bytes) {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut req = axum::http::Request::builder()
-        .method(method)
-        .uri(format!("http://127.0.0.1:{port}{path}"))
-        .header("content-type", "application/json");
+    let method = Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = node.request(method, path).raw("application/json", body);
     if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
+        req = req.bearer(t);
     }
-    let resp = client
-        .request(req.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    (status, resp.into_body().collect().await.unwrap().to_bytes())
+    let resp = req.send().await;
+    (resp.status, resp.body)
 }
 
 #[tokio::test]
@@ -143,7 +82,7 @@ async fn a_readonly_key_reads_through_the_proxy_with_its_tenant_and_without_its_
     let f = node_in_front_of_an_upstream().await;
     let ro = f.tokens[&Role::ReadOnly].as_str();
     let (status, body) = call(
-        f.port,
+        &f.http,
         "GET",
         "/pyroscope/render?query=app.cpu%7B%7D&from=now-1h",
         Some(ro),
@@ -153,7 +92,7 @@ async fn a_readonly_key_reads_through_the_proxy_with_its_tenant_and_without_its_
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&body[..], b"{\"ok\":true}");
     let (status, _) = call(
-        f.port,
+        &f.http,
         "POST",
         "/querier.v1.QuerierService/LabelNames",
         Some(ro),
@@ -161,18 +100,24 @@ async fn a_readonly_key_reads_through_the_proxy_with_its_tenant_and_without_its_
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let seen = f.seen.lock().unwrap().clone();
+    let seen = f.upstream.requests();
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0].method, "GET");
     assert_eq!(
-        seen[0].path,
+        seen[0].path_and_query,
         "/pyroscope/render?query=app.cpu%7B%7D&from=now-1h"
     );
-    assert_eq!(seen[1].path, "/querier.v1.QuerierService/LabelNames");
+    assert_eq!(
+        seen[1].path_and_query,
+        "/querier.v1.QuerierService/LabelNames"
+    );
     assert_eq!(&seen[1].body[..], b"{\"matchers\":[]}");
     for s in &seen {
-        assert_eq!(s.tenant.as_deref(), Some("team-r"));
-        assert!(!s.authorization, "the key must not reach the upstream");
+        assert_eq!(s.tenant(), Some("team-r"));
+        assert!(
+            s.header("authorization").is_none(),
+            "the key must not reach the upstream"
+        );
     }
 }
 
@@ -180,15 +125,15 @@ async fn a_readonly_key_reads_through_the_proxy_with_its_tenant_and_without_its_
 async fn an_admin_key_may_read_and_an_agent_key_or_no_key_may_not() {
     let f = node_in_front_of_an_upstream().await;
     let path = "/querier.v1.QuerierService/ProfileTypes";
-    let (status, _) = call(f.port, "POST", path, Some(&f.tokens[&Role::Admin]), "{}").await;
+    let (status, _) = call(&f.http, "POST", path, Some(&f.tokens[&Role::Admin]), "{}").await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = call(f.port, "POST", path, Some(&f.tokens[&Role::Agent]), "{}").await;
+    let (status, body) = call(&f.http, "POST", path, Some(&f.tokens[&Role::Agent]), "{}").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(String::from_utf8_lossy(&body).contains("ReadOnly or Admin"));
-    let (status, _) = call(f.port, "POST", path, None, "{}").await;
+    let (status, _) = call(&f.http, "POST", path, None, "{}").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(
-        f.seen.lock().unwrap().len(),
+        f.upstream.requests().len(),
         1,
         "only the Admin read went through"
     );
@@ -212,9 +157,9 @@ async fn the_upstreams_internal_and_admin_paths_are_never_proxied() {
         "/pyroscope/render/../../ring",
     ] {
         for method in ["GET", "POST"] {
-            let (status, _) = call(f.port, method, path, Some(admin), "{}").await;
+            let (status, _) = call(&f.http, method, path, Some(admin), "{}").await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
         }
     }
-    assert!(f.seen.lock().unwrap().is_empty());
+    assert!(f.upstream.requests().is_empty());
 }

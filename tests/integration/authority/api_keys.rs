@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use pyrogate::core::clock::Clock as _;
 use serde_json::{Value, json};
 
-use super::spawn::*;
+use crate::harness::*;
 
 fn field_names(v: &Value) -> BTreeSet<String> {
     v.as_object().expect("object").keys().cloned().collect()
@@ -22,9 +22,9 @@ fn names(list: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creating_a_key_answers_201_with_the_key_shown_once() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let http = app.admin().await;
-    let now = app.clock.now();
+    let now = app.clock().now();
     let created = http.create_key("checkout-service", "Agent", 3600).await;
     assert_eq!(
         field_names(&created),
@@ -51,7 +51,7 @@ async fn creating_a_key_answers_201_with_the_key_shown_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ttl_of_zero_or_none_makes_a_key_that_never_expires() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let http = app.admin().await;
     let zero = http.create_key("zero", "Agent", 0).await;
     let absent = http
@@ -73,7 +73,7 @@ async fn a_ttl_of_zero_or_none_makes_a_key_that_never_expires() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_names_are_case_insensitive_and_written_canonically() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let http = app.admin().await;
     assert_eq!(http.create_key("a", "agent", 0).await["role"], "Agent");
     assert_eq!(
@@ -85,7 +85,7 @@ async fn role_names_are_case_insensitive_and_written_canonically() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_keys_never_shows_a_key_or_its_jti() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let http = app.admin().await;
     let mut secrets = Vec::new();
     for (name, role, ttl) in [("ci", "Agent", 60), ("grafana", "ReadOnly", 0)] {
@@ -118,7 +118,7 @@ async fn listing_keys_never_shows_a_key_or_its_jti() {
 /// Every bad request, its status and its message; none of them may change the key list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_key_requests_are_refused_with_pyroscope_messages_and_change_nothing() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let http = app.admin().await;
     http.create_key("existing", "Agent", 0).await;
     let before = http.keys().await;
@@ -262,7 +262,7 @@ async fn bad_key_requests_are_refused_with_pyroscope_messages_and_change_nothing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_longest_name_and_the_longest_ttl_are_accepted() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let http = app.admin().await;
     let name = "é".repeat(255);
     let created = http.create_key(&name, "Agent", 100 * 365 * 86_400).await;
@@ -272,7 +272,7 @@ async fn the_longest_name_and_the_longest_ttl_are_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_an_unknown_or_non_numeric_id_answers_404() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let http = app.admin().await;
     let created = http.create_key("keep", "Agent", 0).await;
     let before = http.keys().await;
@@ -301,7 +301,7 @@ async fn deleting_an_unknown_or_non_numeric_id_answers_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_api_key_can_create_list_and_delete_keys_as_a_bearer_token() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     let automation = admin.create_key("automation", "Admin", 0).await;
     let bot = app.client();
@@ -347,7 +347,7 @@ async fn an_admin_api_key_can_create_list_and_delete_keys_as_a_bearer_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_and_read_only_keys_get_403_naming_the_admin_role() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     let victim = admin.create_key("victim", "Agent", 0).await;
     let before = admin.keys().await;
@@ -392,7 +392,7 @@ async fn agent_and_read_only_keys_get_403_naming_the_admin_role() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_credentials_answer_401_with_a_bearer_challenge() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let http = app.client();
     let attempts = [
         http.get("/api/keys").send().await,
@@ -429,21 +429,21 @@ async fn requests_without_credentials_answer_401_with_a_bearer_challenge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_key_expires_on_the_clock() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     let key = admin.create_key("short", "Admin", 60).await;
     let token = s(&key, "key").to_owned();
     let bot = app.client();
     bot.get("/api/keys").bearer(&token).send().await.expect(200);
     // Past exp plus the 60 s clock-skew allowance.
-    app.clock.advance(60 + 60);
+    app.clock().advance(60 + 60);
     let r = bot.get("/api/keys").bearer(&token).send().await.expect(401);
     assert_eq!(r.errors(), vec!["invalid credentials: expired"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_made_by_the_api_verifies_offline_until_it_is_deleted() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let http = app.admin().await;
     let created = http.create_key("offline", "Agent", 3600).await;
     let token = s(&created, "key").to_owned();
@@ -505,7 +505,7 @@ async fn a_key_made_by_the_api_verifies_offline_until_it_is_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_must_be_json_objects_not_arrays() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let http = app.admin().await;
     // serde would fill a struct from an array in field order; the API takes objects only.
     let r = http
@@ -553,7 +553,7 @@ async fn request_bodies_must_be_json_objects_not_arrays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creates_of_one_name_make_exactly_one_key() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let http = app.admin().await;
     let mut tasks = Vec::new();
     for _ in 0..10 {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::spawn::*;
+use crate::harness::*;
 
 fn dirs(data: &Path, keys: &Path) -> Vec<String> {
     vec![
@@ -167,7 +167,7 @@ async fn wait_for_new_list(http: &Http, etag: &str, limit: Duration) -> Resp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_deleted_on_the_cli_is_revoked_by_a_running_server_within_seconds() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let (data, keys) = (app.data_dir(), app.keys_dir());
     let out = run(
         &["api-key", "create", "--name", "ops", "--role", "Admin"],
@@ -211,7 +211,7 @@ async fn a_key_deleted_on_the_cli_is_revoked_by_a_running_server_within_seconds(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_user_create_with_password_stdin_makes_a_user_who_can_log_in() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let (data, keys) = (app.data_dir(), app.keys_dir());
     let out = run(
         &[
@@ -298,7 +298,7 @@ async fn admin_user_create_with_password_stdin_makes_a_user_who_can_log_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_user_disable_and_reset_password_take_effect_on_a_running_server() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let (data, keys) = (app.data_dir(), app.keys_dir());
     let admin = app.admin().await;
     create_user(&admin, "bob", "ReadOnly", "bob-password-1").await;
@@ -337,7 +337,7 @@ async fn admin_user_disable_and_reset_password_take_effect_on_a_running_server()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_on_the_cli_is_published_by_a_running_server_within_seconds() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let keys = app.keys_dir();
     let http = app.client();
     let out = pyrogate_async(

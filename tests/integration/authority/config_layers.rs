@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use pyrogate::config::{ConfigError, ConfigFlags, Layers, Settings};
 
-use super::spawn::*;
+use crate::harness::*;
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);

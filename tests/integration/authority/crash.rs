@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pyrogate::authority::store::Store;
 
-use super::spawn::*;
+use crate::harness::*;
 
 #[test]
 fn killing_api_key_create_at_any_moment_never_corrupts_the_store() {

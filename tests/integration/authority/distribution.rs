@@ -7,7 +7,7 @@ use pyrogate::core::jwk::{JwkSet, KeySet};
 use pyrogate::core::revocation::RevocationList;
 use serde_json::Value;
 
-use super::spawn::*;
+use crate::harness::*;
 
 async fn key_set(http: &Http) -> KeySet {
     let jwks: JwkSet = serde_json::from_slice(
@@ -29,7 +29,7 @@ async fn etag(http: &Http) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_jwks_publishes_the_active_ed25519_key_with_kid_alg_and_use() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let r = app
         .client()
         .get("/.well-known/jwks.json")
@@ -72,7 +72,7 @@ async fn the_jwks_publishes_the_active_ed25519_key_with_kid_alg_and_use() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_revocation_list_has_its_version_as_etag_and_answers_304_to_it() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     let node = app.client();
     let r = node.get("/api/revocations").send().await.expect(200);
@@ -125,7 +125,7 @@ async fn the_revocation_list_has_its_version_as_etag_and_answers_304_to_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_revocation_list_is_a_jws_that_verifies_against_the_jwks_and_names_deleted_keys() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     let node = app.client();
     let keys = key_set(&node).await;
@@ -200,7 +200,7 @@ fn ms(d: f64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_returns_as_soon_as_a_key_is_deleted() {
     const ROUNDS: usize = 20;
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     let node = app.client();
     let mut ids = Vec::new();
@@ -282,7 +282,7 @@ async fn a_long_poll_returns_as_soon_as_a_key_is_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_waiting_node_is_woken_by_one_deletion() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     let key = admin.create_key("shared", "Agent", 0).await;
     let mut polls = Vec::new();
@@ -310,7 +310,7 @@ async fn every_waiting_node_is_woken_by_one_deletion() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_without_a_change_answers_304_after_the_wait() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let node = app.client();
     let started = Instant::now();
     let r = node
@@ -334,7 +334,7 @@ async fn a_long_poll_without_a_change_answers_304_after_the_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_is_capped_at_revocations_max_wait() {
-    let app = spawn_with("revocations:\n  max-wait: 1s\n").await;
+    let app = Authority::start_with("revocations:\n  max-wait: 1s\n").await;
     let started = Instant::now();
     app.client()
         .get("/api/revocations?wait=600")
@@ -347,7 +347,7 @@ async fn a_long_poll_is_capped_at_revocations_max_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_that_is_not_a_duration_is_a_400() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     for wait in ["abc", "-1", "1.5", "5 minutes"] {
         let r = app
             .client()
@@ -365,7 +365,7 @@ async fn a_wait_that_is_not_a_duration_is_a_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutting_down_ends_pending_long_polls_at_once() {
-    let mut app = spawn_app().await;
+    let mut app = Authority::start().await;
     let node = app.client();
     let poll = tokio::spawn(async move {
         node.get("/api/revocations?wait=30")
@@ -395,7 +395,7 @@ async fn shutting_down_ends_pending_long_polls_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_of_expired_keys_are_pruned_and_never_expiring_ones_stay() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     let short = admin.create_key("short", "Agent", 60).await;
     let forever = admin.create_key("forever", "Agent", 0).await;
@@ -419,7 +419,7 @@ async fn entries_of_expired_keys_are_pruned_and_never_expiring_ones_stay() {
     );
     // Past the short key's exp, the clock skew and the prune interval (all on the clock):
     // the background task drops its entry and publishes a new version.
-    app.clock.advance(60 + 60 + 60 + 1);
+    app.clock().advance(60 + 60 + 60 + 1);
     let deadline = Instant::now() + Duration::from_secs(5);
     let r = loop {
         let r = node

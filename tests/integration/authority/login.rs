@@ -2,13 +2,13 @@
 
 use serde_json::json;
 
-use super::spawn::*;
+use crate::harness::*;
 
 const LOCKOUT: &str = "auth:\n  login-max-failures: 3\n  login-lockout: 10m\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_right_password_answers_204_with_an_http_only_lax_session_cookie() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let http = app.client();
     let r = http.login(ADMIN, ADMIN_PASSWORD).await.expect(204);
     assert!(r.body.is_empty());
@@ -27,7 +27,8 @@ async fn the_right_password_answers_204_with_an_http_only_lax_session_cookie() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_cookie_is_secure_when_configured() {
-    let app = spawn_with("auth:\n  cookie-secure: true\n  cookie-same-site: Strict\n").await;
+    let app =
+        Authority::start_with("auth:\n  cookie-secure: true\n  cookie-same-site: Strict\n").await;
     let r = app.client().login(ADMIN, ADMIN_PASSWORD).await.expect(204);
     let cookie = r.header("set-cookie").expect("Set-Cookie");
     assert!(cookie.contains("; Secure"), "{cookie}");
@@ -36,7 +37,7 @@ async fn the_session_cookie_is_secure_when_configured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_and_an_unknown_user_get_the_same_401() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let http = app.client();
     let wrong = http.login(ADMIN, "not-the-password").await.expect(401);
     let unknown = http.login("nobody", ADMIN_PASSWORD).await.expect(401);
@@ -51,7 +52,7 @@ async fn a_wrong_password_and_an_unknown_user_get_the_same_401() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_names_are_matched_without_regard_to_case() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     app.client()
         .login("ADMIN", ADMIN_PASSWORD)
         .await
@@ -60,7 +61,7 @@ async fn user_names_are_matched_without_regard_to_case() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_logins_past_the_limit_lock_the_user_out_from_every_address() {
-    let app = spawn_with(LOCKOUT).await;
+    let app = Authority::start_with(LOCKOUT).await;
     let admin = app.admin().await;
     create_user(&admin, "bob", "ReadOnly", "bob-password-1").await;
 
@@ -80,13 +81,13 @@ async fn failed_logins_past_the_limit_lock_the_user_out_from_every_address() {
     // Other users from the other address are not affected.
     b.login("bob", "bob-password-1").await.expect(204);
     // The window passes on the clock, not on the wall.
-    app.clock.advance(10 * 60);
+    app.clock().advance(10 * 60);
     a.login(ADMIN, ADMIN_PASSWORD).await.expect(204);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_logins_past_the_limit_lock_out_the_client_address_for_every_user() {
-    let app = spawn_with(LOCKOUT).await;
+    let app = Authority::start_with(LOCKOUT).await;
     let a = app.client_from([127, 0, 0, 1]);
     for ghost in ["ghost1", "ghost2", "ghost3"] {
         a.login(ghost, "wrong-password").await.expect(401);
@@ -102,7 +103,7 @@ async fn failed_logins_past_the_limit_lock_out_the_client_address_for_every_user
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_login_requests_answer_400_in_pyroscope_shape() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let http = app.client();
     let cases: Vec<(&str, &str, &str)> = vec![
         ("application/json", "{", "request body is not valid JSON"),
@@ -156,7 +157,7 @@ async fn malformed_login_requests_answer_400_in_pyroscope_shape() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_ends_the_session_for_every_copy_of_the_cookie() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let http = app.admin().await;
     http.get("/api/user").send().await.expect(200);
     let saved = http.cookie().expect("session cookie");
@@ -176,7 +177,7 @@ async fn logout_ends_the_session_for_every_copy_of_the_cookie() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_cookie_with_a_tampered_signature_is_refused() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let http = app.admin().await;
     let cookie = http.cookie().expect("session cookie");
     http.set_cookie(Some(tamper(&cookie)));
@@ -196,13 +197,13 @@ async fn a_session_cookie_with_a_tampered_signature_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_expires_after_the_maximum_lifetime_on_the_clock() {
-    let app = spawn_with("auth:\n  login-maximum-lifetime-days: 1\n").await;
+    let app = Authority::start_with("auth:\n  login-maximum-lifetime-days: 1\n").await;
     let http = app.admin().await;
     let r = http.get("/api/user").send().await.expect(200);
     drop(r);
-    app.clock.advance(86_400 - 1);
+    app.clock().advance(86_400 - 1);
     http.get("/api/user").send().await.expect(200);
-    app.clock.advance(1);
+    app.clock().advance(1);
     let r = http.get("/api/user").send().await.expect(401);
     assert!(r.errors()[0].contains("expired"), "{:?}", r.errors());
     // A new login works again.
@@ -211,7 +212,7 @@ async fn a_session_expires_after_the_maximum_lifetime_on_the_clock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_users_session_stops_working_on_the_next_request() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     let bob_id = create_user(&admin, "bob", "ReadOnly", "bob-password-1").await;
     let bob = app.logged_in("bob", "bob-password-1").await;
@@ -242,7 +243,7 @@ async fn a_disabled_users_session_stops_working_on_the_next_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_demoted_to_read_only_gets_403_on_api_keys_on_the_next_request() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     let carol_id = create_user(&admin, "carol", "Admin", "carol-password-1").await;
     let carol = app.logged_in("carol", "carol-password-1").await;
@@ -269,7 +270,7 @@ async fn a_user_demoted_to_read_only_gets_403_on_api_keys_on_the_next_request() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookie_authenticated_cross_site_posts_are_refused_and_create_nothing() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let http = app.admin().await;
     let body = json!({ "name": "csrf", "role": "Admin", "ttlSeconds": 0 });
     let evil_origin = format!("{}.evil.example", app.origin());
@@ -325,7 +326,7 @@ async fn cookie_authenticated_cross_site_posts_are_refused_and_create_nothing() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_same_origin_post_with_a_session_cookie_works() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let http = app.admin().await;
     http.post("/api/keys")
         .header("origin", &app.origin())
@@ -350,7 +351,7 @@ async fn a_same_origin_post_with_a_session_cookie_works() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_cookie_sent_as_a_bearer_token_is_refused() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let cookie = app.admin().await.cookie().expect("session cookie");
     let r = app
         .client()
@@ -372,7 +373,7 @@ async fn a_session_cookie_sent_as_a_bearer_token_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_key_sent_as_the_session_cookie_is_refused() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let key = app.admin().await.create_key("automation", "Admin", 0).await;
     let key = s(&key, "key").to_owned();
     // The key works as a bearer token …

@@ -1,6 +1,7 @@
-//! The authority end to end: a real `pyrogate::authority::Application` on 127.0.0.1:0 per test,
-//! a fresh temp dir per test, a manual clock for expiry, and the real `pyrogate` binary for the
-//! CLI. Helpers live in [`spawn`].
+//! The authority end to end: a real `pyrogate::authority::Application` on 127.0.0.1:0 per test
+//! ([`crate::harness::Authority`]: a fresh temp dir, a manual clock for expiry), and the real
+//! `pyrogate` binary for the CLI ([`crate::harness::cli`]). The helpers are the shared
+//! [`crate::harness`]; these modules hold only tests.
 
 mod api_keys;
 mod cli;
@@ -11,5 +12,4 @@ mod login;
 mod restart;
 mod secrets;
 mod signing_keys;
-mod spawn;
 mod users;

@@ -4,9 +4,9 @@
 use pyrogate::authority::store;
 use serde_json::json;
 
-use super::spawn::*;
+use crate::harness::*;
 
-fn admin_hash(app: &TestApp) -> String {
+fn admin_hash(app: &Authority) -> String {
     app.state
         .store
         .with(|c| {
@@ -17,7 +17,7 @@ fn admin_hash(app: &TestApp) -> String {
         .expect("store")
 }
 
-fn active_kid(app: &TestApp) -> String {
+fn active_kid(app: &Authority) -> String {
     app.state
         .keyring
         .lock()
@@ -29,7 +29,7 @@ fn active_kid(app: &TestApp) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_keys_revocations_signing_key_and_sessions_survive_a_restart() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     assert!(app.first_start.created_signing_key.is_some());
     assert_eq!(
         app.first_start.created_admin,
@@ -117,7 +117,7 @@ async fn users_keys_revocations_signing_key_and_sessions_survive_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generated_admin_password_is_shown_once_and_never_regenerated() {
     let no_password = "auth:\n  internal:\n    admin:\n      password: \"\"\n";
-    let app = spawn_with(no_password).await;
+    let app = Authority::start_with(no_password).await;
     let (name, generated) = app
         .first_start
         .created_admin
@@ -137,7 +137,7 @@ async fn a_generated_admin_password_is_shown_once_and_never_regenerated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_admin_password_in_the_config_does_not_overwrite_the_stored_one() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     admin
         .put("/api/user/password")
@@ -157,7 +157,7 @@ async fn a_changed_admin_password_in_the_config_does_not_overwrite_the_stored_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_internal_auth_disabled_built_in_users_can_neither_log_in_nor_use_old_sessions() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     create_user(&admin, "bob", "ReadOnly", "bob-password-1").await;
     let automation = admin.create_key("automation", "Admin", 0).await;
@@ -191,7 +191,7 @@ async fn with_internal_auth_disabled_built_in_users_can_neither_log_in_nor_use_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_internal_auth_disabled_no_admin_user_is_created() {
-    let app = spawn_with("auth:\n  internal:\n    enabled: false\n").await;
+    let app = Authority::start_with("auth:\n  internal:\n    enabled: false\n").await;
     assert!(app.first_start.created_admin.is_none());
     let users = app
         .state

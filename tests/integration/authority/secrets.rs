@@ -9,7 +9,7 @@ use std::time::Duration;
 use pyrogate::authority::store;
 use serde_json::json;
 
-use super::spawn::*;
+use crate::harness::*;
 
 /// Every response's headers and body, checked against every secret.
 struct Leaks {
@@ -66,7 +66,7 @@ fn private_key_material(keys_dir: &std::path::Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_response_carries_a_password_the_session_secret_a_private_key_or_another_key() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     let mut leaks = Leaks {
         secrets: Vec::new(),
@@ -200,7 +200,7 @@ async fn no_response_carries_a_password_the_session_secret_a_private_key_or_anot
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configured_jwt_secret_signs_sessions_and_never_shows() {
     let secret = "a-configured-session-secret-0123456789";
-    let app = spawn_with(&format!("auth:\n  jwt-secret: {secret}\n")).await;
+    let app = Authority::start_with(&format!("auth:\n  jwt-secret: {secret}\n")).await;
     let admin = app.admin().await;
     let r = admin.get("/api/user").send().await.expect(200);
     assert!(!r.text().contains(secret));
@@ -215,7 +215,7 @@ async fn a_configured_jwt_secret_signs_sessions_and_never_shows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_errors_answer_a_generic_500() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     app.state
         .store
@@ -256,7 +256,7 @@ async fn internal_errors_answer_a_generic_500() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_too_short_configured_admin_password_fails_start_up_without_echoing_it() {
     let root = tempfile::tempdir().expect("temp dir");
-    let settings = settings(
+    let settings = authority_settings(
         root.path(),
         "auth:\n  internal:\n    admin:\n      password: tiny7\n",
     );
@@ -334,9 +334,9 @@ async fn the_server_binary_never_logs_a_password_a_cookie_or_a_key() {
     .await
     .expect("reader");
 
-    let admin = Http::new(addr, None);
+    let admin = Http::new(format!("http://{addr}")).with_jar();
     admin.login(ADMIN, ADMIN_PASSWORD).await.expect(204);
-    let anon = Http::new(addr, None);
+    let anon = Http::new(format!("http://{addr}")).with_jar();
     anon.login(ADMIN, "wrong-but-secret-pw").await.expect(401);
     create_user(&admin, "bob", "ReadOnly", "bob-password-1").await;
     let created = admin.create_key("logged", "Admin", 0).await;

@@ -5,7 +5,7 @@ use pyrogate::core::jwk::{JwkSet, KeySet};
 use pyrogate::core::revocation::RevocationList;
 use serde_json::Value;
 
-use super::spawn::*;
+use crate::harness::*;
 
 async fn jwks_kids(http: &Http) -> Vec<String> {
     let jwks = http
@@ -31,7 +31,7 @@ fn kid_of(token: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_publishes_a_second_key_and_keys_made_before_still_verify() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     let old_kids = jwks_kids(&admin).await;
     assert_eq!(old_kids.len(), 1);
@@ -97,7 +97,7 @@ async fn rotating_publishes_a_second_key_and_keys_made_before_still_verify() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retiring_a_key_refuses_every_key_it_signed() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     let old_kid = jwks_kids(&admin).await.remove(0);
     let old_admin_key = admin.create_key("old-admin", "Admin", 0).await;
@@ -188,7 +188,7 @@ async fn retiring_a_key_refuses_every_key_it_signed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retiring_the_active_an_unknown_or_a_retired_key_is_refused() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     let active = jwks_kids(&admin).await.remove(0);
     let r = admin

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::spawn::*;
+use crate::harness::*;
 
 const USER_FIELDS: [&str; 11] = [
     "id",
@@ -29,7 +29,7 @@ fn assert_user_shape(u: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_api_user_returns_the_callers_own_account() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     let me = admin.get("/api/user").send().await.expect(200).json();
     assert_user_shape(&me);
@@ -57,7 +57,7 @@ async fn get_api_user_returns_the_callers_own_account() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changing_ones_password_needs_the_old_one_and_ends_other_sessions() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     let other_session = app.admin().await;
     let r = admin
@@ -101,7 +101,7 @@ async fn changing_ones_password_needs_the_old_one_and_ends_other_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_key_cannot_change_a_password() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     let key = admin.create_key("bot", "Admin", 0).await;
     app.client()
@@ -116,7 +116,7 @@ async fn an_api_key_cannot_change_a_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_create_list_update_reset_and_delete_users() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     let created = admin
         .post("/api/users")
@@ -206,7 +206,7 @@ async fn admins_create_list_update_reset_and_delete_users() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_user_requests_get_pyroscopes_messages_and_change_nothing() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     create_user(&admin, "bob", "ReadOnly", "bob-password-1").await;
     let before = admin.get("/api/users").send().await.expect(200).json();
@@ -267,7 +267,7 @@ async fn bad_user_requests_get_pyroscopes_messages_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_user_cannot_log_in_until_enabled() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     let id = create_user(&admin, "bob", "ReadOnly", "bob-password-1").await;
     admin
@@ -292,7 +292,7 @@ async fn a_disabled_user_cannot_log_in_until_enabled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_enabled_admin_cannot_be_disabled_demoted_or_deleted() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     let me = admin.get("/api/user").send().await.expect(200).json();
     let admin_id = me["id"].as_i64().expect("id");
@@ -367,7 +367,7 @@ async fn the_last_enabled_admin_cannot_be_disabled_demoted_or_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_cannot_disable_or_delete_themself() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     create_user(&admin, "carol", "Admin", "carol-password-1").await;
     let r = admin.put("/api/users/1/disable").send().await.expect(400);
@@ -379,7 +379,7 @@ async fn an_admin_cannot_disable_or_delete_themself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_admin_users_get_403_on_every_admin_user_endpoint() {
-    let app = spawn_app().await;
+    let app = Authority::start().await;
     let admin = app.admin().await;
     create_user(&admin, "viewer", "ReadOnly", "viewer-password").await;
     let viewer = app.logged_in("viewer", "viewer-password").await;

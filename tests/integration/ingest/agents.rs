@@ -14,8 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::harness::{Authority, Deadline, Node, decisions};
-use super::upstream::{Recorded, Upstream, paths};
+use crate::harness::{Authority, Deadline, Node, Recorded, Upstream, decisions, paths};
 
 const INSTALL_HINT: &str = "run `bash scripts/install-test-deps.sh` to install the real Pyroscope agents (pyroscope-io, @pyroscope/nodejs) under target/test-deps/";
 
@@ -274,18 +273,16 @@ async fn agent_end_to_end(agent: Agent) {
     // Fail first, and clearly, when the agent is not installed.
     let installed = agent.locate();
     let dir = tempfile::tempdir().expect("temp dir");
-    let authority = Authority::start().await;
+    let authority = Authority::on_system_clock().await;
     let upstream = Upstream::start().await;
     let node = Node::with_authority(&dir.path().join("node"), &authority, &upstream.url()).await;
     let tenant = "team-agents";
-    let (_, agent_key) = authority
-        .create_key("agent-key", "Agent", Some(tenant))
-        .await;
+    let (_, agent_key) = authority.new_key("agent-key", "Agent", Some(tenant)).await;
     let (_, reader_key) = authority
-        .create_key("reader-key", "ReadOnly", Some(tenant))
+        .new_key("reader-key", "ReadOnly", Some(tenant))
         .await;
     let (revoked_id, revoked_key) = authority
-        .create_key("revoked-key", "Agent", Some(tenant))
+        .new_key("revoked-key", "Agent", Some(tenant))
         .await;
     authority.delete_key(revoked_id).await;
     node.wait_synced(authority.revocations_version().await)

@@ -3,125 +3,19 @@
 //! p50/p99/max are printed), and the nodes must keep refusing revoked keys — and accepting good
 //! ones — while the authority is down, even after a restart from their cache.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::harness::{ADMIN_PASSWORD, Deadline, Http, create_key, delete_key, login};
+use crate::harness::{
+    ADMIN, ADMIN_PASSWORD, Deadline, Http, Server, revocations_version, wait_synced,
+};
 
-/// A running `pyrogate` process. Dropping it kills it, so no test leaves one behind.
-struct Proc {
-    name: String,
-    child: Child,
-    url: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    /// Starts `pyrogate <args> --api-bind-addr 127.0.0.1:0` and waits (bounded) for the
-    /// address it logs when listening: no port is guessed, so none can be taken meanwhile.
-    async fn spawn(name: &str, args: &[&str]) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pyrogate"));
-        cmd.args(args)
-            .args(["--api-bind-addr", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (var, _) in std::env::vars() {
-            if var.starts_with("PYROSCOPE_") {
-                cmd.env_remove(var);
-            }
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut log = sink.lock().expect("log");
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let mut proc = Proc {
-            name: name.to_owned(),
-            child,
-            url: String::new(),
-            log,
-        };
-        let deadline = Deadline::secs(30, format!("{name} to listen"));
-        loop {
-            if let Some(addr) = proc.listening_addr() {
-                proc.url = format!("http://{addr}");
-                break;
-            }
-            if let Ok(Some(status)) = proc.child.try_wait() {
-                panic!("{name} exited ({status}):\n{}", proc.log());
-            }
-            deadline.tick(|| proc.log()).await;
-        }
-        // Answering, not just bound.
-        let http = Http::default();
-        let deadline = Deadline::secs(10, format!("{name} to answer /healthz"));
-        loop {
-            if http.get(&format!("{}/healthz", proc.url)).await.status == 200 {
-                return proc;
-            }
-            deadline.tick(|| proc.log()).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().expect("log").clone()
-    }
-
-    /// The `addr=` of the "listening" log line.
-    fn listening_addr(&self) -> Option<String> {
-        let log = self.log();
-        let line = log.lines().find(|l| l.contains("listening"))?;
-        let addr = line.split("addr=").nth(1)?.split_whitespace().next()?;
-        Some(addr.trim_matches('"').to_owned())
-    }
-
-    /// SIGTERM, then waits (bounded) for the exit (a timeout fails the test, and the drop
-    /// kills the process).
-    async fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
-        let deadline = Deadline::secs(20, format!("{} to exit after SIGTERM", self.name));
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            deadline.tick(|| self.log()).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-async fn start_authority(dir: &Path) -> Proc {
+async fn start_authority(dir: &Path) -> Server {
     let data = dir.join("data");
     let keys = dir.join("keys");
-    Proc::spawn(
+    Server::start(
         "authority",
         &[
             "server",
@@ -132,12 +26,13 @@ async fn start_authority(dir: &Path) -> Proc {
             "--auth.internal.admin.password",
             ADMIN_PASSWORD,
         ],
+        &[("RUST_LOG", "info")],
     )
     .await
 }
 
-async fn start_node(name: &str, authority_url: &str, storage: &Path) -> Proc {
-    Proc::spawn(
+async fn start_node(name: &str, authority_url: &str, storage: &Path) -> Server {
+    Server::start(
         name,
         &[
             "ingest",
@@ -147,39 +42,32 @@ async fn start_node(name: &str, authority_url: &str, storage: &Path) -> Proc {
             storage.to_str().expect("utf-8 path"),
             "--auth.ingestion.enabled",
         ],
+        &[("RUST_LOG", "info")],
     )
     .await
 }
 
-/// A push with `key` to the node at `url`; returns the status.
-async fn push(http: &Http, url: &str, key: &str) -> u16 {
-    let auth = format!("Bearer {key}");
-    http.post(
-        &format!("{url}/ingest?name=fleet.cpu&from=1&until=2"),
-        &[("authorization", &auth), ("content-type", "text/plain")],
-        "main;work 1\n",
-    )
-    .await
-    .status
-    .as_u16()
+/// A push with `key` to the node behind `node`; returns the status.
+async fn push(node: &Http, key: &str) -> u16 {
+    node.post("/ingest?name=fleet.cpu&from=1&until=2")
+        .bearer(key)
+        .raw("text/plain", "main;work 1\n")
+        .send()
+        .await
+        .status
+        .as_u16()
 }
 
-async fn ready(http: &Http, proc: &Proc) -> serde_json::Value {
-    http.get(&format!("{}/ready", proc.url)).await.json()
+async fn ready(server: &Server) -> serde_json::Value {
+    server.client().get("/ready").send().await.json()
 }
 
-async fn wait_version(http: &Http, node: &Proc, version: u64) {
+async fn wait_version(node: &Server, version: u64) {
     let deadline = Deadline::secs(
         30,
         format!("{} to load revocation list {version}", node.name),
     );
-    loop {
-        let r = ready(http, node).await;
-        if r["ready"] == json!(true) && r["revocationsVersion"].as_u64().unwrap_or(0) >= version {
-            return;
-        }
-        deadline.tick(|| format!("{r}\n{}", node.log())).await;
-    }
+    wait_synced(&node.client(), version, deadline, || node.log()).await;
 }
 
 /// Nearest-rank percentile of sorted samples.
@@ -192,56 +80,45 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn a_deleted_key_is_refused_by_every_node_within_a_second_and_nodes_outlive_the_authority() {
     const KEYS: usize = 10;
     let dir = tempfile::tempdir().expect("temp dir");
-    let http = Http::default();
     let mut authority = start_authority(&dir.path().join("authority")).await;
     let mut nodes = Vec::new();
     for i in 0..3 {
         let storage = dir.path().join(format!("node{i}"));
         nodes.push(start_node(&format!("node{i}"), &authority.url, &storage).await);
     }
-    let cookie = login(&http, &authority.url).await;
+    let admin = authority.client();
+    admin.login(ADMIN, ADMIN_PASSWORD).await.expect(204);
     let version = |r: serde_json::Value| r["revocationsVersion"].as_u64().unwrap_or(0);
     for node in &nodes {
-        wait_version(&http, node, version(ready(&http, &authority).await)).await;
+        wait_version(node, revocations_version(&admin).await).await;
     }
 
-    let (_, keeper) = create_key(&http, &authority.url, &cookie, "keeper", "Agent", None).await;
+    let (_, keeper) = admin.new_key("keeper", "Agent", None).await;
     let mut revoked = Vec::new();
     let mut delays = Vec::new();
     for k in 0..KEYS {
-        let (id, key) = create_key(
-            &http,
-            &authority.url,
-            &cookie,
-            &format!("short-lived-{k}"),
-            "Agent",
-            Some("fleet"),
-        )
-        .await;
+        let (id, key) = admin
+            .new_key(&format!("short-lived-{k}"), "Agent", Some("fleet"))
+            .await;
         for node in &nodes {
             assert_eq!(
-                push(&http, &node.url, &key).await,
+                push(&node.client(), &key).await,
                 200,
                 "{} before delete",
                 node.name
             );
         }
         let deleted_at = Instant::now();
-        delete_key(&http, &authority.url, &cookie, id).await;
+        admin.delete_key(id).await;
         // Every node polled side by side, every 10 ms, until it refuses the key.
         let waits: Vec<_> = nodes
             .iter()
             .map(|node| {
-                let (http, key, url, name) = (
-                    http.clone(),
-                    key.clone(),
-                    node.url.clone(),
-                    node.name.clone(),
-                );
+                let (http, key, name) = (node.client(), key.clone(), node.name.clone());
                 tokio::spawn(async move {
                     let deadline = Deadline::secs(10, format!("{name} to refuse deleted key {k}"));
                     loop {
-                        let status = push(&http, &url, &key).await;
+                        let status = push(&http, &key).await;
                         if status == 401 {
                             return deleted_at.elapsed();
                         }
@@ -277,9 +154,9 @@ async fn a_deleted_key_is_refused_by_every_node_within_a_second_and_nodes_outliv
     );
 
     // The authority goes away; the nodes carry on with what they have.
-    let final_version = version(ready(&http, &authority).await);
+    let final_version = revocations_version(&admin).await;
     for node in &nodes {
-        wait_version(&http, node, final_version).await;
+        wait_version(node, final_version).await;
     }
     let status = authority.terminate().await;
     assert!(
@@ -292,13 +169,13 @@ async fn a_deleted_key_is_refused_by_every_node_within_a_second_and_nodes_outliv
         std::net::TcpStream::connect(&authority_addr).is_err(),
         "the authority is gone"
     );
-    check(&http, &nodes, &keeper, &revoked).await;
+    check(&nodes, &keeper, &revoked).await;
 
     // A node restarted while the authority is still down starts from its cache.
     let storage = dir.path().join("node0");
     nodes[0].kill();
     nodes[0] = start_node("node0 (restarted)", &authority.url, &storage).await;
-    let r = ready(&http, &nodes[0]).await;
+    let r = ready(&nodes[0]).await;
     assert_eq!(r["ready"], json!(true), "{r}");
     assert_eq!(r["keysLoaded"], json!(true), "{r}");
     assert_eq!(
@@ -306,7 +183,7 @@ async fn a_deleted_key_is_refused_by_every_node_within_a_second_and_nodes_outliv
         final_version,
         "the cached revocation list: {r}"
     );
-    check(&http, &nodes, &keeper, &revoked).await;
+    check(&nodes, &keeper, &revoked).await;
     assert!(
         nodes[0]
             .log()
@@ -317,17 +194,17 @@ async fn a_deleted_key_is_refused_by_every_node_within_a_second_and_nodes_outliv
 }
 
 /// Every node accepts `keeper` and refuses every key in `revoked`.
-async fn check(http: &Http, nodes: &[Proc], keeper: &str, revoked: &[String]) {
+async fn check(nodes: &[Server], keeper: &str, revoked: &[String]) {
     for node in nodes {
         assert_eq!(
-            push(http, &node.url, keeper).await,
+            push(&node.client(), keeper).await,
             200,
             "{}: a valid key",
             node.name
         );
         for key in revoked {
             assert_eq!(
-                push(http, &node.url, key).await,
+                push(&node.client(), key).await,
                 401,
                 "{}: a revoked key",
                 node.name

@@ -4,8 +4,7 @@
 use bytes::Bytes;
 use pyrogate::node::ingest::ROUTES;
 
-use super::harness::{Authority, Http, Node, basic, bearer, decisions};
-use super::upstream::{Upstream, paths};
+use crate::harness::{Authority, Http, Node, Upstream, basic, bearer, decisions, paths};
 
 /// An authority, a recording upstream, and a node between agents and the upstream (auth on).
 struct Plane {
@@ -18,14 +17,14 @@ struct Plane {
 
 async fn plane() -> Plane {
     let dir = tempfile::tempdir().expect("temp dir");
-    let authority = Authority::start().await;
+    let authority = Authority::on_system_clock().await;
     let upstream = Upstream::start().await;
     let node = Node::with_authority(&dir.path().join("node"), &authority, &upstream.url()).await;
     Plane {
+        http: node.client(),
         authority,
         upstream,
         node,
-        http: Http::default(),
         _dir: dir,
     }
 }
@@ -42,27 +41,26 @@ async fn a_push_reaches_the_upstream_byte_for_byte_with_the_keys_tenant_and_no_c
     let p = plane().await;
     let (_, key) = p
         .authority
-        .create_key("checkout", "Agent", Some("team-a"))
+        .new_key("checkout", "Agent", Some("team-a"))
         .await;
     let body = profile_bytes(7, 4096);
     let path = "/push.v1.PusherService/Push?x=1&y=%20two";
     let auth = bearer(&key);
     let r = p
         .http
-        .post(
-            &p.node.push_url(path),
-            &[
-                ("authorization", &auth),
-                ("cookie", "pyrogate_session=secret-session; other=1"),
-                ("content-type", "application/proto"),
-                ("content-encoding", "gzip"),
-                ("connect-protocol-version", "1"),
-                ("connect-timeout-ms", "10000"),
-                ("x-scope-orgid", "someone-else"),
-                ("x-custom-header", "stays-here"),
-            ],
-            body.clone(),
-        )
+        .post(path)
+        .headers(&[
+            ("authorization", &auth),
+            ("cookie", "pyrogate_session=secret-session; other=1"),
+            ("content-type", "application/proto"),
+            ("content-encoding", "gzip"),
+            ("connect-protocol-version", "1"),
+            ("connect-timeout-ms", "10000"),
+            ("x-scope-orgid", "someone-else"),
+            ("x-custom-header", "stays-here"),
+        ])
+        .body(body.clone())
+        .send()
         .await
         .expect(200);
     assert_eq!(r.header("content-type"), Some("application/proto"));
@@ -100,10 +98,7 @@ async fn a_push_reaches_the_upstream_byte_for_byte_with_the_keys_tenant_and_no_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_push_route_is_forwarded_to_the_same_path() {
     let p = plane().await;
-    let (_, key) = p
-        .authority
-        .create_key("all-routes", "Agent", Some("t1"))
-        .await;
+    let (_, key) = p.authority.new_key("all-routes", "Agent", Some("t1")).await;
     let auth = bearer(&key);
     let routes: Vec<String> = ROUTES
         .iter()
@@ -113,14 +108,13 @@ async fn every_push_route_is_forwarded_to_the_same_path() {
     assert_eq!(routes.len(), 4);
     for (i, route) in routes.iter().enumerate() {
         p.http
-            .post(
-                &p.node.push_url(route),
-                &[
-                    ("authorization", &auth),
-                    ("content-type", "application/octet-stream"),
-                ],
-                profile_bytes(i as u8, 100 + i),
-            )
+            .post(route)
+            .headers(&[
+                ("authorization", &auth),
+                ("content-type", "application/octet-stream"),
+            ])
+            .body(profile_bytes(i as u8, 100 + i))
+            .send()
             .await
             .expect(200);
     }
@@ -138,15 +132,14 @@ async fn basic_auth_with_the_key_as_password_works_and_is_not_forwarded() {
     let p = plane().await;
     let (_, key) = p
         .authority
-        .create_key("python-app", "Agent", Some("grafana-123"))
+        .new_key("python-app", "Agent", Some("grafana-123"))
         .await;
     let auth = basic("grafana-123", &key);
     p.http
-        .post(
-            &p.node.push_url("/ingest?name=py.cpu&format=pprof"),
-            &[("authorization", &auth)],
-            profile_bytes(1, 64),
-        )
+        .post("/ingest?name=py.cpu&format=pprof")
+        .headers(&[("authorization", &auth)])
+        .body(profile_bytes(1, 64))
+        .send()
         .await
         .expect(200);
     let seen = p.upstream.wait_accepted(1, 10).await;
@@ -160,18 +153,18 @@ async fn missing_readonly_and_revoked_keys_are_refused_and_nothing_reaches_the_u
     let p = plane().await;
     let (_, reader) = p
         .authority
-        .create_key("dashboards", "ReadOnly", Some("t"))
+        .new_key("dashboards", "ReadOnly", Some("t"))
         .await;
-    let (revoked_id, revoked) = p
-        .authority
-        .create_key("old-agent", "Agent", Some("t"))
-        .await;
-    let url = p.node.push_url("/ingest?name=app.cpu");
+    let (revoked_id, revoked) = p.authority.new_key("old-agent", "Agent", Some("t")).await;
+    let url = "/ingest?name=app.cpu";
 
     // Valid before the deletion.
     let auth = bearer(&revoked);
     p.http
-        .post(&url, &[("authorization", &auth)], "before")
+        .post(url)
+        .headers(&[("authorization", &auth)])
+        .body("before")
+        .send()
         .await
         .expect(200);
     p.upstream.wait_accepted(1, 10).await;
@@ -181,7 +174,7 @@ async fn missing_readonly_and_revoked_keys_are_refused_and_nothing_reaches_the_u
         .wait_synced(p.authority.revocations_version().await)
         .await;
 
-    let missing = p.http.post(&url, &[], "no key").await.expect(401);
+    let missing = p.http.post(url).body("no key").send().await.expect(401);
     assert!(
         missing
             .header("www-authenticate")
@@ -192,7 +185,10 @@ async fn missing_readonly_and_revoked_keys_are_refused_and_nothing_reaches_the_u
     let auth = bearer(&reader);
     let forbidden = p
         .http
-        .post(&url, &[("authorization", &auth)], "read only")
+        .post(url)
+        .headers(&[("authorization", &auth)])
+        .body("read only")
+        .send()
         .await
         .expect(403);
     assert!(
@@ -203,7 +199,10 @@ async fn missing_readonly_and_revoked_keys_are_refused_and_nothing_reaches_the_u
     let auth = bearer(&revoked);
     let refused = p
         .http
-        .post(&url, &[("authorization", &auth)], "revoked")
+        .post(url)
+        .headers(&[("authorization", &auth)])
+        .body("revoked")
+        .send()
         .await
         .expect(401);
     assert!(
@@ -213,7 +212,10 @@ async fn missing_readonly_and_revoked_keys_are_refused_and_nothing_reaches_the_u
     );
     let auth = basic("t", &revoked);
     p.http
-        .post(&url, &[("authorization", &auth)], "revoked, basic")
+        .post(url)
+        .headers(&[("authorization", &auth)])
+        .body("revoked, basic")
+        .send()
         .await
         .expect(401);
 
@@ -236,27 +238,26 @@ async fn with_auth_off_anyone_may_push_and_the_agents_tenant_passes_through() {
         &format!("upstream: {}\n", upstream.url()),
     )
     .await;
-    let http = Http::default();
-    http.post(
-        &node.push_url("/ingest?name=a.cpu"),
-        &[
+    node.client()
+        .post("/ingest?name=a.cpu")
+        .headers(&[
             ("x-scope-orgid", "agent-picked"),
             ("content-type", "text/plain"),
-        ],
-        "foo;bar 1\n",
-    )
-    .await
-    .expect(200);
-    http.post(
-        &node.push_url("/ingest?name=b.cpu"),
-        &[
+        ])
+        .body("foo;bar 1\n")
+        .send()
+        .await
+        .expect(200);
+    node.client()
+        .post("/ingest?name=b.cpu")
+        .headers(&[
             ("authorization", "Bearer not-even-a-token"),
             ("cookie", "c=1"),
-        ],
-        "foo;baz 2\n",
-    )
-    .await
-    .expect(200);
+        ])
+        .body("foo;baz 2\n")
+        .send()
+        .await
+        .expect(200);
     let seen = upstream.wait_accepted(2, 10).await;
     assert_eq!(seen[0].tenant(), Some("agent-picked"));
     assert_eq!(seen[0].header("content-type"), Some("text/plain"));
@@ -269,20 +270,26 @@ async fn with_auth_off_anyone_may_push_and_the_agents_tenant_passes_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_without_a_tenant_gets_tenant_default_or_no_header() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let authority = Authority::start().await;
+    let authority = Authority::on_system_clock().await;
     let upstream = Upstream::start().await;
-    let (_, key) = authority.create_key("no-tenant", "Agent", None).await;
-    let auth = bearer(&key);
-    let http = Http::default();
+    let (_, key) = authority.new_key("no-tenant", "Agent", None).await;
+    // A push that tries to pick its own tenant.
+    let push = |node: &Node| {
+        let http = node.client();
+        let key = key.clone();
+        async move {
+            http.post("/ingest?name=a.cpu")
+                .bearer(&key)
+                .header("x-scope-orgid", "sneaky")
+                .body("x 1\n")
+                .send()
+                .await
+                .expect(200)
+        }
+    };
 
     let plain = Node::with_authority(&dir.path().join("a"), &authority, &upstream.url()).await;
-    http.post(
-        &plain.push_url("/ingest?name=a.cpu"),
-        &[("authorization", &auth), ("x-scope-orgid", "sneaky")],
-        "x 1\n",
-    )
-    .await
-    .expect(200);
+    push(&plain).await;
     let seen = upstream.wait_accepted(1, 10).await;
     assert_eq!(
         seen[0].tenant(),
@@ -294,7 +301,7 @@ async fn a_key_without_a_tenant_gets_tenant_default_or_no_header() {
         &dir.path().join("b"),
         &format!(
             "authority-url: {}\nupstream: {}\ntenant:\n  default: fallback\nauth:\n  ingestion:\n    enabled: true\n",
-            authority.url,
+            authority.origin(),
             upstream.url()
         ),
     )
@@ -302,13 +309,7 @@ async fn a_key_without_a_tenant_gets_tenant_default_or_no_header() {
     defaulted
         .wait_synced(authority.revocations_version().await)
         .await;
-    http.post(
-        &defaulted.push_url("/ingest?name=a.cpu"),
-        &[("authorization", &auth), ("x-scope-orgid", "sneaky")],
-        "x 1\n",
-    )
-    .await
-    .expect(200);
+    push(&defaulted).await;
     let seen = upstream.wait_accepted(2, 10).await;
     assert_eq!(seen[1].tenant(), Some("fallback"));
 }

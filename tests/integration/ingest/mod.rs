@@ -1,7 +1,8 @@
 //! The ingest plane end to end: real agents, a recording upstream, in-process authorities and
 //! nodes on 127.0.0.1:0 — and a fleet of real `pyrogate` processes for revocation propagation.
-//! Every wait is a polling loop with a deadline ([`harness::Deadline`]); every test has its own
-//! temp dirs and ports.
+//! Every wait is a polling loop with a deadline ([`crate::harness::Deadline`]); every test has
+//! its own temp dirs and ports. The helpers (authority, node, upstream, server processes) are
+//! the shared [`crate::harness`]; these modules hold only tests.
 //!
 //! | module | what it proves |
 //! |---|---|
@@ -14,7 +15,5 @@
 mod agents;
 mod fleet;
 mod forwarding;
-mod harness;
 mod spool;
 mod staleness;
-mod upstream;

@@ -7,8 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::harness::{Deadline, Http, Node, Resp};
-use super::upstream::{Recorded, Upstream, paths};
+use crate::harness::{Deadline, Node, Recorded, Resp, Upstream, paths};
 
 fn body(n: usize) -> Bytes {
     Bytes::from(format!("push number {n:02}\n{}", "x".repeat(n * 7)))
@@ -18,16 +17,16 @@ fn path(n: usize) -> String {
     format!("/ingest?name=spooled.cpu&n={n}")
 }
 
-async fn push(http: &Http, node: &Node, n: usize) -> Resp {
-    http.post(
-        &node.push_url(&path(n)),
-        &[
+async fn push(node: &Node, n: usize) -> Resp {
+    node.client()
+        .post(&path(n))
+        .headers(&[
             ("content-type", "text/plain"),
             ("x-scope-orgid", "tenant-s"),
-        ],
-        body(n),
-    )
-    .await
+        ])
+        .body(body(n))
+        .send()
+        .await
 }
 
 /// Asserts the accepted pushes are exactly `0..n`, each once, in order.
@@ -62,10 +61,9 @@ async fn pushes_made_while_the_upstream_is_down_arrive_exactly_once_in_order() {
     let upstream = Upstream::start().await;
     upstream.set_down(true);
     let node = Node::start(dir.path(), &format!("upstream: {}\n", upstream.url())).await;
-    let http = Http::default();
     const N: usize = 20;
     for n in 0..N {
-        let r = push(&http, &node, n).await.expect(200);
+        let r = push(&node, n).await.expect(200);
         assert_eq!(r.header("pyrogate-spooled"), Some("true"), "push {n}");
     }
     assert!(upstream.accepted().is_empty());
@@ -76,7 +74,7 @@ async fn pushes_made_while_the_upstream_is_down_arrive_exactly_once_in_order() {
     assert_exactly_once_in_order(&accepted, N);
 
     // The spool is empty again: the next push goes straight through.
-    let r = push(&http, &node, N).await.expect(200);
+    let r = push(&node, N).await.expect(200);
     assert_eq!(r.header("pyrogate-spooled"), None);
     assert_exactly_once_in_order(&upstream.wait_accepted(N + 1, 10).await, N + 1);
 }
@@ -88,15 +86,14 @@ async fn nothing_accepted_is_lost_when_the_node_restarts_while_the_upstream_is_s
     // Really gone: connections are refused.
     upstream.stop().await;
     let node = Node::start(dir.path(), &format!("upstream: {}\n", upstream.url())).await;
-    let http = Http::default();
     for n in 0..10 {
-        let r = push(&http, &node, n).await.expect(200);
+        let r = push(&node, n).await.expect(200);
         assert_eq!(r.header("pyrogate-spooled"), Some("true"));
     }
 
     let node = node.restart().await;
     for n in 10..20 {
-        let r = push(&http, &node, n).await.expect(200);
+        let r = push(&node, n).await.expect(200);
         assert_eq!(r.header("pyrogate-spooled"), Some("true"));
     }
     assert_eq!(node.metric("pyrogate_spool_entries").await, 20.0);
@@ -119,15 +116,13 @@ async fn a_full_spool_answers_503_and_names_the_setting() {
         ),
     )
     .await;
-    let http = Http::default();
+    let http = node.client();
     let mut accepted = 0;
     let full = loop {
         let r = http
-            .post(
-                &node.push_url("/ingest?name=full.cpu"),
-                &[],
-                vec![b'p'; 200],
-            )
+            .post("/ingest?name=full.cpu")
+            .body(vec![b'p'; 200])
+            .send()
             .await;
         if r.status == 200 {
             assert_eq!(r.header("pyrogate-spooled"), Some("true"));
@@ -162,10 +157,19 @@ async fn a_body_over_max_body_size_is_413_with_or_without_a_content_length() {
         ),
     )
     .await;
-    let http = Http::default();
-    let url = node.push_url("/ingest?name=big.cpu");
-    http.post(&url, &[], vec![b'a'; 1024]).await.expect(200);
-    let r = http.post(&url, &[], vec![b'a'; 1025]).await.expect(413);
+    let http = node.client();
+    let url = "/ingest?name=big.cpu";
+    http.post(url)
+        .body(vec![b'a'; 1024])
+        .send()
+        .await
+        .expect(200);
+    let r = http
+        .post(url)
+        .body(vec![b'a'; 1025])
+        .send()
+        .await
+        .expect(413);
     assert!(
         r.errors().join(" ").contains("ingest.max-body-size"),
         "{}",

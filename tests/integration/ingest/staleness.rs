@@ -8,32 +8,29 @@ use std::sync::Arc;
 use pyrogate::core::clock::{Clock as _, ManualClock, SystemClock};
 use serde_json::json;
 
-use super::harness::{Authority, Deadline, Http, Node, bearer};
+use crate::harness::{Authority, Deadline, Node};
 
 const PUSH: &str = "/ingest?name=staleness.cpu&format=folded";
 
 #[tokio::test]
 async fn a_node_refuses_pushes_once_its_clock_passes_max_staleness_without_the_authority() {
-    let authority = Authority::start().await;
-    let (_, key) = authority.create_key("agent", "Agent", None).await;
+    let authority = Authority::on_system_clock().await;
+    let (_, key) = authority.new_key("agent", "Agent", None).await;
     let clock = ManualClock::new(SystemClock.now());
     let storage = tempfile::tempdir().unwrap();
     let node = Node::start_with_clock(
         storage.path(),
         &format!(
             "authority-url: {}\nauth:\n  ingestion:\n    enabled: true\nsync:\n  wait: 1s\n  max-staleness: 10s\n",
-            authority.url
+            authority.origin()
         ),
         Arc::new(clock.clone()),
     )
     .await;
     node.wait_synced(authority.revocations_version().await)
         .await;
-    let http = Http::default();
-    let auth = bearer(&key);
-    let url = node.push_url(PUSH);
-    let headers = [("authorization", auth.as_str())];
-    let push = || http.post(&url, &headers, "a;b 1\n");
+    let http = node.client();
+    let push = || http.post(PUSH).bearer(&key).body("a;b 1\n").send();
     push().await.expect(200);
 
     drop(authority);

@@ -1,6 +1,6 @@
 //! A recording stand-in for Grafana Pyroscope: an axum server on 127.0.0.1:0 that keeps every
-//! request it gets (method, path and query, headers, body bytes) and answers 200 — or 503 while
-//! it is switched down, or nothing at all once it is really stopped.
+//! request it gets (method, path and query, headers, body bytes) and answers 200 (empty, or a
+//! fixed body) — or 503 while it is switched down, or nothing at all once it is really stopped.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,7 @@ use http_body_util::BodyExt as _;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::harness::Deadline;
+use super::wait::Deadline;
 
 /// One request as the upstream saw it.
 #[derive(Debug, Clone)]
@@ -42,6 +42,8 @@ impl Recorded {
 struct Shared {
     down: AtomicBool,
     log: Mutex<Vec<Recorded>>,
+    /// The `Content-Type` and body of every 200, if not empty.
+    answer: Option<(&'static str, &'static str)>,
 }
 
 pub struct Upstream {
@@ -51,12 +53,26 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// Answers 200 with an empty body (a Connect push: in the encoding it was sent in).
     pub async fn start() -> Upstream {
+        Upstream::with(Shared::default()).await
+    }
+
+    /// Answers 200 with `body` as `content_type`.
+    pub async fn answering(content_type: &'static str, body: &'static str) -> Upstream {
+        Upstream::with(Shared {
+            answer: Some((content_type, body)),
+            ..Shared::default()
+        })
+        .await
+    }
+
+    async fn with(shared: Shared) -> Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the upstream");
         let addr = listener.local_addr().expect("upstream address");
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(shared);
         let server = Some(serve(listener, shared.clone()));
         Upstream {
             addr,
@@ -186,6 +202,9 @@ async fn record(shared: &Shared, req: Request) -> Response {
     });
     if status != StatusCode::OK {
         return (status, "upstream is down").into_response();
+    }
+    if let Some((content_type, body)) = shared.answer {
+        return ([(header::CONTENT_TYPE, content_type)], body).into_response();
     }
     // Connect unary: an empty message in the encoding that was asked for.
     let mut response = StatusCode::OK.into_response();
