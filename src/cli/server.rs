@@ -28,7 +28,8 @@ pub(crate) fn run(flags: &ConfigFlags) -> anyhow::Result<ExitCode> {
                     outln!("      {password}");
                     outln!();
                     outln!(
-                        "  Log in at http://localhost:{}/login and change it under Profile.",
+                        "  Log in at {}://localhost:{}/login and change it under Profile.",
+                        app.scheme(),
                         app.port()
                     );
                     outln!();

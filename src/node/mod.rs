@@ -144,6 +144,11 @@ impl IngestNode {
         self.server.local_addr()
     }
 
+    /// `https` when serving TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        self.server.scheme()
+    }
+
     pub fn port(&self) -> u16 {
         self.local_addr().port()
     }

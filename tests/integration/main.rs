@@ -27,3 +27,4 @@ mod keyring_cli;
 mod mutation;
 mod query_proxy;
 mod support;
+mod tls;

@@ -139,6 +139,11 @@ impl Authority {
         format!("http://{}", self.addr)
     }
 
+    /// `https://localhost:PORT`, for an authority serving TLS.
+    pub fn tls_origin(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
     /// A client with an empty cookie jar.
     pub fn client(&self) -> Http {
         Http::new(self.origin()).with_jar()

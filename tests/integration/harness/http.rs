@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -72,7 +73,7 @@ impl Resp {
 #[derive(Clone)]
 pub struct Http {
     base: String,
-    inner: Client<HttpConnector, Full<Bytes>>,
+    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     jar: Option<Arc<Mutex<Option<String>>>>,
 }
 
@@ -81,7 +82,21 @@ impl Http {
     pub fn new(base: impl Into<String>) -> Self {
         Http {
             base: base.into(),
-            inner: client(None),
+            inner: client(None, None),
+            jar: None,
+        }
+    }
+
+    /// A client for an `https://` server whose certificate chains to the CA in `ca`,
+    /// presenting `client` when given (mTLS).
+    pub fn trusting(
+        base: impl Into<String>,
+        ca: &std::path::Path,
+        client_cert: Option<&super::pki::CertFiles>,
+    ) -> Self {
+        Http {
+            base: base.into(),
+            inner: client(None, Some(super::pki::client_tls(ca, client_cert))),
             jar: None,
         }
     }
@@ -95,7 +110,7 @@ impl Http {
 
     /// This client, connecting from another loopback address (a different "client address").
     pub fn connecting_from(mut self, ip: [u8; 4]) -> Self {
-        self.inner = client(Some(IpAddr::from(ip)));
+        self.inner = client(Some(IpAddr::from(ip)), None);
         self
     }
 
@@ -148,9 +163,26 @@ impl Http {
     }
 }
 
-fn client(local: Option<IpAddr>) -> Client<HttpConnector, Full<Bytes>> {
+fn client(
+    local: Option<IpAddr>,
+    tls: Option<rustls::ClientConfig>,
+) -> Client<HttpsConnector<HttpConnector>, Full<Bytes>> {
     let mut connector = HttpConnector::new();
     connector.set_local_address(local);
+    connector.enforce_http(false);
+    // Plain-HTTP tests never reach the TLS settings; https ones bring their CA.
+    let tls = tls.unwrap_or_else(|| {
+        rustls::ClientConfig::builder_with_provider(pyrogate::edge::tls::provider())
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+    });
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
     Client::builder(TokioExecutor::new()).build(connector)
 }
 

@@ -9,6 +9,7 @@
 //! | [`authority`] | [`Authority`], the real authority in-process (manual clock or system clock); the admin's REST helpers (login, keys, users); token helpers |
 //! | [`node`] | [`Node`], the real ingest node in-process; metrics and decisions |
 //! | [`upstream`] | [`Upstream`], a recording stand-in for Grafana Pyroscope |
+//! | [`pki`] | [`Pki`]: a throwaway CA per test, server and client certificates as PEM files |
 //! | [`cli`] | the real `pyrogate` binary: one-shot runs ([`pyrogate`]) and long-running servers ([`Server`]) |
 //!
 //! Suites take what they need with `use crate::harness::*;` or by name.
@@ -17,6 +18,7 @@ pub mod authority;
 pub mod cli;
 pub mod http;
 pub mod node;
+pub mod pki;
 pub mod settings;
 pub mod upstream;
 pub mod wait;
@@ -25,5 +27,6 @@ pub use authority::*;
 pub use cli::*;
 pub use http::*;
 pub use node::*;
+pub use pki::*;
 pub use upstream::*;
 pub use wait::*;

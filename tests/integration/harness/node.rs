@@ -44,7 +44,10 @@ impl Node {
         let node = IngestNode::build(node_settings(storage, yaml), clock)
             .await
             .expect("build the ingest node");
-        let url = format!("http://127.0.0.1:{}", node.port());
+        let url = match node.scheme() {
+            "https" => format!("https://localhost:{}", node.port()),
+            _ => format!("http://127.0.0.1:{}", node.port()),
+        };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(node.run_until(async move {
             let _ = rx.await;
@@ -117,9 +120,15 @@ impl Node {
 
     /// Stops this node and builds a new one on the same storage path and settings.
     pub async fn restart(mut self) -> Node {
+        let yaml = std::mem::take(&mut self.yaml);
+        self.restart_with(&yaml).await
+    }
+
+    /// Stops this node and builds a new one on the same storage path with `yaml`.
+    pub async fn restart_with(mut self, yaml: &str) -> Node {
         self.stop().await;
-        let (storage, yaml) = (self.storage.clone(), std::mem::take(&mut self.yaml));
-        Node::start(&storage, &yaml).await
+        let storage = self.storage.clone();
+        Node::start(&storage, yaml).await
     }
 }
 

@@ -41,6 +41,7 @@ impl Recorded {
 #[derive(Default)]
 struct Shared {
     down: AtomicBool,
+    failed_handshakes: std::sync::atomic::AtomicUsize,
     log: Mutex<Vec<Recorded>>,
     /// The `Content-Type` and body of every 200, if not empty.
     answer: Option<(&'static str, &'static str)>,
@@ -49,6 +50,8 @@ struct Shared {
 pub struct Upstream {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    /// Serving HTTPS with this configuration.
+    tls: Option<Arc<rustls::ServerConfig>>,
     server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
@@ -67,22 +70,54 @@ impl Upstream {
         .await
     }
 
+    /// Answers 200 over HTTPS with the certificate in `files` (its own rustls set-up, not
+    /// pyrogate's), at `https://localhost:<port>`.
+    pub async fn start_tls(files: &super::pki::CertFiles) -> Upstream {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_file_iter(&files.cert)
+            .expect("read the certificate")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificate PEM");
+        let key = PrivateKeyDer::from_pem_file(&files.key).expect("key PEM");
+        let config = rustls::ServerConfig::builder_with_provider(pyrogate::edge::tls::provider())
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server certificate");
+        Upstream::serving(Shared::default(), Some(Arc::new(config))).await
+    }
+
     async fn with(shared: Shared) -> Upstream {
+        Upstream::serving(shared, None).await
+    }
+
+    async fn serving(shared: Shared, tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the upstream");
         let addr = listener.local_addr().expect("upstream address");
         let shared = Arc::new(shared);
-        let server = Some(serve(listener, shared.clone()));
+        let server = Some(serve(listener, shared.clone(), tls.clone()));
         Upstream {
             addr,
             shared,
+            tls,
             server,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls {
+            Some(_) => format!("https://localhost:{}", self.addr.port()),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    /// TLS handshakes that failed (a client that did not trust this upstream's certificate).
+    pub fn failed_handshakes(&self) -> usize {
+        self.shared.failed_handshakes.load(Ordering::SeqCst)
     }
 
     /// Down: every request is answered 503 (and still recorded). Up: 200.
@@ -111,7 +146,7 @@ impl Upstream {
                 Err(e) => deadline.tick(|| e.to_string()).await,
             }
         };
-        self.server = Some(serve(listener, self.shared.clone()));
+        self.server = Some(serve(listener, self.shared.clone(), self.tls.clone()));
     }
 
     /// Every request so far, in arrival order.
@@ -158,20 +193,68 @@ pub fn paths(requests: &[Recorded]) -> Vec<&str> {
 fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    let recording = shared.clone();
     let app = axum::Router::new().fallback(move |req: Request| {
-        let shared = shared.clone();
+        let shared = recording.clone();
         async move { record(&shared, req).await }
     });
     let (tx, rx) = oneshot::channel::<()>();
+    let stop = async move {
+        let _ = rx.await;
+    };
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await;
+        let _ = match tls {
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+            Some(config) => {
+                let listener = TlsUpstream {
+                    tcp: listener,
+                    acceptor: tokio_rustls::TlsAcceptor::from(config),
+                    shared,
+                };
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+        };
     });
     (tx, task)
+}
+
+/// The test upstream's TLS listener: handshakes one at a time (fine for a test peer), counting
+/// the ones that fail.
+struct TlsUpstream {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+}
+
+impl axum::serve::Listener for TlsUpstream {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            match self.acceptor.accept(tcp).await {
+                Ok(tls) => return (tls, addr),
+                Err(_) => {
+                    self.shared.failed_handshakes.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
 }
 
 async fn record(shared: &Shared, req: Request) -> Response {
