@@ -23,7 +23,7 @@ pub const MAX_NAME_CHARS: usize = 255;
 /// Latest `exp` accepted: 9999-12-31T23:59:59Z. Larger values are nonsense, not "forever".
 pub const MAX_TIMESTAMP: u64 = 253_402_300_799;
 
-/// What a key may do (DESIGN.md §4). Parsed case-insensitively, written as below.
+/// What a key may do (docs/token-format.md). Parsed case-insensitively, written as below.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
     Admin,
@@ -140,6 +140,8 @@ pub enum IssueError {
     InvalidTenant(&'static str),
     #[error("ttlSeconds is too large")]
     TtlTooLarge,
+    #[error("{0}")]
+    Signing(#[from] crate::core::jws::SignError),
 }
 
 pub fn validate_name(name: &str) -> Result<(), IssueError> {
@@ -209,10 +211,9 @@ pub fn issue(
         jti: b64::random(JTI_BYTES),
         tenant: req.tenant.map(str::to_owned),
     };
-    // Serializing plain strings and integers cannot fail.
-    let payload = serde_json::to_vec(&claims).unwrap_or_default();
+    let token = signer.encode(API_KEY_TYP, &claims)?;
     Ok(IssuedKey {
-        token: Secret(signer.sign(API_KEY_TYP, &payload)),
+        token: Secret(token),
         claims,
         kid: signer.kid().to_owned(),
     })
