@@ -12,8 +12,9 @@
 //! - before it, on the header only: exact `alg`, pinned `typ`, required `kid` that we trust, no
 //!   `jku`/`jwk`/`x5u`/`x5c`/`x5t`/`crit` (present even as `null`), no unknown or duplicate
 //!   member, a signature segment of exactly 64 bytes;
-//! - inside it, through the claims type [`Object`]: the claims are one JSON object of valid
-//!   UTF-8 (unknown claims included) with no duplicate member.
+//! - inside it, through the claims type [`Object`]: the claims are one JSON object with no
+//!   duplicate member;
+//! - after it: the whole payload is valid UTF-8 with valid escapes, unknown claims included.
 //!
 //! Strict base64url (no padding, no `+`/`/`, no set trailing bits) is what jsonwebtoken's
 //! decoder does too; the screen makes it hold before anything is decoded. See
@@ -258,8 +259,19 @@ pub fn verify<T: DeserializeOwned>(
                 .map_err(|e| from_jwt_error(e.kind()))?;
             (data, Some(from_jwt_error(e.kind())))
         }
+        // Refused on a claim after the signature verified: an unclean payload is the
+        // first reason, as it would have been had the claims been parsed whole.
+        Err(e) if matches!(e.kind(), ErrorKind::InvalidIssuer) => {
+            if !clean_payload(parts.payload) {
+                return Err(VerifyError::Malformed);
+            }
+            return Err(from_jwt_error(e.kind()));
+        }
         Err(e) => return Err(from_jwt_error(e.kind())),
     };
+    if !clean_payload(parts.payload) {
+        return Err(VerifyError::Malformed);
+    }
     // Our header parse and jsonwebtoken's saw the same kid (one parser differential less).
     if data.header.kid.as_deref() != Some(kid.as_str()) {
         return Err(VerifyError::Malformed);
@@ -335,26 +347,42 @@ pub fn from_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, VerifyEr
     serde_json::from_slice(bytes).map_err(|_| VerifyError::Malformed)
 }
 
-/// The claims type handed to `jsonwebtoken::decode`: `T`, decoded from a JSON object whose
-/// every string is valid Unicode. serde_json skips unknown members without checking their
-/// UTF-8 or their escapes, and serde's derived structs also accept a JSON array. Taking the
-/// claims as a raw value first (which serde_json checks as UTF-8 whole), requiring `{`, and,
-/// if any `\u` escape is present (never in what pyrogate writes), parsing the whole object
-/// once as a `serde_json::Value` (which refuses lone surrogates) closes all three.
+/// The claims type handed to `jsonwebtoken::decode`: `T`, which must come from a JSON object.
+/// serde's derived structs also accept a JSON array of the field values in declaration order,
+/// a second spelling no issuer writes; asking the parser for a map refuses it, and the map is
+/// handed to `T` as it is read (no buffering, no second parse). serde_json skips unknown
+/// members without checking their bytes, so [`verify`] checks the payload's UTF-8 and escapes
+/// itself ([`clean_payload`]).
 pub struct Object<T>(pub T);
 
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Object<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
-        let text = raw.get();
-        if !text.starts_with('{') {
-            return Err(serde::de::Error::custom("claims must be a JSON object"));
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: DeserializeOwned> serde::de::Visitor<'de> for Visit<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
+            }
         }
-        if text.contains("\\u") {
-            serde_json::from_str::<serde_json::Value>(text).map_err(serde::de::Error::custom)?;
-        }
-        serde_json::from_str(text)
-            .map(Object)
-            .map_err(serde::de::Error::custom)
+        d.deserialize_map(Visit(std::marker::PhantomData))
     }
+}
+
+/// True when the payload segment decodes to valid UTF-8 whose `\u` escapes (never in what
+/// pyrogate writes) are all valid code points, which serde_json checks when it parses the
+/// whole object as a `Value` (it refuses lone surrogates).
+fn clean_payload(payload_b64: &str) -> bool {
+    let Some(bytes) = b64::decode(payload_b64) else {
+        return false;
+    };
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return false;
+    };
+    !text.contains("\\u") || serde_json::from_str::<serde_json::Value>(text).is_ok()
 }
