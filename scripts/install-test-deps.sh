@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The real Pyroscope agents that tests/integration/ingest/agents.rs drives, installed outside
-# the source tree under target/test-deps/. Idempotent: what is already there is kept.
+# the source tree under target/test-deps/, and the `openssl` CLI that tests/integration/
+# keyring_cli.rs uses to read our private keys. Idempotent: what is already there is kept.
 #
 #   bash scripts/install-test-deps.sh
 set -euo pipefail
@@ -12,6 +13,12 @@ PYROSCOPE_NODEJS=0.6.4
 
 deps=target/test-deps
 mkdir -p "$deps"
+
+# OpenSSL: reads the PKCS#8 keys pyrogate writes (keyring_cli.rs).
+if ! command -v openssl >/dev/null 2>&1; then
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y openssl
+fi
 
 # Python: pyroscope-io (HTTP Basic, key as password) in a project-local virtualenv.
 venv="$deps/venv"

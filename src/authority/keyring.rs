@@ -6,6 +6,14 @@
 //!   <kid>.pem       PKCS#8 private key, mode 0600, deleted when the key is retired
 //! ```
 //!
+//! Private keys are written as RFC 8410 PKCS#8 v1 PEM, byte for byte what `openssl genpkey
+//! -algorithm ed25519` writes, so `openssl pkey -in <kid>.pem -pubout` and other standard tools
+//! read them. v2 (with the public key, as pyrogate wrote before it used ring) is still read and
+//! checked for consistency, so existing keys dirs keep working.
+//!
+//! ```text
+//! ```
+//!
 //! Exactly one key is `active` and signs. `rotate` makes a new active key and leaves the old
 //! one `published`: it stays in the JWKS so the tokens it signed keep verifying. `retire`
 //! removes a published key from the JWKS and deletes its private key, which invalidates every
@@ -20,11 +28,10 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
 use serde::{Deserialize, Serialize};
 
 use crate::core::b64;
+use crate::core::crypto::SigningKey;
 use crate::core::jwk::{JwkSet, KeySet, thumbprint};
 use crate::core::jws::Signer;
 use crate::edge::files;
@@ -267,17 +274,9 @@ impl Keyring {
     }
 
     fn add_active_key(&mut self, now: u64) -> Result<String, KeyringError> {
-        let mut seed = [0u8; 32];
-        b64::fill_random(&mut seed);
-        let key = SigningKey::from_bytes(&seed);
-        seed.fill(0);
+        let key = SigningKey::generate();
         let kid = thumbprint(&key.verifying_key());
-        let pem = key
-            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-            .map_err(|e| KeyringError::Corrupt {
-                path: self.dir.clone(),
-                reason: format!("cannot encode private key: {e}"),
-            })?;
+        let pem = key.to_pkcs8_pem();
         write_atomic(&self.dir.join(format!("{kid}.pem")), pem.as_bytes(), 0o600)?;
         for info in &mut self.manifest.keys {
             if info.status == KeyStatus::Active {
@@ -355,16 +354,14 @@ mod tests {
             b64::encode(key.verifying_key().as_bytes()),
             "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
         );
-        let pem = key
-            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-            .unwrap();
+        let pem = key.to_pkcs8_pem();
         let again = SigningKey::from_pkcs8_pem(&pem).unwrap();
-        assert_eq!(again.to_bytes(), seed);
+        assert_eq!(again.verifying_key(), key.verifying_key());
+        assert_eq!(again.to_pkcs8_der()[16..], seed);
     }
 
     #[test]
     fn rfc_8037_signature_vector() {
-        use ed25519_dalek::Signer as _;
         let seed: [u8; 32] = b64::decode("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A")
             .unwrap()
             .try_into()
@@ -372,7 +369,7 @@ mod tests {
         let key = SigningKey::from_bytes(&seed);
         let input = "eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc";
         assert_eq!(
-            b64::encode(key.sign(input.as_bytes()).to_bytes()),
+            b64::encode(key.sign(input.as_bytes())),
             "hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg"
         );
     }

@@ -27,8 +27,11 @@ pub fn validate(password: &str) -> Result<(), &'static str> {
 /// Hashes a password into a PHC string (`$argon2id$v=19$m=…`). CPU-heavy: call from a blocking
 /// thread.
 pub fn hash(password: &str) -> anyhow::Result<String> {
+    // 128-bit salt (the PHC recommendation) from ring's SystemRandom.
+    let mut salt = [0u8; 16];
+    crate::core::crypto::fill_random(&mut salt);
     Argon2::default()
-        .hash_password(password.as_bytes())
+        .hash_password_with_salt(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| anyhow::anyhow!("hashing password: {e}"))
 }

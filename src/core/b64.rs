@@ -27,10 +27,8 @@ pub fn random(bytes: usize) -> String {
     encode(buf)
 }
 
-/// Fills `buf` from the operating system's CSPRNG. Failure to reach it is unrecoverable for an
-/// authentication service, so it aborts rather than handing out predictable bytes.
+/// Fills `buf` from the operating system's CSPRNG (ring's `SystemRandom`); see
+/// [`crate::core::crypto::fill_random`].
 pub fn fill_random(buf: &mut [u8]) {
-    if let Err(err) = getrandom::fill(buf) {
-        panic!("operating system random number generator failed: {err}");
-    }
+    crate::core::crypto::fill_random(buf);
 }

@@ -8,6 +8,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Seconds since the Unix epoch.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> u64;
+
+    /// True only for the real clock. Library code that reads the system time itself (such as
+    /// jsonwebtoken's `exp`/`nbf` checks) may be trusted to agree with this clock only then.
+    fn is_system(&self) -> bool {
+        false
+    }
 }
 
 /// The real clock.
@@ -21,6 +27,10 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0)
+    }
+
+    fn is_system(&self) -> bool {
+        true
     }
 }
 

@@ -4,11 +4,11 @@
 use foldhash::HashMap;
 use std::sync::Arc;
 
-use ed25519_dalek::VerifyingKey;
+use jsonwebtoken::DecodingKey;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::core::b64;
+pub use crate::core::crypto::VerifyingKey;
 
 /// One public key in a JWK Set. Only Ed25519 keys are ever produced or accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,19 +68,32 @@ pub fn thumbprint(key: &VerifyingKey) -> String {
         r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
         b64::encode(key.as_bytes())
     );
-    b64::encode(Sha256::digest(canonical.as_bytes()))
+    b64::encode(crate::core::crypto::sha256(canonical.as_bytes()))
 }
 
 /// The keys a verifier trusts, by `kid`. Built once, shared behind an `Arc`, swapped whole.
 #[derive(Debug, Clone, Default)]
 pub struct KeySet {
-    keys: HashMap<String, VerifyingKey>,
+    keys: HashMap<String, Trusted>,
+}
+
+/// A trusted key, with the jsonwebtoken form of it built once rather than per token.
+#[derive(Debug, Clone)]
+struct Trusted {
+    key: VerifyingKey,
+    decoding: DecodingKey,
 }
 
 impl KeySet {
     pub fn new(keys: impl IntoIterator<Item = VerifyingKey>) -> Self {
         KeySet {
-            keys: keys.into_iter().map(|k| (thumbprint(&k), k)).collect(),
+            keys: keys
+                .into_iter()
+                .map(|key| {
+                    let decoding = key.decoding_key();
+                    (thumbprint(&key), Trusted { key, decoding })
+                })
+                .collect(),
         }
     }
 
@@ -100,10 +113,9 @@ impl KeySet {
             {
                 return Err(JwkError::BadUsage { index });
             }
+            // Small-order points are refused here (ring's verification would accept them).
             let key = b64::decode(&jwk.x)
-                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-                .and_then(|bytes| VerifyingKey::from_bytes(&bytes).ok())
-                .filter(|key| !key.is_weak())
+                .and_then(|bytes| VerifyingKey::from_slice(&bytes).ok())
                 .ok_or(JwkError::BadPublicKey { index })?;
             let expected = thumbprint(&key);
             if let Some(kid) = &jwk.kid
@@ -121,7 +133,12 @@ impl KeySet {
     }
 
     pub fn get(&self, kid: &str) -> Option<&VerifyingKey> {
-        self.keys.get(kid)
+        self.keys.get(kid).map(|t| &t.key)
+    }
+
+    /// The key for `kid` as jsonwebtoken's [`DecodingKey`] (for [`crate::core::crypto::PROVIDER`]).
+    pub fn decoding_key(&self, kid: &str) -> Option<&DecodingKey> {
+        self.keys.get(kid).map(|t| &t.decoding)
     }
 
     pub fn contains(&self, kid: &str) -> bool {
@@ -141,7 +158,11 @@ impl KeySet {
     }
 
     pub fn to_jwks(&self) -> JwkSet {
-        let mut keys: Vec<Jwk> = self.keys.values().map(Jwk::from_verifying_key).collect();
+        let mut keys: Vec<Jwk> = self
+            .keys
+            .values()
+            .map(|t| Jwk::from_verifying_key(&t.key))
+            .collect();
         keys.sort_by(|a, b| a.kid.cmp(&b.kid));
         JwkSet { keys }
     }
@@ -160,8 +181,7 @@ mod tests {
     const THUMBPRINT: &str = "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k";
 
     fn rfc_key() -> VerifyingKey {
-        let bytes: [u8; 32] = b64::decode(X).unwrap().try_into().unwrap();
-        VerifyingKey::from_bytes(&bytes).unwrap()
+        VerifyingKey::from_slice(&b64::decode(X).unwrap()).unwrap()
     }
 
     #[test]
@@ -203,6 +223,25 @@ mod tests {
             KeySet::from_jwks(&JwkSet::default()).unwrap_err(),
             JwkError::Empty
         );
+    }
+
+    #[test]
+    fn jwks_rejects_small_order_keys() {
+        // The identity point, and an order-8 point with the sign bit set.
+        let mut order8 = [0u8; 32];
+        order8
+            .copy_from_slice(&b64::decode("JuiVj8KyJ7BFw_SJ8u-Y8NXfrAXTxjM5sTgCiG1T_IU").unwrap());
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        for bytes in [identity, order8] {
+            let mut jwk = Jwk::from_verifying_key(&rfc_key());
+            jwk.x = b64::encode(bytes);
+            jwk.kid = None;
+            assert_eq!(
+                KeySet::from_jwks(&JwkSet { keys: vec![jwk] }).unwrap_err(),
+                JwkError::BadPublicKey { index: 0 }
+            );
+        }
     }
 
     #[test]

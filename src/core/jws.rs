@@ -1,17 +1,32 @@
 //! JWS compact serialization (RFC 7515) restricted to one algorithm: EdDSA over Ed25519
-//! (RFC 8037). Every pyrogate token kind (API keys, UI sessions, revocation lists) goes through
-//! here; they differ only in `typ`, which the caller pins.
+//! (RFC 8037). Every signed pyrogate document (API keys, revocation lists) goes through here;
+//! they differ only in `typ`, which the caller pins.
 //!
-//! Why not a general JWT library: the rules we need (exact `alg`, pinned `typ`, required `kid`,
-//! no `jku`/`jwk`/`x5u`/`x5c`/`crit`, strict base64url, one spelling per token) are the ones a
-//! general library leaves to the caller, and a single-algorithm parser has no algorithm
-//! confusion to get wrong. See docs/token-format.md.
+//! Signing and verifying are jsonwebtoken's (`encode`, `decode` with a [`Validation`]), over the
+//! ring-backed provider in [`crate::core::crypto`]. jsonwebtoken leaves to its caller the rules
+//! that give every token exactly one meaning and one spelling, so this module keeps them, as a
+//! thin layer around the library call:
+//!
+//! - before it, without any base64 or JSON work: a size cap and a byte-class screen (three
+//!   segments, base64url alphabet only), so garbage is refused in nanoseconds;
+//! - before it, on the header only: exact `alg`, pinned `typ`, required `kid` that we trust, no
+//!   `jku`/`jwk`/`x5u`/`x5c`/`x5t`/`crit` (present even as `null`), no unknown or duplicate
+//!   member, a signature segment of exactly 64 bytes;
+//! - inside it, through the claims type [`Object`]: the claims are one JSON object with no
+//!   duplicate member;
+//! - after it: the whole payload is valid UTF-8 with valid escapes, unknown claims included.
+//!
+//! Strict base64url (no padding, no `+`/`/`, no set trailing bits) is what jsonwebtoken's
+//! decoder does too; the screen makes it hold before anything is decoded. See
+//! docs/token-format.md and docs/architecture.md ("Choosing the crypto").
 
-use ed25519_dalek::{Signature, Signer as _, SigningKey};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::core::b64;
+use crate::core::crypto::{self, SigningKey, VerifyingKey};
 use crate::core::error::VerifyError;
 use crate::core::jwk::{KeySet, thumbprint};
 
@@ -25,6 +40,7 @@ const SIGNATURE_B64: usize = 86;
 pub struct Signer {
     kid: String,
     key: SigningKey,
+    encoding: EncodingKey,
 }
 
 impl std::fmt::Debug for Signer {
@@ -36,17 +52,16 @@ impl std::fmt::Debug for Signer {
     }
 }
 
-#[derive(Serialize)]
-struct OutHeader<'a> {
-    alg: &'static str,
-    typ: &'a str,
-    kid: &'a str,
-}
+/// Signing failed: only possible if another jsonwebtoken crypto provider was installed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("signing failed: {0}")]
+pub struct SignError(String);
 
 impl Signer {
     pub fn new(key: SigningKey) -> Self {
         Signer {
             kid: thumbprint(&key.verifying_key()),
+            encoding: key.encoding_key(),
             key,
         }
     }
@@ -55,26 +70,54 @@ impl Signer {
         &self.kid
     }
 
-    pub fn verifying_key(&self) -> ed25519_dalek::VerifyingKey {
+    pub fn verifying_key(&self) -> VerifyingKey {
         self.key.verifying_key()
     }
 
-    /// Compact JWS of `payload` with header `{"alg":"EdDSA","typ":typ,"kid":kid}`.
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// `{"typ":typ,"alg":"EdDSA","kid":kid}` (jsonwebtoken writes `typ` first).
+    fn header(&self, typ: &str) -> Header {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(typ.to_owned());
+        header.kid = Some(self.kid.clone());
+        header
+    }
+
+    /// Compact JWS of `claims` through `jsonwebtoken::encode`.
+    pub fn encode<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, SignError> {
+        crypto::install().map_err(|e| SignError(e.to_string()))?;
+        jsonwebtoken::encode(&self.header(typ), claims, &self.encoding)
+            .map_err(|e| SignError(e.to_string()))
+    }
+
+    /// Compact JWS of a payload that is already JSON text (tests, raw documents). The payload
+    /// is signed byte for byte. Returns an empty string, which never verifies, in the one case
+    /// [`Signer::encode`] can fail; callers that can report errors use `encode`.
     pub fn sign(&self, typ: &str, payload: &[u8]) -> String {
-        let header = OutHeader {
-            alg: "EdDSA",
-            typ,
-            kid: &self.kid,
+        let signed = match serde_json::from_slice::<&serde_json::value::RawValue>(payload) {
+            // A payload without surrounding whitespace is written verbatim by `encode`.
+            Ok(raw) if raw.get().len() == payload.len() => self.encode(typ, &raw),
+            // Anything else (whitespace, not JSON): the same header, signed by the same
+            // provider over the exact bytes.
+            _ => self.sign_bytes(typ, payload),
         };
-        // Serializing three string fields cannot fail.
-        let header = serde_json::to_vec(&header).unwrap_or_default();
-        let mut out = b64::encode(header);
-        out.push('.');
-        out.push_str(&b64::encode(payload));
-        let signature = self.key.sign(out.as_bytes());
-        out.push('.');
-        out.push_str(&b64::encode(signature.to_bytes()));
-        out
+        signed.unwrap_or_else(|err| {
+            tracing::error!(%err, "could not sign a document");
+            String::new()
+        })
+    }
+
+    fn sign_bytes(&self, typ: &str, payload: &[u8]) -> Result<String, SignError> {
+        crypto::install().map_err(|e| SignError(e.to_string()))?;
+        let header = serde_json::to_vec(&self.header(typ)).map_err(|e| SignError(e.to_string()))?;
+        let input = format!("{}.{}", b64::encode(header), b64::encode(payload));
+        let signature =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, Algorithm::EdDSA)
+                .map_err(|e| SignError(e.to_string()))?;
+        Ok(format!("{input}.{signature}"))
     }
 }
 
@@ -109,6 +152,8 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 /// The pieces of a compact JWS, found without decoding anything.
 #[derive(Debug, Clone, Copy)]
 pub struct Parts<'a> {
+    /// The whole token.
+    pub token: &'a str,
     pub header: &'a str,
     pub payload: &'a str,
     pub signature: &'a str,
@@ -143,6 +188,7 @@ pub fn split(token: &str, max_len: usize) -> Result<Parts<'_>, VerifyError> {
     let (header, rest) = token.split_once('.').ok_or(VerifyError::Malformed)?;
     let (payload, signature) = rest.split_once('.').ok_or(VerifyError::Malformed)?;
     Ok(Parts {
+        token,
         header,
         payload,
         signature,
@@ -150,23 +196,110 @@ pub fn split(token: &str, max_len: usize) -> Result<Parts<'_>, VerifyError> {
     })
 }
 
-/// A JWS whose header passed every rule and whose signature verified.
+/// A JWS whose header passed every rule, whose signature verified, and whose claims decoded.
 #[derive(Debug)]
-pub struct Verified {
+pub struct Verified<T> {
     pub kid: String,
-    pub payload: Vec<u8>,
+    pub claims: T,
+    /// Set when jsonwebtoken refused the token on `exp` or `nbf` (system clock, see
+    /// [`validation`]). It does so only after the signature verified, so the claims are
+    /// authentic; the caller applies its own rules first, in its own order, and this verdict
+    /// after them, so a token's reason does not depend on which layer saw it first.
+    pub time_verdict: Option<VerifyError>,
 }
 
-/// Checks header rules, then the signature, and only then decodes the payload: nothing from
-/// an unauthenticated payload is ever interpreted.
-pub fn verify(parts: Parts<'_>, typ: &str, keys: &KeySet) -> Result<Verified, VerifyError> {
+/// The [`Validation`] for pyrogate documents: EdDSA only, the one issuer, no claim required by
+/// the library (each document type requires its own), no `aud` rule (API keys carry none and
+/// ignore unknown claims).
+///
+/// `time` turns on jsonwebtoken's `exp` and `nbf` checks with `skew` as leeway. jsonwebtoken
+/// reads the system clock for them, so they are on only when the caller's clock is the system
+/// clock; the caller checks `exp`, `nbf` and `iat` against its own clock in any case.
+pub fn validation(issuer: &str, skew: u64, time: bool) -> Validation {
+    let mut v = Validation::new(Algorithm::EdDSA);
+    v.set_required_spec_claims::<&str>(&[]);
+    v.set_issuer(&[issuer]);
+    v.validate_aud = false;
+    v.leeway = skew;
+    v.validate_exp = time;
+    v.validate_nbf = time;
+    v
+}
+
+/// Checks the header rules, then lets `jsonwebtoken::decode` verify the signature (through
+/// [`crate::core::crypto::PROVIDER`]), decode the claims and apply `validation`. Nothing from
+/// the payload is interpreted before the signature has verified.
+pub fn verify<T: DeserializeOwned>(
+    parts: Parts<'_>,
+    typ: &str,
+    keys: &KeySet,
+    validation: &Validation,
+) -> Result<Verified<T>, VerifyError> {
     let kid = check_header(parts.header, typ)?;
-    let key = keys.get(&kid).ok_or(VerifyError::UnknownKey)?;
-    let signature = decode_signature(parts.signature)?;
-    key.verify_strict(parts.signing_input.as_bytes(), &signature)
-        .map_err(|_| VerifyError::BadSignature)?;
-    let payload = b64::decode(parts.payload).ok_or(VerifyError::Malformed)?;
-    Ok(Verified { kid, payload })
+    let key = keys.decoding_key(&kid).ok_or(VerifyError::UnknownKey)?;
+    if parts.signature.len() != SIGNATURE_B64 {
+        return Err(VerifyError::Malformed);
+    }
+    if crypto::install().is_err() {
+        tracing::error!("{}", crypto::ForeignProvider);
+        return Err(VerifyError::BadSignature);
+    }
+    let (data, time_verdict) = match jsonwebtoken::decode::<Object<T>>(parts.token, key, validation)
+    {
+        Ok(data) => (data, None),
+        // jsonwebtoken checks time only once the signature has verified and the claims
+        // have decoded; decode them again (no check needed) for the caller's rules.
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature
+            ) =>
+        {
+            let data = jsonwebtoken::dangerous::insecure_decode::<Object<T>>(parts.token)
+                .map_err(|e| from_jwt_error(e.kind()))?;
+            (data, Some(from_jwt_error(e.kind())))
+        }
+        // Refused on a claim after the signature verified: an unclean payload is the
+        // first reason, as it would have been had the claims been parsed whole.
+        Err(e) if matches!(e.kind(), ErrorKind::InvalidIssuer) => {
+            if !clean_payload(parts.payload) {
+                return Err(VerifyError::Malformed);
+            }
+            return Err(from_jwt_error(e.kind()));
+        }
+        Err(e) => return Err(from_jwt_error(e.kind())),
+    };
+    if !clean_payload(parts.payload) {
+        return Err(VerifyError::Malformed);
+    }
+    // Our header parse and jsonwebtoken's saw the same kid (one parser differential less).
+    if data.header.kid.as_deref() != Some(kid.as_str()) {
+        return Err(VerifyError::Malformed);
+    }
+    Ok(Verified {
+        kid,
+        claims: data.claims.0,
+        time_verdict,
+    })
+}
+
+fn from_jwt_error(kind: &ErrorKind) -> VerifyError {
+    match kind {
+        ErrorKind::InvalidSignature => VerifyError::BadSignature,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            VerifyError::UnsupportedAlgorithm
+        }
+        ErrorKind::ExpiredSignature => VerifyError::Expired,
+        ErrorKind::ImmatureSignature => VerifyError::NotYetValid,
+        ErrorKind::InvalidIssuer => VerifyError::WrongIssuer,
+        ErrorKind::InvalidSubject => VerifyError::InvalidClaim("sub"),
+        ErrorKind::InvalidAudience => VerifyError::InvalidClaim("aud"),
+        ErrorKind::InvalidEddsaKey | ErrorKind::InvalidKeyFormat | ErrorKind::Provider(_) => {
+            VerifyError::BadSignature
+        }
+        // Base64, JSON, UTF-8, shape, claim formats: not one of our spellings.
+        _ => VerifyError::Malformed,
+    }
 }
 
 /// Decodes a segment without verifying anything (for `token inspect`).
@@ -214,12 +347,42 @@ pub fn from_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, VerifyEr
     serde_json::from_slice(bytes).map_err(|_| VerifyError::Malformed)
 }
 
-fn decode_signature(text: &str) -> Result<Signature, VerifyError> {
-    if text.len() != SIGNATURE_B64 {
-        return Err(VerifyError::Malformed);
+/// The claims type handed to `jsonwebtoken::decode`: `T`, which must come from a JSON object.
+/// serde's derived structs also accept a JSON array of the field values in declaration order,
+/// a second spelling no issuer writes; asking the parser for a map refuses it, and the map is
+/// handed to `T` as it is read (no buffering, no second parse). serde_json skips unknown
+/// members without checking their bytes, so [`verify`] checks the payload's UTF-8 and escapes
+/// itself ([`clean_payload`]).
+pub struct Object<T>(pub T);
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: DeserializeOwned> serde::de::Visitor<'de> for Visit<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
     }
-    let bytes: [u8; 64] = b64::decode(text)
-        .and_then(|b| b.try_into().ok())
-        .ok_or(VerifyError::Malformed)?;
-    Ok(Signature::from_bytes(&bytes))
+}
+
+/// True when the payload segment decodes to valid UTF-8 whose `\u` escapes (never in what
+/// pyrogate writes) are all valid code points, which serde_json checks when it parses the
+/// whole object as a `Value` (it refuses lone surrogates).
+fn clean_payload(payload_b64: &str) -> bool {
+    let Some(bytes) = b64::decode(payload_b64) else {
+        return false;
+    };
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return false;
+    };
+    !text.contains("\\u") || serde_json::from_str::<serde_json::Value>(text).is_ok()
 }

@@ -3,6 +3,7 @@
 
 pub mod b64;
 pub mod clock;
+pub mod crypto;
 pub mod error;
 pub mod jwk;
 pub mod jws;

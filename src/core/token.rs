@@ -140,6 +140,8 @@ pub enum IssueError {
     InvalidTenant(&'static str),
     #[error("ttlSeconds is too large")]
     TtlTooLarge,
+    #[error("{0}")]
+    Signing(#[from] crate::core::jws::SignError),
 }
 
 pub fn validate_name(name: &str) -> Result<(), IssueError> {
@@ -209,10 +211,9 @@ pub fn issue(
         jti: b64::random(JTI_BYTES),
         tenant: req.tenant.map(str::to_owned),
     };
-    // Serializing plain strings and integers cannot fail.
-    let payload = serde_json::to_vec(&claims).unwrap_or_default();
+    let token = signer.encode(API_KEY_TYP, &claims)?;
     Ok(IssuedKey {
-        token: Secret(signer.sign(API_KEY_TYP, &payload)),
+        token: Secret(token),
         claims,
         kid: signer.kid().to_owned(),
     })

@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Deserializer};
-use sha2::{Digest, Sha256};
 
 use crate::core::clock::Clock;
 pub use crate::core::error::VerifyError;
@@ -98,6 +97,8 @@ pub struct CacheCounters {
 
 pub struct Verifier {
     config: VerifierConfig,
+    /// jsonwebtoken's part of the rules, built once (see [`jws::validation`]).
+    validation: jsonwebtoken::Validation,
     keys: ArcSwap<KeySet>,
     revoked: ArcSwap<RevocationSet>,
     cache: Option<quick_cache::sync::Cache<[u8; 32], Arc<Principal>>>,
@@ -124,8 +125,10 @@ impl Verifier {
     pub fn new(config: VerifierConfig, keys: KeySet, clock: Arc<dyn Clock>) -> Self {
         let cache = (config.cache_capacity > 0)
             .then(|| quick_cache::sync::Cache::new(config.cache_capacity));
+        let validation = jws::validation(&config.issuer, config.clock_skew_secs, clock.is_system());
         Verifier {
             config,
+            validation,
             keys: ArcSwap::from_pointee(keys),
             revoked: ArcSwap::from_pointee(RevocationSet::default()),
             cache,
@@ -185,7 +188,7 @@ impl Verifier {
         let Some(cache) = &self.cache else {
             return self.verify_parts(parts).map(Arc::new);
         };
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let digest = crate::core::crypto::sha256(token.as_bytes());
         let hit = cache.get(&digest);
         if let Some(c) = self.counters.get() {
             if hit.is_some() {
@@ -225,21 +228,23 @@ impl Verifier {
     }
 
     fn verify_parts(&self, parts: jws::Parts<'_>) -> Result<Principal, VerifyError> {
-        let verified = match jws::verify(parts, API_KEY_TYP, &self.keys.load()) {
-            Ok(v) => v,
-            Err(VerifyError::UnknownKey) => {
-                // Non-blocking: a flag and a stored permit, no lock, no I/O.
-                if !self
-                    .unknown_key_seen
-                    .swap(true, std::sync::atomic::Ordering::Relaxed)
-                {
-                    self.unknown_key.notify_one();
+        let verified =
+            match jws::verify::<RawClaims>(parts, API_KEY_TYP, &self.keys.load(), &self.validation)
+            {
+                Ok(v) => v,
+                Err(VerifyError::UnknownKey) => {
+                    // Non-blocking: a flag and a stored permit, no lock, no I/O.
+                    if !self
+                        .unknown_key_seen
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        self.unknown_key.notify_one();
+                    }
+                    return Err(VerifyError::UnknownKey);
                 }
-                return Err(VerifyError::UnknownKey);
-            }
-            Err(e) => return Err(e),
-        };
-        let claims: RawClaims = jws::from_json_object(&verified.payload)?;
+                Err(e) => return Err(e),
+            };
+        let claims = verified.claims;
         let now = self.clock.now();
         let skew = self.config.clock_skew_secs;
 
@@ -278,6 +283,9 @@ impl Verifier {
             || claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(skew))
         {
             return Err(VerifyError::NotYetValid);
+        }
+        if let Some(verdict) = verified.time_verdict {
+            return Err(verdict);
         }
         let principal = Principal {
             name,

@@ -4,8 +4,8 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use ed25519_dalek::SigningKey;
 use pyrogate::core::b64;
+use pyrogate::core::crypto::SigningKey;
 use pyrogate::core::revocation::{RevocationEntry, RevocationList};
 use pyrogate::core::token::{API_KEY_TYP, MAX_TIMESTAMP, Role, SESSION_TYP};
 use pyrogate::core::verifier::{MAX_TOKEN_BYTES, VerifyError};
@@ -714,6 +714,26 @@ fn hostile_cases(k: &Keys, revoked: &str, from_dropped_key: &str) -> Vec<Case> {
         Malformed,
     );
     add(
+        "a non-UTF-8 byte inside an unknown claim, validly signed",
+        craft_bytes(
+            key,
+            good_header.as_bytes(),
+            &[
+                &good_claims.as_bytes()[..good_claims.len() - 1],
+                br#","note":"caf"#.as_slice(),
+                &[0xe9],
+                br#""}"#.as_slice(),
+            ]
+            .concat(),
+        ),
+        Malformed,
+    );
+    add(
+        "a lone surrogate escape inside an unknown claim, validly signed",
+        signed_claims(&claims(&[("note", Some(r#""\ud800""#))])),
+        Malformed,
+    );
+    add(
         "header with a UTF-8 byte-order mark",
         signed_header(&format!("\u{feff}{good_header}")),
         Malformed,
@@ -1302,5 +1322,69 @@ fn a_revocation_list_whose_payload_is_a_json_array_is_refused() {
     assert_eq!(
         RevocationList::verify(&signed, &keys, ISSUER).unwrap_err(),
         VerifyError::Malformed
+    );
+}
+
+/// A token issued by pyrogate before it moved to jsonwebtoken and ring (ed25519-dalek, header
+/// `{"alg","typ","kid"}` in that order), with the public JWK of the key that signed it. Public
+/// data only: the private key was thrown away.
+const PRE_RING_TOKEN: &str = "eyJhbGciOiJFZERTQSIsInR5cCI6ImFwaWtleStqd3QiLCJraWQiOiJydlNHakVyQVdVdUNzRzFIQVV0RE8xM2ItN2NMS1BISzJEZmEzX0xkaS1rIn0.eyJpc3MiOiJweXJvZ2F0ZSIsInN1YiI6ImNvbXBhdC12ZWN0b3IiLCJyb2xlIjoiQWdlbnQiLCJpYXQiOjE3OTYxMTU2MDAsImp0aSI6Ik1zQktqSF9UaTg5WFRSNUROWGJXdWciLCJ0ZW5hbnQiOiJ0ZWFtLWEifQ.l_CUSNclgSs5-JNuYvf1EafojshWoX7SZFtesci2nTIwLTM34rs-r2XpKiD0ch70I2A18XZNRwpD0TqIgJTMCA";
+const PRE_RING_JWKS: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"sRZCRVbVaGWo4TxNdrS-x1fFasab8RfePg6tIrAzVcI","kid":"rvSGjErAWUuCsG1HAUtDO13b-7cLKPHK2Dfa3_Ldi-k","alg":"EdDSA","use":"sig"}]}"#;
+
+#[test]
+fn a_token_issued_before_the_move_to_jsonwebtoken_and_ring_still_verifies() {
+    let jwks: pyrogate::core::jwk::JwkSet = serde_json::from_str(PRE_RING_JWKS).unwrap();
+    let keys = pyrogate::core::jwk::KeySet::from_jwks(&jwks).unwrap();
+    let (verifier, _) = verifier(&[]);
+    verifier.set_keys(keys);
+    let principal = verifier
+        .verify(PRE_RING_TOKEN)
+        .expect("the old token verifies");
+    assert_eq!(principal.name, "compat-vector");
+    assert_eq!(principal.role, Role::Agent);
+    assert_eq!(principal.tenant.as_deref(), Some("team-a"));
+    assert_eq!(principal.jti, "MsBKjH_Ti89XTR5DNXbWug");
+    assert_eq!(principal.kid, "rvSGjErAWUuCsG1HAUtDO13b-7cLKPHK2Dfa3_Ldi-k");
+    assert_eq!(principal.issued_at, 1_796_115_600);
+    assert_eq!(principal.expires_at, None);
+    // And through the real clock, as in production (jsonwebtoken's own time checks on).
+    let system = pyrogate::core::verifier::Verifier::new(
+        pyrogate::core::verifier::VerifierConfig::default(),
+        pyrogate::core::jwk::KeySet::from_jwks(&jwks).unwrap(),
+        std::sync::Arc::new(pyrogate::core::clock::SystemClock),
+    );
+    assert!(system.verify_uncached(PRE_RING_TOKEN).is_ok());
+}
+
+#[test]
+fn ring_rejects_non_canonical_s_but_not_small_order_keys_so_key_sets_refuse_them() {
+    use pyrogate::core::crypto::{VerifyingKey, verify_ed25519};
+    // Non-canonical S (S + L) of a valid signature: ring refuses it (RFC 8032 §5.1.7).
+    let key = fixed_key(1);
+    let msg = b"one spelling";
+    let sig = key.sign(msg);
+    let public = key.verifying_key().to_bytes();
+    assert!(verify_ed25519(&public, msg, &sig).is_ok());
+    let malleated = [&sig[..32], &add_group_order(&sig[32..])[..]].concat();
+    assert!(verify_ed25519(&public, msg, &malleated).is_err());
+    // The identity as public key: R = B, S = 1 satisfies [S]B = R + [k]A for every message.
+    // ring accepts it, which is why small-order keys never get into a KeySet.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let mut forged = [0x66u8; 64];
+    forged[0] = 0x58;
+    forged[32..].fill(0);
+    forged[32] = 1;
+    assert!(
+        verify_ed25519(&identity, b"any message at all", &forged).is_ok(),
+        "ring now rejects small-order keys: update docs/architecture.md"
+    );
+    assert!(VerifyingKey::from_bytes(&identity).is_err());
+    let mut jwk = pyrogate::core::jwk::Jwk::from_verifying_key(&key.verifying_key());
+    jwk.x = b64::encode(identity);
+    jwk.kid = None;
+    assert!(
+        pyrogate::core::jwk::KeySet::from_jwks(&pyrogate::core::jwk::JwkSet { keys: vec![jwk] })
+            .is_err()
     );
 }

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use pyrogate::authority::keyring::Keyring;
+use pyrogate::core::crypto::SigningKey;
 use pyrogate::core::revocation::{RevocationEntry, RevocationList};
 use pyrogate::core::token::{KeyRequest, Role};
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 
 use crate::support::*;
 
@@ -224,7 +224,10 @@ fn chmod(path: &Path, mode: u32) {
 /// RFC 7638 thumbprint computed here, independently of `pyrogate::core::jwk`.
 fn rfc7638(x: &str) -> String {
     let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
-    pyrogate::core::b64::encode(Sha256::digest(canonical.as_bytes()))
+    pyrogate::core::b64::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        canonical.as_bytes(),
+    ))
 }
 
 fn kids(jwks: &Value) -> Vec<String> {
@@ -733,23 +736,23 @@ fn verify_refuses_both_a_keys_dir_and_a_jwks_file() {
 
 /// The first fixed seed whose key's kid (base64url, so any of 64 first characters) starts
 /// with `-`.
-fn key_with_hyphen_kid() -> ed25519_dalek::SigningKey {
+fn key_with_hyphen_kid() -> SigningKey {
     (0u32..)
         .map(|i| {
             let mut seed = [7u8; 32];
             seed[..4].copy_from_slice(&i.to_le_bytes());
-            ed25519_dalek::SigningKey::from_bytes(&seed)
+            SigningKey::from_bytes(&seed)
         })
         .find(|key| kid_of(key).starts_with('-'))
         .unwrap()
 }
 
-fn write_private_key(dir: &Path, key: &ed25519_dalek::SigningKey) {
-    use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+fn write_private_key(dir: &Path, key: &SigningKey) {
+    write_pem(dir, key, &key.to_pkcs8_pem());
+}
+
+fn write_pem(dir: &Path, key: &SigningKey, pem: &str) {
     use std::os::unix::fs::OpenOptionsExt as _;
-    let pem = key
-        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-        .unwrap();
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -769,7 +772,7 @@ fn a_published_key_whose_kid_begins_with_a_hyphen_can_be_retired() {
     std::fs::create_dir(&dir).unwrap();
     let hyphen = key_with_hyphen_kid();
     let active = fixed_key(9);
-    let info = |key: &ed25519_dalek::SigningKey, status: &str| {
+    let info = |key: &SigningKey, status: &str| {
         serde_json::json!({
             "kid": kid_of(key),
             "status": status,
@@ -802,4 +805,163 @@ fn a_published_key_whose_kid_begins_with_a_hyphen_can_be_retired() {
         .run(&["signing-key", "retire", "--keys-dir", KEYS, &old])
         .fails(1);
     assert!(out.stderr.contains("already retired"), "{}", out.stderr);
+}
+
+/// `openssl` on PATH, or `None` (then the OpenSSL tests say so and skip; scripts/test.sh and
+/// scripts/install-test-deps.sh install it, so CI always runs them).
+fn openssl() -> Option<&'static str> {
+    let found = Command::new("openssl")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!("SKIPPED: openssl is not installed (bash scripts/install-test-deps.sh)");
+    }
+    found.then_some("openssl")
+}
+
+/// The raw 32-byte public key OpenSSL derives from a private key file.
+fn openssl_public_key(openssl: &str, pem: &Path) -> Vec<u8> {
+    let out = Command::new(openssl)
+        .args(["pkey", "-in"])
+        .arg(pem)
+        .args(["-pubout", "-outform", "DER"])
+        .output()
+        .expect("run openssl pkey");
+    assert!(
+        out.status.success(),
+        "openssl pkey refused {}: {}",
+        pem.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // SubjectPublicKeyInfo for Ed25519: 12 bytes of header, then the key.
+    assert_eq!(out.stdout.len(), 44, "{:02x?}", out.stdout);
+    out.stdout[12..].to_vec()
+}
+
+#[test]
+fn openssl_reads_a_generated_private_key_and_derives_the_published_x() {
+    let Some(openssl) = openssl() else { return };
+    let (cli, kid) = Cli::generated();
+    let public = openssl_public_key(openssl, &cli.pem(&kid));
+    let jwks = cli
+        .run(&["signing-key", "jwks", "--keys-dir", KEYS])
+        .ok()
+        .json();
+    assert_eq!(
+        jwks["keys"][0]["x"].as_str().unwrap(),
+        pyrogate::core::b64::encode(&public)
+    );
+    // Byte for byte the layout `openssl genpkey -algorithm ed25519` writes: RFC 8410 v1.
+    let pem = std::fs::read_to_string(cli.pem(&kid)).unwrap();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+    assert!(body.starts_with("MC4CAQAwBQYDK2VwBCIEI"), "{pem}");
+    assert_eq!(body.len(), 64);
+}
+
+#[test]
+fn a_key_generated_by_openssl_is_read_and_gives_the_same_public_key() {
+    let Some(openssl) = openssl() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("openssl.pem");
+    let status = Command::new(openssl)
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&pem)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let key = SigningKey::from_pkcs8_pem(&std::fs::read_to_string(&pem).unwrap()).unwrap();
+    assert_eq!(
+        key.verifying_key().as_bytes().to_vec(),
+        openssl_public_key(openssl, &pem)
+    );
+    // And what we write back is what OpenSSL wrote.
+    assert_eq!(key.to_pkcs8_pem(), std::fs::read_to_string(&pem).unwrap());
+}
+
+/// The PKCS#8 v2 PEM earlier pyrogate versions wrote (ed25519-dalek's layout: version 1 and
+/// the public key as `[1] IMPLICIT BIT STRING`), built here from a fixed test seed.
+fn pkcs8_v2_pem(seed: [u8; 32]) -> String {
+    use base64::Engine as _;
+    let public = SigningKey::from_bytes(&seed).verifying_key().to_bytes();
+    let der = [
+        &[
+            0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ][..],
+        &seed,
+        &[0x81, 0x21, 0x00],
+        &public,
+    ]
+    .concat();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n{}\n-----END PRIVATE KEY-----\n",
+        &b64[..64],
+        &b64[64..]
+    )
+}
+
+#[test]
+fn a_keys_dir_with_pkcs8_v2_keys_keeps_working_and_rotation_writes_v1() {
+    let cli = Cli::new();
+    let dir = cli.keys_dir();
+    std::fs::create_dir(&dir).unwrap();
+    let seed = [0x42u8; 32];
+    let old = SigningKey::from_bytes(&seed);
+    let kid = kid_of(&old);
+    let manifest = serde_json::json!({"keys": [{
+        "kid": kid,
+        "status": "active",
+        "createdAt": NOW,
+        "x": pyrogate::core::b64::encode(old.verifying_key().as_bytes()),
+    }]});
+    std::fs::write(dir.join("keyring.json"), manifest.to_string()).unwrap();
+    write_pem(&dir, &old, &pkcs8_v2_pem(seed));
+    let token = cli
+        .run(&[
+            "token",
+            "issue",
+            "--keys-dir",
+            KEYS,
+            "--name",
+            "ci",
+            "--role",
+            "Agent",
+            "--ttl",
+            "0",
+        ])
+        .ok()
+        .line();
+    cli.run(&["token", "verify", "--keys-dir", KEYS, &token])
+        .ok();
+    let new = cli
+        .run(&["signing-key", "rotate", "--keys-dir", KEYS])
+        .ok()
+        .line();
+    let new_pem = std::fs::read_to_string(cli.pem(&new)).unwrap();
+    let body: String = new_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(body.starts_with("MC4CAQAwBQYDK2VwBCIEI"), "{new_pem}");
+    cli.run(&["token", "verify", "--keys-dir", KEYS, &token])
+        .ok();
+    if let Some(openssl) = openssl() {
+        assert_eq!(
+            openssl_public_key(openssl, &cli.pem(&new)),
+            cli.run(&["signing-key", "jwks", "--keys-dir", KEYS])
+                .ok()
+                .json()["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|k| k["kid"] == new.as_str())
+                .map(|k| pyrogate::core::b64::decode(k["x"].as_str().unwrap()).unwrap())
+                .unwrap()
+        );
+    }
 }

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use ed25519_dalek::{Signer as _, SigningKey};
 use pyrogate::core::clock::ManualClock;
+use pyrogate::core::crypto::SigningKey;
 use pyrogate::core::jwk::KeySet;
 use pyrogate::core::jws::Signer;
 use pyrogate::core::token::{self, API_KEY_TYP, KeyRequest, Role};
@@ -25,9 +25,7 @@ pub fn fixed_key(seed: u8) -> SigningKey {
 
 /// A signing key from fresh OS randomness.
 pub fn random_key() -> SigningKey {
-    let mut seed = [0u8; 32];
-    pyrogate::core::b64::fill_random(&mut seed);
-    SigningKey::from_bytes(&seed)
+    SigningKey::generate()
 }
 
 pub fn signer(key: &SigningKey) -> Signer {
@@ -105,7 +103,7 @@ pub fn craft(key: &SigningKey, header: &str, payload: &str) -> String {
 /// Like [`craft`] but with raw bytes, for JSON that is not even UTF-8.
 pub fn craft_bytes(key: &SigningKey, header: &[u8], payload: &[u8]) -> String {
     let input = signing_input(header, payload);
-    let signature = key.sign(input.as_bytes()).to_bytes();
+    let signature = key.sign(input.as_bytes());
     with_signature(&input, &signature)
 }
 
@@ -145,25 +143,12 @@ pub fn claims_of(token: &str) -> serde_json::Value {
         .expect("JSON claims")
 }
 
-/// HMAC-SHA256 (RFC 2104), for forging an HS256 token keyed with a public key.
+/// HMAC-SHA256 (RFC 2104, ring's), for forging an HS256 token keyed with a public key.
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    const BLOCK: usize = 64;
-    let mut block = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| block.map(|b| b ^ byte);
-    let mut inner = Sha256::new();
-    inner.update(pad(0x36));
-    inner.update(message);
-    let inner = inner.finalize();
-    let mut outer = Sha256::new();
-    outer.update(pad(0x5c));
-    outer.update(inner);
-    outer.finalize().into()
+    let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), message);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
 }
 
 /// The Ed25519 group order L, little-endian.

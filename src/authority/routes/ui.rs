@@ -19,7 +19,6 @@ use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use sha2::{Digest as _, Sha256};
 
 use super::session::Caller;
 use crate::authority::AppState;
@@ -120,7 +119,7 @@ static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
     ASSETS
         .iter()
         .map(|a| {
-            let digest = Sha256::digest(a.body.as_bytes());
+            let digest = crate::core::crypto::sha256(a.body.as_bytes());
             let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
             format!("\"{hex}\"")
         })

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use ed25519_dalek::SigningKey;
 use pyrogate::core::b64;
+use pyrogate::core::crypto::SigningKey;
 use pyrogate::core::jwk::KeySet;
 use pyrogate::core::jws::Signer;
 use pyrogate::core::token::{self, KeyRequest, Role};
@@ -87,9 +87,7 @@ pub async fn ingest(
     });
 
     // A signing key and its JWKS file for the auth-on node.
-    let mut seed = [0u8; 32];
-    b64::fill_random(&mut seed);
-    let signer = Signer::new(SigningKey::from_bytes(&seed));
+    let signer = Signer::new(SigningKey::generate());
     let jwks = KeySet::new([signer.verifying_key()]).to_jwks();
     let jwks_path = dir.join("jwks.json");
     std::fs::write(&jwks_path, serde_json::to_vec(&jwks)?)?;

@@ -177,7 +177,8 @@ async fn the_revocation_list_is_a_jws_that_verifies_against_the_jwks_and_names_d
 
     // Nodes must not accept it for another issuer, from another key, or altered.
     assert!(RevocationList::verify(&body, &keys, "someone-else").is_err());
-    let other = KeySet::new([ed25519_dalek::SigningKey::from_bytes(&[9; 32]).verifying_key()]);
+    let other =
+        KeySet::new([pyrogate::core::crypto::SigningKey::from_bytes(&[9; 32]).verifying_key()]);
     assert!(RevocationList::verify(&body, &other, "pyrogate").is_err());
     let mut payload = claims_of(&body);
     payload["entries"] = Value::Array(vec![]);

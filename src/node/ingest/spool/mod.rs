@@ -63,7 +63,6 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// First line of every entry: format name and version.
 const MAGIC: &[u8] = b"pyrogate-spool v1\n";
@@ -370,12 +369,12 @@ impl Spool {
                 .create_new(true)
                 .mode(0o600)
                 .open(&tmp)?;
-            let mut hasher = Sha256::new();
+            let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
             for part in parts {
                 hasher.update(part);
                 file.write_all(part)?;
             }
-            file.write_all(&hasher.finalize())?;
+            file.write_all(hasher.finish().as_ref())?;
             file.sync_all()
         })();
         if let Err(e) = written {
@@ -457,7 +456,7 @@ fn decode(data: Vec<u8>) -> Result<SpooledRequest, String> {
         return Err(format!("truncated: only {} bytes", data.len()));
     };
     let (content, checksum) = data.split_at(content_len);
-    if Sha256::digest(content).as_slice() != checksum {
+    if crate::core::crypto::sha256(content)[..] != *checksum {
         return Err("checksum mismatch (truncated or damaged)".to_owned());
     }
     let Some(rest) = content.strip_prefix(MAGIC) else {

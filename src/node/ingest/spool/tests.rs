@@ -111,7 +111,7 @@ fn entry_files_have_the_documented_layout() {
     let seq = spool.push(&req).expect("push");
     let data = fs::read(tmp.path().join(entry_name(seq))).expect("read");
     let mut expected = b"pyrogate-spool v1\n{\"pathAndQuery\":\"/ingest\",\"headers\":[[\"content-type\",\"text/plain\"]],\"bodyLen\":5}\nhello".to_vec();
-    let digest = Sha256::digest(&expected);
+    let digest = crate::core::crypto::sha256(&expected);
     expected.extend_from_slice(&digest);
     assert_eq!(data, expected);
     assert_eq!(spool.bytes(), data.len() as u64);
