@@ -57,6 +57,12 @@ impl std::fmt::Debug for Signer {
 #[error("signing failed: {0}")]
 pub struct SignError(String);
 
+impl From<String> for SignError {
+    fn from(reason: String) -> Self {
+        SignError(reason)
+    }
+}
+
 impl Signer {
     pub fn new(key: SigningKey) -> Self {
         Signer {

@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod error;
 pub mod jwk;
 pub mod jws;
+pub mod keyset;
 pub mod revocation;
 pub mod token;
 pub mod verifier;
