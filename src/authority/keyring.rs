@@ -268,6 +268,11 @@ impl Keyring {
         KeySet::new(self.signers.values().map(Signer::verifying_key))
     }
 
+    /// Every published key's signer: they all sign the key-set document.
+    pub fn published_signers(&self) -> Vec<Signer> {
+        self.signers.values().cloned().collect()
+    }
+
     /// The published keys as an RFC 8037 JWK Set.
     pub fn jwks(&self) -> JwkSet {
         self.key_set().to_jwks()

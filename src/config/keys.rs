@@ -199,6 +199,8 @@ pub const KEYS: &[Key] = &[
         "Window over which failed logins are counted."),
     key("revocations.max-wait", SERVER, "60s", Kind::Duration,
         "Longest long-poll a client may ask for with ?wait=."),
+    key("revocations.resign-interval", SERVER, "30s", Kind::Duration,
+        "How often the revocation list and key set are re-signed even when unchanged: their signed iat tells nodes (sync.max-staleness) that they are current."),
     key("revocations.prune-interval", SERVER, "60s", Kind::Duration,
         "How often expired revocation entries are pruned and the signing keys re-read."),
     key("authority.url", INGEST, "", Kind::Url,

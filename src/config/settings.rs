@@ -91,6 +91,7 @@ pub struct AuthoritySettings {
     pub login_max_failures: u32,
     pub login_lockout: Duration,
     pub revocations_max_wait: Duration,
+    pub revocations_resign_interval: Duration,
     pub prune_interval: Duration,
 }
 
@@ -302,6 +303,7 @@ impl Settings {
                 login_max_failures: small("auth.login-max-failures", 1_000_000)? as u32,
                 login_lockout: l.duration("auth.login-lockout")?,
                 revocations_max_wait: l.duration("revocations.max-wait")?,
+                revocations_resign_interval: l.duration("revocations.resign-interval")?,
                 prune_interval: l.duration("revocations.prune-interval")?,
             },
             node: NodeSettings {

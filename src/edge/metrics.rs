@@ -53,6 +53,8 @@ pub struct Metrics {
     pub spool_bytes: Gauge<u64, AtomicU64>,
     pub sync_last_success: Gauge<u64, AtomicU64>,
     pub sync_failures: Counter,
+    pub keyset_version: Gauge<u64, AtomicU64>,
+    pub keyset_refused: Counter,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
 }
@@ -90,6 +92,8 @@ impl Metrics {
             spool_bytes: Gauge::default(),
             sync_last_success: Gauge::default(),
             sync_failures: Counter::default(),
+            keyset_version: Gauge::default(),
+            keyset_refused: Counter::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
             registry: Registry::default(),
@@ -124,6 +128,16 @@ impl Metrics {
             "revocation_list_issued_at_seconds",
             "Unix time the revocation list in force was signed",
             m.revocation_issued_at.clone(),
+        );
+        registry.register(
+            "keyset_version",
+            "Version of the signed key set in force (ingest node)",
+            m.keyset_version.clone(),
+        );
+        registry.register(
+            "keyset_refused",
+            "Key-set documents refused: not chaining to a trusted key, rolled back, or broken",
+            m.keyset_refused.clone(),
         );
         registry.register(
             "signing_keys_published",

@@ -67,10 +67,24 @@ impl IngestNode {
                 "auth.ingestion.enabled needs keys to check: set authority-url (--authority-url URL), or jwks-file and revocations-file for an air-gapped node"
             ),
         };
-        if let Some(Source::Authority { cache_dir, .. }) = &source {
+        if let Some(Source::Authority { url, cache_dir, .. }) = &source {
+            if node.trusted_keys.is_empty()
+                && !node.insecure_trust_first_use
+                && url.starts_with("http://")
+            {
+                anyhow::bail!(
+                    "authority.url {url} is plain http and no trust anchor is set: whoever can answer at that address could publish signing keys and mint Admin keys. \
+                     Pin the authority's signing key with --authority.trusted-keys KID (the kid `pyrogate signing-key list` prints on the authority, also in its start-up log), \
+                     or reach the authority over https; for a lab only, --authority.insecure-trust-first-use trusts the first key set it sees"
+                );
+            }
+            if node.trusted_keys.is_empty() {
+                tracing::warn!(%url, "no authority.trusted-keys: trusting the first key set this authority serves (pin it for production)");
+            }
             std::fs::create_dir_all(cache_dir)
                 .with_context(|| format!("creating {}", cache_dir.display()))?;
         }
+        let authority_fed = matches!(source, Some(Source::Authority { .. }));
         let metrics = Arc::new(Metrics::new());
         let verifier = Arc::new(Verifier::new(
             settings.auth.verifier_config(),
@@ -86,8 +100,15 @@ impl IngestNode {
         )?;
         let status = Arc::new(SyncStatus {
             stale: ingest.stale_flag(),
+            unverified: ingest.unverified_flag(),
             ..SyncStatus::default()
         });
+        // An authority-fed node with auth on refuses pushes until a verified list is in force:
+        // "no list" must never read as "nothing is revoked".
+        status.unverified.store(
+            authority_fed && settings.auth.ingestion_enabled,
+            Ordering::Relaxed,
+        );
         let syncer = match source {
             Some(source) => {
                 let syncer = Syncer::new(
@@ -97,6 +118,8 @@ impl IngestNode {
                         wait: node.sync_wait,
                         jwks_interval: node.sync_jwks_interval,
                         max_staleness: node.sync_max_staleness,
+                        pins: node.trusted_keys.iter().cloned().collect(),
+                        first_use: node.trusted_keys.is_empty(),
                     },
                     verifier.clone(),
                     status.clone(),
@@ -192,10 +215,14 @@ async fn ready(State(state): State<NodeState>) -> impl IntoResponse {
     let keys = s.keys_loaded.load(Ordering::Relaxed);
     let stale = s.stale.load(Ordering::Relaxed);
     let last = s.last_success.load(Ordering::Relaxed);
-    let ready = (keys || !state.auth_enabled) && !stale;
+    let unverified = s.unverified.load(Ordering::Relaxed);
+    let ready = (keys || !state.auth_enabled) && !stale && !unverified;
     let body = serde_json::json!({
         "ready": ready,
         "keysLoaded": keys,
+        "revocationsVerified": !unverified,
+        "keySetVersion": s.keyset_version.load(Ordering::Relaxed),
+        "keySetRefused": s.keyset_refusal.lock().map(|r| r.clone()).unwrap_or_default(),
         "signingKeys": state.verifier.keys().len(),
         "revocationsVersion": s.list_version.load(Ordering::Relaxed),
         "revocationsIssuedAt": s.list_issued_at.load(Ordering::Relaxed),

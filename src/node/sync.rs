@@ -1,25 +1,35 @@
 //! The ingest node's side of distribution: keep the verifier's key set and revocation set in
-//! step with the authority, off the request path.
+//! step with the authority, off the request path, trusting nothing that does not verify.
 //!
-//! - **Start-up**: load the last good copies from `<storage-path>/cache` (`jwks.json`,
-//!   `revocations.jwt`), verifying the list's signature again, so a node restarted while the
-//!   authority is down still refuses revoked keys.
+//! - **The key set is authenticated**, not fetched: the node pulls the signed key-set document
+//!   (`GET /.well-known/pyrogate-keyset`, see [`crate::core::keyset`]) and accepts it only if
+//!   it chains to what the node already trusts — the kids pinned with
+//!   `authority.trusted-keys` at first contact, the set in force after that — and has a higher
+//!   version. Whoever answers at the authority's address cannot add a key. A refused document
+//!   leaves the set in force, is counted in `pyrogate_keyset_refused_total`, and is logged once
+//!   per distinct reason.
+//! - **Start-up**: the cache (`<storage-path>/cache`) holds the chain of accepted key-set
+//!   documents and the last revocation list; the chain is replayed from the trust anchor and
+//!   the list verified against its result, so a hand-edited cache is refused like a forged
+//!   answer, and a node restarted while the authority is down still refuses revoked keys.
 //! - **Steady state**: long-poll `GET /api/revocations?wait=…` with `If-None-Match`; the
-//!   authority answers as soon as the list changes. Re-fetch the JWKS every
+//!   authority answers as soon as the list changes. Re-fetch the key set every
 //!   `sync.jwks-interval`, at once when the list is signed by a key we don't know (the authority
 //!   rotated), and soon after a request presented an unknown `kid`.
-//! - **Every list is verified** against the key set before it is used, and a list with a lower
-//!   version than the one in force is ignored, so a stale mirror or a replayed response can't
-//!   un-revoke a key.
-//! - **Staleness**: the time since the last successful contact is exported; with
-//!   `sync.max-staleness` set, pushes are refused once it is exceeded. The default keeps
-//!   serving with the last good copy: an authority outage must not become an ingestion outage.
+//! - **Every list is verified** against the key set in force before it is used, a list with a
+//!   lower version than the one in force is ignored, and the list is checked again whenever the
+//!   key set changes.
+//! - **Freshness is signed**: the authority re-signs the list every
+//!   `revocations.resign-interval`; the node fetches it whole once its signed `iat` ages, and
+//!   `sync.max-staleness` is measured from that `iat` — a 304 proves nothing. Until a verified
+//!   list is in force the node is not ready and refuses pushes (503).
 //! - **Air-gapped** nodes use `--jwks-file` and `--revocations-file` instead, re-read when they
-//!   change.
+//!   change; the operator who places the files is the trust anchor.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
@@ -28,13 +38,19 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, Limited};
 
 use crate::core::jwk::{JwkSet, KeySet};
+use crate::core::keyset::{self, KeySetClaims, KeySetError, Trust};
 use crate::core::revocation::{MAX_LIST_BYTES, RevocationList};
 use crate::core::verifier::{Verifier, VerifyError};
 use crate::edge::client::{HttpClient, http_client};
 use crate::edge::metrics::Metrics;
 
-const JWKS_FILE: &str = "jwks.json";
+const CHAIN_FILE: &str = "keyset-chain.json";
 const LIST_FILE: &str = "revocations.jwt";
+/// Where the authority serves the signed key-set document.
+pub const KEYSET_PATH: &str = "/.well-known/pyrogate-keyset";
+/// Accepted key-set documents kept in the cache (oldest dropped first; a node that falls off
+/// the end of the chain re-pins).
+const MAX_CHAIN: usize = 64;
 /// Shortest pause between JWKS fetches triggered by unknown `kid`s.
 const UNKNOWN_KID_COOLDOWN: Duration = Duration::from_secs(5);
 
@@ -60,6 +76,11 @@ pub struct SyncConfig {
     pub wait: Duration,
     pub jwks_interval: Duration,
     pub max_staleness: Option<Duration>,
+    /// `authority.trusted-keys`: what the first key set must be signed by.
+    pub pins: BTreeSet<String>,
+    /// No pins: accept the first key set on its own signatures (TLS-authenticated authority,
+    /// or `authority.insecure-trust-first-use`).
+    pub first_use: bool,
 }
 
 /// What `/ready` and `/metrics` report.
@@ -73,6 +94,11 @@ pub struct SyncStatus {
     pub list_issued_at: AtomicU64,
     /// Set when `sync.max-staleness` is exceeded.
     pub stale: Arc<AtomicBool>,
+    /// Set while no verified revocation list is in force (authority-fed nodes).
+    pub unverified: Arc<AtomicBool>,
+    pub keyset_version: AtomicU64,
+    /// Why the last key set offered was refused, until one is accepted.
+    pub keyset_refusal: Mutex<Option<String>>,
 }
 
 pub struct Syncer {
@@ -82,6 +108,18 @@ pub struct Syncer {
     client: Option<HttpClient>,
     status: Arc<SyncStatus>,
     metrics: Arc<Metrics>,
+    /// The key set in force and the chain of documents that led to it.
+    trusted: Mutex<Chain>,
+    /// The revocation list in force, as signed, to check again when the key set changes.
+    list_text: Mutex<Option<String>>,
+    /// The last refusal logged, so each distinct one is logged once.
+    last_refusal: Mutex<Option<String>>,
+}
+
+#[derive(Default)]
+struct Chain {
+    in_force: Option<(KeySetClaims, KeySet)>,
+    documents: Vec<String>,
 }
 
 impl Syncer {
@@ -106,6 +144,9 @@ impl Syncer {
             client,
             status,
             metrics,
+            trusted: Mutex::default(),
+            list_text: Mutex::default(),
+            last_refusal: Mutex::default(),
         }
     }
 
@@ -114,18 +155,7 @@ impl Syncer {
     pub fn load_from_disk(&self) -> anyhow::Result<()> {
         match &self.config.source {
             Source::Authority { cache_dir, .. } => {
-                let jwks = cache_dir.join(JWKS_FILE);
-                if !jwks.exists() {
-                    return Ok(());
-                }
-                match self.load_files(&jwks, Some(&cache_dir.join(LIST_FILE))) {
-                    Ok(()) => {
-                        tracing::info!(dir = %cache_dir.display(), "loaded the cached key set and revocation list")
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = format!("{err:#}"), "ignoring an unusable cache")
-                    }
-                }
+                self.load_cache(cache_dir);
                 Ok(())
             }
             Source::Files { jwks, revocations } => {
@@ -146,18 +176,125 @@ impl Syncer {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                Some(
-                    RevocationList::verify(&text, &keys, &self.config.issuer)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-                )
+                let list = RevocationList::verify(&text, &keys, &self.config.issuer)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                Some((list, text))
             }
             None => None,
         };
         self.install_keys(keys);
-        if let Some(list) = parsed {
-            self.install_list(&list);
+        if let Some((list, text)) = parsed {
+            self.install_list(&list, &text);
         }
         Ok(())
+    }
+
+    /// Replays the cached chain from the trust anchor, then the cached list against it.
+    fn load_cache(&self, cache_dir: &Path) {
+        let chain: Vec<String> = match std::fs::read_to_string(cache_dir.join(CHAIN_FILE)) {
+            Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "ignoring an unreadable cached key-set chain");
+                Vec::new()
+            }),
+            Err(_) => Vec::new(),
+        };
+        for (i, doc) in chain.iter().enumerate() {
+            if let Err(err) = self.accept_keyset(doc) {
+                tracing::warn!(
+                    entry = i,
+                    error = %err,
+                    "the cached key-set chain does not follow from the trust anchor; discarding it from here"
+                );
+                break;
+            }
+        }
+        if !self.status.keys_loaded.load(Ordering::Relaxed) {
+            return;
+        }
+        let path = cache_dir.join(LIST_FILE);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            match RevocationList::verify(&text, &self.verifier.keys(), &self.config.issuer) {
+                Ok(list) => {
+                    self.install_list(&list, &text);
+                    tracing::info!(dir = %cache_dir.display(), version = list.ver, "loaded the cached key set and revocation list");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring a cached revocation list that does not verify")
+                }
+            }
+        }
+    }
+
+    /// Verifies `doc` against the key set in force (or the trust anchor) and installs it.
+    /// Returns whether the keys changed.
+    fn accept_keyset(&self, doc: &str) -> Result<bool, KeySetError> {
+        let mut chain = self.trusted.lock().unwrap_or_else(|e| e.into_inner());
+        let accepted = {
+            let trust = match &chain.in_force {
+                Some((claims, keys)) => Trust::InForce {
+                    ver: claims.ver,
+                    keys,
+                    claims,
+                },
+                None if !self.config.pins.is_empty() => Trust::Pinned(&self.config.pins),
+                None if self.config.first_use => Trust::FirstUse,
+                None => Trust::Pinned(&self.config.pins),
+            };
+            keyset::verify(doc, &trust, &self.config.issuer)?
+        };
+        if !accepted.changed {
+            return Ok(false);
+        }
+        self.status
+            .keyset_version
+            .store(accepted.claims.ver, Ordering::Relaxed);
+        self.metrics.keyset_version.set(accepted.claims.ver);
+        self.install_keys(accepted.keys.clone());
+        chain.in_force = Some((accepted.claims, accepted.keys));
+        chain.documents.push(doc.to_owned());
+        if chain.documents.len() > MAX_CHAIN {
+            let drop = chain.documents.len() - MAX_CHAIN;
+            chain.documents.drain(..drop);
+        }
+        drop(chain);
+        self.recheck_list();
+        Ok(true)
+    }
+
+    /// After a key-set change: the list in force must still verify, or it is dropped from the
+    /// status (so the next genuine list is taken whatever its version) and the node waits for
+    /// a new one.
+    fn recheck_list(&self) {
+        let text = self
+            .list_text
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(text) = text else { return };
+        if RevocationList::verify(&text, &self.verifier.keys(), &self.config.issuer).is_err() {
+            tracing::info!(
+                "the revocation list in force is not signed by the new key set; waiting for a new one"
+            );
+            *self.list_text.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            self.status.list_issued_at.store(0, Ordering::Relaxed);
+            self.status.list_version.store(0, Ordering::Relaxed);
+            self.status.unverified.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn refused(&self, err: &KeySetError) {
+        self.metrics.keyset_refused.inc();
+        let text = err.to_string();
+        let mut last = self.last_refusal.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_deref() != Some(text.as_str()) {
+            tracing::error!(error = %text, "refused the key set offered by the authority; keeping the one in force");
+            *self
+                .status
+                .keyset_refusal
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(text.clone());
+            *last = Some(text);
+        }
     }
 
     fn install_keys(&self, keys: KeySet) {
@@ -167,7 +304,7 @@ impl Syncer {
     }
 
     /// Installs a verified list unless it is older than the one in force.
-    fn install_list(&self, list: &RevocationList) -> bool {
+    fn install_list(&self, list: &RevocationList, text: &str) -> bool {
         let current = self.verifier.revocations();
         let have_list = self.status.list_issued_at.load(Ordering::Relaxed) > 0;
         if have_list && list.ver < current.version() {
@@ -179,6 +316,8 @@ impl Syncer {
             return false;
         }
         self.verifier.set_revocations(list.to_set());
+        *self.list_text.lock().unwrap_or_else(|e| e.into_inner()) = Some(text.to_owned());
+        self.status.unverified.store(false, Ordering::Relaxed);
         self.status.list_version.store(list.ver, Ordering::Relaxed);
         self.status
             .list_issued_at
@@ -195,19 +334,25 @@ impl Syncer {
         let t = self.now();
         self.status.last_success.store(t, Ordering::Relaxed);
         self.metrics.sync_last_success.set(t);
-        self.status.stale.store(false, Ordering::Relaxed);
+        self.check_staleness();
     }
 
+    /// Stale when the list in force was signed longer than `sync.max-staleness` ago: the signed
+    /// `iat` is the evidence, not the last answer from the network.
     fn check_staleness(&self) {
-        if let Some(max) = self.config.max_staleness {
-            let last = self.status.last_success.load(Ordering::Relaxed);
-            let stale = self.now().saturating_sub(last) > max.as_secs();
-            if stale && !self.status.stale.swap(true, Ordering::Relaxed) {
-                tracing::error!(
-                    max_staleness_secs = max.as_secs(),
-                    "the authority has been unreachable for too long; refusing pushes until it is back"
-                );
-            }
+        let Some(max) = self.config.max_staleness else {
+            return;
+        };
+        let signed = self.status.list_issued_at.load(Ordering::Relaxed);
+        let stale = self.now().saturating_sub(signed) > max.as_secs();
+        let was = self.status.stale.swap(stale, Ordering::Relaxed);
+        if stale && !was {
+            tracing::error!(
+                max_staleness_secs = max.as_secs(),
+                "the revocation list in force is older than sync.max-staleness; refusing pushes until a current one arrives"
+            );
+        } else if was && !stale {
+            tracing::info!("a current revocation list is in force again; accepting pushes");
         }
     }
 
@@ -254,7 +399,7 @@ impl Syncer {
                 && t >= last_kid_fetch + UNKNOWN_KID_COOLDOWN.as_secs();
             if t >= next_jwks || wanted || !self.status.keys_loaded.load(Ordering::Relaxed) {
                 last_kid_fetch = t;
-                match self.fetch_jwks(base, cache_dir).await {
+                match self.fetch_keyset(base, cache_dir).await {
                     Ok(()) => next_jwks = t + self.config.jwks_interval.as_secs().max(1),
                     Err(err) => {
                         self.failed(&err);
@@ -280,6 +425,14 @@ impl Syncer {
                 }
             }
             self.check_staleness();
+        }
+    }
+
+    /// How old the signed list in force may get before the node fetches it whole.
+    fn refresh_after(&self) -> Duration {
+        match self.config.max_staleness {
+            Some(max) => (max / 3).max(Duration::from_secs(1)),
+            None => Duration::from_secs(300),
         }
     }
 
@@ -329,24 +482,54 @@ impl Syncer {
         Ok((status, etag, body))
     }
 
-    async fn fetch_jwks(&self, base: &str, cache_dir: &Path) -> anyhow::Result<()> {
-        let url = format!("{base}/.well-known/jwks.json");
+    async fn fetch_keyset(&self, base: &str, cache_dir: &Path) -> anyhow::Result<()> {
+        let url = format!("{base}{KEYSET_PATH}");
         let (status, _, body) = self.get(&url, None, Duration::from_secs(10)).await?;
         if status != StatusCode::OK {
             anyhow::bail!("GET {url}: {status}");
         }
-        let text = std::str::from_utf8(&body).context("JWKS is not UTF-8")?;
-        let keys = parse_jwks(text).with_context(|| format!("GET {url}"))?;
-        let path = cache_dir.join(JWKS_FILE);
+        let text = std::str::from_utf8(&body).context("the key-set document is not UTF-8")?;
+        match self.accept_keyset(text) {
+            Ok(changed) => {
+                if changed {
+                    self.persist_chain(cache_dir)?;
+                    tracing::info!(
+                        version = self.status.keyset_version.load(Ordering::Relaxed),
+                        keys = self.verifier.keys().len(),
+                        "key set updated"
+                    );
+                }
+                *self.last_refusal.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                *self
+                    .status
+                    .keyset_refusal
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = None;
+                self.contacted();
+                Ok(())
+            }
+            Err(err) => {
+                self.refused(&err);
+                Err(anyhow::anyhow!("GET {url}: {err}"))
+            }
+        }
+    }
+
+    fn persist_chain(&self, cache_dir: &Path) -> anyhow::Result<()> {
+        let text = {
+            let chain = self.trusted.lock().unwrap_or_else(|e| e.into_inner());
+            serde_json::to_string(&chain.documents)?
+        };
+        let path = cache_dir.join(CHAIN_FILE);
         crate::edge::files::write_atomic(&path, text.as_bytes(), 0o644)
-            .with_context(|| format!("writing {}", path.display()))?;
-        self.install_keys(keys);
-        self.contacted();
-        Ok(())
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     async fn poll_list(&self, base: &str, cache_dir: &Path) -> anyhow::Result<()> {
-        let have = self.status.list_issued_at.load(Ordering::Relaxed) > 0;
+        let issued = self.status.list_issued_at.load(Ordering::Relaxed);
+        // Once the signed list in force ages, ask for it whole: only a freshly signed `iat`
+        // shows it is still current.
+        let have = issued > 0 && self.now().saturating_sub(issued) < self.refresh_after().as_secs();
         let etag =
             have.then(|| format!("\"{}\"", self.status.list_version.load(Ordering::Relaxed)));
         let wait = self.config.wait.as_secs();
@@ -371,7 +554,7 @@ impl Syncer {
                 ) {
                     Err(VerifyError::UnknownKey) => {
                         // Signed by a key we don't have yet: the authority rotated.
-                        self.fetch_jwks(base, cache_dir).await?;
+                        self.fetch_keyset(base, cache_dir).await?;
                         RevocationList::verify(text, &self.verifier.keys(), &self.config.issuer)
                     }
                     other => other,
@@ -379,7 +562,7 @@ impl Syncer {
                 .map_err(|e| {
                     anyhow::anyhow!("the authority's revocation list does not verify: {e}")
                 })?;
-                if self.install_list(&list) {
+                if self.install_list(&list, text) {
                     let path = cache_dir.join(LIST_FILE);
                     crate::edge::files::write_atomic(&path, text.as_bytes(), 0o644)
                         .with_context(|| format!("writing {}", path.display()))?;

@@ -40,7 +40,8 @@ async fn a_push_over_https_reaches_an_https_upstream_with_the_nodes_credentials_
         &node_yaml(
             &authority.origin(),
             &format!(
-                "{}upstream:\n  url: {}\n  tls-ca-path: {:?}\n  basic-auth-username: \"123456\"\n  basic-auth-password: glc_cloud_token\n",
+                "{}{}upstream:\n  url: {}\n  tls-ca-path: {:?}\n  basic-auth-username: \"123456\"\n  basic-auth-password: glc_cloud_token\n",
+                authority.trust_yaml(),
                 serving(&pki.server("node")),
                 upstream.url(),
                 pki.ca_path()

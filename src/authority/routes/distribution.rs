@@ -20,16 +20,21 @@ use tokio::sync::watch;
 
 use crate::authority::AppState;
 use crate::authority::store;
+use crate::core::jwk::KeySet;
+use crate::core::keyset;
 use crate::core::revocation::RevocationList;
 use crate::edge::error::ApiError;
 
-/// One signed version of the list.
+/// One signed version of the list, and the signed key-set document beside it.
 #[derive(Debug, Clone, Default)]
 pub struct Published {
     pub version: u64,
     pub jws: String,
     pub entries: usize,
     pub issued_at: u64,
+    /// The signed key-set document (`GET /.well-known/pyrogate-keyset`).
+    pub keyset: String,
+    pub keyset_version: u64,
 }
 
 impl Published {
@@ -72,23 +77,46 @@ impl Publisher {
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/.well-known/jwks.json", get(jwks))
+        .route(KEYSET_PATH, get(keyset))
         .route("/api/revocations", get(revocations))
 }
 
-/// Re-reads the list from the store, signs it, and publishes it to readers and to this
-/// process's own verifier.
+/// Where the signed key-set document is served.
+pub const KEYSET_PATH: &str = "/.well-known/pyrogate-keyset";
+
+/// Re-reads the list from the store, signs it and the key-set document (with every published
+/// key), and publishes both to readers and the list to this process's own verifier. The
+/// key-set version moves whenever the published keys change.
 pub async fn republish(state: &AppState) -> anyhow::Result<()> {
-    let (version, entries) = state
+    let signers = state
+        .keyring
+        .lock()
+        .map(|ring| ring.published_signers())
+        .map_err(|_| anyhow::anyhow!("keyring lock poisoned"))?;
+    let mut kids: Vec<&str> = signers.iter().map(|s| s.kid()).collect();
+    kids.sort_unstable();
+    let kids = kids.join(",");
+    let (version, entries, keyset_version) = state
         .store
-        .call(|c| {
+        .call(move |c| {
             Ok((
                 store::revocations_version(c)?,
                 store::revocation_entries(c)?,
+                store::keyset_version(c, &kids)?,
             ))
         })
         .await?;
     let signer = state.signer()?;
     let now = state.now();
+    let keyset = keyset::sign(
+        &keyset::KeySetClaims {
+            iss: state.settings.auth.issuer.clone(),
+            ver: keyset_version,
+            iat: now,
+            keys: KeySet::new(signers.iter().map(|s| s.verifying_key())).to_jwks(),
+        },
+        &signers,
+    )?;
     let list = RevocationList {
         iss: state.settings.auth.issuer.clone(),
         ver: version,
@@ -101,6 +129,8 @@ pub async fn republish(state: &AppState) -> anyhow::Result<()> {
         jws: list.sign(&signer),
         entries: list.entries.len(),
         issued_at: now,
+        keyset,
+        keyset_version,
     };
     state.metrics.revocation_version.set(version);
     state
@@ -112,8 +142,10 @@ pub async fn republish(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Republishes if the store's version moved (a change by this or another process); with
-/// `prune`, first drops entries that no longer matter.
+/// Republishes if the store's version moved (a change by this or another process), or when
+/// the signed documents are `revocations.resign-interval` old (their signed `iat` is how
+/// nodes tell a current list from a replayed one); with `prune`, first drops entries that no
+/// longer matter.
 pub async fn refresh(state: &AppState, prune: bool) -> anyhow::Result<()> {
     let skew = state.settings.auth.clock_skew.as_secs();
     let now = state.now();
@@ -129,10 +161,28 @@ pub async fn refresh(state: &AppState, prune: bool) -> anyhow::Result<()> {
             }
         })
         .await?;
-    if version != state.publisher.current().version {
+    let current = state.publisher.current();
+    let resign = state
+        .settings
+        .authority
+        .revocations_resign_interval
+        .as_secs();
+    if version != current.version || now.saturating_sub(current.issued_at) >= resign.max(1) {
         republish(state).await?;
     }
     Ok(())
+}
+
+async fn keyset(State(state): State<AppState>) -> Response {
+    let current = state.publisher.current();
+    (
+        [
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_TYPE, "application/json"),
+        ],
+        current.keyset.clone(),
+    )
+        .into_response()
 }
 
 async fn jwks(State(state): State<AppState>) -> Response {

@@ -17,6 +17,34 @@ pub fn init_meta(conn: &Connection, key: &str, value: &str) -> Result<String> {
     get_meta(conn, key)?.ok_or(StoreError::NotFound("meta value vanished"))
 }
 
+/// Sets `key` to `value`.
+pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+/// The key-set version for the published `kids` (sorted, comma-joined): the stored version
+/// if they are the ones it was given for, else the next one, stored with them.
+pub fn keyset_version(conn: &mut Connection, kids: &str) -> Result<u64> {
+    let tx = conn.transaction()?;
+    let version: u64 = get_meta(&tx, "keyset.version")?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let version = if get_meta(&tx, "keyset.kids")?.as_deref() == Some(kids) {
+        version
+    } else {
+        let next = version + 1;
+        set_meta(&tx, "keyset.version", &next.to_string())?;
+        set_meta(&tx, "keyset.kids", kids)?;
+        next
+    };
+    tx.commit()?;
+    Ok(version)
+}
+
 pub fn audit(
     conn: &Connection,
     now: u64,

@@ -77,6 +77,8 @@ struct Inner {
     /// Set by the sync loop when the authority has been unreachable for too long under a
     /// refusing staleness policy.
     stale: Arc<std::sync::atomic::AtomicBool>,
+    /// Set while an authority-fed node has no verified revocation list in force.
+    unverified: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl IngestState {
@@ -124,6 +126,7 @@ impl IngestState {
                 metrics,
                 clock,
                 stale: Arc::default(),
+                unverified: Arc::default(),
             }),
         })
     }
@@ -134,6 +137,10 @@ impl IngestState {
 
     pub fn stale_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
         self.inner.stale.clone()
+    }
+
+    pub fn unverified_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.inner.unverified.clone()
     }
 
     pub fn local(&self) -> Option<&local::LocalStore> {
@@ -209,6 +216,11 @@ async fn push(
     req: Request,
 ) -> Result<Response, ApiError> {
     let inner = &state.inner;
+    if inner.unverified.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ApiError::Unavailable(
+            "this node has no verified revocation list from the authority yet; refusing pushes until it has one".into(),
+        ));
+    }
     if inner.stale.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(ApiError::Unavailable(
             "this node can't reach the authority and its revocation list is too old; refusing pushes (sync.max-staleness)".into(),

@@ -139,6 +139,22 @@ impl Authority {
         format!("http://{}", self.addr)
     }
 
+    /// The kid that signs new keys: the trust anchor a node pins.
+    pub fn signing_kid(&self) -> String {
+        self.state
+            .keyring
+            .lock()
+            .expect("keyring")
+            .active()
+            .kid()
+            .to_owned()
+    }
+
+    /// YAML pinning this authority's signing key (`authority.trusted-keys`).
+    pub fn trust_yaml(&self) -> String {
+        format!("authority:\n  trusted-keys: {}\n", self.signing_kid())
+    }
+
     /// `https://localhost:PORT`, for an authority serving TLS.
     pub fn tls_origin(&self) -> String {
         format!("https://localhost:{}", self.addr.port())

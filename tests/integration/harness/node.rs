@@ -67,8 +67,9 @@ impl Node {
         let node = Node::start(
             storage,
             &format!(
-                "authority-url: {}\nupstream: {upstream}\nauth:\n  ingestion:\n    enabled: true\n",
-                authority.origin()
+                "authority-url: {}\nupstream: {upstream}\nauth:\n  ingestion:\n    enabled: true\n{}",
+                authority.origin(),
+                authority.trust_yaml()
             ),
         )
         .await;

@@ -31,13 +31,26 @@ async fn start_authority(dir: &Path) -> Server {
     .await
 }
 
-async fn start_node(name: &str, authority_url: &str, storage: &Path) -> Server {
+/// The authority's signing key, as a node pins it: the kid its JWKS publishes.
+async fn trust_anchor(authority_url: &str) -> String {
+    let jwks = Http::new(authority_url)
+        .get("/.well-known/jwks.json")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    jwks["keys"][0]["kid"].as_str().expect("kid").to_owned()
+}
+
+async fn start_node(name: &str, authority_url: &str, kid: &str, storage: &Path) -> Server {
     Server::start(
         name,
         &[
             "ingest",
             "--authority-url",
             authority_url,
+            "--authority.trusted-keys",
+            kid,
             "--storage-path",
             storage.to_str().expect("utf-8 path"),
             "--auth.ingestion.enabled",
@@ -81,10 +94,11 @@ async fn a_deleted_key_is_refused_by_every_node_within_a_second_and_nodes_outliv
     const KEYS: usize = 10;
     let dir = tempfile::tempdir().expect("temp dir");
     let mut authority = start_authority(&dir.path().join("authority")).await;
+    let kid = trust_anchor(&authority.url).await;
     let mut nodes = Vec::new();
     for i in 0..3 {
         let storage = dir.path().join(format!("node{i}"));
-        nodes.push(start_node(&format!("node{i}"), &authority.url, &storage).await);
+        nodes.push(start_node(&format!("node{i}"), &authority.url, &kid, &storage).await);
     }
     let admin = authority.client();
     admin.login(ADMIN, ADMIN_PASSWORD).await.expect(204);
@@ -174,7 +188,7 @@ async fn a_deleted_key_is_refused_by_every_node_within_a_second_and_nodes_outliv
     // A node restarted while the authority is still down starts from its cache.
     let storage = dir.path().join("node0");
     nodes[0].kill();
-    nodes[0] = start_node("node0 (restarted)", &authority.url, &storage).await;
+    nodes[0] = start_node("node0 (restarted)", &authority.url, &kid, &storage).await;
     let r = ready(&nodes[0]).await;
     assert_eq!(r["ready"], json!(true), "{r}");
     assert_eq!(r["keysLoaded"], json!(true), "{r}");

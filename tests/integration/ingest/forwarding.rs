@@ -300,9 +300,10 @@ async fn a_key_without_a_tenant_gets_tenant_default_or_no_header() {
     let defaulted = Node::start(
         &dir.path().join("b"),
         &format!(
-            "authority-url: {}\nupstream: {}\ntenant:\n  default: fallback\nauth:\n  ingestion:\n    enabled: true\n",
+            "authority-url: {}\nupstream: {}\ntenant:\n  default: fallback\nauth:\n  ingestion:\n    enabled: true\n{}",
             authority.origin(),
-            upstream.url()
+            upstream.url(),
+            authority.trust_yaml()
         ),
     )
     .await;

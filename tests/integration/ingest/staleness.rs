@@ -21,8 +21,9 @@ async fn a_node_refuses_pushes_once_its_clock_passes_max_staleness_without_the_a
     let node = Node::start_with_clock(
         storage.path(),
         &format!(
-            "authority-url: {}\nauth:\n  ingestion:\n    enabled: true\nsync:\n  wait: 1s\n  max-staleness: 10s\n",
-            authority.origin()
+            "authority-url: {}\nauth:\n  ingestion:\n    enabled: true\nsync:\n  wait: 1s\n  max-staleness: 10s\n{}",
+            authority.origin(),
+            authority.trust_yaml()
         ),
         Arc::new(clock.clone()),
     )
