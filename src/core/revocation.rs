@@ -39,6 +39,10 @@ pub struct RevocationList {
     pub ver: u64,
     pub iat: u64,
     pub entries: Vec<RevocationEntry>,
+    /// The key-set version current when this list was signed: a node holding an older key set
+    /// fetches the new one at once (how a retirement travels as fast as a deletion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ksv: Option<u64>,
 }
 
 impl RevocationList {
@@ -48,6 +52,7 @@ impl RevocationList {
             ver: 0,
             iat: now,
             entries: Vec::new(),
+            ksv: None,
         }
     }
 

@@ -37,6 +37,7 @@ use axum::body::Bytes;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, Limited};
 
+use crate::core::clock::Stopwatch;
 use crate::core::jwk::{JwkSet, KeySet};
 use crate::core::keyset::{self, KeySetClaims, KeySetError, Trust};
 use crate::core::revocation::{MAX_LIST_BYTES, RevocationList};
@@ -391,30 +392,44 @@ impl Syncer {
 
     async fn run_authority(&self, base: &str, cache_dir: &Path) {
         let mut backoff = Duration::from_secs(1);
-        let mut next_jwks = 0u64;
-        let mut last_kid_fetch = 0u64;
+        let mut next_keyset = 0u64;
+        // Real elapsed time, not the node's clock: this only paces requests.
+        let mut last_keyset_fetch: Option<Stopwatch> = None;
         loop {
             let t = self.now();
-            let wanted = self.verifier.take_unknown_key_seen()
-                && t >= last_kid_fetch + UNKNOWN_KID_COOLDOWN.as_secs();
-            if t >= next_jwks || wanted || !self.status.keys_loaded.load(Ordering::Relaxed) {
-                last_kid_fetch = t;
+            let cooled = last_keyset_fetch.is_none_or(|s| s.elapsed() >= UNKNOWN_KID_COOLDOWN);
+            // Within the cooldown the flag stays set: the fetch it asks for happens when the
+            // cooldown ends, however many requests named unknown kids meanwhile.
+            let wanted = cooled && self.verifier.take_unknown_key_seen();
+            let keys_loaded = self.status.keys_loaded.load(Ordering::Relaxed);
+            if t >= next_keyset || wanted || !keys_loaded {
+                last_keyset_fetch = Some(Stopwatch::start());
                 match self.fetch_keyset(base, cache_dir).await {
-                    Ok(()) => next_jwks = t + self.config.jwks_interval.as_secs().max(1),
+                    Ok(()) => next_keyset = t + self.config.jwks_interval.as_secs().max(1),
                     Err(err) => {
                         self.failed(&err);
                         self.check_staleness();
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                        continue;
+                        if !keys_loaded {
+                            // Nothing to check a list with yet.
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                            continue;
+                        }
+                        // Keep the set in force and keep following the list meanwhile.
+                        next_keyset = t + self.config.jwks_interval.as_secs().clamp(1, 30);
                     }
                 }
             }
+            let cooldown_left = last_keyset_fetch
+                .map(|s| UNKNOWN_KID_COOLDOWN.saturating_sub(s.elapsed()))
+                .unwrap_or_default();
             let poll = self.poll_list(base, cache_dir);
             let result = tokio::select! {
                 r = poll => r,
-                // A request saw an unknown kid: cut the long-poll short to fetch the JWKS.
-                _ = self.verifier.unknown_key_notified() => Ok(()),
+                // A request saw an unknown kid: cut the long-poll short to fetch the key set.
+                _ = self.verifier.unknown_key_notified(), if cooled => Ok(()),
+                // Within the cooldown, at most one restart when it ends.
+                () = tokio::time::sleep(cooldown_left), if !cooled => Ok(()),
             };
             match result {
                 Ok(()) => backoff = Duration::from_secs(1),
@@ -562,6 +577,13 @@ impl Syncer {
                 .map_err(|e| {
                     anyhow::anyhow!("the authority's revocation list does not verify: {e}")
                 })?;
+                let newer_keys = list
+                    .ksv
+                    .is_some_and(|v| v > self.status.keyset_version.load(Ordering::Relaxed));
+                if newer_keys {
+                    // The authority's keys changed (a rotation or a retirement): follow now.
+                    self.fetch_keyset(base, cache_dir).await?;
+                }
                 if self.install_list(&list, text) {
                     let path = cache_dir.join(LIST_FILE);
                     crate::edge::files::write_atomic(&path, text.as_bytes(), 0o644)

@@ -391,6 +391,7 @@ async fn a_revoked_token_is_refused_as_revoked() {
     let jti = claims_of(&token)["jti"].as_str().unwrap().to_owned();
     h.verifier.set_revocations(
         RevocationList {
+            ksv: None,
             iss: ISSUER.into(),
             ver: 1,
             iat: NOW,

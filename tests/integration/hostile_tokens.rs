@@ -1048,6 +1048,7 @@ fn every_hostile_token_is_refused_with_its_exact_reason() {
         .verify(&from_dropped_key)
         .expect("valid before its key is dropped");
     let list = RevocationList {
+        ksv: None,
         iss: ISSUER.into(),
         ver: 1,
         iat: NOW,
@@ -1204,6 +1205,7 @@ fn a_cached_token_is_refused_once_its_jti_is_revoked() {
     let token = issue(&key, "ci", Role::Agent, 0, None);
     let jti = verifier.verify(&token).expect("fresh token").jti.clone();
     let list = RevocationList {
+        ksv: None,
         iss: ISSUER.into(),
         ver: 1,
         iat: NOW,

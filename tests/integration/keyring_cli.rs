@@ -605,6 +605,7 @@ fn a_token_whose_signing_key_was_rotated_out_and_retired_no_longer_verifies() {
 fn revocation_list_for(token: &str) -> RevocationList {
     let claims = claims_of(token);
     RevocationList {
+        ksv: None,
         iss: ISSUER.into(),
         ver: 1,
         iat: claims["iat"].as_u64().unwrap(),

@@ -99,10 +99,11 @@ pub async fn republish(state: &AppState) -> anyhow::Result<()> {
     let (version, entries, keyset_version) = state
         .store
         .call(move |c| {
+            let keyset_version = store::keyset_version(c, &kids)?;
             Ok((
                 store::revocations_version(c)?,
                 store::revocation_entries(c)?,
-                store::keyset_version(c, &kids)?,
+                keyset_version,
             ))
         })
         .await?;
@@ -122,6 +123,7 @@ pub async fn republish(state: &AppState) -> anyhow::Result<()> {
         ver: version,
         iat: now,
         entries,
+        ksv: Some(keyset_version),
     };
     state.verifier.set_revocations(list.to_set());
     let published = Published {

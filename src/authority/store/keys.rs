@@ -109,7 +109,7 @@ pub fn revoke_jti(
     Ok(version)
 }
 
-fn bump_version(conn: &Connection) -> Result<u64> {
+pub(crate) fn bump_version(conn: &Connection) -> Result<u64> {
     Ok(conn.query_row(
         "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revocations_version'
          RETURNING CAST(value AS INTEGER)",

@@ -27,18 +27,25 @@ pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
 }
 
 /// The key-set version for the published `kids` (sorted, comma-joined): the stored version
-/// if they are the ones it was given for, else the next one, stored with them.
+/// if they are the ones it was given for, else the next one, stored with them. A change also
+/// moves the revocation list's version, so long-polling nodes hear of it at once (a retired
+/// key must stop working as fast as a deleted API key).
 pub fn keyset_version(conn: &mut Connection, kids: &str) -> Result<u64> {
     let tx = conn.transaction()?;
     let version: u64 = get_meta(&tx, "keyset.version")?
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let version = if get_meta(&tx, "keyset.kids")?.as_deref() == Some(kids) {
+    let before = get_meta(&tx, "keyset.kids")?;
+    let version = if before.as_deref() == Some(kids) {
         version
     } else {
         let next = version + 1;
         set_meta(&tx, "keyset.version", &next.to_string())?;
         set_meta(&tx, "keyset.kids", kids)?;
+        // The first key set is news to nobody.
+        if before.is_some() {
+            super::keys::bump_version(&tx)?;
+        }
         next
     };
     tx.commit()?;
