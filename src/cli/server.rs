@@ -15,9 +15,21 @@ pub(crate) fn run(flags: &ConfigFlags) -> anyhow::Result<ExitCode> {
         let app =
             Application::build(settings, Arc::new(SystemClock)).await?;
         let first = &app.first_start;
-        if let Some(kid) = &first.created_signing_key {
+        let kid = app.state().signer()?.kid().to_owned();
+        let node_command = format!(
+            "pyrogate ingest --authority-url {}://<this-host>:{} --authority.trusted-keys {kid} --auth.ingestion.enabled",
+            app.scheme(),
+            app.port()
+        );
+        if first.created_signing_key.is_some() {
             tracing::info!(kid = %kid, "created the first signing key");
+            outln!();
+            outln!("  Ingest nodes pin this authority's signing key (their trust anchor):");
+            outln!();
+            outln!("      {node_command}");
+            outln!();
         }
+        tracing::info!(trust_anchor = %kid, command = %node_command, "how an ingest node trusts this authority");
         if let Some((name, generated)) = &first.created_admin {
             match generated {
                 Some(password) => {

@@ -1,10 +1,13 @@
-//! `pyrogate signing-key generate|rotate|retire|list|jwks`.
+//! `pyrogate signing-key generate|rotate|retire|list|jwks|export`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use pyrogate::authority::keyring::Keyring;
+use pyrogate::authority::routes::distribution;
+use pyrogate::config::{ConfigFlags, LocalFlags};
 use pyrogate::core::clock::{Clock as _, SystemClock, rfc3339};
 
 #[derive(Debug, Args)]
@@ -38,6 +41,18 @@ pub enum SigningKeyCommand {
     },
     /// Print the published keys as an RFC 8037 JWK Set.
     Jwks(KeysDir),
+    /// Write the signed distribution documents — key set, JWK Set, revocation list — under
+    /// DIR in the authority's URL layout, for a static mirror or CDN (point nodes'
+    /// authority.url at it) or an air-gapped node (--jwks-file, --revocations-file). Re-run it
+    /// to refresh the signed iat.
+    Export {
+        /// Where to write `.well-known/pyrogate-keyset`, `.well-known/jwks.json` and
+        /// `api/revocations`.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        config: LocalFlags,
+    },
 }
 
 pub(crate) fn run(cmd: SigningKeyCommand) -> anyhow::Result<ExitCode> {
@@ -81,6 +96,45 @@ pub(crate) fn run(cmd: SigningKeyCommand) -> anyhow::Result<ExitCode> {
             let ring = Keyring::open(&k.keys_dir)?;
             outln!("{}", serde_json::to_string_pretty(&ring.jwks())?);
         }
+        SigningKeyCommand::Export { out, config } => export(&out, &config, now)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn export(out: &Path, config: &ConfigFlags, now: u64) -> anyhow::Result<()> {
+    let (settings, store) = super::api_key::open_local(config)?;
+    let ring = Keyring::open(&settings.authority.keys_dir)?;
+    let signers = ring.published_signers();
+    let kids = distribution::kid_list(&signers);
+    let snapshot = store.with(|c| distribution::Snapshot::read(c, &kids))?;
+    let (_, published) = distribution::sign_documents(
+        snapshot,
+        &signers,
+        ring.active(),
+        &settings.auth.issuer,
+        now,
+    )?;
+    let files = [
+        (".well-known/pyrogate-keyset", published.keyset.clone()),
+        (
+            ".well-known/jwks.json",
+            serde_json::to_string_pretty(&ring.jwks())?,
+        ),
+        ("api/revocations", published.jws.clone()),
+    ];
+    for (name, body) in files {
+        let path = out.join(name);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        pyrogate::edge::files::write_atomic(&path, body.as_bytes(), 0o644)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    eprintln!(
+        "wrote key set version {} and revocation list version {} under {}",
+        published.keyset_version,
+        published.version,
+        out.display()
+    );
+    Ok(())
 }

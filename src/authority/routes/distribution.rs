@@ -21,8 +21,9 @@ use tokio::sync::watch;
 use crate::authority::AppState;
 use crate::authority::store;
 use crate::core::jwk::KeySet;
+use crate::core::jws::Signer;
 use crate::core::keyset;
-use crate::core::revocation::RevocationList;
+use crate::core::revocation::{RevocationEntry, RevocationList};
 use crate::edge::error::ApiError;
 
 /// One signed version of the list, and the signed key-set document beside it.
@@ -88,60 +89,93 @@ pub const KEYSET_PATH: &str = "/.well-known/pyrogate-keyset";
 /// key), and publishes both to readers and the list to this process's own verifier. The
 /// key-set version moves whenever the published keys change.
 pub async fn republish(state: &AppState) -> anyhow::Result<()> {
-    let signers = state
+    let (signers, active) = state
         .keyring
         .lock()
-        .map(|ring| ring.published_signers())
+        .map(|ring| (ring.published_signers(), ring.active().clone()))
         .map_err(|_| anyhow::anyhow!("keyring lock poisoned"))?;
-    let mut kids: Vec<&str> = signers.iter().map(|s| s.kid()).collect();
-    kids.sort_unstable();
-    let kids = kids.join(",");
-    let (version, entries, keyset_version) = state
-        .store
-        .call(move |c| {
-            let keyset_version = store::keyset_version(c, &kids)?;
-            Ok((
-                store::revocations_version(c)?,
-                store::revocation_entries(c)?,
-                keyset_version,
-            ))
-        })
-        .await?;
-    let signer = state.signer()?;
-    let now = state.now();
-    let keyset = keyset::sign(
-        &keyset::KeySetClaims {
-            iss: state.settings.auth.issuer.clone(),
-            ver: keyset_version,
-            iat: now,
-            keys: KeySet::new(signers.iter().map(|s| s.verifying_key())).to_jwks(),
-        },
+    let kids = kid_list(&signers);
+    let snapshot = state.store.call(move |c| Snapshot::read(c, &kids)).await?;
+    let (list, published) = sign_documents(
+        snapshot,
         &signers,
+        &active,
+        &state.settings.auth.issuer,
+        state.now(),
     )?;
-    let list = RevocationList {
-        iss: state.settings.auth.issuer.clone(),
-        ver: version,
-        iat: now,
-        entries,
-        ksv: Some(keyset_version),
-    };
     state.verifier.set_revocations(list.to_set());
-    let published = Published {
-        version,
-        jws: list.sign(&signer),
-        entries: list.entries.len(),
-        issued_at: now,
-        keyset,
-        keyset_version,
-    };
-    state.metrics.revocation_version.set(version);
+    state.metrics.revocation_version.set(published.version);
     state
         .metrics
         .revocation_entries
         .set(published.entries as u64);
-    state.metrics.revocation_issued_at.set(now);
+    state.metrics.revocation_issued_at.set(published.issued_at);
     state.publisher.publish(published);
     Ok(())
+}
+
+/// The published kids, sorted and comma-joined: what the key-set version is kept for.
+pub fn kid_list(signers: &[Signer]) -> String {
+    let mut kids: Vec<&str> = signers.iter().map(|s| s.kid()).collect();
+    kids.sort_unstable();
+    kids.join(",")
+}
+
+/// What the signed documents are made of, read in one go from the store.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub version: u64,
+    pub entries: Vec<RevocationEntry>,
+    pub keyset_version: u64,
+}
+
+impl Snapshot {
+    /// Reads the list and the key-set version for the published `kids` (moving the version
+    /// if they changed).
+    pub fn read(c: &mut rusqlite::Connection, kids: &str) -> store::Result<Snapshot> {
+        let keyset_version = store::keyset_version(c, kids)?;
+        Ok(Snapshot {
+            version: store::revocations_version(c)?,
+            entries: store::revocation_entries(c)?,
+            keyset_version,
+        })
+    }
+}
+
+/// Signs the revocation list (with the active key) and the key-set document (with every
+/// published key). Used by the server and by `pyrogate signing-key export`.
+pub fn sign_documents(
+    snapshot: Snapshot,
+    signers: &[Signer],
+    active: &Signer,
+    issuer: &str,
+    now: u64,
+) -> anyhow::Result<(RevocationList, Published)> {
+    let keyset = keyset::sign(
+        &keyset::KeySetClaims {
+            iss: issuer.to_owned(),
+            ver: snapshot.keyset_version,
+            iat: now,
+            keys: KeySet::new(signers.iter().map(|s| s.verifying_key())).to_jwks(),
+        },
+        signers,
+    )?;
+    let list = RevocationList {
+        iss: issuer.to_owned(),
+        ver: snapshot.version,
+        iat: now,
+        entries: snapshot.entries,
+        ksv: Some(snapshot.keyset_version),
+    };
+    let published = Published {
+        version: snapshot.version,
+        jws: active.encode(crate::core::token::REVOCATIONS_TYP, &list)?,
+        entries: list.entries.len(),
+        issued_at: now,
+        keyset,
+        keyset_version: snapshot.keyset_version,
+    };
+    Ok((list, published))
 }
 
 /// Republishes if the store's version moved (a change by this or another process), or when
