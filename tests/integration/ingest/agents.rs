@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::harness::{Authority, Deadline, Node, Recorded, Upstream, decisions, paths};
+use crate::harness::{Authority, Deadline, Node, Pki, Recorded, Upstream, decisions, paths};
 
 const INSTALL_HINT: &str = "run `bash scripts/install-test-deps.sh` to install the real Pyroscope agents (pyroscope-io, @pyroscope/nodejs) under target/test-deps/";
 
@@ -150,6 +150,7 @@ fn start_agent(
     server: &str,
     key: Option<&str>,
     tenant: &str,
+    env: &[(&str, &str)],
 ) -> Run {
     let Installed {
         agent,
@@ -186,6 +187,7 @@ fn start_agent(
         Some(k) => cmd.env("PYRO_KEY", k),
         None => cmd.env_remove("PYRO_KEY"),
     };
+    cmd.envs(env.iter().copied());
     let child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("starting the {agent:?} agent: {e}; {INSTALL_HINT}"));
@@ -299,7 +301,7 @@ async fn agent_end_to_end(agent: Agent) {
         .map(|(label, key)| {
             let run_dir = dir.path().join(label);
             std::fs::create_dir_all(&run_dir).expect("run dir");
-            start_agent(&installed, &run_dir, label, &node.url, *key, tenant)
+            start_agent(&installed, &run_dir, label, &node.url, *key, tenant, &[])
         })
         .collect();
     let mut outputs = Vec::new();
@@ -334,6 +336,7 @@ async fn agent_end_to_end(agent: Agent) {
         &node.url,
         Some(&agent_key),
         tenant,
+        &[],
     )
     .finish()
     .await;
@@ -372,4 +375,66 @@ async fn the_python_agent_pushes_through_a_node_with_basic_auth_and_refused_keys
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_agent_pushes_through_a_node_with_a_bearer_key_and_refused_keys_get_nowhere() {
     agent_end_to_end(Agent::Node).await;
+}
+
+/// TLS on both sides with a private CA: the real Python agent (native-tls/OpenSSL, trusting
+/// the CA through `SSL_CERT_FILE`) pushes over HTTPS to a TLS-serving node, which forwards over
+/// HTTPS to an upstream that gets the node's own credentials — and never the agent's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_agent_pushes_over_https_through_a_tls_node_to_an_https_upstream() {
+    let installed = Agent::Python.locate();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new("agents");
+    let upstream = Upstream::start_tls(&pki.server("upstream")).await;
+    let authority = Authority::on_system_clock().await;
+    let tenant = "team-tls";
+    let (_, agent_key) = authority.new_key("tls-agent", "Agent", Some(tenant)).await;
+    let served = pki.server("node");
+    let node = Node::start(
+        &dir.path().join("node"),
+        &format!(
+            "authority-url: {}\nauth:\n  ingestion:\n    enabled: true\n{}server:\n  http-tls-cert-path: {:?}\n  http-tls-key-path: {:?}\nupstream:\n  url: {}\n  tls-ca-path: {:?}\n  basic-auth-username: node\n  basic-auth-password: node-secret\n",
+            authority.origin(),
+            authority.trust_yaml(),
+            served.cert,
+            served.key,
+            upstream.url(),
+            pki.ca_path()
+        ),
+    )
+    .await;
+    assert!(node.url.starts_with("https://localhost:"), "{}", node.url);
+    let ca = pki.ca_path();
+    let run_dir = dir.path().join("tls-agent");
+    std::fs::create_dir_all(&run_dir).expect("run dir");
+    let output = start_agent(
+        &installed,
+        &run_dir,
+        "tls-agent",
+        &node.url,
+        Some(&agent_key),
+        tenant,
+        &[("SSL_CERT_FILE", ca.to_str().expect("utf-8 path"))],
+    )
+    .finish()
+    .await;
+    let accepted = upstream.accepted();
+    assert!(
+        !accepted.is_empty(),
+        "the agent's pushes never reached the upstream over TLS; its output:\n{output}"
+    );
+    for push in &accepted {
+        assert_eq!(push.path_and_query, "/push.v1.PusherService/Push");
+        assert_eq!(push.tenant(), Some(tenant));
+        assert_eq!(
+            push.header("authorization"),
+            Some("Basic bm9kZTpub2RlLXNlY3JldA==")
+        );
+        for (name, value) in &push.headers {
+            assert!(
+                !value.to_str().unwrap_or_default().contains(&agent_key),
+                "the agent's key reached the upstream in {name}"
+            );
+        }
+    }
 }
