@@ -17,6 +17,8 @@ use super::median;
 /// Result of `pyrogate bench ingest`.
 #[derive(Debug, Clone, Serialize)]
 pub struct IngestReport {
+    /// TLS on both hops.
+    pub tls: bool,
     pub body_bytes: usize,
     pub concurrency: usize,
     pub rounds: usize,
@@ -36,8 +38,16 @@ impl fmt::Display for IngestReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "ingest benchmark: {}-byte pushes, {} concurrent clients, {} rounds × {:.1} s per mode",
-            self.body_bytes, self.concurrency, self.rounds, self.seconds_per_round
+            "ingest benchmark{}: {}-byte pushes, {} concurrent clients, {} rounds × {:.1} s per mode",
+            if self.tls {
+                " (TLS client → node → upstream)"
+            } else {
+                ""
+            },
+            self.body_bytes,
+            self.concurrency,
+            self.rounds,
+            self.seconds_per_round
         )?;
         writeln!(f, "{:<24} {:>14} {:>14}", "mode", "pushes/s best", "median")?;
         writeln!(
@@ -67,24 +77,52 @@ pub async fn ingest(
     rounds: usize,
     concurrency: usize,
     body_bytes: usize,
+    tls_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<IngestReport> {
     use axum::Router;
     use axum::routing::post;
     use http_body_util::Full;
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
+    use pyrogate::config::{ClientTls, ServerTls};
+    use pyrogate::edge::server::{Lifecycle, Server};
 
     let dir = std::env::temp_dir().join(format!("pyrogate-bench-{}", b64::random(6)));
     std::fs::create_dir_all(&dir)?;
     let cleanup = scopeguard(dir.clone());
 
-    // Upstream: accepts everything.
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let upstream_addr = upstream.local_addr()?;
-    tokio::spawn(async move {
-        let app = Router::new().route("/ingest", post(|| async { "" }));
-        let _ = axum::serve(upstream, app).await;
+    let server_tls = tls_dir.map(|d| ServerTls {
+        cert_path: d.join("cert.pem"),
+        key_path: d.join("key.pem"),
+        client_ca_path: None,
     });
+    let (scheme, host) = match tls_dir {
+        Some(_) => ("https", "localhost"),
+        None => ("http", "127.0.0.1"),
+    };
+    // Upstream: accepts everything (over TLS too, through the same server shell).
+    let upstream = Server::bind(
+        "127.0.0.1:0".parse()?,
+        Router::new().route("/ingest", post(|| async { "" })),
+        server_tls.as_ref(),
+    )
+    .await?;
+    let upstream_port = upstream.local_addr().port();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut upstream_stopped = stopped.clone();
+    let upstream_task = tokio::spawn(upstream.run_until(
+        async move {
+            let _ = upstream_stopped.wait_for(|s| *s).await;
+        },
+        Lifecycle::new(),
+    ));
+    let tls_yaml = match tls_dir {
+        Some(d) => format!(
+            "server:\n  http-tls-cert-path: {:?}\n  http-tls-key-path: {:?}\nupstream:\n  url: https://localhost:{upstream_port}\n  tls-ca-path: {:?}\n",
+            d.join("cert.pem"),
+            d.join("key.pem"),
+            d.join("ca.pem")
+        ),
+        None => format!("upstream:\n  url: http://127.0.0.1:{upstream_port}\n"),
+    };
 
     // A signing key and its JWKS file for the auth-on node.
     let signer = Signer::new(SigningKey::generate());
@@ -107,10 +145,9 @@ pub async fn ingest(
 
     let mut ports = Vec::new();
     let mut nodes = Vec::new();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     for auth in [false, true] {
         let yaml = format!(
-            "api-bind-addr: 127.0.0.1:0\nstorage-path: {:?}\nupstream: http://{upstream_addr}\nlog-level: error\nauth:\n  ingestion:\n    enabled: {auth}\n{}",
+            "api-bind-addr: 127.0.0.1:0\nstorage-path: {:?}\n{tls_yaml}log-level: error\nauth:\n  ingestion:\n    enabled: {auth}\n{}",
             dir.join(if auth { "on" } else { "off" }),
             if auth {
                 format!("jwks-file: {:?}\n", jwks_path)
@@ -130,8 +167,13 @@ pub async fn ingest(
     }
 
     let body = axum::body::Bytes::from(b64::random(body_bytes).into_bytes()[..body_bytes].to_vec());
-    let client: Client<_, Full<axum::body::Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+    let client_tls = pyrogate::edge::tls::client_config(&ClientTls {
+        peer: "bench",
+        ca_path: tls_dir.map(|d| d.join("ca.pem")),
+        client_cert: None,
+        insecure_skip_verify: false,
+    })?;
+    let client = pyrogate::edge::client::http_client(std::time::Duration::from_secs(5), client_tls);
     let bearer = format!("Bearer {}", token.expose());
     let run = |port: u16| {
         let client = client.clone();
@@ -146,7 +188,7 @@ pub async fn ingest(
                     let mut ok = 0u64;
                     while Instant::now() < deadline {
                         let mut req = axum::http::Request::post(format!(
-                            "http://127.0.0.1:{port}/ingest?name=bench.cpu"
+                            "{scheme}://{host}:{port}/ingest?name=bench.cpu"
                         ))
                         .header("content-type", "application/octet-stream");
                         // The same push to both nodes — key and tenant header included, as an
@@ -197,10 +239,12 @@ pub async fn ingest(
     for node in nodes {
         let _ = node.await;
     }
+    let _ = upstream_task.await;
     drop(cleanup);
     let best = |xs: &[f64]| xs.iter().copied().fold(0.0, f64::max);
     let (auth_off_rps, auth_on_rps) = (best(&off), best(&on));
     Ok(IngestReport {
+        tls: tls_dir.is_some(),
         body_bytes,
         concurrency,
         rounds,

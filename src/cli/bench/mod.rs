@@ -42,6 +42,11 @@ pub enum BenchCommand {
         /// Bytes per push.
         #[arg(long, default_value_t = 10_240)]
         body_bytes: usize,
+        /// TLS on both hops (client → node → upstream): a directory with `ca.pem`, and
+        /// `cert.pem` + `key.pem` for `localhost` signed by it (scripts/bench-tls.sh makes
+        /// one with openssl).
+        #[arg(long)]
+        tls_dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -61,12 +66,14 @@ pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             rounds,
             concurrency,
             body_bytes,
+            tls_dir,
         } => {
             let report = bootstrap::runtime()?.block_on(ingest::ingest(
                 seconds.max(0.1),
                 rounds.max(1),
                 concurrency.max(1),
                 body_bytes.max(1),
+                tls_dir.as_deref(),
             ))?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&report)?);
