@@ -225,7 +225,7 @@ pub const KEYS: &[Key] = &[
     key("sync.jwks-interval", INGEST, "60s", Kind::Duration,
         "Ingest node: how often the key set is re-fetched (also fetched at once on an unknown kid)."),
     key("sync.max-staleness", INGEST, "0s", Kind::Duration,
-        "Ingest node: refuse pushes (503) once the authority has not been reached for this long; 0 keeps serving with the last good copy."),
+        "Ingest node: refuse pushes (503) once the revocation list in force was signed longer ago than this (its signed iat, not the last answer); 0 keeps serving with the last good copy."),
     key("upstream.url", SERVER.or(INGEST), "", Kind::Url,
         "URL of the Grafana Pyroscope to forward ingested profiles to; empty keeps them locally.")
         .alias("upstream"),

@@ -245,6 +245,12 @@ impl Settings {
                 ));
             }
         };
+        if upstream_auth.is_some() && l.bool("upstream.tls-insecure-skip-verify")? {
+            return Err(l.bad(
+                "upstream.tls-insecure-skip-verify",
+                "would send the upstream credentials to whoever answers; verify the upstream (upstream.tls-ca-path) or drop the credentials",
+            ));
+        }
         let trusted_keys: Vec<String> = l
             .string("authority.trusted-keys")?
             .split(',')

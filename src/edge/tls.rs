@@ -117,7 +117,7 @@ pub fn client_config(tls: &ClientTls) -> anyhow::Result<Arc<ClientConfig>> {
         };
         builder.with_root_certificates(roots)
     };
-    // ALPN is set by the HTTPS connector (http/1.1).
+    // No ALPN: the connector speaks HTTP/1.1 only, which needs none.
     let config = match &tls.client_cert {
         Some((cert, key)) => builder
             .with_client_auth_cert(
@@ -242,6 +242,10 @@ pub const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 /// Longest a TLS handshake may take; a client that stalls it is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Handshakes in flight at once; connections beyond are closed at once, so stalled
+/// handshakes can't use up the process's file descriptors.
+pub const MAX_HANDSHAKES: usize = 256;
+
 /// The served TLS configuration: checked at start-up, certificate watched once serving.
 #[derive(Debug, Clone)]
 pub struct ServerTlsConfig {
@@ -287,6 +291,7 @@ impl ServerTlsConfig {
         let local = tcp.local_addr();
         let (tx, rx) = mpsc::channel(64);
         let acceptor = TlsAcceptor::from(self.config.clone());
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         life.spawn(async move {
             loop {
                 let (stream, peer) = match tcp.accept().await {
@@ -297,9 +302,14 @@ impl ServerTlsConfig {
                         continue;
                     }
                 };
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                    tracing::debug!(%peer, "too many TLS handshakes in flight; closing");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;

@@ -48,6 +48,9 @@ impl Published {
 pub struct Publisher {
     current: ArcSwap<Published>,
     version: watch::Sender<u64>,
+    /// One republish at a time (request handlers and the ticker both republish), so a
+    /// slower one holding an older snapshot can never publish over a newer one.
+    republishing: tokio::sync::Mutex<()>,
 }
 
 impl Default for Publisher {
@@ -61,6 +64,7 @@ impl Publisher {
         Publisher {
             current: ArcSwap::from_pointee(Published::default()),
             version: watch::channel(0).0,
+            republishing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -89,6 +93,7 @@ pub const KEYSET_PATH: &str = "/.well-known/pyrogate-keyset";
 /// key), and publishes both to readers and the list to this process's own verifier. The
 /// key-set version moves whenever the published keys change.
 pub async fn republish(state: &AppState) -> anyhow::Result<()> {
+    let _one_at_a_time = state.publisher.republishing.lock().await;
     let (signers, active) = state
         .keyring
         .lock()

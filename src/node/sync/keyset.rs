@@ -16,6 +16,14 @@ use crate::core::revocation::RevocationList;
 impl Syncer {
     /// Replays the cached chain from the trust anchor, then the cached list against it.
     pub(super) fn load_cache(&self, cache_dir: &Path) {
+        if self.config.pins.is_empty() {
+            // Without a pin there is nothing to replay the chain from: whoever can write the
+            // cache could plant a key set. Such a node waits for the (TLS-verified) authority.
+            tracing::warn!(
+                "no authority.trusted-keys pinned: not starting from the cached key set; pin the authority's key to start from the cache while it is down"
+            );
+            return;
+        }
         let chain: Vec<String> = match std::fs::read_to_string(cache_dir.join(CHAIN_FILE)) {
             Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "ignoring an unreadable cached key-set chain");
@@ -100,9 +108,9 @@ impl Syncer {
             tracing::info!(
                 "the revocation list in force is not signed by the new key set; waiting for a new one"
             );
+            // `list_version` stays: it is the floor a new list must reach.
             *self.list_text.lock().unwrap_or_else(|e| e.into_inner()) = None;
             self.status.list_issued_at.store(0, Ordering::Relaxed);
-            self.status.list_version.store(0, Ordering::Relaxed);
             self.status.unverified.store(true, Ordering::Relaxed);
         }
     }

@@ -51,8 +51,9 @@ const CHAIN_FILE: &str = "keyset-chain.json";
 const LIST_FILE: &str = "revocations.jwt";
 /// Where the authority serves the signed key-set document.
 pub const KEYSET_PATH: &str = "/.well-known/pyrogate-keyset";
-/// Accepted key-set documents kept in the cache (oldest dropped first; a node that falls off
-/// the end of the chain re-pins).
+/// Accepted key-set documents kept in the cache, oldest dropped first. Replay needs the chain
+/// from the pin: a node whose pinned key is older than the 64 documents kept (64 rotations or
+/// retirements) cannot start from its cache and must be re-pinned to a current kid.
 const MAX_CHAIN: usize = 64;
 /// Shortest pause between JWKS fetches triggered by unknown `kid`s.
 const UNKNOWN_KID_COOLDOWN: Duration = Duration::from_secs(5);
@@ -199,14 +200,24 @@ impl Syncer {
     }
 
     /// Installs a verified list unless it is older than the one in force.
+    /// `list_version` is a floor that outlives a dropped list, so an older list still signed
+    /// by a trusted key can never be replayed in; a list signed in the future (beyond the
+    /// clock skew) is refused, so it can't stay "fresh" for `sync.max-staleness`.
     fn install_list(&self, list: &RevocationList, text: &str) -> bool {
-        let current = self.verifier.revocations();
-        let have_list = self.status.list_issued_at.load(Ordering::Relaxed) > 0;
-        if have_list && list.ver < current.version() {
+        let floor = self.status.list_version.load(Ordering::Relaxed);
+        if list.ver < floor {
             tracing::warn!(
                 offered = list.ver,
-                current = current.version(),
+                current = floor,
                 "ignoring a revocation list older than the one in force"
+            );
+            return false;
+        }
+        let skew = self.verifier.config().clock_skew_secs;
+        if list.iat > self.now().saturating_add(skew) {
+            tracing::warn!(
+                iat = list.iat,
+                "ignoring a revocation list signed in the future"
             );
             return false;
         }
@@ -405,6 +416,7 @@ impl Syncer {
             format!("{base}/api/revocations")
         };
         let timeout = self.config.wait + Duration::from_secs(10);
+        let started = Stopwatch::start();
         let (status, _, body) = self.get(&url, etag.as_deref(), timeout).await?;
         match status {
             StatusCode::NOT_MODIFIED => {
@@ -428,12 +440,37 @@ impl Syncer {
                 .map_err(|e| {
                     anyhow::anyhow!("the authority's revocation list does not verify: {e}")
                 })?;
-                let newer_keys = list
-                    .ksv
-                    .is_some_and(|v| v > self.status.keyset_version.load(Ordering::Relaxed));
-                if newer_keys {
+                if let Some(ksv) = list.ksv
+                    && ksv > self.status.keyset_version.load(Ordering::Relaxed)
+                {
                     // The authority's keys changed (a rotation or a retirement): follow now.
-                    self.fetch_keyset(base, cache_dir).await?;
+                    // The list belongs to that key set; until it is in force the list is not
+                    // installed (it may no longer revoke tokens of a key this node still
+                    // trusts), and the list in force stays.
+                    let followed = self.fetch_keyset(base, cache_dir).await;
+                    let have = self.status.keyset_version.load(Ordering::Relaxed);
+                    if have < ksv {
+                        let why = followed
+                            .err()
+                            .map(|e| format!(": {e:#}"))
+                            .unwrap_or_default();
+                        anyhow::bail!(
+                            "the revocation list belongs to key set version {ksv}, but only version {have} is trusted{why}"
+                        );
+                    }
+                }
+                let unchanged = self
+                    .list_text
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_deref()
+                    == Some(text);
+                if unchanged {
+                    // A static mirror answers at once, whatever `?wait=`: pace the polls.
+                    self.contacted();
+                    let rest = self.config.wait.saturating_sub(started.elapsed());
+                    tokio::time::sleep(rest).await;
+                    return Ok(());
                 }
                 if self.install_list(&list, text) {
                     let path = cache_dir.join(LIST_FILE);

@@ -17,9 +17,20 @@ const PUSH: &str = "/ingest?name=mirror.cpu&format=folded";
 
 /// A static file server for `dir`: the path is the file, the query string is ignored, as
 /// nginx or a CDN would.
-async fn static_mirror(dir: PathBuf) -> (SocketAddr, oneshot::Sender<()>) {
+async fn static_mirror(
+    dir: PathBuf,
+) -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
     let app = axum::Router::new().fallback(move |req: Request| {
         let path = dir.join(req.uri().path().trim_start_matches('/'));
+        if req.uri().path() == "/api/revocations" {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         async move {
             match tokio::fs::read(&path).await {
                 Ok(bytes) => bytes.into_response(),
@@ -37,7 +48,7 @@ async fn static_mirror(dir: PathBuf) -> (SocketAddr, oneshot::Sender<()>) {
             })
             .await;
     });
-    (addr, tx)
+    (addr, tx, hits)
 }
 
 async fn export(authority: &Authority, out: &std::path::Path) {
@@ -79,7 +90,7 @@ async fn a_pinned_node_syncs_from_a_static_mirror_of_the_exported_documents() {
     let (doomed_id, doomed) = authority.new_key("doomed", "Agent", None).await;
     let mirror = tempfile::tempdir().unwrap();
     export(&authority, mirror.path()).await;
-    let (addr, _stop) = static_mirror(mirror.path().to_owned()).await;
+    let (addr, _stop, hits) = static_mirror(mirror.path().to_owned()).await;
 
     let storage = tempfile::tempdir().unwrap();
     let node = Node::start(
@@ -93,6 +104,14 @@ async fn a_pinned_node_syncs_from_a_static_mirror_of_the_exported_documents() {
     node.wait_synced(0).await;
     assert_eq!(push(&node, &good).await, 200);
     assert_eq!(push(&node, &doomed).await, 200);
+    // A static server answers at once, whatever ?wait=: the node paces itself by sync.wait.
+    let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let polls = hits.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(
+        polls <= 6,
+        "{polls} polls of the mirror in 3 s with sync.wait 1s"
+    );
 
     // Delete on the authority, re-export: the mirror's next answer revokes it.
     authority.delete_key(doomed_id).await;

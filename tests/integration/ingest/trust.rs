@@ -445,3 +445,90 @@ async fn answering_every_poll_with_304_does_not_keep_a_node_fresh() {
     );
     assert_eq!(push(&node, &good).await, 503);
 }
+
+#[tokio::test]
+async fn a_genuine_list_of_a_key_set_the_node_cannot_reach_is_not_installed() {
+    // A key signed by the first signing key, revoked; then a rotation the node follows.
+    let mut authority = Authority::on_system_clock().await;
+    let old_kid = authority.signing_kid();
+    let (revoked_id, revoked_old) = authority.new_key("revoked-old", "Agent", None).await;
+    authority.delete_key(revoked_id).await;
+    let admin = authority.admin().await;
+    admin
+        .post("/api/signing-keys/rotate")
+        .send()
+        .await
+        .expect(201);
+    let storage = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start().await;
+    let mut node = Node::with_authority(storage.path(), &authority, &upstream.url()).await;
+    let v2 = wait_ready_field(&node, "the node to hold key set 2", |r| {
+        r["keySetVersion"] == json!(2)
+    })
+    .await;
+    assert_eq!(v2["signingKeys"], json!(2));
+    let v2_doc = keyset_document(&authority).await;
+    assert_eq!(push(&node, &revoked_old).await, 401);
+    let yaml = format!(
+        "authority-url: {}\nupstream: {}\nauth:\n  ingestion:\n    enabled: true\n{}",
+        authority.origin(),
+        upstream.url(),
+        authority
+            .trust_yaml()
+            .replace(&authority.signing_kid(), &old_kid)
+    );
+    node.stop().await;
+
+    // Retiring the old key drops its entries from the list (its tokens die with it) — for
+    // nodes that follow the retirement. A mirror serves the new list with the old key set.
+    admin
+        .delete(&format!("/api/signing-keys/{old_kid}"))
+        .send()
+        .await
+        .expect(204);
+    let list = authority
+        .client()
+        .get("/api/revocations")
+        .send()
+        .await
+        .expect(200)
+        .text();
+    let addr = addr_of(&authority);
+    authority.stop().await;
+    let _mirror = fake_authority(addr, v2_doc, "{\"keys\":[]}".into(), Some(list)).await;
+    let node = Node::start(storage.path(), &yaml).await;
+    let deadline = Deadline::secs(20, "the node to see the list it must not install");
+    while node.metric("pyrogate_sync_failures_total").await < 1.0 {
+        deadline.tick(String::new).await;
+    }
+    // The old key is still trusted here (key set 2), so its revocations must stay in force.
+    assert_eq!(push(&node, &revoked_old).await, 401);
+    assert_eq!(node.ready().await["keySetVersion"], json!(2));
+}
+
+#[tokio::test]
+async fn an_unpinned_node_does_not_start_from_a_cache_anyone_could_have_written() {
+    let mut authority = Authority::on_system_clock().await;
+    let storage = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "authority-url: {}\nauth:\n  ingestion:\n    enabled: true\nauthority:\n  insecure-trust-first-use: true\n",
+        authority.origin()
+    );
+    let mut node = Node::start(storage.path(), &yaml).await;
+    node.wait_synced(authority.revocations_version().await)
+        .await;
+    node.stop().await;
+    authority.stop().await;
+    let fake = impostor();
+    let cache = storage.path().join("cache");
+    std::fs::write(
+        cache.join("keyset-chain.json"),
+        serde_json::to_string(&vec![fake.keyset]).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(cache.join("revocations.jwt"), fake.revocations).unwrap();
+    let node = Node::start(storage.path(), &yaml).await;
+    let ready = node.ready().await;
+    assert_eq!(ready["keysLoaded"], json!(false), "{ready}");
+    assert_eq!(push(&node, &fake.admin_key).await, 401);
+}
