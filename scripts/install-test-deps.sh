@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The real Pyroscope agents that tests/integration/ingest/agents.rs drives, installed outside
-# the source tree under target/test-deps/, and the `openssl` CLI that tests/integration/
+# The real Pyroscope agents that tests/integration/ingest/agents.rs drives (Python, Node and
+# Rust), installed outside the source tree under target/test-deps/, and the `openssl` CLI that tests/integration/
 # keyring_cli.rs uses to read our private keys. Idempotent: what is already there is kept.
 #
 #   bash scripts/install-test-deps.sh
@@ -40,4 +40,14 @@ if [ ! -f "$deps/node/node_modules/@pyroscope/nodejs/package.json" ]; then
   fi
   mkdir -p "$deps/node"
   npm install --no-audit --no-fund --prefix "$deps/node" "@pyroscope/nodejs@$PYROSCOPE_NODEJS"
+fi
+
+# Rust: the official `pyroscope` crate (pprof-rs backend, reqwest + rustls with ring), built
+# from tests/agents/rust with its own lockfile and target dir, outside pyrogate's dependency
+# tree.
+rust_agent="$deps/rust-agent/release/pyrogate-rust-agent"
+if [ ! -x "$rust_agent" ] || [ tests/agents/rust/src/main.rs -nt "$rust_agent" ] \
+   || [ tests/agents/rust/Cargo.lock -nt "$rust_agent" ]; then
+  cargo build --release --locked --quiet --manifest-path tests/agents/rust/Cargo.toml \
+    --target-dir "$deps/rust-agent"
 fi

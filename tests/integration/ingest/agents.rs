@@ -1,6 +1,7 @@
-//! Real Pyroscope agents — `pyroscope-io` (Python) and `@pyroscope/nodejs` — profiling a
-//! CPU-burning program and pushing to an in-process ingest node that checks their keys against
-//! an in-process authority and forwards to a recording upstream.
+//! Real Pyroscope agents — `pyroscope-io` (Python), `@pyroscope/nodejs` and the `pyroscope`
+//! crate (Rust) — profiling a CPU-burning program and pushing to an in-process ingest node that
+//! checks their keys against an in-process authority and forwards to a recording upstream, over
+//! plain HTTP and over TLS on both hops.
 //!
 //! The agents are installed by `scripts/install-test-deps.sh` under `target/test-deps/`. If they
 //! are missing these tests fail (never skip) and say so.
@@ -16,7 +17,7 @@ use std::process::{Command, Stdio};
 
 use crate::harness::{Authority, Deadline, Node, Pki, Recorded, Upstream, decisions, paths};
 
-const INSTALL_HINT: &str = "run `bash scripts/install-test-deps.sh` to install the real Pyroscope agents (pyroscope-io, @pyroscope/nodejs) under target/test-deps/";
+const INSTALL_HINT: &str = "run `bash scripts/install-test-deps.sh` to install the real Pyroscope agents (pyroscope-io, @pyroscope/nodejs, the pyroscope crate) under target/test-deps/";
 
 fn deps_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-deps")
@@ -27,6 +28,8 @@ fn deps_dir() -> PathBuf {
 enum Agent {
     Python,
     Node,
+    /// The official Rust agent (`pyroscope` crate), built from tests/agents/rust.
+    Rust,
 }
 
 impl Agent {
@@ -52,6 +55,20 @@ impl Agent {
                     interpreter: python,
                     file: "burn.py",
                     script: PYTHON_SCRIPT,
+                }
+            }
+            Agent::Rust => {
+                let binary = deps_dir().join("rust-agent/release/pyrogate-rust-agent");
+                assert!(
+                    binary.is_file(),
+                    "the Rust agent is not built ({} is missing): {INSTALL_HINT}",
+                    binary.display()
+                );
+                Installed {
+                    agent: self,
+                    interpreter: binary,
+                    file: "unused.txt",
+                    script: "the Rust agent is a binary; this file is not read\n",
                 }
             }
             Agent::Node => {
@@ -265,6 +282,7 @@ fn assert_forwarded(agent: Agent, pushes: &[Recorded], tenant: &str) {
                     Some("application/octet-stream")
                 );
             }
+            Agent::Rust => unreachable!("the Rust agent is driven by agent_over_tls only"),
         }
     }
 }
@@ -377,12 +395,12 @@ async fn the_node_agent_pushes_through_a_node_with_a_bearer_key_and_refused_keys
     agent_end_to_end(Agent::Node).await;
 }
 
-/// TLS on both sides with a private CA: the real Python agent (native-tls/OpenSSL, trusting
-/// the CA through `SSL_CERT_FILE`) pushes over HTTPS to a TLS-serving node, which forwards over
-/// HTTPS to an upstream that gets the node's own credentials — and never the agent's key.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_agent_pushes_over_https_through_a_tls_node_to_an_https_upstream() {
-    let installed = Agent::Python.locate();
+/// TLS on both sides with a private CA: a real agent (trusting the CA through
+/// `SSL_CERT_FILE`: OpenSSL for the Python agent, rustls' native roots for the Rust one) pushes
+/// over HTTPS to a TLS-serving node, which forwards over HTTPS to an upstream that gets the
+/// node's own credentials — and never the agent's key.
+async fn agent_over_tls(agent: Agent) {
+    let installed = agent.locate();
     let dir = tempfile::tempdir().expect("temp dir");
     let pki = Pki::new("agents");
     let upstream = Upstream::start_tls(&pki.server("upstream")).await;
@@ -421,10 +439,15 @@ async fn the_python_agent_pushes_over_https_through_a_tls_node_to_an_https_upstr
     let accepted = upstream.accepted();
     assert!(
         !accepted.is_empty(),
-        "the agent's pushes never reached the upstream over TLS; its output:\n{output}"
+        "the {agent:?} agent's pushes never reached the upstream over TLS; its output:\n{output}"
     );
     for push in &accepted {
-        assert_eq!(push.path_and_query, "/push.v1.PusherService/Push");
+        let path = push.path_and_query.split('?').next().unwrap_or_default();
+        assert!(
+            pyrogate::node::ingest::ROUTES.contains(&path),
+            "{}",
+            push.path_and_query
+        );
         assert_eq!(push.tenant(), Some(tenant));
         assert_eq!(
             push.header("authorization"),
@@ -437,4 +460,19 @@ async fn the_python_agent_pushes_over_https_through_a_tls_node_to_an_https_upstr
             );
         }
     }
+    eprintln!(
+        "{agent:?} agent over TLS: {} pushes: {:?}",
+        accepted.len(),
+        paths(&accepted)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_agent_pushes_over_https_through_a_tls_node_to_an_https_upstream() {
+    agent_over_tls(Agent::Python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_agent_pushes_over_https_through_a_tls_node_that_trusts_a_private_ca() {
+    agent_over_tls(Agent::Rust).await;
 }
