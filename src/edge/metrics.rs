@@ -51,6 +51,9 @@ pub struct Metrics {
     pub upstream_latency: Histogram,
     pub spool_entries: Gauge<u64, AtomicU64>,
     pub spool_bytes: Gauge<u64, AtomicU64>,
+    pub spool_dead_letters: Gauge<u64, AtomicU64>,
+    pub spool_retries: Counter,
+    pub spool_possible_duplicates: Counter,
     pub sync_last_success: Gauge<u64, AtomicU64>,
     pub sync_failures: Counter,
     pub keyset_version: Gauge<u64, AtomicU64>,
@@ -90,6 +93,9 @@ impl Metrics {
             upstream_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             spool_entries: Gauge::default(),
             spool_bytes: Gauge::default(),
+            spool_dead_letters: Gauge::default(),
+            spool_retries: Counter::default(),
+            spool_possible_duplicates: Counter::default(),
             sync_last_success: Gauge::default(),
             sync_failures: Counter::default(),
             keyset_version: Gauge::default(),
@@ -128,6 +134,21 @@ impl Metrics {
             "revocation_list_issued_at_seconds",
             "Unix time the revocation list in force was signed",
             m.revocation_issued_at.clone(),
+        );
+        registry.register(
+            "spool_dead_letters",
+            "Spooled pushes the upstream refused for good, kept in spool/dead/",
+            m.spool_dead_letters.clone(),
+        );
+        registry.register(
+            "spool_retries",
+            "Replays of a spooled push the upstream asked to retry later (408, 429, 401, 403, 5xx)",
+            m.spool_retries.clone(),
+        );
+        registry.register(
+            "spool_possible_duplicates",
+            "Replays sent again after a timeout: the upstream may have received the push twice",
+            m.spool_possible_duplicates.clone(),
         );
         registry.register(
             "keyset_version",

@@ -223,6 +223,7 @@ async fn ready(State(state): State<NodeState>) -> impl IntoResponse {
         "revocationsVerified": !unverified,
         "keySetVersion": s.keyset_version.load(Ordering::Relaxed),
         "keySetRefused": s.keyset_refusal.lock().map(|r| r.clone()).unwrap_or_default(),
+        "spoolDeadLetters": state.metrics.spool_dead_letters.get(),
         "signingKeys": state.verifier.keys().len(),
         "revocationsVersion": s.list_version.load(Ordering::Relaxed),
         "revocationsIssuedAt": s.list_issued_at.load(Ordering::Relaxed),

@@ -50,6 +50,12 @@ enum Failure {
     Status(StatusCode),
 }
 
+impl Failure {
+    fn timed_out(&self) -> bool {
+        matches!(self, Failure::Unreachable(why) if why.starts_with("timed out"))
+    }
+}
+
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -63,6 +69,7 @@ impl Forwarder {
     pub fn new(upstream: Upstream, spool: Spool, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         metrics.spool_entries.set(spool.len() as u64);
         metrics.spool_bytes.set(spool.bytes());
+        metrics.spool_dead_letters.set(spool.dead_letters() as u64);
         Ok(Forwarder {
             inner: Arc::new(Inner {
                 upstream,
@@ -147,6 +154,7 @@ impl Forwarder {
             let n = name.as_str();
             if n == "content-type"
                 || n == "content-encoding"
+                || n == "retry-after"
                 || n.starts_with("connect-")
                 || n.starts_with("grpc-")
             {
@@ -250,11 +258,7 @@ impl Forwarder {
                 () = life.stopping() => return,
             };
             match delivered {
-                Ok(response) => {
-                    if !response.status().is_success() {
-                        // 4xx: the upstream will never take it; keeping it would block the queue.
-                        tracing::warn!(status = %response.status(), path = %push.path_and_query, "upstream refused a spooled push; dropping it");
-                    }
+                Ok(response) if response.status().is_success() => {
                     let inner = self.inner.clone();
                     let removed = tokio::task::spawn_blocking(move || {
                         let r = inner.spool.remove(seq);
@@ -270,17 +274,102 @@ impl Forwarder {
                     }
                     backoff = Duration::from_millis(100);
                 }
-                Err(failure) => {
-                    tracing::debug!(%failure, "upstream still unavailable; retrying the spool later");
+                Ok(response) if retryable(response.status()) => {
+                    // 429 is what Pyroscope answers in the burst after an outage; 401/403 a
+                    // credentials change on its side. The push stays first in line.
+                    self.inner.metrics.spool_retries.inc();
+                    let wait = retry_after(&response)
+                        .unwrap_or(backoff)
+                        .min(MAX_RETRY_WAIT);
+                    tracing::debug!(status = %response.status(), wait_ms = wait.as_millis() as u64, "upstream asked to retry a spooled push later");
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(wait) => {}
                         () = life.stopping() => return,
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Ok(response) => {
+                    // The upstream will never take it: keep it, aside, with why — never unlink
+                    // an acknowledged push.
+                    let reason = format!(
+                        "upstream answered {} to {} (entry {seq})",
+                        response.status(),
+                        push.path_and_query
+                    );
+                    let inner = self.inner.clone();
+                    let moved = tokio::task::spawn_blocking(move || {
+                        let r = inner.spool.dead_letter(seq, &reason);
+                        (
+                            r,
+                            inner.spool.len(),
+                            inner.spool.bytes(),
+                            inner.spool.dead_letters(),
+                        )
+                    })
+                    .await;
+                    if let Ok((r, len, bytes, dead)) = moved {
+                        match r {
+                            Ok(path) => {
+                                tracing::warn!(status = %response.status(), path = %path.display(), "upstream refused a spooled push for good; moved it to the dead-letter directory")
+                            }
+                            Err(err) => {
+                                tracing::error!(error = %err, seq, "dead-lettering a refused spool entry failed")
+                            }
+                        }
+                        self.inner.metrics.spool_entries.set(len as u64);
+                        self.inner.metrics.spool_bytes.set(bytes);
+                        self.inner.metrics.spool_dead_letters.set(dead as u64);
+                    }
+                    backoff = Duration::from_millis(100);
+                }
+                Err(failure) => {
+                    tracing::debug!(%failure, "upstream still unavailable; retrying the spool later");
+                    // After a timeout the upstream may have the push already: wait at least as
+                    // long as it took to give up before sending it again, and count it.
+                    let wait = if failure.timed_out() {
+                        self.inner.metrics.spool_possible_duplicates.inc();
+                        backoff.max(self.inner.upstream.timeout())
+                    } else {
+                        backoff
+                    };
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = life.stopping() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
     }
+}
+
+/// Longest pause between two replays of the same push.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest `Retry-After` honoured.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+
+/// Upstream answers after which the same push is tried again later (not dead-lettered).
+fn retryable(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::REQUEST_TIMEOUT
+            | StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN
+    ) || status.is_server_error()
+}
+
+/// `Retry-After: <seconds>` (the HTTP-date form is rare for APIs and is ignored).
+fn retry_after(response: &Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
 }
 
 /// What an agent gets for a spooled push: 200, with an empty message in the agent's encoding.

@@ -41,6 +41,8 @@ impl Recorded {
 #[derive(Default)]
 struct Shared {
     down: AtomicBool,
+    /// Answers queued ahead of the normal ones: `(status, Retry-After)`, first one first.
+    scripted: Mutex<std::collections::VecDeque<(StatusCode, Option<&'static str>)>>,
     failed_handshakes: std::sync::atomic::AtomicUsize,
     log: Mutex<Vec<Recorded>>,
     /// The `Content-Type` and body of every 200, if not empty.
@@ -118,6 +120,15 @@ impl Upstream {
     /// TLS handshakes that failed (a client that did not trust this upstream's certificate).
     pub fn failed_handshakes(&self) -> usize {
         self.shared.failed_handshakes.load(Ordering::SeqCst)
+    }
+
+    /// The next requests get these answers, in order (and are still recorded); then the
+    /// usual ones again.
+    pub fn script(&self, answers: &[(u16, Option<&'static str>)]) {
+        let mut q = self.shared.scripted.lock().expect("script");
+        for (status, retry_after) in answers {
+            q.push_back((StatusCode::from_u16(*status).expect("status"), *retry_after));
+        }
     }
 
     /// Down: every request is answered 503 (and still recorded). Up: 200.
@@ -264,10 +275,11 @@ async fn record(shared: &Shared, req: Request) -> Response {
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let status = if shared.down.load(Ordering::SeqCst) {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
+    let scripted = shared.scripted.lock().expect("script").pop_front();
+    let status = match scripted {
+        Some((status, _)) => status,
+        None if shared.down.load(Ordering::SeqCst) => StatusCode::SERVICE_UNAVAILABLE,
+        None => StatusCode::OK,
     };
     let path_and_query = parts
         .uri
@@ -284,7 +296,14 @@ async fn record(shared: &Shared, req: Request) -> Response {
         status,
     });
     if status != StatusCode::OK {
-        return (status, "upstream is down").into_response();
+        let mut response = (status, "upstream says no").into_response();
+        if let Some((_, Some(after))) = scripted {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(after),
+            );
+        }
+        return response;
     }
     if let Some((content_type, body)) = shared.answer {
         return ([(header::CONTENT_TYPE, content_type)], body).into_response();

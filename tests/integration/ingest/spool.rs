@@ -216,3 +216,65 @@ async fn a_body_over_max_body_size_is_413_with_or_without_a_content_length() {
     assert_eq!(seen.len(), 1, "only the push within the limit");
     assert_eq!(seen[0].body.len(), 1024);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spooled_pushes_answered_429_401_or_403_are_retried_until_delivered_once_in_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let upstream = Upstream::start().await;
+    upstream.set_down(true);
+    let node = Node::start(dir.path(), &format!("upstream: {}\n", upstream.url())).await;
+    for n in 0..3 {
+        let r = push(&node, n).await.expect(200);
+        assert_eq!(r.header("pyrogate-spooled"), Some("true"), "push {n}");
+    }
+    // The burst after an outage: rate limited (honouring Retry-After), then a credentials
+    // hiccup on the upstream's side, then it takes everything.
+    upstream.script(&[(429, Some("1")), (401, None), (403, None), (429, None)]);
+    upstream.set_down(false);
+    let accepted = drained(&upstream, &node, 3).await;
+    assert_exactly_once_in_order(&accepted, 3);
+    assert!(node.metric("pyrogate_spool_retries_total").await >= 4.0);
+    assert_eq!(node.metric("pyrogate_spool_dead_letters").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spooled_push_the_upstream_refuses_for_good_is_kept_aside_with_its_reason_not_deleted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let upstream = Upstream::start().await;
+    upstream.set_down(true);
+    let node = Node::start(dir.path(), &format!("upstream: {}\n", upstream.url())).await;
+    push(&node, 0).await.expect(200);
+    upstream.script(&[(400, None)]);
+    upstream.set_down(false);
+    let deadline = Deadline::secs(20, "the refused push to be dead-lettered");
+    while node.metric("pyrogate_spool_dead_letters").await < 1.0 {
+        deadline.tick(String::new).await;
+    }
+    assert_eq!(node.metric("pyrogate_spool_entries").await, 0.0);
+    assert!(
+        upstream.accepted().is_empty(),
+        "{:?}",
+        paths(&upstream.accepted())
+    );
+    let dead = dir.path().join("spool/dead");
+    let files: Vec<String> = std::fs::read_dir(&dead)
+        .expect("spool/dead")
+        .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+        .collect();
+    let req = files
+        .iter()
+        .find(|f| f.ends_with(".req"))
+        .expect("the entry");
+    let reason =
+        std::fs::read_to_string(dead.join(req.replace(".req", ".reason"))).expect("reason");
+    assert!(reason.contains("400"), "{reason}");
+    let kept = std::fs::read(dead.join(req)).expect("kept entry");
+    assert!(
+        kept.windows(body(0).len()).any(|w| w == body(0)),
+        "the push's bytes are still there"
+    );
+    assert_eq!(node.ready().await["spoolDeadLetters"], serde_json::json!(1));
+    // The queue is not blocked: the next push goes straight through.
+    let r = push(&node, 1).await.expect(200);
+    assert_eq!(r.header("pyrogate-spooled"), None);
+}

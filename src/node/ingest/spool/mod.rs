@@ -6,6 +6,8 @@
 //!   00000000000000000042.req          one entry per file, mode 0600, named by sequence number
 //!   00000000000000000043.req.tmp      an entry being written (removed on open after a crash)
 //!   corrupt/00000000000000000017.req  entries that failed their checksum, kept for a human
+//!   dead/00000000000000000023.req     entries the upstream refused for good (a 4xx other than
+//!   dead/00000000000000000023.reason  408/429/401/403), with why — never deleted by the node
 //! ```
 //!
 //! **Rename + fsync.** An entry is written to a `.tmp` file, synced, renamed to its final name
@@ -70,6 +72,7 @@ const CHECKSUM_LEN: usize = 32;
 const ENTRY_EXT: &str = ".req";
 const TEMP_EXT: &str = ".tmp";
 const CORRUPT_DIR: &str = "corrupt";
+const DEAD_DIR: &str = "dead";
 /// Digits in an entry name: enough for every `u64`, so names sort like numbers.
 const SEQ_DIGITS: usize = 20;
 
@@ -323,6 +326,47 @@ impl Spool {
         Ok(())
     }
 
+    /// Moves a delivered-but-refused entry to `dead/`, with `reason` beside it: an
+    /// acknowledged push is never deleted because the upstream refused it. Returns the path.
+    pub fn dead_letter(&self, seq: u64, reason: &str) -> Result<PathBuf, SpoolError> {
+        let mut st = self.state();
+        let Some(&size) = st.entries.get(&seq) else {
+            return Err(SpoolError::Io {
+                path: self.entry_path(seq),
+                source: io::Error::new(io::ErrorKind::NotFound, "no such spool entry"),
+            });
+        };
+        let path = self.entry_path(seq);
+        let target = move_aside(&self.dir, DEAD_DIR, &path)?;
+        let note = target.with_extension("reason");
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&note)
+            .and_then(|mut f| f.write_all(format!("{reason}\n").as_bytes()));
+        if let Err(e) = written {
+            tracing::warn!(path = %note.display(), error = %e, "could not write why a spool entry was dead-lettered");
+        }
+        sync_dir(&self.dir.join(DEAD_DIR))?;
+        st.entries.remove(&seq);
+        st.bytes -= size;
+        Ok(target)
+    }
+
+    /// Entries in `dead/`.
+    pub fn dead_letters(&self) -> usize {
+        fs::read_dir(self.dir.join(DEAD_DIR))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "req"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// Entries waiting.
     pub fn len(&self) -> usize {
         self.state().entries.len()
@@ -482,24 +526,30 @@ fn decode(data: Vec<u8>) -> Result<SpooledRequest, String> {
     })
 }
 
-/// Moves a broken entry to `corrupt/`, keeping its name (plus a counter if that is taken).
-fn quarantine(dir: &Path, path: &Path, reason: &str) -> Result<(), SpoolError> {
-    let corrupt = dir.join(CORRUPT_DIR);
+/// Moves an entry into `dir/sub/`, keeping its name (plus a counter if that is taken).
+fn move_aside(dir: &Path, sub: &str, path: &Path) -> Result<PathBuf, SpoolError> {
+    let aside = dir.join(sub);
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(&corrupt)
-        .map_err(io_err(&corrupt))?;
+        .create(&aside)
+        .map_err(io_err(&aside))?;
     let name = path.file_name().unwrap_or(OsStr::new("entry"));
-    let mut target = corrupt.join(name);
+    let mut target = aside.join(name);
     let mut n = 0u32;
     while target.exists() {
         n += 1;
         let mut alt = name.to_owned();
         alt.push(format!(".{n}"));
-        target = corrupt.join(alt);
+        target = aside.join(alt);
     }
     fs::rename(path, &target).map_err(io_err(path))?;
+    Ok(target)
+}
+
+/// Moves a broken entry to `corrupt/`.
+fn quarantine(dir: &Path, path: &Path, reason: &str) -> Result<(), SpoolError> {
+    let target = move_aside(dir, CORRUPT_DIR, path)?;
     tracing::warn!(
         path = %path.display(),
         moved_to = %target.display(),
