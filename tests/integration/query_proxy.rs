@@ -163,3 +163,52 @@ async fn the_upstreams_internal_and_admin_paths_are_never_proxied() {
     }
     assert!(f.upstream.requests().is_empty());
 }
+
+#[tokio::test]
+async fn querier_method_names_and_http_methods_outside_the_read_api_never_reach_the_upstream() {
+    let f = node_in_front_of_an_upstream().await;
+    let admin = f.tokens[&Role::Admin].as_str();
+    for path in [
+        "/querier.v1.QuerierService/..",
+        "/querier.v1.QuerierService/%2e%2e",
+        "/querier.v1.QuerierService/..%2f..%2fmetrics",
+        "/querier.v1.QuerierService/a%5cb",
+        "/querier.v1.QuerierService/Select_Merge",
+        "/querier.v1.QuerierService/Label1",
+    ] {
+        let (status, _) = call(&f.http, "POST", path, Some(admin), "{}").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "POST {path}");
+    }
+    for method in ["DELETE", "PUT", "PATCH", "TRACE", "OPTIONS"] {
+        for path in [
+            "/querier.v1.QuerierService/LabelNames",
+            "/pyroscope/render?query=x",
+        ] {
+            let (status, body) = call(&f.http, method, path, Some(admin), "{}").await;
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert!(
+                String::from_utf8_lossy(&body).contains("\"errors\""),
+                "{method} {path}: {body:?}"
+            );
+        }
+    }
+    assert!(
+        f.upstream.requests().is_empty(),
+        "{:?}",
+        f.upstream
+            .requests()
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path_and_query))
+            .collect::<Vec<_>>()
+    );
+    // The real methods still go through.
+    let (status, _) = call(
+        &f.http,
+        "POST",
+        "/querier.v1.QuerierService/LabelNames",
+        Some(admin),
+        "{}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}

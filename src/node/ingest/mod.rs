@@ -192,12 +192,26 @@ pub fn routes(
 
 /// Headers that travel with a push. Everything else — `Authorization`, cookies, hop-by-hop
 /// headers, the agent's own `X-Scope-OrgID` when auth is on — stays here.
-fn forwardable(name: &str) -> bool {
-    matches!(
-        name,
-        "content-type" | "content-encoding" | "user-agent" | "accept" | "accept-encoding"
-    ) || name.starts_with("connect-")
-        || name.starts_with("grpc-")
+/// Request headers that travel upstream, by exact name: the body's framing and the Connect /
+/// gRPC protocol headers the agents send. No prefix rules — `Grpc-Metadata-X-Scope-OrgID` or
+/// `Connect-X-Scope-OrgID` would otherwise smuggle a tenant past the node.
+pub(super) const FORWARDED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-encoding",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "connect-protocol-version",
+    "connect-timeout-ms",
+    "connect-content-encoding",
+    "connect-accept-encoding",
+    "grpc-timeout",
+    "grpc-encoding",
+    "grpc-accept-encoding",
+];
+
+pub(super) fn forwardable(name: &str) -> bool {
+    FORWARDED_HEADERS.contains(&name)
 }
 
 /// The app a legacy push is for: `name=myapp.cpu{env=prod}` → `myapp.cpu`.

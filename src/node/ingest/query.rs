@@ -9,9 +9,10 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Request as HttpRequest, StatusCode};
 use axum::response::Response;
-use axum::routing::any;
+use axum::routing::get;
 use http_body_util::{BodyExt as _, Full, Limited};
 
+use super::forwardable;
 use super::upstream::Upstream;
 use super::{TENANT_HEADER, header_value};
 use crate::edge::auth::Authenticated;
@@ -50,16 +51,29 @@ pub fn routes(upstream: Upstream, default_tenant: Option<String>) -> Router {
     };
     QUERY_PATHS
         .iter()
-        .fold(Router::new(), |router, path| router.route(path, any(proxy)))
+        .fold(Router::new(), |router, path| {
+            // Connect unary calls are POSTs (GET for idempotent ones); the legacy read API is
+            // GET. Nothing else reaches the upstream.
+            let methods = if path.starts_with("/querier.v1.") {
+                get(proxy).post(proxy)
+            } else {
+                get(proxy)
+            };
+            router.route(
+                path,
+                methods.fallback(|| async { ApiError::MethodNotAllowed }),
+            )
+        })
         .with_state(state)
 }
 
-fn forwardable(name: &str) -> bool {
-    matches!(
-        name,
-        "content-type" | "content-encoding" | "accept" | "accept-encoding" | "user-agent"
-    ) || name.starts_with("connect-")
-        || name.starts_with("grpc-")
+/// A Connect method name: letters only (`SelectMergeStacktraces`), so nothing like `..`,
+/// `%2e%2e` or `a\b` reaches the upstream's router.
+fn valid_method_name(path: &str) -> bool {
+    match path.strip_prefix("/querier.v1.QuerierService/") {
+        Some(name) => !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphabetic()),
+        None => true,
+    }
 }
 
 #[tracing::instrument(skip_all, name = "query")] // skip_all: requests carry credentials
@@ -69,6 +83,9 @@ async fn proxy(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
+    if !valid_method_name(parts.uri.path()) {
+        return Err(ApiError::NotFound("not found".into()));
+    }
     let body = axum::body::to_bytes(body, MAX_QUERY_BODY)
         .await
         .map_err(|_| ApiError::PayloadTooLarge("query body too large".into()))?;

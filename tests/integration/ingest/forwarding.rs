@@ -57,6 +57,8 @@ async fn a_push_reaches_the_upstream_byte_for_byte_with_the_keys_tenant_and_no_c
             ("connect-protocol-version", "1"),
             ("connect-timeout-ms", "10000"),
             ("x-scope-orgid", "someone-else"),
+            ("grpc-metadata-x-scope-orgid", "someone-else"),
+            ("connect-x-scope-orgid", "someone-else"),
             ("x-custom-header", "stays-here"),
         ])
         .body(body.clone())
@@ -76,6 +78,9 @@ async fn a_push_reaches_the_upstream_byte_for_byte_with_the_keys_tenant_and_no_c
     assert_eq!(got.header("content-encoding"), Some("gzip"));
     assert_eq!(got.header("connect-protocol-version"), Some("1"));
     assert_eq!(got.header("connect-timeout-ms"), Some("10000"));
+    // Only named protocol headers pass: no prefix can smuggle a tenant.
+    assert_eq!(got.header("grpc-metadata-x-scope-orgid"), None);
+    assert_eq!(got.header("connect-x-scope-orgid"), None);
     assert_eq!(
         got.headers
             .get_all("x-scope-orgid")
