@@ -1,8 +1,10 @@
 //! `pyrogate server`: run the authority.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use pyrogate::authority::Application;
 use pyrogate::config::ConfigFlags;
 use pyrogate::core::clock::SystemClock;
@@ -33,11 +35,22 @@ pub(crate) fn run(flags: &ConfigFlags) -> anyhow::Result<ExitCode> {
         if let Some((name, generated)) = &first.created_admin {
             match generated {
                 Some(password) => {
-                    // Printed once, to the console only: never through the log pipeline.
+                    // Never through the log pipeline, and on the console only when it is a
+                    // terminal: container platforms keep stdout. Always in a 0600 file.
+                    let file = app.state().settings.server.storage_path.join("initial-admin-password");
+                    pyrogate::edge::files::write_atomic(&file, format!("{password}\n").as_bytes(), 0o600)
+                        .with_context(|| format!("writing {}", file.display()))?;
                     outln!();
-                    outln!("  Created admin user {name:?} with a generated password (shown only once):");
-                    outln!();
-                    outln!("      {password}");
+                    if std::io::stdout().is_terminal() {
+                        outln!("  Created admin user {name:?} with a generated password (shown only once):");
+                        outln!();
+                        outln!("      {password}");
+                        outln!();
+                        outln!("  (also in {}, readable by this user only; delete it once you have changed the password)", file.display());
+                    } else {
+                        outln!("  Created admin user {name:?} with a generated password.");
+                        outln!("  It is in {} (mode 0600): read it, log in, change it under Profile, delete the file.", file.display());
+                    }
                     outln!();
                     outln!(
                         "  Log in at {}://localhost:{}/login and change it under Profile.",

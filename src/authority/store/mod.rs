@@ -260,6 +260,11 @@ impl Store {
             path: path.clone(),
             source,
         };
+        private_files(dir, &path).map_err(|e| {
+            open_err(rusqlite::Error::InvalidPath(
+                format!("{}: {e}", path.display()).into(),
+            ))
+        })?;
         let mut conn = Connection::open(&path).map_err(open_err)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -268,6 +273,13 @@ impl Store {
              PRAGMA busy_timeout = 5000;",
         )
         .map_err(open_err)?;
+        // SQLite creates the -wal and -shm files with the database file's mode; make sure
+        // files left by an older version are private too.
+        private_files(dir, &path).map_err(|e| {
+            open_err(rusqlite::Error::InvalidPath(
+                format!("{}: {e}", path.display()).into(),
+            ))
+        })?;
         migrate(&mut conn).map_err(open_err)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
@@ -298,6 +310,37 @@ impl Store {
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
     }
+}
+
+/// The database and its WAL/SHM files are owner-only (0600) whatever the directory's mode: they
+/// hold password hashes and the session secret. A directory others can read or enter is
+/// warned about at every start (the files in it are still private).
+fn private_files(dir: &Path, db: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    if let Ok(meta) = std::fs::metadata(dir)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "the storage directory is accessible to other users; run `chmod 700` on it (the database files are kept 0600)"
+        );
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(db)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", db.display()));
+        match std::fs::metadata(&file) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

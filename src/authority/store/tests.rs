@@ -95,3 +95,27 @@ fn data_survives_reopening() {
     assert_eq!(users.len(), 1);
     assert_eq!(users[0].name, "alice");
 }
+
+#[test]
+fn database_files_are_private_even_in_an_open_directory_and_old_ones_are_tightened() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.with(|c| insert_key(c, &key("ci", "jti-1")).map(|_| ()))
+            .unwrap();
+        for f in ["pyrogate.db", "pyrogate.db-wal", "pyrogate.db-shm"] {
+            assert_eq!(mode(&dir.path().join(f)), 0o600, "{f}");
+        }
+    }
+    // A database written by an older version with a looser mode.
+    std::fs::set_permissions(
+        dir.path().join("pyrogate.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let _s = Store::open(dir.path()).unwrap();
+    assert_eq!(mode(&dir.path().join("pyrogate.db")), 0o600);
+}

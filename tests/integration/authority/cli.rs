@@ -391,3 +391,43 @@ async fn a_rotation_on_the_cli_is_published_by_a_running_server_within_seconds()
         serde_json::from_slice(&pyrogate::core::b64::decode(&header).expect("b64")).expect("JSON");
     assert_eq!(header["kid"], new_kid.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_admin_password_goes_to_a_private_file_not_to_a_stdout_that_is_no_terminal() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let keys = dir.path().join("keys");
+    let mut server = crate::harness::Server::start(
+        "authority",
+        &[
+            "server",
+            "--storage-path",
+            data.to_str().expect("utf-8 path"),
+            "--keys-dir",
+            keys.to_str().expect("utf-8 path"),
+        ],
+        &[("RUST_LOG", "info")],
+    )
+    .await;
+    let file = data.join("initial-admin-password");
+    let password = std::fs::read_to_string(&file).expect("the password file");
+    let password = password.trim();
+    assert!(password.len() >= 24);
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let output = server.log();
+    assert!(
+        !output.contains(password),
+        "the password reached stdout/stderr:\n{output}"
+    );
+    assert!(output.contains("initial-admin-password"), "{output}");
+    // The ingest command with the trust anchor is printed on the first start.
+    assert!(output.contains("--authority.trusted-keys"), "{output}");
+    server
+        .client()
+        .login(crate::harness::ADMIN, password)
+        .await
+        .expect(204);
+    assert!(server.terminate().await.success());
+}
