@@ -185,12 +185,9 @@ fn set_user_disabled(
     store.with(|c| {
         let (user, _) = store::find_user_for_login(c, name)?
             .ok_or(store::StoreError::NotFound("user not found"))?;
-        if disabled && user.role == Role::Admin && store::other_enabled_admins(c, user.id)? == 0 {
-            return Err(store::StoreError::Conflict(
-                "this is the last enabled admin; make another user an admin first",
-            ));
-        }
-        store::set_disabled(c, user.id, disabled, now)?;
+        store::keeping_an_admin(c, user.id, disabled, |tx| {
+            store::set_disabled_in(tx, user.id, disabled, now)
+        })?;
         let action = if disabled {
             "user.disable"
         } else {

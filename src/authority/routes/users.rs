@@ -308,24 +308,6 @@ async fn update(
     Ok(json(StatusCode::OK, &UserView::from(user)))
 }
 
-/// Refuses changes that would leave no enabled admin.
-async fn keep_an_admin(state: &AppState, id: i64) -> Result<(), ApiError> {
-    let target = state.store.call(move |c| store::get_user(c, id)).await?;
-    if target.role != Role::Admin || target.is_disabled {
-        return Ok(());
-    }
-    let others = state
-        .store
-        .call(move |c| store::other_enabled_admins(c, id))
-        .await?;
-    if others == 0 {
-        return Err(ApiError::Conflict(
-            "this is the last enabled admin; make another user an admin first".into(),
-        ));
-    }
-    Ok(())
-}
-
 async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -338,9 +320,16 @@ async fn delete(
     {
         return Err(ApiError::bad_request("you can't delete yourself"));
     }
-    keep_an_admin(&state, id).await?;
-    let user = state.store.call(move |c| store::get_user(c, id)).await?;
-    state.store.call(move |c| store::delete_user(c, id)).await?;
+    let user = state
+        .store
+        .call(move |c| {
+            store::keeping_an_admin(c, id, true, |tx| {
+                let user = store::get_user(tx, id)?;
+                store::delete_user(tx, id)?;
+                Ok(user)
+            })
+        })
+        .await?;
     audit(&state, &caller, "user.delete", user.name).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -387,13 +376,14 @@ async fn change_role(
         .role
         .parse()
         .map_err(|_| ApiError::bad_request("unknown role"))?;
-    if role != Role::Admin {
-        keep_an_admin(&state, id).await?;
-    }
     let now = state.now();
     let user = state
         .store
-        .call(move |c| store::set_role(c, id, role, now))
+        .call(move |c| {
+            store::keeping_an_admin(c, id, role != Role::Admin, |tx| {
+                store::set_role(tx, id, role, now)
+            })
+        })
         .await?;
     audit(
         &state,
@@ -413,18 +403,20 @@ async fn set_disabled(
 ) -> Result<Response, ApiError> {
     caller.require(Access::Admin)?;
     let id = parse_id(&id)?;
-    if disabled {
-        if let Caller::User { user, .. } = &caller
-            && user.id == id
-        {
-            return Err(ApiError::bad_request("you can't disable yourself"));
-        }
-        keep_an_admin(&state, id).await?;
+    if disabled
+        && let Caller::User { user, .. } = &caller
+        && user.id == id
+    {
+        return Err(ApiError::bad_request("you can't disable yourself"));
     }
     let now = state.now();
     let user = state
         .store
-        .call(move |c| store::set_disabled(c, id, disabled, now))
+        .call(move |c| {
+            store::keeping_an_admin(c, id, disabled, |tx| {
+                store::set_disabled_in(tx, id, disabled, now)
+            })
+        })
         .await?;
     let action = if disabled {
         "user.disable"

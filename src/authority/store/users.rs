@@ -114,7 +114,14 @@ pub fn set_role(conn: &Connection, id: i64, role: Role, now: u64) -> Result<User
 /// Disables (ending every session) or re-enables a user.
 pub fn set_disabled(conn: &mut Connection, id: i64, disabled: bool, now: u64) -> Result<User> {
     let tx = conn.transaction()?;
-    let changed = tx.execute(
+    let user = set_disabled_in(&tx, id, disabled, now)?;
+    tx.commit()?;
+    Ok(user)
+}
+
+/// [`set_disabled`] inside a transaction the caller holds.
+pub fn set_disabled_in(conn: &Connection, id: i64, disabled: bool, now: u64) -> Result<User> {
+    let changed = conn.execute(
         "UPDATE users SET disabled = ?2, updated_at = ?3 WHERE id = ?1",
         params![id, disabled, now as i64],
     )?;
@@ -122,10 +129,34 @@ pub fn set_disabled(conn: &mut Connection, id: i64, disabled: bool, now: u64) ->
         return Err(StoreError::NotFound("user not found"));
     }
     if disabled {
-        tx.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
+        conn.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
     }
-    tx.commit()?;
     get_user(conn, id)
+}
+
+/// Runs `change` on user `id` in one IMMEDIATE transaction; when `removes_admin`, first
+/// refuses a change that would leave no enabled admin. Check and change can't interleave with
+/// another request's or another process's (the CLI's), so two admins demoting each other at
+/// the same moment leave one standing.
+pub fn keeping_an_admin<T>(
+    conn: &mut Connection,
+    id: i64,
+    removes_admin: bool,
+    change: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if removes_admin {
+        let target = get_user(&tx, id)?;
+        if target.role == Role::Admin && !target.is_disabled && other_enabled_admins(&tx, id)? == 0
+        {
+            return Err(StoreError::Conflict(
+                "this is the last enabled admin; make another user an admin first",
+            ));
+        }
+    }
+    let out = change(&tx)?;
+    tx.commit()?;
+    Ok(out)
 }
 
 pub fn delete_user(conn: &Connection, id: i64) -> Result<()> {

@@ -412,3 +412,75 @@ async fn non_admin_users_get_403_on_every_admin_user_endpoint() {
     assert_eq!(me["role"], "ReadOnly");
     app.logged_in(ADMIN, ADMIN_PASSWORD).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_admins_disabling_or_demoting_each_other_at_once_leave_one_enabled_admin() {
+    for round in 0..10 {
+        let app = Authority::start().await;
+        let root = app.admin().await;
+        let a = create_user(
+            &root,
+            &format!("a{round}"),
+            "Admin",
+            "correct-horse-battery-a",
+        )
+        .await;
+        let b = create_user(
+            &root,
+            &format!("b{round}"),
+            "Admin",
+            "correct-horse-battery-b",
+        )
+        .await;
+        let root_id = root.get("/api/user").send().await.expect(200).json()["id"]
+            .as_i64()
+            .unwrap();
+        // Only a and b stay admins.
+        let (ha, hb) = (
+            app.logged_in(&format!("a{round}"), "correct-horse-battery-a")
+                .await,
+            app.logged_in(&format!("b{round}"), "correct-horse-battery-b")
+                .await,
+        );
+        ha.put(&format!("/api/users/{root_id}/role"))
+            .json(&json!({ "role": "ReadOnly" }))
+            .send()
+            .await
+            .expect(200);
+        let (ra, rb) = if round % 2 == 0 {
+            tokio::join!(
+                ha.put(&format!("/api/users/{b}/disable")).send(),
+                hb.put(&format!("/api/users/{a}/disable")).send()
+            )
+        } else {
+            tokio::join!(
+                ha.put(&format!("/api/users/{b}/role"))
+                    .json(&json!({ "role": "ReadOnly" }))
+                    .send(),
+                hb.put(&format!("/api/users/{a}/role"))
+                    .json(&json!({ "role": "ReadOnly" }))
+                    .send()
+            )
+        };
+        let statuses = [ra.status.as_u16(), rb.status.as_u16()];
+        let users = app
+            .state
+            .store
+            .with(|c| pyrogate::authority::store::list_users(c))
+            .unwrap();
+        let enabled_admins = users
+            .iter()
+            .filter(|u| u.role == pyrogate::core::token::Role::Admin && !u.is_disabled)
+            .count();
+        assert_eq!(
+            enabled_admins, 1,
+            "round {round}: {statuses:?} must leave exactly one enabled admin"
+        );
+        // One change wins; the other is refused: as the last admin (409), or because its
+        // caller was demoted or disabled a moment earlier (403/401).
+        assert!(
+            statuses.iter().filter(|s| **s < 300).count() == 1,
+            "round {round}: {statuses:?}"
+        );
+    }
+}
