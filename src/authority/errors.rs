@@ -10,6 +10,7 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::Conflict(msg) => ApiError::Conflict(msg.into()),
             StoreError::NotFound(msg) => ApiError::NotFound(msg.into()),
+            StoreError::Invalid(msg) => ApiError::bad_request(msg),
             other => ApiError::Internal(other.into()),
         }
     }

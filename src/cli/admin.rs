@@ -52,6 +52,9 @@ pub enum UserCommand {
     /// Disable a user and end their sessions.
     Disable {
         name: String,
+        /// Keep the API keys this user created working (by default they are revoked).
+        #[arg(long)]
+        keep_keys: bool,
         #[command(flatten)]
         config: LocalFlags,
     },
@@ -149,11 +152,13 @@ pub(crate) fn run(cmd: UserCommand) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        UserCommand::Disable { name, config } => {
-            set_user_disabled(&config, &name, true, now, &actor)?
-        }
+        UserCommand::Disable {
+            name,
+            keep_keys,
+            config,
+        } => set_user_disabled(&config, &name, true, keep_keys, now, &actor)?,
         UserCommand::Enable { name, config } => {
-            set_user_disabled(&config, &name, false, now, &actor)?
+            set_user_disabled(&config, &name, false, true, now, &actor)?
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -178,30 +183,42 @@ fn set_user_disabled(
     config: &ConfigFlags,
     name: &str,
     disabled: bool,
+    keep_keys: bool,
     now: u64,
     actor: &str,
 ) -> anyhow::Result<()> {
     let (_, store) = open_local(config)?;
-    store.with(|c| {
+    let revoked = store.with(|c| {
         let (user, _) = store::find_user_for_login(c, name)?
             .ok_or(store::StoreError::NotFound("user not found"))?;
-        store::keeping_an_admin(c, user.id, disabled, |tx| {
-            store::set_disabled_in(tx, user.id, disabled, now)
+        let revoked = store::keeping_an_admin(c, user.id, disabled, |tx| {
+            store::set_disabled_in(tx, user.id, disabled, now)?;
+            if disabled && !keep_keys {
+                store::delete_keys_created_by(tx, &format!("user:{}", user.name), now)
+            } else {
+                Ok(Vec::new())
+            }
         })?;
         let action = if disabled {
             "user.disable"
         } else {
             "user.enable"
         };
-        store::audit(c, now, actor, action, Some(&user.name), None)
+        store::audit(c, now, actor, action, Some(&user.name), None)?;
+        Ok(revoked)
     })?;
-    eprintln!(
-        "user {name:?} {}",
-        if disabled {
-            "disabled; their sessions have ended"
-        } else {
-            "enabled"
+    if disabled {
+        eprintln!("user {name:?} disabled; their sessions have ended");
+        if !revoked.is_empty() {
+            let names: Vec<&str> = revoked.iter().map(|k| k.name.as_str()).collect();
+            eprintln!(
+                "revoked the {} api key(s) they created: {} (--keep-keys keeps them)",
+                names.len(),
+                names.join(", ")
+            );
         }
-    );
+    } else {
+        eprintln!("user {name:?} enabled");
+    }
     Ok(())
 }

@@ -47,6 +47,19 @@ pub enum ApiKeyCommand {
         #[command(flatten)]
         config: LocalFlags,
     },
+    /// Revoke a key by its jti — for keys issued offline (`pyrogate token issue`), which no
+    /// store knows; a registered key's jti deletes that key.
+    Revoke {
+        /// The key's `jti` claim (`pyrogate token inspect` shows it).
+        #[arg(long, allow_hyphen_values = true)]
+        jti: String,
+        /// The key's `exp` (Unix seconds), so the entry is pruned once the key would have
+        /// expired anyway; without it the entry stays until its signing key is retired.
+        #[arg(long)]
+        exp: Option<u64>,
+        #[command(flatten)]
+        config: LocalFlags,
+    },
 }
 
 pub(crate) fn run(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
@@ -128,6 +141,22 @@ pub(crate) fn run(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
                 "deleted api key {:?} (id {}); revocation list version {version}",
                 record.name, record.id
             );
+        }
+        ApiKeyCommand::Revoke { jti, exp, config } => {
+            let (_, store) = open_local(&config)?;
+            let actor = format!("cli:{}", whoami());
+            let req = keys::RevokeJti { jti, exp };
+            let (name, version) = store.with(|c| keys::revoke_jti(c, &req, now, &actor))?;
+            match name {
+                Some(name) => eprintln!(
+                    "jti {} belonged to api key {name:?}: deleted it; revocation list version {version}",
+                    req.jti
+                ),
+                None => eprintln!(
+                    "revoked jti {}; revocation list version {version} (a running authority publishes it within a second)",
+                    req.jti
+                ),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -109,8 +109,8 @@ pub(crate) fn run(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             )?;
             outln!("{}", issued.token.expose());
             eprintln!(
-                "issued unregistered key {:?} (jti {}); it is in no store: revoke it by jti or by retiring signing key {}",
-                issued.claims.sub, issued.claims.jti, issued.kid
+                "issued unregistered key {:?} (jti {}); it is in no store: revoke it with `pyrogate api-key revoke --jti {}` (or by retiring signing key {})",
+                issued.claims.sub, issued.claims.jti, issued.claims.jti, issued.kid
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -32,6 +32,66 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/keys", get(list).post(create))
         .route("/api/keys/{id}", delete(remove))
+        .route("/api/revocations/jti", axum::routing::post(revoke))
+}
+
+/// What `POST /api/revocations/jti` and `pyrogate api-key revoke` take: the `jti` of a key —
+/// typically one issued offline with `pyrogate token issue`, which no store knows — and,
+/// optionally, its `exp`, so the entry can be pruned once the key would have expired anyway.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RevokeJti {
+    pub jti: String,
+    #[serde(default)]
+    pub exp: Option<u64>,
+}
+
+/// Revokes a `jti`: a registered key is deleted (as `DELETE /api/keys/{id}`), any other is
+/// added to the list as it is. Returns the key's name if it was registered and the version.
+pub fn revoke_jti(
+    conn: &mut Connection,
+    req: &RevokeJti,
+    now: u64,
+    actor: &str,
+) -> Result<(Option<String>, u64), StoreError> {
+    let valid = (22..=128).contains(&req.jti.len())
+        && req
+            .jti
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(StoreError::Invalid(
+            "jti must be 22 to 128 base64url characters",
+        ));
+    }
+    if let Some(record) = store::find_key_by_jti(conn, &req.jti)? {
+        let (record, version) = delete_key(conn, record.id, now, actor)?;
+        return Ok((Some(record.name), version));
+    }
+    let version = store::revoke_jti(conn, &req.jti, req.exp, None, now)?;
+    store::audit(conn, now, actor, "apikey.revoke-jti", Some(&req.jti), None)?;
+    Ok((None, version))
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(req): JsonBody<RevokeJti>,
+) -> Result<Response, ApiError> {
+    caller.require(Access::Admin)?;
+    let (now, actor) = (state.now(), caller.actor());
+    let jti = req.jti.clone();
+    let (name, version) = state
+        .store
+        .call(move |c| revoke_jti(c, &req, now, &actor))
+        .await?;
+    state.metrics.api_keys_deleted.inc();
+    super::distribution::republish(&state).await?;
+    tracing::info!(%jti, by = %caller.actor(), "jti revoked");
+    Ok(json(
+        StatusCode::CREATED,
+        &serde_json::json!({ "jti": jti, "name": name, "revocationsVersion": version }),
+    ))
 }
 
 #[derive(Debug, Serialize)]

@@ -308,11 +308,57 @@ async fn update(
     Ok(json(StatusCode::OK, &UserView::from(user)))
 }
 
+/// `?keepKeys=true` keeps the API keys the user created; by default they are revoked with the
+/// user (an Admin key must not outlive the person who made it).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeepKeys {
+    #[serde(default)]
+    keep_keys: bool,
+}
+
+/// Revokes the keys `name` created unless asked to keep them; inside the caller's transaction.
+fn revoke_keys_of(
+    tx: &rusqlite::Connection,
+    name: &str,
+    keep: bool,
+    now: u64,
+) -> store::Result<Vec<String>> {
+    if keep {
+        return Ok(Vec::new());
+    }
+    Ok(
+        store::delete_keys_created_by(tx, &format!("user:{name}"), now)?
+            .into_iter()
+            .map(|k| k.name)
+            .collect(),
+    )
+}
+
+/// Tells nodes at once and says which keys went, in a `Pyrogate-Revoked-Keys` header.
+async fn announce_revoked(
+    state: &AppState,
+    response: &mut Response,
+    revoked: &[String],
+) -> Result<(), ApiError> {
+    if revoked.is_empty() {
+        return Ok(());
+    }
+    state.metrics.api_keys_deleted.inc_by(revoked.len() as u64);
+    super::distribution::republish(state).await?;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&revoked.len().to_string()) {
+        response.headers_mut().insert("pyrogate-revoked-keys", v);
+    }
+    Ok(())
+}
+
 async fn delete(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    axum::extract::Query(keep): axum::extract::Query<KeepKeys>,
 ) -> Result<Response, ApiError> {
+    let keep = keep.keep_keys;
     caller.require(Access::Admin)?;
     let id = parse_id(&id)?;
     if let Caller::User { user, .. } = &caller
@@ -320,18 +366,23 @@ async fn delete(
     {
         return Err(ApiError::bad_request("you can't delete yourself"));
     }
+    let now = state.now();
     let user = state
         .store
         .call(move |c| {
             store::keeping_an_admin(c, id, true, |tx| {
                 let user = store::get_user(tx, id)?;
+                let revoked = revoke_keys_of(tx, &user.name, keep, now)?;
                 store::delete_user(tx, id)?;
-                Ok(user)
+                Ok((user, revoked))
             })
         })
         .await?;
+    let (user, revoked) = user;
     audit(&state, &caller, "user.delete", user.name).await;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    announce_revoked(&state, &mut response, &revoked).await?;
+    Ok(response)
 }
 
 #[derive(Deserialize)]
@@ -400,6 +451,7 @@ async fn set_disabled(
     caller: Caller,
     id: String,
     disabled: bool,
+    keep: bool,
 ) -> Result<Response, ApiError> {
     caller.require(Access::Admin)?;
     let id = parse_id(&id)?;
@@ -414,25 +466,36 @@ async fn set_disabled(
         .store
         .call(move |c| {
             store::keeping_an_admin(c, id, disabled, |tx| {
-                store::set_disabled_in(tx, id, disabled, now)
+                let user = store::set_disabled_in(tx, id, disabled, now)?;
+                let revoked = if disabled {
+                    revoke_keys_of(tx, &user.name, keep, now)?
+                } else {
+                    Vec::new()
+                };
+                Ok((user, revoked))
             })
         })
         .await?;
+    let (user, revoked) = user;
     let action = if disabled {
         "user.disable"
     } else {
         "user.enable"
     };
     audit(&state, &caller, action, user.name.clone()).await;
-    Ok(json(StatusCode::OK, &UserView::from(user)))
+    let mut response = json(StatusCode::OK, &UserView::from(user));
+    announce_revoked(&state, &mut response, &revoked).await?;
+    Ok(response)
 }
 
 async fn disable(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    axum::extract::Query(keep): axum::extract::Query<KeepKeys>,
 ) -> Result<Response, ApiError> {
-    set_disabled(state, caller, id, true).await
+    let keep = keep.keep_keys;
+    set_disabled(state, caller, id, true, keep).await
 }
 
 async fn enable(
@@ -440,5 +503,5 @@ async fn enable(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_disabled(state, caller, id, false).await
+    set_disabled(state, caller, id, false, false).await
 }

@@ -91,6 +91,52 @@ pub fn delete_key(conn: &mut Connection, id: i64, now: u64) -> Result<(ApiKeyRec
     Ok((record, version))
 }
 
+/// Revokes every live key `actor` created (`user:NAME`), inside the caller's transaction:
+/// a disabled or deleted user's keys stop working with them. Moves the list version once if
+/// anything was revoked.
+pub fn delete_keys_created_by(
+    conn: &Connection,
+    actor: &str,
+    now: u64,
+) -> Result<Vec<ApiKeyRecord>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE deleted_at IS NULL AND created_by = ?1 ORDER BY id"
+    ))?;
+    let keys: Vec<ApiKeyRecord> = stmt
+        .query_map([actor], key_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    for record in &keys {
+        conn.execute(
+            "UPDATE api_keys SET deleted_at = ?2 WHERE id = ?1",
+            params![record.id, now as i64],
+        )?;
+        conn.execute(
+            "INSERT OR IGNORE INTO revocations (jti, exp, kid, revoked_at) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                record.jti,
+                record.expires_at.map(|e| e as i64),
+                record.kid,
+                now as i64
+            ],
+        )?;
+    }
+    if !keys.is_empty() {
+        bump_version(conn)?;
+    }
+    Ok(keys)
+}
+
+/// The live key whose `jti` this is, if it is registered.
+pub fn find_key_by_jti(conn: &Connection, jti: &str) -> Result<Option<ApiKeyRecord>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE deleted_at IS NULL AND jti = ?1"),
+            [jti],
+            key_row,
+        )
+        .optional()?)
+}
+
 /// Revokes a `jti` that has no key record (an unregistered, offline-issued key).
 pub fn revoke_jti(
     conn: &mut Connection,

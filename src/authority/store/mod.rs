@@ -94,6 +94,9 @@ pub enum StoreError {
     Conflict(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
+    /// A request the store refuses as it is; the message is user-facing.
+    #[error("{0}")]
+    Invalid(&'static str),
     #[error("database {path}: {source}")]
     Open {
         path: PathBuf,

@@ -86,7 +86,7 @@ export async function render(main, ctx) {
         title: 'Disable user',
         body: [
           h('p', {}, 'Disable ', h('strong', {}, `“${user.name}”`), '?'),
-          'They are logged out at once and can’t log in until an admin enables them again. API keys they created keep working.',
+          'They are logged out at once and can’t log in until an admin enables them again. The API keys they created are revoked with them (nodes refuse them within seconds).',
         ],
         confirmLabel: 'Disable user',
         action: () => put(`/api/users/${user.id}/disable`),

@@ -431,3 +431,78 @@ async fn a_generated_admin_password_goes_to_a_private_file_not_to_a_stdout_that_
         .expect(204);
     assert!(server.terminate().await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_revoke_by_jti_puts_an_offline_key_on_the_signed_list() {
+    let app = Authority::start().await;
+    let (data, keys) = (app.data_dir(), app.keys_dir());
+    let issued = pyrogate_async(
+        &[
+            "token",
+            "issue",
+            "--name",
+            "offline",
+            "--role",
+            "Agent",
+            "--ttl",
+            "600",
+            "--keys-dir",
+            keys.to_str().unwrap(),
+        ],
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(issued.code, Some(0), "{}", issued.stderr);
+    assert!(
+        issued.stderr.contains("pyrogate api-key revoke --jti"),
+        "{}",
+        issued.stderr
+    );
+    let token = issued.stdout.trim().to_owned();
+    let claims = claims_of(&token);
+    let (jti, exp) = (
+        s(&claims, "jti").to_owned(),
+        claims["exp"].as_u64().unwrap(),
+    );
+    let out = run(
+        &[
+            "api-key",
+            "revoke",
+            "--jti",
+            &jti,
+            "--exp",
+            &exp.to_string(),
+        ],
+        &data,
+        &keys,
+        "",
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("revoked jti {jti}")),
+        "{out:?}"
+    );
+    // The running authority publishes it within a second; the signed list names the jti.
+    let deadline = Deadline::secs(10, "the revocation to be published");
+    loop {
+        let list = app
+            .client()
+            .get("/api/revocations")
+            .send()
+            .await
+            .expect(200)
+            .text();
+        if claims_of(&list)["entries"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|x| x["jti"] == jti.as_str()))
+        {
+            break;
+        }
+        deadline.tick(String::new).await;
+    }
+    let bad = run(&["api-key", "revoke", "--jti", "short"], &data, &keys, "").await;
+    assert_ne!(bad.code, Some(0));
+    assert!(bad.stderr.contains("jti must be"), "{bad:?}");
+}

@@ -484,3 +484,110 @@ async fn two_admins_disabling_or_demoting_each_other_at_once_leave_one_enabled_a
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_or_deleting_a_user_revokes_the_keys_they_created_unless_told_to_keep_them() {
+    let app = Authority::start().await;
+    let root = app.admin().await;
+    for (i, keep) in [(0, false), (1, true), (2, false)] {
+        let name = format!("maker{i}");
+        let id = create_user(&root, &name, "Admin", "correct-horse-battery-m").await;
+        let maker = app.logged_in(&name, "correct-horse-battery-m").await;
+        let key = maker
+            .create_key(&format!("made-by-{name}"), "Admin", 0)
+            .await;
+        let key = s(&key, "key").to_owned();
+        // The key works as an Admin key on the authority's own API.
+        app.client()
+            .get("/api/keys")
+            .bearer(&key)
+            .send()
+            .await
+            .expect(200);
+        let query = if keep { "?keepKeys=true" } else { "" };
+        let r = if i == 2 {
+            root.delete(&format!("/api/users/{id}{query}"))
+                .send()
+                .await
+                .expect(204)
+        } else {
+            root.put(&format!("/api/users/{id}/disable{query}"))
+                .send()
+                .await
+                .expect(200)
+        };
+        let after = app.client().get("/api/keys").bearer(&key).send().await;
+        if keep {
+            assert_eq!(r.header("pyrogate-revoked-keys"), None);
+            after.expect(200);
+        } else {
+            assert_eq!(r.header("pyrogate-revoked-keys"), Some("1"));
+            let after = after.expect(401);
+            assert!(
+                after.errors()[0].contains("revoked"),
+                "{:?}",
+                after.errors()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_issued_key_is_revoked_by_its_jti() {
+    let app = Authority::start().await;
+    let admin = app.admin().await;
+    let issued = pyrogate_async(
+        &[
+            "token",
+            "issue",
+            "--name",
+            "offline",
+            "--role",
+            "Admin",
+            "--ttl",
+            "3600",
+            "--keys-dir",
+            app.keys_dir().to_str().unwrap(),
+        ],
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(issued.code, Some(0), "{}", issued.stderr);
+    let token = issued.stdout.trim().to_owned();
+    app.client()
+        .get("/api/keys")
+        .bearer(&token)
+        .send()
+        .await
+        .expect(200);
+    let jti = s(&claims_of(&token), "jti").to_owned();
+    // Garbage is refused with a reason and changes nothing.
+    let bad = admin
+        .post("/api/revocations/jti")
+        .json(&json!({ "jti": "../../x" }))
+        .send()
+        .await
+        .expect(400);
+    assert!(bad.errors()[0].contains("jti"), "{:?}", bad.errors());
+    let r = admin
+        .post("/api/revocations/jti")
+        .json(&json!({ "jti": jti }))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    assert!(r["revocationsVersion"].as_u64().unwrap() >= 1, "{r}");
+    let after = app
+        .client()
+        .get("/api/keys")
+        .bearer(&token)
+        .send()
+        .await
+        .expect(401);
+    assert!(
+        after.errors()[0].contains("revoked"),
+        "{:?}",
+        after.errors()
+    );
+}
