@@ -36,6 +36,33 @@ pub fn hash(password: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("hashing password: {e}"))
 }
 
+/// How long a login waits for a free hashing slot before it is answered 503.
+pub const HASH_QUEUE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// At most one argon2 hash per CPU at a time (each takes ~19 MiB): a flood of logins queues
+/// here instead of filling the blocking pool and the memory.
+fn hash_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cpus)
+    })
+}
+
+/// [`verify`] on the blocking pool, one hash per CPU at a time; `None` when no slot freed
+/// within [`HASH_QUEUE_TIMEOUT`].
+pub async fn verify_bounded(password: String, phc: std::sync::Arc<String>) -> Option<bool> {
+    let permit = tokio::time::timeout(HASH_QUEUE_TIMEOUT, hash_slots().acquire())
+        .await
+        .ok()?
+        .ok()?;
+    let ok = tokio::task::spawn_blocking(move || verify(&password, &phc))
+        .await
+        .unwrap_or(false);
+    drop(permit);
+    Some(ok)
+}
+
 /// True when `password` matches `phc`. A malformed stored hash never matches.
 pub fn verify(password: &str, phc: &str) -> bool {
     Argon2::default()

@@ -35,12 +35,15 @@ impl LoginThrottle {
         format!("client:{addr}")
     }
 
-    /// `Err(seconds until retry)` when any of `keys` is locked out.
-    pub fn check(&self, keys: &[String], now: u64) -> Result<(), u64> {
+    /// Checks and counts an attempt in one step: `Err(seconds until retry)` when any of `keys`
+    /// is locked out, else the attempt is counted as a failure *before* the password is
+    /// checked, so concurrent guesses can't all slip past the limit. A login that then
+    /// succeeds calls [`LoginThrottle::succeeded`].
+    pub fn reserve(&self, keys: &[String], now: u64) -> Result<(), u64> {
         if self.max_failures == 0 {
             return Ok(());
         }
-        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let mut wait = 0;
         for key in keys {
             if let Some((count, start)) = map.get(key)
@@ -50,11 +53,9 @@ impl LoginThrottle {
                 wait = wait.max(start + self.window - now);
             }
         }
-        if wait > 0 { Err(wait) } else { Ok(()) }
-    }
-
-    pub fn fail(&self, keys: &[String], now: u64) {
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if wait > 0 {
+            return Err(wait);
+        }
         if map.len() >= SWEEP_AT {
             let window = self.window;
             map.retain(|_, (_, start)| now < *start + window);
@@ -65,6 +66,17 @@ impl LoginThrottle {
                 *entry = (0, now);
             }
             entry.0 += 1;
+        }
+        Ok(())
+    }
+
+    /// Undoes a [`LoginThrottle::reserve`] for a login that succeeded: the user's count is
+    /// cleared, the client's reservation returned.
+    pub fn succeeded(&self, user_key: &str, client_key: &str) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(user_key);
+        if let Some(entry) = map.get_mut(client_key) {
+            entry.0 = entry.0.saturating_sub(1);
         }
     }
 
@@ -79,17 +91,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_success_gives_its_reservation_back() {
+        let t = LoginThrottle::new(2, Duration::from_secs(60));
+        let (user, client) = (LoginThrottle::user_key("a"), LoginThrottle::client_key("1"));
+        let keys = [user.clone(), client.clone()];
+        for _ in 0..5 {
+            assert!(t.reserve(&keys, 100).is_ok());
+            t.succeeded(&user, &client);
+        }
+    }
+
+    #[test]
     fn locks_out_after_max_failures_until_the_window_passes() {
         let t = LoginThrottle::new(3, Duration::from_secs(60));
         let keys = [LoginThrottle::user_key("Alice")];
         for _ in 0..3 {
-            assert!(t.check(&keys, 100).is_ok());
-            t.fail(&keys, 100);
+            assert!(t.reserve(&keys, 100).is_ok());
         }
-        assert_eq!(t.check(&keys, 110), Err(50));
-        assert!(t.check(&[LoginThrottle::user_key("alice")], 110).is_err());
-        assert!(t.check(&keys, 160).is_ok());
+        assert_eq!(t.reserve(&keys, 110), Err(50));
+        assert!(t.reserve(&[LoginThrottle::user_key("alice")], 110).is_err());
+        assert!(t.reserve(&keys, 160).is_ok());
         t.reset(&keys[0]);
-        assert!(t.check(&keys, 110).is_ok());
+        assert!(t.reserve(&keys, 110).is_ok());
     }
 }

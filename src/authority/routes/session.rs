@@ -292,13 +292,18 @@ async fn login(
 ) -> Result<Response, ApiError> {
     check_same_origin(&method, &headers)?;
     let LoginRequest { username, password } = body.0;
+    // Bounded before any work: nothing oversized is hashed, looked up or audited.
+    if username.len() > 1024 || password.len() > 4 * crate::authority::passwords::MAX_PASSWORD_CHARS
+    {
+        return Err(ApiError::bad_request("user name or password too long"));
+    }
     let now = state.now();
     let client = addr.ip().to_string();
     let keys = [
         LoginThrottle::user_key(&username),
         LoginThrottle::client_key(&client),
     ];
-    if let Err(retry) = state.throttle.check(&keys, now) {
+    if let Err(retry) = state.throttle.reserve(&keys, now) {
         state
             .metrics
             .logins
@@ -315,23 +320,20 @@ async fn login(
         .store
         .call(move |c| store::find_user_for_login(c, &name))
         .await?;
-    let dummy = state.dummy_hash.clone();
-    let (user, ok) = tokio::task::spawn_blocking(move || match found {
-        Some((user, hash)) => {
-            let ok = crate::authority::passwords::verify(&password, &hash);
-            (Some(user), ok)
-        }
-        None => {
-            crate::authority::passwords::verify(&password, &dummy);
-            (None, false)
-        }
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.into()))?;
+    let (user, phc) = match found {
+        Some((user, hash)) => (Some(user), std::sync::Arc::new(hash)),
+        None => (None, state.dummy_hash.clone()),
+    };
+    let Some(matched) = crate::authority::passwords::verify_bounded(password, phc).await else {
+        return Err(ApiError::Unavailable(
+            "too many logins at once; try again in a few seconds".into(),
+        ));
+    };
+    let ok = user.is_some() && matched;
     let user = match user {
         Some(user) if ok && !user.is_disabled => user,
         _ => {
-            state.throttle.fail(&keys, now);
+            // Already counted by `reserve`.
             state
                 .metrics
                 .logins
@@ -358,7 +360,7 @@ async fn login(
             ));
         }
     };
-    state.throttle.reset(&keys[0]);
+    state.throttle.succeeded(&keys[0], &keys[1]);
     let lifetime = state.settings.authority.sessions.lifetime.as_secs();
     let claims = SessionClaims {
         sid: b64::random(16),

@@ -389,3 +389,62 @@ async fn an_api_key_sent_as_the_session_cookie_is_refused() {
     http.get("/api/keys").send().await.expect(401);
     http.get("/api/user").send().await.expect(401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_wrong_guesses_never_get_past_the_limit_and_oversized_names_do_no_work() {
+    let app = Authority::start_with(LOCKOUT).await;
+    let guesses: Vec<_> = (0..40)
+        .map(|i| {
+            let http = app.client_from([127, 0, 0, 9]);
+            async move {
+                http.login(&format!("guess{i}"), "wrong-password")
+                    .await
+                    .status
+                    .as_u16()
+            }
+        })
+        .collect();
+    let statuses = futures_join_all(guesses).await;
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let throttled = statuses.iter().filter(|s| **s == 429).count();
+    // The attempt is counted before the password is checked: at most `login-max-failures`
+    // guesses from one address reach argon2, however many arrive at once.
+    assert!(checked <= 3, "{checked} guesses were checked: {statuses:?}");
+    assert_eq!(checked + throttled, statuses.len(), "{statuses:?}");
+
+    let huge = "x".repeat(1 << 20);
+    let r = app
+        .client()
+        .login(&huge, "whatever-password")
+        .await
+        .expect(400);
+    assert!(r.errors()[0].contains("too long"), "{:?}", r.errors());
+    let stored: i64 = app
+        .state
+        .store
+        .with(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM audit WHERE length(actor) > 10000",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap();
+    assert_eq!(stored, 0, "an oversized name reached the audit table");
+}
+
+/// Runs every future at once (tokio's JoinSet, so they really overlap).
+async fn futures_join_all<F>(futures: Vec<F>) -> Vec<u16>
+where
+    F: std::future::Future<Output = u16> + Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for f in futures {
+        set.spawn(f);
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.expect("task"));
+    }
+    out
+}
