@@ -11,11 +11,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::authority::AppState;
@@ -231,9 +230,23 @@ async fn jwks(State(state): State<AppState>) -> Response {
     ([(header::CACHE_CONTROL, "no-cache")], axum::Json(body)).into_response()
 }
 
-#[derive(Debug, Deserialize)]
-struct WaitQuery {
-    wait: Option<String>,
+/// `?wait=SECONDS`, once at most; anything wrong is a 400 in the `{"errors":[…]}` shape.
+fn wait_param(
+    query: Option<&str>,
+    max: std::time::Duration,
+) -> Result<Option<std::time::Duration>, ApiError> {
+    let mut waits = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == "wait")
+        .map(|(_, v)| v.into_owned());
+    let Some(wait) = waits.next() else {
+        return Ok(None);
+    };
+    if waits.next().is_some() {
+        return Err(ApiError::bad_request("give wait once"));
+    }
+    crate::config::parse_duration(&wait)
+        .map(|d| Some(d.min(max)))
+        .ok_or_else(|| ApiError::bad_request("wait must be a number of seconds"))
 }
 
 fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
@@ -248,17 +261,10 @@ fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
 
 async fn revocations(
     State(state): State<AppState>,
-    Query(query): Query<WaitQuery>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let wait = match query.wait.as_deref() {
-        None => None,
-        Some(w) => Some(
-            crate::config::parse_duration(w)
-                .ok_or_else(|| ApiError::bad_request("wait must be a number of seconds"))?
-                .min(state.settings.authority.revocations_max_wait),
-        ),
-    };
+    let wait = wait_param(uri.query(), state.settings.authority.revocations_max_wait)?;
     // Subscribe before reading, so a change between the read and the wait is not missed.
     let mut changes = state.publisher.version.subscribe();
     let mut current = state.publisher.current();

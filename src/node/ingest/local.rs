@@ -14,8 +14,11 @@ use super::spool::{Spool, SpoolError, SpooledRequest};
 
 /// Distinct key names remembered per app.
 const MAX_KEYS_PER_APP: usize = 16;
-/// Distinct apps counted.
+/// Distinct apps counted; past it, the app pushed to least recently is evicted.
 const MAX_APPS: usize = 10_000;
+/// Longest app name kept (longer ones are cut, on a character boundary): with 10,000 apps,
+/// at most ~2.5 MiB of names.
+const MAX_APP_NAME_BYTES: usize = 256;
 
 /// Why a profile was not kept.
 #[derive(Debug, thiserror::Error)]
@@ -126,10 +129,21 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Counts a push. Memory is bounded whatever agents send: names are cut to 256 bytes,
+    /// at most 10,000 apps are kept (the least recently pushed to makes room) and 16 key
+    /// names per app.
     pub fn record(&self, app: &str, key: Option<&str>, bytes: u64, now: u64) {
+        let app = truncate(app, MAX_APP_NAME_BYTES);
+        let key = key.map(|k| truncate(k, MAX_APP_NAME_BYTES));
         let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
         if !apps.contains_key(app) && apps.len() >= MAX_APPS {
-            return;
+            let oldest = apps
+                .iter()
+                .min_by_key(|(_, s)| s.last_push_at)
+                .map(|(name, _)| name.clone());
+            if let Some(oldest) = oldest {
+                apps.remove(&oldest);
+            }
         }
         let entry = apps.entry(app.to_owned()).or_insert_with(|| AppStats {
             app: app.to_owned(),
@@ -148,8 +162,57 @@ impl Stats {
         }
     }
 
+    pub fn len(&self) -> usize {
+        self.apps.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn snapshot(&self) -> Vec<AppStats> {
         let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
         apps.values().cloned().collect()
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_app_stats_stay_bounded_whatever_the_names() {
+        let stats = Stats::default();
+        let long = "é".repeat(30_000);
+        for i in 0..(MAX_APPS + 500) {
+            stats.record(&format!("{i}{long}"), Some(&long), 1, i as u64);
+        }
+        assert_eq!(stats.len(), MAX_APPS);
+        let snapshot = stats.snapshot();
+        assert!(snapshot.iter().all(|a| a.app.len() <= MAX_APP_NAME_BYTES));
+        assert!(
+            snapshot
+                .iter()
+                .all(|a| a.keys.iter().all(|k| k.len() <= MAX_APP_NAME_BYTES))
+        );
+        // The least recently pushed-to apps made room: the newest are all there.
+        let newest = format!("{}{long}", MAX_APPS + 499);
+        assert!(
+            snapshot
+                .iter()
+                .any(|a| a.app == truncate(&newest, MAX_APP_NAME_BYTES))
+        );
     }
 }

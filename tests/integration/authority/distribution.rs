@@ -362,6 +362,14 @@ async fn a_wait_that_is_not_a_duration_is_a_400() {
         assert_eq!(r.status, 400, "{wait}: {}", r.text());
         assert_eq!(r.errors(), vec!["wait must be a number of seconds"]);
     }
+    // Twice is a mistake too, answered in the same shape (it was a plain-text 400).
+    let r = app
+        .client()
+        .get("/api/revocations?wait=1&wait=2")
+        .send()
+        .await
+        .expect(400);
+    assert_eq!(r.errors(), vec!["give wait once"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
