@@ -99,12 +99,7 @@ impl Application {
     /// Opens the store and keyring (creating them on first start), binds the listener.
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let (state, first_start) = open_state(settings, clock).await?;
-        let server = Server::bind(
-            state.settings.server.api_bind_addr,
-            router(state.clone()),
-            state.settings.server.tls.as_ref(),
-        )
-        .await?;
+        let server = Server::bind(&state.settings.server, router(state.clone())).await?;
         Ok(Application {
             server,
             state,

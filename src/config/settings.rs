@@ -30,6 +30,12 @@ pub struct ServerSettings {
     pub storage_path: PathBuf,
     /// HTTPS instead of HTTP when set.
     pub tls: Option<ServerTls>,
+    /// Time to send a request's headers (and the idle keep-alive limit).
+    pub read_timeout: Duration,
+    /// 0 = no limit.
+    pub max_connections: usize,
+    /// 0 = no limit.
+    pub max_connections_per_client: usize,
 }
 
 /// `server.http-tls-*`: the certificate served, and optionally the CA client certificates
@@ -283,6 +289,14 @@ impl Settings {
                 log_level: l.choice("log-level")?,
                 storage_path: storage_path.clone(),
                 tls: server_tls,
+                read_timeout: l
+                    .duration("server.http-server-read-timeout")?
+                    .max(Duration::from_secs(1)),
+                max_connections: small("server.http-max-connections", 10_000_000)? as usize,
+                max_connections_per_client: small(
+                    "server.http-max-connections-per-client",
+                    10_000_000,
+                )? as usize,
             },
             auth: AuthSettings {
                 ingestion_enabled: l.bool("auth.ingestion.enabled")?,

@@ -1,53 +1,143 @@
-//! The one server shell both roles run in: bind (port 0 in tests), serve a router with request
-//! timeouts and request logs, and stop through one mechanism.
+//! The one server shell both roles run in: bind (port 0 in tests), accept connections under
+//! limits, serve a router with timeouts and request logs, and stop through one mechanism.
+//!
+//! **Limits on every listener.** A client has `server.http-server-read-timeout` to send a
+//! request's headers — which also closes keep-alive connections left idle that long — so a
+//! slowloris client holding connections open byte by byte is dropped. At most
+//! `server.http-max-connections` connections are open at once, and at most
+//! `server.http-max-connections-per-client` from one address; past either, the connection
+//! gets an immediate `503` in the `{"errors":[…]}` shape (plain HTTP) or is closed (TLS) instead
+//! of exhausting file descriptors. At start the soft `RLIMIT_NOFILE` is raised to the hard
+//! limit and logged. A request, long-polls included, takes at most [`REQUEST_TIMEOUT`].
 //!
 //! **One way to stop.** A [`Lifecycle`] is a `CancellationToken` plus a `TaskTracker`: every
 //! background task (the node's sync loop, the spool replay, the authority's ticker) is spawned
 //! through it and ends when the token is cancelled, and every long-poll watches the same token.
-//! When the shutdown future fires the token is cancelled, in-flight requests drain (each is
-//! bounded by the request timeout), and then the tracked tasks are awaited, for at most
-//! [`DRAIN`]: a process built next on the same storage path never races this one's replay.
+//! When the shutdown future fires the token is cancelled, the listener stops accepting, every
+//! connection finishes its in-flight request and closes, and then the tracked tasks are
+//! awaited, for at most [`DRAIN`]: a process built next on the same storage path never races
+//! this one's replay.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::extract::MatchedPath;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath};
 use axum::http::{Request, StatusCode};
-use axum::serve::ListenerExt as _;
-use tokio::net::TcpListener;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::task::TaskTracker;
+use tower::Service as _;
 use tower_http::timeout::TimeoutLayer;
-
-use crate::config::ServerTls;
-pub use crate::edge::lifecycle::Lifecycle;
-use crate::edge::tls::ServerTlsConfig;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
-/// Longest time shutdown waits for background tasks once requests have drained.
+use crate::config::ServerSettings;
+pub use crate::edge::lifecycle::Lifecycle;
+use crate::edge::tls::{HANDSHAKE_TIMEOUT, ServerTlsConfig};
+
+/// Longest time shutdown waits for connections to finish, then for background tasks.
 pub const DRAIN: Duration = Duration::from_secs(10);
 
 /// Longest time one request may take, long-polls included (their wait is capped below this).
 /// Streaming a large push from a slow agent fits well within it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How many connections are open, overall and per client address.
+#[derive(Debug)]
+struct Limits {
+    max: usize,
+    per_client: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One admitted connection; dropping it frees its place.
+struct Admitted {
+    limits: Arc<Limits>,
+    ip: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut open = self.limits.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.0 = open.0.saturating_sub(1);
+        if let Some(n) = open.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Limits {
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let from_ip = open.1.get(&ip).copied().unwrap_or(0);
+        if (self.max > 0 && open.0 >= self.max)
+            || (self.per_client > 0 && from_ip >= self.per_client)
+        {
+            return None;
+        }
+        open.0 += 1;
+        *open.1.entry(ip).or_insert(0) += 1;
+        Some(Admitted {
+            limits: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// Raises the soft open-files limit to the hard one (systemd's default soft limit is 1024),
+/// once per process, and logs the figure.
+fn raise_open_files_limit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let mut limit = getrlimit(Resource::Nofile);
+        let before = limit.current;
+        if limit.current < limit.maximum {
+            limit.current = limit.maximum;
+            if let Err(e) = setrlimit(Resource::Nofile, limit) {
+                tracing::warn!(error = %e, "could not raise the open-files limit");
+                return;
+            }
+        }
+        let figure = |v: Option<u64>| v.map_or("unlimited".to_owned(), |n| n.to_string());
+        tracing::info!(
+            before = figure(before),
+            now = figure(limit.current),
+            "open-files limit"
+        );
+    });
+}
+
 /// A bound listener and the router it will serve, over HTTP or HTTPS.
 pub struct Server {
     listener: TcpListener,
     router: Router,
     tls: Option<ServerTlsConfig>,
+    read_timeout: Duration,
+    limits: Arc<Limits>,
 }
 
 impl Server {
-    /// Binds `addr`; with `tls`, every TLS file is read and checked here, so a bad one fails
-    /// start-up with the name of its key.
-    pub async fn bind(
-        addr: SocketAddr,
-        router: Router,
-        tls: Option<&ServerTls>,
-    ) -> anyhow::Result<Self> {
-        let tls = tls.map(ServerTlsConfig::load).transpose()?;
+    /// Binds `settings.api_bind_addr`; with TLS, every TLS file is read and checked here, so a
+    /// bad one fails start-up with the name of its key.
+    pub async fn bind(settings: &ServerSettings, router: Router) -> anyhow::Result<Self> {
+        raise_open_files_limit();
+        let tls = settings
+            .tls
+            .as_ref()
+            .map(ServerTlsConfig::load)
+            .transpose()?;
+        let addr = settings.api_bind_addr;
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
@@ -55,6 +145,12 @@ impl Server {
             listener,
             router,
             tls,
+            read_timeout: settings.read_timeout,
+            limits: Arc::new(Limits {
+                max: settings.max_connections,
+                per_client: settings.max_connections_per_client,
+                open: Mutex::new((0, HashMap::new())),
+            }),
         })
     }
 
@@ -86,7 +182,7 @@ impl Server {
             // Headers are never logged.
             .layer(
                 TraceLayer::new_for_http()
-                    .make_span_with(|req: &Request<axum::body::Body>| {
+                    .make_span_with(|req: &Request<Body>| {
                         let route = req
                             .extensions()
                             .get::<MatchedPath>()
@@ -97,28 +193,117 @@ impl Server {
                     .on_request(())
                     .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
             );
+        if let Some(tls) = &self.tls {
+            tls.watch(&life);
+        }
         let stopping = life.clone();
-        let shutdown = async move {
+        tokio::spawn(async move {
             shutdown.await;
             stopping.stop();
-        };
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let result = match &self.tls {
-            None => {
-                axum::serve(self.listener, service)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-            Some(tls) => {
-                // `tap_io` gives the TLS listener axum's `ConnectInfo<SocketAddr>`.
-                let listener = tls.listen(self.listener, &life).tap_io(|_| {});
-                axum::serve(listener, service)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-        };
-        life.stop();
+        });
+        let connections = TaskTracker::new();
+        let acceptor = self.tls.as_ref().map(ServerTlsConfig::acceptor);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // EMFILE and friends: back off a little instead of spinning.
+                        tracing::warn!(error = %err, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = life.stopping() => break,
+            };
+            let Some(admitted) = self.limits.admit(peer.ip()) else {
+                tracing::debug!(%peer, "too many connections; shedding this one");
+                if acceptor.is_none() {
+                    connections.spawn(refuse(tcp));
+                }
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let (router, life, read_timeout) = (router.clone(), life.clone(), self.read_timeout);
+            let acceptor = acceptor.clone();
+            connections.spawn(async move {
+                let _admitted = admitted;
+                match acceptor {
+                    None => serve_connection(tcp, peer, router, read_timeout, life).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(tls)) => {
+                                serve_connection(tls, peer, router, read_timeout, life).await
+                            }
+                            Ok(Err(err)) => {
+                                tracing::debug!(%peer, error = %err, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
+                    }
+                }
+            });
+        }
+        drop(self.listener);
+        connections.close();
+        if tokio::time::timeout(DRAIN, connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections did not finish in time");
+        }
         life.wait(DRAIN).await;
-        result.context("serving HTTP")
+        Ok(())
     }
+}
+
+/// Serves HTTP/1.1 on one connection until it closes, or finishes the request in flight and
+/// closes when shutdown begins.
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    router: Router,
+    read_timeout: Duration,
+    life: Lifecycle,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        // What `ConnectInfo<SocketAddr>` extractors (the login throttle) read.
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let mut router = router.clone();
+        async move { router.call(req.map(Body::new)).await }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(read_timeout)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(err) = result {
+                tracing::trace!(%peer, error = %err, "connection ended with an error");
+            }
+        }
+        () = life.stopping() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Over the connection limits: a short `503` in the errors shape, then close.
+async fn refuse(mut tcp: TcpStream) {
+    const BODY: &str = r#"{"errors":["too many connections; retry shortly"]}"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = tcp.write_all(response.as_bytes()).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
 }

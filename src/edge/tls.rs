@@ -13,7 +13,6 @@
 //!
 //! Every file error names the configuration key, and never prints key material.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -27,10 +26,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
 use crate::config::{ClientTls, ServerTls};
 use crate::edge::lifecycle::Lifecycle;
@@ -242,10 +238,6 @@ pub const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 /// Longest a TLS handshake may take; a client that stalls it is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Handshakes in flight at once; connections beyond are closed at once, so stalled
-/// handshakes can't use up the process's file descriptors.
-pub const MAX_HANDSHAKES: usize = 256;
-
 /// The served TLS configuration: checked at start-up, certificate watched once serving.
 #[derive(Debug, Clone)]
 pub struct ServerTlsConfig {
@@ -283,71 +275,13 @@ impl ServerTlsConfig {
         })
     }
 
-    /// Accepts TCP connections on `tcp` and hands out finished TLS streams. Handshakes run
-    /// concurrently, each bounded by [`HANDSHAKE_TIMEOUT`], so a slow client never holds up
-    /// the others. The certificate files are watched for changes; both stop with `life`.
-    pub fn listen(&self, tcp: TcpListener, life: &Lifecycle) -> TlsListener {
+    /// The acceptor handshakes are run with (the server shell bounds them in time and number).
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.config.clone())
+    }
+
+    /// Watches the certificate files for changes until `life` stops.
+    pub fn watch(&self, life: &Lifecycle) {
         life.spawn(self.cert.clone().watch(CERT_RELOAD_INTERVAL, life.clone()));
-        let local = tcp.local_addr();
-        let (tx, rx) = mpsc::channel(64);
-        let acceptor = TlsAcceptor::from(self.config.clone());
-        let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-        life.spawn(async move {
-            loop {
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-                    tracing::debug!(%peer, "too many TLS handshakes in flight; closing");
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(err)) => {
-                            tracing::debug!(%peer, error = %err, "TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        TlsListener { rx, local }
-    }
-}
-
-/// Finished TLS connections, for `axum::serve`.
-pub struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: std::io::Result<SocketAddr>,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(accepted) => accepted,
-            // The acceptor stopped: shutdown is under way and ends the serve loop.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        match &self.local {
-            Ok(addr) => Ok(*addr),
-            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-        }
     }
 }

@@ -148,12 +148,7 @@ impl IngestNode {
                 .fallback(|| async { ApiError::NotFound("not found".into()) })
                 .with_state(node_state),
         );
-        let server = Server::bind(
-            settings.server.api_bind_addr,
-            router,
-            settings.server.tls.as_ref(),
-        )
-        .await?;
+        let server = Server::bind(&settings.server, router).await?;
         Ok(IngestNode {
             server,
             syncer,

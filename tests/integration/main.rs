@@ -24,6 +24,7 @@ mod harness;
 mod hostile_tokens;
 mod ingest;
 mod keyring_cli;
+mod listeners;
 mod mutation;
 mod query_proxy;
 mod support;

@@ -100,9 +100,16 @@ pub async fn ingest(
     };
     // Upstream: accepts everything (over TLS too, through the same server shell).
     let upstream = Server::bind(
-        "127.0.0.1:0".parse()?,
+        &pyrogate::config::ServerSettings {
+            api_bind_addr: "127.0.0.1:0".parse()?,
+            log_level: "error",
+            storage_path: dir.clone(),
+            tls: server_tls,
+            read_timeout: std::time::Duration::from_secs(30),
+            max_connections: 0,
+            max_connections_per_client: 0,
+        },
         Router::new().route("/ingest", post(|| async { "" })),
-        server_tls.as_ref(),
     )
     .await?;
     let upstream_port = upstream.local_addr().port();

@@ -1,0 +1,135 @@
+//! Abuse resistance of every listener (the same server shell serves both roles): a slowloris
+//! client is dropped after `server.http-server-read-timeout`, and past the connection limits
+//! new connections get an immediate 503 in the errors shape instead of exhausting the
+//! process's file descriptors.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::harness::*;
+
+fn port_of(node: &Node) -> u16 {
+    node.url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Reads until the peer closes (Ok) or `limit` passes (Err).
+async fn closed_within(tcp: &mut TcpStream, limit: Duration) -> Result<Vec<u8>, ()> {
+    let mut got = Vec::new();
+    tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 512];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .map(|()| got)
+    .map_err(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_trickling_its_headers_is_dropped_after_the_read_timeout() {
+    let storage = tempfile::tempdir().unwrap();
+    let node = Node::start(storage.path(), "server:\n  http-server-read-timeout: 1s\n").await;
+    let mut tcp = TcpStream::connect(("127.0.0.1", port_of(&node)))
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHo").await.unwrap();
+    // One byte every 300 ms: never a whole header, always just alive.
+    let trickle = async {
+        for b in b"st: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if tcp.write_all(&[*b]).await.is_err() {
+                return true;
+            }
+        }
+        false
+    };
+    let dropped = tokio::time::timeout(Duration::from_secs(8), trickle).await;
+    assert!(
+        matches!(dropped, Ok(true)),
+        "the slow client was still connected after several seconds"
+    );
+    // And an idle keep-alive connection is closed after the same time.
+    let mut idle = TcpStream::connect(("127.0.0.1", port_of(&node)))
+        .await
+        .unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = closed_within(&mut idle, Duration::from_secs(6)).await;
+    let answer = answer.expect("the idle keep-alive connection is closed");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_limits_new_connections_get_a_503_and_freed_places_are_reused() {
+    let storage = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        storage.path(),
+        "server:\n  http-max-connections: 8\n  http-max-connections-per-client: 3\n",
+    )
+    .await;
+    let port = port_of(&node);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        held.push(tcp);
+    }
+    // Give the server a moment to admit the three.
+    let deadline = Deadline::secs(5, "the fourth connection to be refused");
+    let refused = loop {
+        let mut extra = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let got = closed_within(&mut extra, Duration::from_secs(3))
+            .await
+            .unwrap_or_default();
+        if got.starts_with(b"HTTP/1.1 503") {
+            break String::from_utf8_lossy(&got).into_owned();
+        }
+        deadline
+            .tick(|| String::from_utf8_lossy(&got).into_owned())
+            .await;
+    };
+    assert!(
+        refused.contains(r#"{"errors":["too many connections; retry shortly"]}"#),
+        "{refused}"
+    );
+    // Another client address still gets in (the per-client limit is per address).
+    let other = std::net::SocketAddr::from(([127, 0, 0, 2], 0));
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(other).unwrap();
+    let mut from_other = socket
+        .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
+    from_other
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let got = closed_within(&mut from_other, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // A freed place is reused.
+    held.clear();
+    let deadline = Deadline::secs(5, "a freed place to be reused");
+    loop {
+        let r = node.client().get("/healthz").send().await;
+        if r.status == 200 {
+            break;
+        }
+        deadline.tick(|| r.text()).await;
+    }
+}
