@@ -174,6 +174,7 @@ pub async fn open_state(
         })
         .await??,
     );
+    let max_long_polls = settings.authority.revocations_max_long_polls;
     let ingest = crate::node::ingest::IngestState::new(
         &settings.ingest,
         settings.auth.ingestion_enabled,
@@ -190,7 +191,7 @@ pub async fn open_state(
         store,
         keyring: Arc::new(Mutex::new(ring)),
         verifier,
-        publisher: Arc::new(distribution::Publisher::new()),
+        publisher: Arc::new(distribution::Publisher::new(max_long_polls)),
         life: Lifecycle::new(),
         metrics,
         clock,

@@ -205,6 +205,8 @@ pub const KEYS: &[Key] = &[
         "Window over which failed logins are counted."),
     key("revocations.max-wait", SERVER, "60s", Kind::Duration,
         "Longest long-poll a client may ask for with ?wait=."),
+    key("revocations.max-long-polls", SERVER, "10000", Kind::Count,
+        "Long-polls (?wait=) held at once; past it a poll gets 503 and the node backs off."),
     key("revocations.resign-interval", SERVER, "30s", Kind::Duration,
         "How often the revocation list and key set are re-signed even when unchanged: their signed iat tells nodes (sync.max-staleness) that they are current."),
     key("revocations.prune-interval", SERVER, "60s", Kind::Duration,

@@ -98,6 +98,7 @@ pub struct AuthoritySettings {
     pub login_lockout: Duration,
     pub revocations_max_wait: Duration,
     pub revocations_resign_interval: Duration,
+    pub revocations_max_long_polls: usize,
     pub prune_interval: Duration,
 }
 
@@ -324,6 +325,8 @@ impl Settings {
                 login_lockout: l.duration("auth.login-lockout")?,
                 revocations_max_wait: l.duration("revocations.max-wait")?,
                 revocations_resign_interval: l.duration("revocations.resign-interval")?,
+                revocations_max_long_polls: small("revocations.max-long-polls", 10_000_000)?
+                    as usize,
                 prune_interval: l.duration("revocations.prune-interval")?,
             },
             node: NodeSettings {

@@ -50,20 +50,23 @@ pub struct Publisher {
     /// One republish at a time (request handlers and the ticker both republish), so a
     /// slower one holding an older snapshot can never publish over a newer one.
     republishing: tokio::sync::Mutex<()>,
+    /// Places for pending long-polls (`revocations.max-long-polls`).
+    long_polls: Arc<tokio::sync::Semaphore>,
 }
 
 impl Default for Publisher {
     fn default() -> Self {
-        Self::new()
+        Self::new(10_000)
     }
 }
 
 impl Publisher {
-    pub fn new() -> Self {
+    pub fn new(max_long_polls: usize) -> Self {
         Publisher {
             current: ArcSwap::from_pointee(Published::default()),
             version: watch::channel(0).0,
             republishing: tokio::sync::Mutex::new(()),
+            long_polls: Arc::new(tokio::sync::Semaphore::new(max_long_polls)),
         }
     }
 
@@ -270,6 +273,13 @@ async fn revocations(
     let mut current = state.publisher.current();
     if matches_etag(&headers, &current.etag()) {
         if let Some(wait) = wait.filter(|w| !w.is_zero()) {
+            // Each held poll is a connection and a task: past the cap, shed it clearly (the
+            // node backs off and polls again) instead of holding everything it is sent.
+            let Ok(_held) = state.publisher.long_polls.clone().try_acquire_owned() else {
+                return Err(ApiError::Unavailable(
+                    "too many pending long-polls; retry shortly".into(),
+                ));
+            };
             let seen = current.version;
             let changed = async {
                 loop {

@@ -446,3 +446,39 @@ async fn entries_of_expired_keys_are_pruned_and_never_expiring_ones_stay() {
     let jtis: Vec<&str> = list.entries.iter().map(|e| e.jti.as_str()).collect();
     assert_eq!(jtis, vec![s(&claims_of(s(&forever, "key")), "jti")]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polls_past_the_cap_get_a_503_instead_of_being_held() {
+    let app = Authority::start_with("revocations:\n  max-long-polls: 1\n").await;
+    let holder = app.client();
+    let held = tokio::spawn(async move {
+        holder
+            .get("/api/revocations?wait=20")
+            .header("if-none-match", "\"0\"")
+            .send()
+            .await
+            .status
+    });
+    // Until the holder holds the only place, a probe may take it itself (and end after 1 s).
+    let deadline = Deadline::secs(15, "the second long-poll to be shed");
+    loop {
+        let r = app
+            .client()
+            .get("/api/revocations?wait=1")
+            .header("if-none-match", "\"0\"")
+            .send()
+            .await;
+        if r.status == 503 {
+            assert!(r.errors()[0].contains("long-polls"), "{:?}", r.errors());
+            break;
+        }
+        deadline.tick(|| format!("{}", r.status)).await;
+    }
+    // A plain fetch (no wait) is never shed.
+    app.client()
+        .get("/api/revocations")
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(held.await.unwrap(), 304);
+}
