@@ -73,11 +73,19 @@ pub fn touch_key(conn: &Connection, jti: &str, now: u64) -> Result<()> {
 pub fn delete_key(conn: &mut Connection, id: i64, now: u64) -> Result<(ApiKeyRecord, u64)> {
     let tx = conn.transaction()?;
     let record = get_key(&tx, id)?;
-    tx.execute(
+    mark_deleted_and_revoke(&tx, &record, now)?;
+    let version = bump_version(&tx)?;
+    tx.commit()?;
+    Ok((record, version))
+}
+
+/// Marks a key deleted and puts its `jti` on the list (the caller moves the version).
+fn mark_deleted_and_revoke(conn: &Connection, record: &ApiKeyRecord, now: u64) -> Result<()> {
+    conn.execute(
         "UPDATE api_keys SET deleted_at = ?2 WHERE id = ?1",
-        params![id, now as i64],
+        params![record.id, now as i64],
     )?;
-    tx.execute(
+    conn.execute(
         "INSERT OR IGNORE INTO revocations (jti, exp, kid, revoked_at) VALUES (?1, ?2, ?3, ?4)",
         params![
             record.jti,
@@ -86,9 +94,7 @@ pub fn delete_key(conn: &mut Connection, id: i64, now: u64) -> Result<(ApiKeyRec
             now as i64
         ],
     )?;
-    let version = bump_version(&tx)?;
-    tx.commit()?;
-    Ok((record, version))
+    Ok(())
 }
 
 /// Revokes every live key `actor` created (`user:NAME`), inside the caller's transaction:
@@ -106,19 +112,7 @@ pub fn delete_keys_created_by(
         .query_map([actor], key_row)?
         .collect::<rusqlite::Result<_>>()?;
     for record in &keys {
-        conn.execute(
-            "UPDATE api_keys SET deleted_at = ?2 WHERE id = ?1",
-            params![record.id, now as i64],
-        )?;
-        conn.execute(
-            "INSERT OR IGNORE INTO revocations (jti, exp, kid, revoked_at) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                record.jti,
-                record.expires_at.map(|e| e as i64),
-                record.kid,
-                now as i64
-            ],
-        )?;
+        mark_deleted_and_revoke(conn, record, now)?;
     }
     if !keys.is_empty() {
         bump_version(conn)?;
