@@ -78,6 +78,7 @@ pub(crate) fn run(cmd: UserCommand) -> anyhow::Result<ExitCode> {
             config,
         } => {
             let (_, store) = open_local(&config)?;
+            let name = pyrogate::core::names::normalize(&name);
             pyrogate::authority::routes::users::validate_user_name(&name)
                 .map_err(|e| anyhow::anyhow!(e))?;
             let (password, generated) = read_or_generate_password(password_stdin)?;

@@ -8,6 +8,7 @@ pub mod error;
 pub mod jwk;
 pub mod jws;
 pub mod keyset;
+pub mod names;
 pub mod revocation;
 pub mod token;
 pub mod verifier;

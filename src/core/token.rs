@@ -136,6 +136,8 @@ pub enum IssueError {
     NameTooLong,
     #[error("api key name must not contain control characters")]
     NameControlChars,
+    #[error("api key name must not contain invisible or direction-changing characters")]
+    NameHiddenChars,
     #[error("invalid tenant id: {0}")]
     InvalidTenant(&'static str),
     #[error("ttlSeconds is too large")]
@@ -153,6 +155,9 @@ pub fn validate_name(name: &str) -> Result<(), IssueError> {
     }
     if name.chars().any(char::is_control) {
         return Err(IssueError::NameControlChars);
+    }
+    if crate::core::names::has_hidden(name) {
+        return Err(IssueError::NameHiddenChars);
     }
     Ok(())
 }

@@ -160,7 +160,7 @@ impl CreateKeyRequest {
     /// Every problem at once, with Pyroscope's messages where it had them.
     pub fn validate(self) -> Result<NewKey, Vec<String>> {
         let mut errors = Vec::new();
-        let name = self.name.unwrap_or_default();
+        let name = crate::core::names::normalize(&self.name.unwrap_or_default());
         if let Err(e) = token::validate_name(&name) {
             errors.push(match e {
                 IssueError::NameTooLong => "api key name must not exceed 255 characters".into(),
@@ -219,6 +219,12 @@ pub fn create_key(
     )
     .map_err(|_| StoreError::Conflict("the key request is invalid"))?;
     let tx = conn.transaction()?;
+    let live = store::list_keys(&tx)?;
+    if crate::core::names::look_alike(&req.name, live.iter().map(|k| k.name.as_str())).is_some() {
+        return Err(StoreError::Conflict(
+            "an api key with a name that looks the same already exists",
+        ));
+    }
     let record = store::insert_key(
         &tx,
         &store::NewKey {

@@ -74,6 +74,9 @@ pub fn validate_user_name(name: &str) -> Result<(), String> {
     if name.chars().any(char::is_control) {
         return Err("user name must not contain control characters".into());
     }
+    if crate::core::names::has_hidden(name) {
+        return Err("user name must not contain invisible or direction-changing characters".into());
+    }
     Ok(())
 }
 
@@ -240,7 +243,7 @@ async fn create(
 ) -> Result<Response, ApiError> {
     caller.require(Access::Admin)?;
     let mut errors = Vec::new();
-    let name = req.name.unwrap_or_default();
+    let name = crate::core::names::normalize(&req.name.unwrap_or_default());
     if let Err(e) = validate_user_name(&name) {
         errors.push(e);
     }

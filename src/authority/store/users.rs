@@ -6,7 +6,18 @@ pub fn count_users(conn: &Connection) -> Result<u64> {
     Ok(conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))? as u64)
 }
 
+/// Creates a user. A name that looks like an existing one (same confusable skeleton, e.g.
+/// `admіn` with a Cyrillic `і`) is refused like a duplicate.
 pub fn create_user(conn: &Connection, u: &NewUser<'_>, now: u64) -> Result<User> {
+    let existing: Vec<String> = conn
+        .prepare("SELECT name FROM users")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if crate::core::names::look_alike(u.name, existing.iter().map(String::as_str)).is_some() {
+        return Err(StoreError::Conflict(
+            "a user with a name that looks the same already exists",
+        ));
+    }
     let now = now as i64;
     conn.execute(
         "INSERT INTO users (name, email, full_name, password_hash, role, created_at, updated_at, password_changed_at)

@@ -591,3 +591,43 @@ async fn an_offline_issued_key_is_revoked_by_its_jti() {
         after.errors()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_alike_and_hidden_character_names_are_refused_for_users_and_keys() {
+    let app = Authority::start().await;
+    let admin = app.admin().await;
+    let try_user = |name: &str| {
+        let admin = admin.clone();
+        let body = json!({ "name": name, "password": "correct-horse-battery", "role": "Admin" });
+        async move { admin.post("/api/users").json(&body).send().await }
+    };
+    // `admіn` with a Cyrillic і looks like the real admin.
+    let r = try_user("adm\u{0456}n").await.expect(409);
+    assert!(r.errors()[0].contains("looks the same"), "{:?}", r.errors());
+    for hidden in ["ad\u{200B}min2", "bob\u{202E}evil", "x\u{2066}y"] {
+        let r = try_user(hidden).await.expect(400);
+        assert!(
+            r.errors()[0].contains("invisible"),
+            "{hidden:?}: {:?}",
+            r.errors()
+        );
+    }
+    // NFC: a decomposed é is stored composed, and the composed spelling is the same user.
+    let created = try_user("Rene\u{0301}").await.expect(201).json();
+    assert_eq!(created["name"], json!("Ren\u{00E9}"));
+    try_user("Ren\u{00E9}").await.expect(409);
+
+    admin.create_key("checkout", "Agent", 0).await;
+    for (name, status, says) in [
+        ("CHECK0UT", 409, "looks the same"),
+        ("check\u{200D}out", 400, "invisible"),
+    ] {
+        let r = admin
+            .post("/api/keys")
+            .json(&json!({ "name": name, "role": "Agent" }))
+            .send()
+            .await
+            .expect(status);
+        assert!(r.errors()[0].contains(says), "{name:?}: {:?}", r.errors());
+    }
+}
