@@ -70,7 +70,11 @@ mod tests {
     #[test]
     fn look_alikes_and_hidden_characters_are_caught() {
         assert_eq!(look_alike("adm\u{0456}n", ["admin", "bob"]), Some("admin"));
-        assert_eq!(look_alike("ADMIN", ["admin"]), None, "a duplicate, not a look-alike");
+        assert_eq!(
+            look_alike("ADMIN", ["admin"]),
+            None,
+            "a duplicate, not a look-alike"
+        );
         assert_eq!(look_alike("ADM\u{0406}N", ["admin"]), Some("admin"));
         assert_eq!(look_alike("alice", ["admin", "bob"]), None);
         assert_eq!(look_alike("admin", ["admin"]), None);
