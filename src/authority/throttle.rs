@@ -1,7 +1,9 @@
-//! Failed-login throttling. Failures are counted per user name and per client address over a
-//! window (`auth.login-lockout`); past `auth.login-max-failures` either one, logins answer 429
-//! until the window has passed. Counting the name stops a distributed guess at one account;
-//! counting the address stops one client spraying many accounts. The answer is the same
+//! Failed-login throttling. Failures are counted per (user name, client address) and per
+//! client address over a window (`auth.login-lockout`); past `auth.login-max-failures` either
+//! one, logins answer 429 until the window has passed. Counting the pair stops one client
+//! guessing one account without letting guesses from elsewhere lock the real user out;
+//! counting the address stops one client spraying many accounts. The client address is the
+//! peer, or what a trusted proxy says it is (`auth.trusted-proxies`). The answer is the same
 //! whether or not the user exists.
 
 use std::collections::HashMap;
@@ -29,6 +31,11 @@ impl LoginThrottle {
 
     pub fn user_key(name: &str) -> String {
         format!("user:{}", name.to_lowercase())
+    }
+
+    /// One user name (any case) from one client address.
+    pub fn pair_key(name: &str, addr: &str) -> String {
+        format!("user:{}|client:{addr}", name.to_lowercase())
     }
 
     pub fn client_key(addr: &str) -> String {

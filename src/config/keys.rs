@@ -201,6 +201,8 @@ pub const KEYS: &[Key] = &[
         "Verified tokens remembered per process (0 disables the cache)."),
     key("auth.login-max-failures", SERVER, "10", Kind::Count,
         "Failed logins allowed per user and per client address within the lockout window."),
+    key("auth.trusted-proxies", SERVER, "", Kind::String,
+        "Comma-separated addresses or CIDRs of load balancers whose X-Forwarded-For names the client (login throttling, audit); empty trusts none."),
     key("auth.login-lockout", SERVER, "15m", Kind::Duration,
         "Window over which failed logins are counted."),
     key("revocations.max-wait", SERVER, "60s", Kind::Duration,

@@ -31,7 +31,7 @@ pub use flags::{AnyFlags, FlagsFor, IngestFlags, LocalFlags, ServerFlags};
 pub use keys::{KEYS, Key, Kind, Scope, lookup};
 pub use layers::{ConfigError, ConfigFlags, Layers, Source, parse_duration};
 pub use settings::{
-    AuthSettings, AuthoritySettings, ClientTls, FirstAdmin, IngestSettings, NodeSettings,
+    AuthSettings, AuthoritySettings, ClientTls, FirstAdmin, IngestSettings, IpNet, NodeSettings,
     ServerSettings, ServerTls, SessionSettings, Settings, UpstreamAuth,
 };
 
@@ -293,6 +293,9 @@ mod tests {
                     .unwrap()
                     .to_string(),
                 Kind::Url => "http://example.invalid".to_owned(),
+                Kind::String | Kind::Secret if k.name == "auth.trusted-proxies" => {
+                    "10.0.0.0/8".to_owned()
+                }
                 Kind::String | Kind::Secret => "t7".to_owned(),
             };
             let mut pairs: Vec<(&str, String)> = companions(k.name)

@@ -11,6 +11,47 @@ use crate::core::verifier::VerifierConfig;
 
 use super::layers::{ConfigError, Layers};
 
+/// An address or a CIDR block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(text: &str) -> Option<IpNet> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a.parse().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (text.parse().ok()?, None),
+        };
+        let max = match addr {
+            std::net::IpAddr::V4(_) => 32,
+            std::net::IpAddr::V6(_) => 128,
+        };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(IpNet { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        fn bits(ip: std::net::IpAddr) -> (u128, u8) {
+            match ip {
+                std::net::IpAddr::V4(v4) => (u32::from(v4) as u128, 32),
+                std::net::IpAddr::V6(v6) => (u128::from(v6), 128),
+            }
+        }
+        let (net, width) = bits(self.addr);
+        let (ip, ip_width) = bits(ip);
+        if width != ip_width {
+            return false;
+        }
+        if self.prefix == 0 {
+            return true;
+        }
+        let shift = u32::from(width - self.prefix);
+        (net >> shift) == (ip >> shift)
+    }
+}
+
 /// Every setting, checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -96,6 +137,8 @@ pub struct AuthoritySettings {
     pub sessions: SessionSettings,
     pub login_max_failures: u32,
     pub login_lockout: Duration,
+    /// Peers whose `X-Forwarded-For` is believed (`auth.trusted-proxies`).
+    pub trusted_proxies: Vec<IpNet>,
     pub revocations_max_wait: Duration,
     pub revocations_resign_interval: Duration,
     pub revocations_max_long_polls: usize,
@@ -323,6 +366,21 @@ impl Settings {
                 },
                 login_max_failures: small("auth.login-max-failures", 1_000_000)? as u32,
                 login_lockout: l.duration("auth.login-lockout")?,
+                trusted_proxies: {
+                    let raw = l.string("auth.trusted-proxies")?;
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| {
+                            IpNet::parse(s).ok_or_else(|| {
+                                l.bad(
+                                    "auth.trusted-proxies",
+                                    format!("{s:?} is not an address or CIDR (10.0.0.0/8)"),
+                                )
+                            })
+                        })
+                        .collect::<Result<_, _>>()?
+                },
                 revocations_max_wait: l.duration("revocations.max-wait")?,
                 revocations_resign_interval: l.duration("revocations.resign-interval")?,
                 revocations_max_long_polls: small("revocations.max-long-polls", 10_000_000)?
@@ -365,5 +423,34 @@ impl Settings {
                 storage_path,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IpNet;
+
+    #[test]
+    fn addresses_and_cidrs_match_what_they_cover() {
+        let net = IpNet::parse("10.0.0.0/8").unwrap();
+        assert!(net.contains("10.200.3.4".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        assert!(!net.contains("::ffff:10.0.0.1".parse().unwrap()));
+        let one = IpNet::parse("127.0.0.5").unwrap();
+        assert!(one.contains("127.0.0.5".parse().unwrap()));
+        assert!(!one.contains("127.0.0.6".parse().unwrap()));
+        assert!(
+            IpNet::parse("fd00::/8")
+                .unwrap()
+                .contains("fd12::1".parse().unwrap())
+        );
+        assert!(
+            IpNet::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x", ""] {
+            assert!(IpNet::parse(bad).is_none(), "{bad}");
+        }
     }
 }

@@ -147,12 +147,30 @@ impl Caller {
     }
 }
 
-/// The client address for throttling and audit.
-pub fn client_addr(parts: &Parts) -> Option<String> {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string())
+/// The client address for throttling and audit: the peer, or — when the peer is one of
+/// `auth.trusted-proxies` — the rightmost address in `X-Forwarded-For` that is not a trusted
+/// proxy (the leftmost entries are whatever the client chose to send).
+pub fn client_ip(
+    peer: std::net::IpAddr,
+    headers: &HeaderMap,
+    trusted: &[crate::config::IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let forwarded: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !is_trusted(*ip))
+        .unwrap_or(peer)
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -298,9 +316,16 @@ async fn login(
         return Err(ApiError::bad_request("user name or password too long"));
     }
     let now = state.now();
-    let client = addr.ip().to_string();
+    let client = client_ip(
+        addr.ip(),
+        &headers,
+        &state.settings.authority.trusted_proxies,
+    )
+    .to_string();
+    // Per (user, address): guesses from elsewhere can't lock the real user out; plus a budget
+    // per address across users, so one client can't spray names.
     let keys = [
-        LoginThrottle::user_key(&username),
+        LoginThrottle::pair_key(&username, &client),
         LoginThrottle::client_key(&client),
     ];
     if let Err(retry) = state.throttle.reserve(&keys, now) {
@@ -339,6 +364,7 @@ async fn login(
                 .logins
                 .get_or_create(&ResultLabels { result: "failed" })
                 .inc();
+            tracing::info!(client = %client, "login failed");
             let (who, client) = (username.clone(), client.clone());
             let _ = state
                 .store
@@ -354,7 +380,6 @@ async fn login(
                 })
                 .await;
             // The attempted name is in the audit table, not the log: people type passwords into it.
-            tracing::info!(client = %addr.ip(), "login failed");
             return Err(ApiError::Unauthenticated(
                 "invalid username or password".into(),
             ));
