@@ -29,10 +29,6 @@ impl LoginThrottle {
         }
     }
 
-    pub fn user_key(name: &str) -> String {
-        format!("user:{}", name.to_lowercase())
-    }
-
     /// One user name (any case) from one client address.
     pub fn pair_key(name: &str, addr: &str) -> String {
         format!("user:{}|client:{addr}", name.to_lowercase())
@@ -77,11 +73,11 @@ impl LoginThrottle {
         Ok(())
     }
 
-    /// Undoes a [`LoginThrottle::reserve`] for a login that succeeded: the user's count is
-    /// cleared, the client's reservation returned.
-    pub fn succeeded(&self, user_key: &str, client_key: &str) {
+    /// Undoes a [`LoginThrottle::reserve`] for a login that succeeded: the (user, address)
+    /// count is cleared, the address's reservation returned.
+    pub fn succeeded(&self, pair_key: &str, client_key: &str) {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        map.remove(user_key);
+        map.remove(pair_key);
         if let Some(entry) = map.get_mut(client_key) {
             entry.0 = entry.0.saturating_sub(1);
         }
@@ -100,7 +96,10 @@ mod tests {
     #[test]
     fn a_success_gives_its_reservation_back() {
         let t = LoginThrottle::new(2, Duration::from_secs(60));
-        let (user, client) = (LoginThrottle::user_key("a"), LoginThrottle::client_key("1"));
+        let (user, client) = (
+            LoginThrottle::pair_key("a", "1"),
+            LoginThrottle::client_key("1"),
+        );
         let keys = [user.clone(), client.clone()];
         for _ in 0..5 {
             assert!(t.reserve(&keys, 100).is_ok());
@@ -111,12 +110,15 @@ mod tests {
     #[test]
     fn locks_out_after_max_failures_until_the_window_passes() {
         let t = LoginThrottle::new(3, Duration::from_secs(60));
-        let keys = [LoginThrottle::user_key("Alice")];
+        let keys = [LoginThrottle::pair_key("Alice", "1")];
         for _ in 0..3 {
             assert!(t.reserve(&keys, 100).is_ok());
         }
         assert_eq!(t.reserve(&keys, 110), Err(50));
-        assert!(t.reserve(&[LoginThrottle::user_key("alice")], 110).is_err());
+        assert!(
+            t.reserve(&[LoginThrottle::pair_key("alice", "1")], 110)
+                .is_err()
+        );
         assert!(t.reserve(&keys, 160).is_ok());
         t.reset(&keys[0]);
         assert!(t.reserve(&keys, 110).is_ok());

@@ -118,14 +118,14 @@ impl Syncer {
     fn refused(&self, err: &KeySetError) {
         self.metrics.keyset_refused.inc();
         let text = err.to_string();
-        let mut last = self.last_refusal.lock().unwrap_or_else(|e| e.into_inner());
+        // `/ready` shows the last refusal; logging only when it changes logs each reason once.
+        let mut last = self
+            .status
+            .keyset_refusal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if last.as_deref() != Some(text.as_str()) {
             tracing::error!(error = %text, "refused the key set offered by the authority; keeping the one in force");
-            *self
-                .status
-                .keyset_refusal
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some(text.clone());
             *last = Some(text);
         }
     }
@@ -147,7 +147,6 @@ impl Syncer {
                         "key set updated"
                     );
                 }
-                *self.last_refusal.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 *self
                     .status
                     .keyset_refusal

@@ -116,8 +116,6 @@ pub struct Syncer {
     trusted: Mutex<Chain>,
     /// The revocation list in force, as signed, to check again when the key set changes.
     list_text: Mutex<Option<String>>,
-    /// The last refusal logged, so each distinct one is logged once.
-    last_refusal: Mutex<Option<String>>,
 }
 
 #[derive(Default)]
@@ -150,7 +148,6 @@ impl Syncer {
             metrics,
             trusted: Mutex::default(),
             list_text: Mutex::default(),
-            last_refusal: Mutex::default(),
         }
     }
 
