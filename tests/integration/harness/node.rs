@@ -83,6 +83,18 @@ impl Node {
         Http::new(&self.url)
     }
 
+    /// The status of a one-line folded push to `path` with `key` as Bearer token.
+    pub async fn push_status(&self, path: &str, key: &str) -> u16 {
+        self.client()
+            .post(path)
+            .bearer(key)
+            .body("a;b 1\n")
+            .send()
+            .await
+            .status
+            .as_u16()
+    }
+
     pub async fn ready(&self) -> Value {
         self.client().get("/ready").send().await.json()
     }

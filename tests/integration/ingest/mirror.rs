@@ -73,14 +73,7 @@ async fn export(authority: &Authority, out: &std::path::Path) {
 }
 
 async fn push(node: &Node, key: &str) -> u16 {
-    node.client()
-        .post(PUSH)
-        .bearer(key)
-        .body("a;b 1\n")
-        .send()
-        .await
-        .status
-        .as_u16()
+    node.push_status(PUSH, key).await
 }
 
 #[tokio::test]

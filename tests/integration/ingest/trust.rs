@@ -156,14 +156,7 @@ fn addr_of(authority: &Authority) -> SocketAddr {
 }
 
 async fn push(node: &Node, key: &str) -> u16 {
-    node.client()
-        .post(PUSH)
-        .bearer(key)
-        .body("a;b 1\n")
-        .send()
-        .await
-        .status
-        .as_u16()
+    node.push_status(PUSH, key).await
 }
 
 async fn wait_ready_field(node: &Node, what: &str, done: impl Fn(&Value) -> bool) -> Value {
