@@ -539,6 +539,7 @@ run_wrk() { # $1 = mode, $2 = conns, $3 = seconds, $4 = size; sets the wrk_* var
 }
 
 start_time=$(date +%s)
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for s in "${size_list[@]}"; do
   for c in "${conn_list[@]}"; do
     if [ "$warmup" -gt 0 ]; then
@@ -581,11 +582,12 @@ for s in "${size_list[@]}"; do
   done
 done
 elapsed=$(($(date +%s) - start_time))
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report ----------------------------------------------------------------------------------
 machine="$(nproc) × $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r)"
 echo
-echo "bench-proxy: $(date -u +%Y-%m-%d), $machine; nginx $nginx_version, wrk ${wrk_version:-?} (1 thread), $rounds rounds × $seconds s, $([ $tls = 1 ] && echo 'TLS on both hops' || echo 'plain HTTP'), measured in $((elapsed / 60)) min $((elapsed % 60)) s"
+echo "bench-proxy: $(date -u +%Y-%m-%d), $machine; nginx $nginx_version, wrk ${wrk_version:-?} (1 thread), $rounds rounds × $seconds s, $([ $tls = 1 ] && echo 'TLS on both hops' || echo 'plain HTTP'), measured in $((elapsed / 60)) min $((elapsed % 60)) s; load average $load_before before, $load_after after"
 echo "Medians over rounds. CPU: user + system seconds of the proxy's processes per 10 000 requests. ×nginx: the mode's median over nginx's. New upstream conns: connections the upstream accepted during a round."
 echo "nginx request buffering: proxy_request_buffering on (default), client_body_buffer_size ${nginx_body_buffer:-16k (default)}"
 echo
@@ -637,11 +639,11 @@ END {
     }
   }
   if (jsonfile != "") {
-    printf "{\n  \"date\": \"%s\",\n  \"machine\": \"%s\",\n  \"nginx\": \"%s\",\n  \"nginx_client_body_buffer_size\": \"%s\",\n  \"tls\": %s,\n  \"wrk_threads\": 1,\n  \"rounds\": %d,\n  \"seconds_per_round\": %d,\n  \"warmup_seconds\": %d,\n  \"cells\": [\n    %s\n  ]\n}\n", date, machine, nginxv, bodybuf, tls ? "true" : "false", rounds, seconds, warmup, js > jsonfile
+    printf "{\n  \"date\": \"%s\",\n  \"machine\": \"%s\",\n  \"load_average_before\": \"%s\",\n  \"load_average_after\": \"%s\",\n  \"nginx\": \"%s\",\n  \"nginx_client_body_buffer_size\": \"%s\",\n  \"tls\": %s,\n  \"wrk_threads\": 1,\n  \"rounds\": %d,\n  \"seconds_per_round\": %d,\n  \"warmup_seconds\": %d,\n  \"cells\": [\n    %s\n  ]\n}\n", date, machine, lb, la, nginxv, bodybuf, tls ? "true" : "false", rounds, seconds, warmup, js > jsonfile
   }
 }'
 awk -v hz="$clk_tck" -v modes="${mode_list[*]}" -v jsonfile="$json" -v date="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-  -v machine="${machine//\"/}" -v nginxv="$nginx_version" -v bodybuf="${nginx_body_buffer:-16k}" -v tls="$tls" -v rounds="$rounds" \
+  -v machine="${machine//\"/}" -v lb="$load_before" -v la="$load_after" -v nginxv="$nginx_version" -v bodybuf="${nginx_body_buffer:-16k}" -v tls="$tls" -v rounds="$rounds" \
   -v seconds="$seconds" -v warmup="$warmup" "$summary_awk" "$results"
 [ -n "$json" ] && echo && echo "bench-proxy: wrote $json"
 for f in "$a/error.log" "$u/error.log"; do
