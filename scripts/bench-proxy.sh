@@ -171,11 +171,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Ports below the ephemeral range: the proxies open and close thousands of connections, and a
+# port in use as a connection's local port can't be bound.
+read -r eph_lo _ </proc/sys/net/ipv4/ip_local_port_range
+[ "$eph_lo" -gt 12000 ] || eph_lo=61000
 taken=()
 free_port() {
   local p t
   while :; do
-    p=$((20000 + RANDOM % 30000))
+    p=$((10000 + RANDOM % (eph_lo - 10000)))
     for t in "${taken[@]}"; do [ "$t" = "$p" ] && continue 2; done
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       taken+=("$p")
@@ -341,10 +345,11 @@ node_conf() { # $1 = off|on, $2 = port
   } >"$n/ingest.yaml"
 }
 
-wait_http() { # $1 = URL, $2 = what
+wait_http() { # $1 = URL, $2 = what, $3 = its pid
   local i
   for i in $(seq 1 100); do
     if curl -s -o /dev/null "${curl_tls[@]}" --max-time 1 "$1"; then return 0; fi
+    kill -0 "$3" 2>/dev/null || die "$2 exited at start-up"
     sleep 0.1
   done
   die "$2 did not come up at $1"
@@ -352,7 +357,7 @@ wait_http() { # $1 = URL, $2 = what
 
 start_nginx "$u"
 up_master=$master
-wait_http "$scheme://127.0.0.1:$up_port/" "the upstream nginx"
+wait_http "$scheme://127.0.0.1:$up_port/" "the upstream nginx" "$up_master"
 nginx_master=
 node_pid_off=
 node_pid_on=
@@ -362,14 +367,14 @@ for m in "${mode_list[@]}"; do
     nginx)
       start_nginx "$a"
       nginx_master=$master
-      wait_http "$scheme://127.0.0.1:$port/" "the nginx proxy"
+      wait_http "$scheme://127.0.0.1:$port/" "the nginx proxy" "$nginx_master"
       ;;
     off | on)
       node_conf "$m" "$port"
       "$bin" ingest --config "$dir/node-$m/ingest.yaml" >"$dir/node-$m/log" 2>&1 &
       pids+=($!)
       eval "node_pid_$m=$!"
-      wait_http "$scheme://127.0.0.1:$port/ready" "the $m node (log: $dir/node-$m/log)"
+      wait_http "$scheme://127.0.0.1:$port/ready" "the $m node (log: $dir/node-$m/log)" "$!"
       ;;
   esac
 done
