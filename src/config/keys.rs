@@ -264,6 +264,8 @@ pub const KEYS: &[Key] = &[
         "Disk space for pushes queued while the upstream is down; a full spool answers 503."),
     key("ingest.local.max-bytes", SERVER.or(INGEST), "268435456", Kind::Count,
         "Disk space for profiles kept locally when no upstream is set; the oldest are dropped first."),
+    key("ingest.worker-threads", INGEST, "0", Kind::Count,
+        "Ingest node: threads serving requests, each with its own event loop and its own upstream connections (0 = one per CPU core)."),
 ];
 
 /// The key called `name`, if there is one.

@@ -191,6 +191,8 @@ pub struct IngestSettings {
     pub local_max_bytes: u64,
     /// `server.storage-path`, repeated here so the ingest plane needs no other section.
     pub storage_path: PathBuf,
+    /// Request-serving threads of an ingest node; 0 = one per CPU core.
+    pub worker_threads: usize,
 }
 
 impl Settings {
@@ -421,6 +423,7 @@ impl Settings {
                 spool_max_bytes: l.count("ingest.spool.max-bytes")?,
                 local_max_bytes: l.count("ingest.local.max-bytes")?,
                 storage_path,
+                worker_threads: small("ingest.worker-threads", 1024)? as usize,
             },
         })
     }

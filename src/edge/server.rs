@@ -125,6 +125,8 @@ pub struct Server {
     tls: Option<ServerTlsConfig>,
     read_timeout: Duration,
     limits: Arc<Limits>,
+    /// `Some(n)`: serve on n threads of their own ([`Server::with_workers`]).
+    workers: Option<usize>,
 }
 
 impl Server {
@@ -151,6 +153,7 @@ impl Server {
                 per_client: settings.max_connections_per_client,
                 open: Mutex::new((0, HashMap::new())),
             }),
+            workers: None,
         })
     }
 
@@ -163,6 +166,16 @@ impl Server {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Serves on `n` threads, each with its own single-threaded event loop accepting from this
+    /// listener (0 = one per CPU core), instead of on the caller's runtime. Work a request
+    /// starts stays on its thread: no hand-off between threads per request, and each thread
+    /// can keep its own upstream connections ([`current_worker`]). For a uniform proxy load —
+    /// the ingest node — that is what fewer context switches and cross-thread wake-ups buy.
+    pub fn with_workers(mut self, n: usize) -> Self {
+        self.workers = Some(worker_count(n));
+        self
     }
 
     /// Serves until `shutdown` completes, then stops `life` and drains.
@@ -201,59 +214,157 @@ impl Server {
             shutdown.await;
             stopping.stop();
         });
-        let connections = TaskTracker::new();
-        let acceptor = self.tls.as_ref().map(ServerTlsConfig::acceptor);
-        loop {
-            let (tcp, peer) = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        // EMFILE and friends: back off a little instead of spinning.
-                        tracing::warn!(error = %err, "accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = life.stopping() => break,
-            };
-            let Some(admitted) = self.limits.admit(peer.ip()) else {
-                tracing::debug!(%peer, "too many connections; shedding this one");
-                if acceptor.is_none() {
-                    connections.spawn(refuse(tcp));
+        let shell = Arc::new(Shell {
+            router,
+            acceptor: self.tls.as_ref().map(ServerTlsConfig::acceptor),
+            read_timeout: self.read_timeout,
+            limits: self.limits,
+        });
+        match self.workers {
+            None => accept_loop(self.listener, shell, life.clone()).await,
+            Some(n) => {
+                let listener = self
+                    .listener
+                    .into_std()
+                    .context("handing the listener to the worker threads")?;
+                let mut done = Vec::with_capacity(n);
+                for index in 0..n {
+                    let listener = listener
+                        .try_clone()
+                        .context("sharing the listener with a worker thread")?;
+                    let (shell, life) = (shell.clone(), life.clone());
+                    let (finished, finishing) = tokio::sync::oneshot::channel::<()>();
+                    std::thread::Builder::new()
+                        .name(format!("pyrogate-http-{index}"))
+                        .spawn(move || worker(index, listener, shell, life, finished))
+                        .context("starting a worker thread")?;
+                    done.push(finishing);
                 }
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let (router, life, read_timeout) = (router.clone(), life.clone(), self.read_timeout);
-            let acceptor = acceptor.clone();
-            connections.spawn(async move {
-                let _admitted = admitted;
-                match acceptor {
-                    None => serve_connection(tcp, peer, router, read_timeout, life).await,
-                    Some(acceptor) => {
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(tls)) => {
-                                serve_connection(tls, peer, router, read_timeout, life).await
-                            }
-                            Ok(Err(err)) => {
-                                tracing::debug!(%peer, error = %err, "TLS handshake failed")
-                            }
-                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                        }
-                    }
+                drop(listener);
+                for finishing in done {
+                    // An error only means that worker has already ended.
+                    let _ = finishing.await;
                 }
-            });
-        }
-        drop(self.listener);
-        connections.close();
-        if tokio::time::timeout(DRAIN, connections.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("connections did not finish in time");
+            }
         }
         life.wait(DRAIN).await;
         Ok(())
+    }
+}
+
+/// What every accept loop serves with: the router with its layers, TLS, timeouts, limits.
+struct Shell {
+    router: Router,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    read_timeout: Duration,
+    limits: Arc<Limits>,
+}
+
+thread_local! {
+    static WORKER: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The index of the serving thread this code runs on ([`Server::with_workers`]), or `None`
+/// on any other thread: lets a component keep one connection pool per thread, so a request
+/// never waits on a connection driven by another thread's event loop.
+pub fn current_worker() -> Option<usize> {
+    WORKER.with(std::cell::Cell::get)
+}
+
+/// `configured`, or one per CPU core when 0.
+pub fn worker_count(configured: usize) -> usize {
+    match configured {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n => n,
+    }
+}
+
+/// One serving thread: a single-threaded runtime running the accept loop on its copy of the
+/// listener until shutdown, then draining its connections.
+fn worker(
+    index: usize,
+    listener: std::net::TcpListener,
+    shell: Arc<Shell>,
+    life: Lifecycle,
+    finished: tokio::sync::oneshot::Sender<()>,
+) {
+    WORKER.with(|w| w.set(Some(index)));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name(format!("pyrogate-http-{index}-blocking"))
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(error = %err, "could not start a worker's event loop");
+            life.stop();
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        match TcpListener::from_std(listener) {
+            Ok(listener) => accept_loop(listener, shell, life).await,
+            Err(err) => {
+                tracing::error!(error = %err, "a worker could not take the listener");
+                life.stop();
+            }
+        }
+    });
+    let _ = finished.send(());
+}
+
+/// Accepts connections until shutdown begins, then waits (at most [`DRAIN`]) for the ones
+/// open to finish their requests.
+async fn accept_loop(listener: TcpListener, shell: Arc<Shell>, life: Lifecycle) {
+    let connections = TaskTracker::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // EMFILE and friends: back off a little instead of spinning.
+                    tracing::warn!(error = %err, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = life.stopping() => break,
+        };
+        let Some(admitted) = shell.limits.admit(peer.ip()) else {
+            tracing::debug!(%peer, "too many connections; shedding this one");
+            if shell.acceptor.is_none() {
+                connections.spawn(refuse(tcp));
+            }
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (shell, life) = (shell.clone(), life.clone());
+        connections.spawn(async move {
+            let _admitted = admitted;
+            let router = shell.router.clone();
+            match &shell.acceptor {
+                None => serve_connection(tcp, peer, router, shell.read_timeout, life).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            serve_connection(tls, peer, router, shell.read_timeout, life).await
+                        }
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, error = %err, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(DRAIN, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections did not finish in time");
     }
 }
 

@@ -148,7 +148,9 @@ impl IngestNode {
                 .fallback(|| async { ApiError::NotFound("not found".into()) })
                 .with_state(node_state),
         );
-        let server = Server::bind(&settings.server, router).await?;
+        let server = Server::bind(&settings.server, router)
+            .await?
+            .with_workers(settings.ingest.worker_threads);
         Ok(IngestNode {
             server,
             syncer,

@@ -2,7 +2,9 @@
 //! from `upstream.tls-*`), the request timeout, and the node's own credentials
 //! (`upstream.basic-auth-*` or `upstream.bearer-token`), which replace the agent's key on every
 //! forwarded request — the agent's key never leaves the node. Shared by the forwarder and the
-//! read proxy, so both use one connection pool.
+//! read proxy. Each serving thread of the node ([`crate::edge::server::current_worker`]) has
+//! its own connection pool, so a request and the upstream connection carrying it are driven
+//! by the same event loop; background work (the spool replay) has one more.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use base64::Engine as _;
 
 use crate::config::{IngestSettings, UpstreamAuth};
 use crate::edge::client::{HttpClient, http_client};
+use crate::edge::server::{current_worker, worker_count};
 use crate::edge::tls;
 
 #[derive(Clone)]
@@ -21,7 +24,8 @@ pub struct Upstream {
 
 struct Inner {
     base: String,
-    client: HttpClient,
+    /// One pool per serving thread, then one for every other thread.
+    clients: Box<[HttpClient]>,
     timeout: Duration,
     /// The `Authorization` value sent upstream, marked sensitive (never logged).
     credentials: Option<HeaderValue>,
@@ -62,10 +66,14 @@ impl Upstream {
             }
         };
         let tls = tls::client_config(&settings.upstream_tls)?;
+        let connect_timeout = settings.upstream_timeout.min(Duration::from_secs(5));
+        let pools = worker_count(settings.worker_threads) + 1;
         Ok(Some(Upstream {
             inner: Arc::new(Inner {
                 base: url.trim_end_matches('/').to_owned(),
-                client: http_client(settings.upstream_timeout.min(Duration::from_secs(5)), tls),
+                clients: (0..pools)
+                    .map(|_| http_client(connect_timeout, tls.clone()))
+                    .collect(),
                 timeout: settings.upstream_timeout,
                 credentials,
             }),
@@ -77,8 +85,12 @@ impl Upstream {
         format!("{}{path_and_query}", self.inner.base)
     }
 
+    /// The connection pool of the thread this runs on.
     pub fn client(&self) -> &HttpClient {
-        &self.inner.client
+        let clients = &self.inner.clients;
+        let shared = clients.len() - 1;
+        let index = current_worker().filter(|&i| i < shared).unwrap_or(shared);
+        &clients[index]
     }
 
     pub fn timeout(&self) -> Duration {
