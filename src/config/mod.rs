@@ -27,7 +27,7 @@ mod layers;
 mod settings;
 
 pub use docs::{example_yaml, markdown_table};
-pub use flags::{AnyFlags, FlagsFor, IngestFlags, LocalFlags, ServerFlags};
+pub use flags::{AnyFlags, FlagsFor, IngestFlags, LocalFlags, ServerFlags, SpoolFlags};
 pub use keys::{KEYS, Key, Kind, Scope, lookup};
 pub use layers::{ConfigError, ConfigFlags, Layers, Source, parse_duration};
 pub use settings::{
