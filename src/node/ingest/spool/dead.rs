@@ -99,6 +99,7 @@ impl DeadLetters {
             .mode(0o700)
             .create(&retry)
             .map_err(io_err(&retry))?;
+        give_to_spool_owner(&self.spool, &retry);
         let mut target = retry.join(format!("{id}{ENTRY_EXT}"));
         let mut n = 0u32;
         while target.exists() {
@@ -330,5 +331,24 @@ fn remove_if_there(path: &Path) -> Result<(), SpoolError> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+/// Run as root (`sudo pyrogate spool dead retry`), the command would leave `retry/` owned by
+/// root, mode 0700, where the node's user can't read it: hand it to the spool's owner.
+fn give_to_spool_owner(spool: &Path, dir: &Path) {
+    use std::os::unix::fs::MetadataExt as _;
+    let (Ok(owner), Ok(now)) = (fs::metadata(spool), fs::metadata(dir)) else {
+        return;
+    };
+    if (owner.uid(), owner.gid()) == (now.uid(), now.gid()) {
+        return;
+    }
+    if let Err(e) = std::os::unix::fs::chown(dir, Some(owner.uid()), Some(owner.gid())) {
+        tracing::warn!(
+            dir = %dir.display(),
+            error = %e,
+            "can't give the retry directory to the spool's owner; the node may not be able to read it"
+        );
     }
 }

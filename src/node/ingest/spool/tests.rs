@@ -578,3 +578,23 @@ fn colliding_dead_letter_names_keep_the_req_extension() {
     assert_eq!(list[1].id, format!("{seq:020}-1"));
     assert_eq!(list[1].app.as_deref(), Some("app1.cpu"));
 }
+
+#[test]
+fn a_retry_run_as_root_leaves_the_retry_directory_to_the_spools_owner() {
+    use std::os::unix::fs::MetadataExt as _;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let spool = open(tmp.path());
+    dead_letter(&spool, 1);
+    if fs::metadata(tmp.path()).unwrap().uid() != 0 {
+        eprintln!("skipped: needs root to hand a directory to another user");
+        return;
+    }
+    // The node's user: someone else than the one running the command.
+    std::os::unix::fs::chown(tmp.path(), Some(65534), Some(65534)).expect("chown");
+    dead::DeadLetters::new(tmp.path())
+        .retry_all()
+        .expect("retry");
+    let retry = fs::metadata(tmp.path().join(RETRY_DIR)).expect("retry/");
+    assert_eq!((retry.uid(), retry.gid()), (65534, 65534));
+    assert_eq!(retry.mode() & 0o777, 0o700);
+}
