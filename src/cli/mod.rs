@@ -39,6 +39,7 @@ mod ingest;
 mod server;
 #[cfg(feature = "authority")]
 mod signing_key;
+mod spool;
 mod token;
 
 use std::process::ExitCode;
@@ -88,6 +89,9 @@ pub enum Command {
     #[cfg(feature = "authority")]
     #[command(subcommand)]
     SigningKey(signing_key::SigningKeyCommand),
+    /// Look after an ingest node's spool: list, retry or drop dead letters.
+    #[command(subcommand)]
+    Spool(spool::SpoolCommand),
     /// Issue, verify and inspect API keys offline.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -138,6 +142,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::SigningKey(cmd) => {
             quiet();
             signing_key::run(cmd)
+        }
+        Command::Spool(cmd) => {
+            quiet();
+            spool::run(cmd)
         }
         Command::Token(cmd) => {
             quiet();

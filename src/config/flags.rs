@@ -18,6 +18,8 @@ pub type ServerFlags = FlagsFor<{ Scope::SERVER.bits() }>;
 pub type IngestFlags = FlagsFor<{ Scope::INGEST.bits() }>;
 /// `pyrogate api-key …`, `pyrogate admin …`.
 pub type LocalFlags = FlagsFor<{ Scope::LOCAL.bits() }>;
+/// `pyrogate spool …`: `storage-path` (and `--config`, so the node's file works as it is).
+pub type SpoolFlags = FlagsFor<{ Scope::SPOOL.bits() }>;
 /// `pyrogate config check`: every key.
 pub type AnyFlags = FlagsFor<{ Scope::ALL.bits() }>;
 

@@ -47,7 +47,9 @@ impl Scope {
     pub const INGEST: Scope = Scope(2);
     /// Commands that work on the authority's local store and keys (`api-key`, `admin`).
     pub const LOCAL: Scope = Scope(4);
-    /// Every command that reads configuration (`config check` too).
+    /// `pyrogate spool …`: only where the node keeps its spool.
+    pub const SPOOL: Scope = Scope(8);
+    /// The server, ingest and local commands (and `config check`, which reads every key).
     pub const ALL: Scope = Scope(7);
 
     pub const fn bits(self) -> u8 {
@@ -76,6 +78,7 @@ const SERVER: Scope = S::SERVER;
 const INGEST: Scope = S::INGEST;
 const LOCAL: Scope = S::LOCAL;
 const ALL: Scope = S::ALL;
+const SPOOL: Scope = S::SPOOL;
 
 /// One configuration key.
 #[derive(Debug, Clone, Copy)]
@@ -151,7 +154,7 @@ const fn key(
 pub const KEYS: &[Key] = &[
     key("api-bind-addr", SERVER.or(INGEST), ":4040", Kind::Addr,
         "Address the HTTP server listens on."),
-    key("storage-path", ALL, "data", Kind::String,
+    key("storage-path", ALL.or(SPOOL), "data", Kind::String,
         "Directory for the database (authority) or the key-set cache and spool (ingest node)."),
     key("keys-dir", SERVER.or(LOCAL), "keys", Kind::String,
         "Directory holding the Ed25519 signing keys (authority)."),

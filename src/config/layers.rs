@@ -46,12 +46,47 @@ pub enum ConfigError {
     File { path: PathBuf, reason: String },
 }
 
-/// The merged raw values, one per key, each with its source.
-#[derive(Debug, Clone)]
+/// The merged raw values, one per key, each with its source. Its `Debug` shows secrets as
+/// `[redacted]` and URLs without their `user:password@`.
+#[derive(Clone)]
 pub struct Layers {
     values: BTreeMap<&'static str, (String, Source)>,
     /// Unknown `PYROSCOPE_*` environment variables, reported as warnings.
     pub ignored_env: Vec<String>,
+}
+
+impl fmt::Debug for Layers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (name, (_, source)) in &self.values {
+            map.entry(name, &format_args!("{} from {source}", self.shown(name)));
+        }
+        map.finish()?;
+        if !self.ignored_env.is_empty() {
+            write!(f, " ignoring {:?}", self.ignored_env)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the `user:password@` of a URL ends (the `@`), if it has one: an `@` before the first
+/// `/`, `?` or `#` after the scheme.
+fn userinfo_at(raw: &str) -> Option<usize> {
+    let start = raw.find("://").map_or(0, |i| i + 3);
+    let rest = &raw[start..];
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    rest[..host_end].rfind('@').map(|at| start + at)
+}
+
+/// `https://user:pass@host/x` → `https://[redacted]@host/x`.
+fn without_userinfo(raw: &str) -> String {
+    match userinfo_at(raw) {
+        Some(at) => {
+            let start = raw.find("://").map_or(0, |i| i + 3);
+            format!("{}[redacted]{}", &raw[..start], &raw[at..])
+        }
+        None => raw.to_owned(),
+    }
 }
 
 impl Layers {
@@ -173,15 +208,13 @@ impl Layers {
         }
     }
 
-    pub(crate) fn shown(&self, name: &'static str) -> String {
-        let secret = lookup(name).is_some_and(|k| k.kind == Kind::Secret);
-        if secret {
-            "[redacted]".into()
-        } else {
-            format!(
-                "{:?}",
-                self.values.get(name).map_or("", |(v, _)| v.as_str())
-            )
+    /// The value for a message: secrets as `[redacted]`, URLs without `user:password@`.
+    pub(crate) fn shown(&self, name: &str) -> String {
+        let value = self.values.get(name).map_or("", |(v, _)| v.as_str());
+        match lookup(name).map(|k| k.kind) {
+            Some(Kind::Secret) => "[redacted]".into(),
+            Some(Kind::Url) => format!("{:?}", without_userinfo(value)),
+            _ => format!("{value:?}"),
         }
     }
 
@@ -267,6 +300,22 @@ impl Layers {
         let raw = self.raw(name)?.0.trim();
         if raw.is_empty() {
             return Ok(None);
+        }
+        // Credentials in a URL end up wherever the URL is printed (logs, errors, Debug):
+        // refused, pointing at the keys that keep them secret.
+        if userinfo_at(raw).is_some() {
+            let instead = if name == "upstream.url" {
+                "; set upstream.basic-auth-username and upstream.basic-auth-password (or upstream.bearer-token) instead"
+            } else {
+                ""
+            };
+            return Err(self.bad(
+                name,
+                format!(
+                    "must not contain credentials (user:password@ before the host), got {}{instead}",
+                    self.shown(name)
+                ),
+            ));
         }
         let ok = (raw.starts_with("http://") || raw.starts_with("https://"))
             && raw

@@ -27,7 +27,7 @@ mod layers;
 mod settings;
 
 pub use docs::{example_yaml, markdown_table};
-pub use flags::{AnyFlags, FlagsFor, IngestFlags, LocalFlags, ServerFlags};
+pub use flags::{AnyFlags, FlagsFor, IngestFlags, LocalFlags, ServerFlags, SpoolFlags};
 pub use keys::{KEYS, Key, Kind, Scope, lookup};
 pub use layers::{ConfigError, ConfigFlags, Layers, Source, parse_duration};
 pub use settings::{
@@ -152,6 +152,62 @@ mod tests {
         let mut l = Layers::defaults();
         l.merge_env(env(&[("PYROSCOPE_AUTH_TOKEN", "x"), ("HOME", "/root")]));
         assert_eq!(l.ignored_env, vec!["PYROSCOPE_AUTH_TOKEN".to_owned()]);
+    }
+
+    #[test]
+    fn urls_with_credentials_are_refused_naming_the_key_and_never_echoing_them() {
+        let secret = "hunter2";
+        for (key, var, hint) in [
+            ("upstream.url", "PYROSCOPE_UPSTREAM_URL", true),
+            ("upstream.url", "PYROSCOPE_UPSTREAM", true),
+            ("authority.url", "PYROSCOPE_AUTHORITY_URL", false),
+        ] {
+            for url in [
+                format!("https://user:{secret}@pyroscope.example:4040"),
+                format!("http://{secret}@pyroscope.example/base"),
+                format!("https://user:{secret}@[::1]:4040?x=1"),
+                // Not a URL at all, but still no echo of what looks like a password.
+                format!("user:{secret}@pyroscope.example"),
+            ] {
+                let mut l = Layers::defaults();
+                l.merge_env(env(&[(var, &url)]));
+                let debug = format!("{l:?}");
+                assert!(!debug.contains(secret), "{debug}");
+                assert!(debug.contains("[redacted]@"), "{debug}");
+                let err = l.url(key).unwrap_err().to_string();
+                assert!(err.contains(key) && err.contains(var), "{err}");
+                assert!(!err.contains(secret), "{err}");
+                assert!(err.contains("credentials"), "{err}");
+                assert_eq!(err.contains("upstream.basic-auth-username"), hint, "{err}");
+                let err = Settings::from_layers(&l).unwrap_err().to_string();
+                assert!(!err.contains(secret), "{err}");
+            }
+        }
+        // An @ after the host is part of the path or query, not credentials.
+        let mut l = Layers::defaults();
+        l.merge_env(env(&[(
+            "PYROSCOPE_UPSTREAM_URL",
+            "https://pyroscope.example/a@b?c=d@e",
+        )]));
+        assert_eq!(
+            l.url("upstream.url").unwrap().as_deref(),
+            Some("https://pyroscope.example/a@b?c=d@e")
+        );
+    }
+
+    #[test]
+    fn layers_debug_redacts_secrets() {
+        let mut l = Layers::defaults();
+        l.merge_env(env(&[
+            ("PYROSCOPE_UPSTREAM_BASIC_AUTH_PASSWORD", "hunter2"),
+            ("PYROSCOPE_UPSTREAM_BEARER_TOKEN", "tok3n"),
+        ]));
+        let debug = format!("{l:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("tok3n"),
+            "{debug}"
+        );
+        assert!(debug.contains("PYROSCOPE_UPSTREAM_BEARER_TOKEN"), "{debug}");
     }
 
     #[test]

@@ -9,7 +9,12 @@
 //!   the certificate or key file changes (cert-manager rotates them in place): new handshakes
 //!   get the new certificate, open connections keep theirs. With
 //!   `server.http-tls-client-auth: RequireAndVerifyClientCert`, clients must present a
-//!   certificate chaining to `server.http-tls-ca-path`.
+//!   certificate chaining to `server.http-tls-ca-path`, which is re-read the same way: new
+//!   handshakes are checked against the new CA bundle (to rotate a client CA, serve old and new
+//!   together first). The server sends no list of acceptable CA names in its certificate
+//!   request — that list could not follow a reload — so clients offer whatever certificate
+//!   they have (an empty list means exactly that in TLS); the chain is checked all the same.
+//!   A file that no longer loads is logged and the previous certificate or CA is kept.
 //!
 //! Every file error names the configuration key, and never prints key material.
 
@@ -19,10 +24,12 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, anyhow, bail};
 use arc_swap::ArcSwap;
+use rustls::DistinguishedName;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
@@ -193,36 +200,11 @@ impl ReloadingCert {
         })
     }
 
-    fn stamp(&self) -> (Option<SystemTime>, Option<SystemTime>) {
-        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        (mtime(&self.cert_path), mtime(&self.key_path))
-    }
-
-    /// Re-reads the files every `every` until shutdown; a broken pair is logged and the
-    /// previous certificate kept.
-    async fn watch(self: Arc<Self>, every: Duration, life: Lifecycle) {
-        let mut seen = self.stamp();
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                () = life.stopping() => return,
-            }
-            let now = self.stamp();
-            if now == seen {
-                continue;
-            }
-            seen = now;
-            match Self::load(&self.cert_path, &self.key_path) {
-                Ok(key) => {
-                    self.current.store(Arc::new(key));
-                    tracing::info!(cert = %self.cert_path.display(), "reloaded the TLS certificate");
-                }
-                Err(err) => tracing::error!(
-                    error = format!("{err:#}"),
-                    "keeping the previous TLS certificate"
-                ),
-            }
-        }
+    fn reload(&self) -> anyhow::Result<()> {
+        self.current
+            .store(Arc::new(Self::load(&self.cert_path, &self.key_path)?));
+        tracing::info!(cert = %self.cert_path.display(), "reloaded the TLS certificate");
+        Ok(())
     }
 }
 
@@ -232,17 +214,133 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
+/// The client-certificate check (mTLS), rebuilt when the CA file changes.
+#[derive(Debug)]
+struct ReloadingClientCa {
+    path: PathBuf,
+    current: ArcSwap<Verifier>,
+}
+
+#[derive(Debug)]
+struct Verifier(Arc<dyn ClientCertVerifier>);
+
+impl ReloadingClientCa {
+    fn load(path: &Path) -> anyhow::Result<Verifier> {
+        let roots = roots(path, "server.http-tls-ca-path")?;
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map(Verifier)
+            .map_err(|e| anyhow!("server.http-tls-ca-path: {e}"))
+    }
+
+    fn reload(&self) -> anyhow::Result<()> {
+        self.current.store(Arc::new(Self::load(&self.path)?));
+        tracing::info!(ca = %self.path.display(), "reloaded the client CA");
+        Ok(())
+    }
+}
+
+impl ClientCertVerifier for ReloadingClientCa {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    /// None: the list would have to outlive a reload (see the module docs).
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.current
+            .load()
+            .0
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current
+            .load()
+            .0
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current
+            .load()
+            .0
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.current.load().0.supported_verify_schemes()
+    }
+}
+
+/// Calls `reload` whenever the modification time of one of `paths` changes, checking every
+/// `every` until `life` stops; a failed reload is logged (`what` names it) and the previous
+/// state kept.
+async fn watch_files(
+    paths: Vec<PathBuf>,
+    every: Duration,
+    life: Lifecycle,
+    what: &'static str,
+    reload: impl Fn() -> anyhow::Result<()>,
+) {
+    let stamp = || -> Vec<Option<SystemTime>> {
+        paths
+            .iter()
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .collect()
+    };
+    let mut seen = stamp();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = life.stopping() => return,
+        }
+        let now = stamp();
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        if let Err(err) = reload() {
+            tracing::error!(error = format!("{err:#}"), "keeping the previous {what}");
+        }
+    }
+}
+
 /// How often served certificate files are checked for changes.
 pub const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Longest a TLS handshake may take; a client that stalls it is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The served TLS configuration: checked at start-up, certificate watched once serving.
+/// The served TLS configuration: checked at start-up, certificate and client CA watched once
+/// serving.
 #[derive(Debug, Clone)]
 pub struct ServerTlsConfig {
     config: Arc<ServerConfig>,
     cert: Arc<ReloadingCert>,
+    client_ca: Option<Arc<ReloadingClientCa>>,
 }
 
 impl ServerTlsConfig {
@@ -256,15 +354,15 @@ impl ServerTlsConfig {
         let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .context("TLS protocol versions")?;
-        let builder = match &tls.client_ca_path {
-            Some(ca) => {
-                let roots = roots(ca, "server.http-tls-ca-path")?;
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                        .build()
-                        .map_err(|e| anyhow!("server.http-tls-ca-path: {e}"))?;
-                builder.with_client_cert_verifier(verifier)
-            }
+        let client_ca = match &tls.client_ca_path {
+            Some(path) => Some(Arc::new(ReloadingClientCa {
+                current: ArcSwap::from_pointee(ReloadingClientCa::load(path)?),
+                path: path.clone(),
+            })),
+            None => None,
+        };
+        let builder = match &client_ca {
+            Some(ca) => builder.with_client_cert_verifier(ca.clone()),
             None => builder.with_no_client_auth(),
         };
         let mut config = builder.with_cert_resolver(cert.clone());
@@ -272,6 +370,7 @@ impl ServerTlsConfig {
         Ok(ServerTlsConfig {
             config: Arc::new(config),
             cert,
+            client_ca,
         })
     }
 
@@ -280,8 +379,24 @@ impl ServerTlsConfig {
         TlsAcceptor::from(self.config.clone())
     }
 
-    /// Watches the certificate files for changes until `life` stops.
+    /// Watches the certificate files, and the client CA file, for changes until `life` stops.
     pub fn watch(&self, life: &Lifecycle) {
-        life.spawn(self.cert.clone().watch(CERT_RELOAD_INTERVAL, life.clone()));
+        let cert = self.cert.clone();
+        life.spawn(watch_files(
+            vec![cert.cert_path.clone(), cert.key_path.clone()],
+            CERT_RELOAD_INTERVAL,
+            life.clone(),
+            "TLS certificate",
+            move || cert.reload(),
+        ));
+        if let Some(ca) = self.client_ca.clone() {
+            life.spawn(watch_files(
+                vec![ca.path.clone()],
+                CERT_RELOAD_INTERVAL,
+                life.clone(),
+                "client CA",
+                move || ca.reload(),
+            ));
+        }
     }
 }

@@ -279,6 +279,127 @@ async fn replaced_certificate_files_are_served_to_new_handshakes_and_open_connec
     );
 }
 
+/// `GET /healthz` over a fresh mTLS connection presenting `client`: the status line, or why
+/// there was none (a refused client certificate shows up as an alert on the first read).
+async fn healthz_presenting(
+    port: u16,
+    ca: &std::path::Path,
+    client: &CertFiles,
+) -> Result<String, String> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls(ca, Some(client))));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 1024];
+    match tokio::time::timeout(std::time::Duration::from_secs(5), tls.read(&mut buf)).await {
+        Ok(Ok(0)) => Err("closed without an answer".into()),
+        Ok(Ok(n)) => Ok(String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer in 5 s".into()),
+    }
+}
+
+#[tokio::test]
+async fn a_replaced_client_ca_file_decides_which_client_certificates_new_handshakes_accept() {
+    let old = Pki::new("old-clients");
+    let new = Pki::new("new-clients");
+    let server = old.server("node");
+    let (old_client, new_client) = (old.client("agent-old"), new.client("agent-new"));
+    let served_ca = old.dir().join("client-ca.pem");
+    std::fs::copy(old.ca_path(), &served_ca).unwrap();
+    let storage = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        storage.path(),
+        &format!(
+            "{}  http-tls-client-auth: RequireAndVerifyClientCert\n  http-tls-ca-path: {served_ca:?}\n",
+            serving(&server)
+        ),
+    )
+    .await;
+    let port: u16 = node.url.rsplit(':').next().unwrap().parse().unwrap();
+    // The server certificate is the old PKI's either way; only the client CA changes.
+    let trust = old.ca_path();
+    assert_eq!(
+        healthz_presenting(port, &trust, &old_client)
+            .await
+            .as_deref(),
+        Ok("HTTP/1.1 200 OK")
+    );
+    let refused = healthz_presenting(port, &trust, &new_client).await;
+    assert!(refused.is_err(), "a client of the other CA got {refused:?}");
+
+    // Rotated as cert-manager does it: a new file renamed into place.
+    let tmp = served_ca.with_extension("tmp");
+    std::fs::copy(new.ca_path(), &tmp).unwrap();
+    std::fs::rename(&tmp, &served_ca).unwrap();
+    let deadline = Deadline::secs(20, "new handshakes to accept the new CA's clients");
+    loop {
+        match healthz_presenting(port, &trust, &new_client).await {
+            Ok(status) if status == "HTTP/1.1 200 OK" => break,
+            other => deadline.tick(|| format!("{other:?}")).await,
+        }
+    }
+    let refused = healthz_presenting(port, &trust, &old_client).await;
+    assert!(
+        refused.is_err(),
+        "a client of the replaced CA still got {refused:?}"
+    );
+
+    // A broken file is not taken: the last good CA stays in force.
+    std::fs::write(&tmp, "not a certificate\n").unwrap();
+    std::fs::rename(&tmp, &served_ca).unwrap();
+    tokio::time::sleep(pyrogate::edge::tls::CERT_RELOAD_INTERVAL * 2).await;
+    assert_eq!(
+        healthz_presenting(port, &trust, &new_client)
+            .await
+            .as_deref(),
+        Ok("HTTP/1.1 200 OK")
+    );
+}
+
+#[tokio::test]
+async fn credentials_in_an_upstream_url_stop_the_start_naming_the_key_and_never_echoing_them() {
+    let storage = tempfile::tempdir().unwrap();
+    let path = storage.path().to_str().unwrap();
+    for args in [
+        vec![
+            "ingest",
+            "--storage-path",
+            path,
+            "--upstream.url",
+            "https://123456:glc_hunter2@localhost:1",
+        ],
+        vec![
+            "config",
+            "check",
+            "--upstream",
+            "https://123456:glc_hunter2@localhost:1/x",
+        ],
+    ] {
+        let out = pyrogate_async(&args, &[], "").await.fails();
+        assert!(out.stderr.contains("upstream.url"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("upstream.basic-auth-username"),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+        assert!(!out.stdout.contains("hunter2"), "{}", out.stdout);
+    }
+}
+
 /// What stops a node with `yaml` from starting: a settings error or a build error.
 async fn build_error(yaml: &str) -> String {
     let storage = tempfile::tempdir().unwrap();

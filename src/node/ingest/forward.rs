@@ -210,7 +210,25 @@ impl Forwarder {
                 return;
             }
             let inner = self.inner.clone();
-            let next = tokio::task::spawn_blocking(move || inner.spool.peek()).await;
+            let next = tokio::task::spawn_blocking(move || {
+                // Dead letters handed back by `pyrogate spool dead retry` join the queue here;
+                // while idle (once a second) the dead-letter gauge is recounted too, so a
+                // `drop` shows.
+                let adopted = inner.spool.adopt_retried().unwrap_or_else(|err| {
+                    tracing::error!(error = %err, "taking retried dead letters into the spool failed");
+                    0
+                });
+                let next = inner.spool.peek();
+                if adopted > 0 || matches!(next, Ok(None)) {
+                    let m = &inner.metrics;
+                    m.spool_entries.set(inner.spool.len() as u64);
+                    m.spool_bytes.set(inner.spool.bytes());
+                    m.spool_dead_letters
+                        .set(inner.spool.dead_letters() as u64);
+                }
+                next
+            })
+            .await;
             let (seq, entry) = match next {
                 Ok(Ok(Some(next))) => next,
                 Ok(Ok(None)) => {

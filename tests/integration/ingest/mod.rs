@@ -9,12 +9,14 @@
 //! | [`agents`] | the Python and Node Pyroscope agents push through a node; refused keys get nowhere |
 //! | [`fleet`] | an authority and three node processes: revocation reaches every node (p50/p99/max printed), nodes outlive the authority and restart from their cache |
 //! | [`spool`] | pushes made while the upstream is down arrive once, in order, across restarts; full spool 503; oversized body 413 |
+//! | [`dead_letters`] | `pyrogate spool dead list\|retry\|drop` beside a running node: refused pushes listed with their reason, retried into delivery, dropped |
 //! | [`forwarding`] | path, query, protocol headers and bytes pass through; credentials never do; tenants |
 //! | [`mirror`] | `pyrogate signing-key export` + a static file server: a pinned node syncs from the mirror, an air-gapped node reads the same files |
 //! | [`trust`] | a fake authority, a replayed key set, a node that slept through a rotation, a tampered cache, a lost list, a 304-answering man in the middle: none gets anything trusted |
 //! | [`staleness`] | `sync.max-staleness` is measured on the node's injected clock |
 
 mod agents;
+mod dead_letters;
 mod fleet;
 mod forwarding;
 mod mirror;

@@ -8,7 +8,18 @@
 //!   corrupt/00000000000000000017.req  entries that failed their checksum, kept for a human
 //!   dead/00000000000000000023.req     entries the upstream refused for good (a 4xx other than
 //!   dead/00000000000000000023.reason  408/429/401/403), with why — never deleted by the node
+//!   retry/00000000000000000023.req    dead letters handed back by `pyrogate spool dead retry`,
+//!                                     waiting for the node to take them into the queue
 //! ```
+//!
+//! **Dead letters** are looked after by a human through [`dead::DeadLetters`] (`pyrogate spool
+//! dead list|retry|drop`), which works on the files only and is safe while a node runs. A retry
+//! renames the entry from `dead/` to `retry/` (atomic); the node never sees a half-moved file.
+//! The node's replay loop calls [`Spool::adopt_retried`] before each delivery and at least once
+//! a second while idle: every entry in `retry/` is checked and renamed into the queue under a
+//! fresh sequence number, so it is replayed after what is already waiting. A node that is not
+//! running adopts them on its first replay after start. Adopted entries count towards
+//! `max_bytes` but are taken even past it: they are on the disk already.
 //!
 //! **Rename + fsync.** An entry is written to a `.tmp` file, synced, renamed to its final name
 //! and the directory synced. Rename is atomic, so after a crash an entry is either complete
@@ -22,7 +33,7 @@
 //! never replayed half-broken, never deleted silently, and never allowed to block the queue.
 //!
 //! **Order.** Sequence numbers come from one counter that continues after the highest number
-//! found on open (in the spool and in `corrupt/`), so they increase across restarts; the
+//! found on open (in the spool, `corrupt/` and `dead/`), so they increase across restarts; the
 //! zero-padded names sort in the same order. [`Spool::peek`] returns the lowest committed
 //! number. Pushes write their files in parallel, so of two pushes racing each other the one
 //! with the higher number may become visible first — their order was arbitrary anyway. Once the
@@ -66,6 +77,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+pub mod dead;
+
 /// First line of every entry: format name and version.
 const MAGIC: &[u8] = b"pyrogate-spool v1\n";
 const CHECKSUM_LEN: usize = 32;
@@ -73,6 +86,7 @@ const ENTRY_EXT: &str = ".req";
 const TEMP_EXT: &str = ".tmp";
 const CORRUPT_DIR: &str = "corrupt";
 const DEAD_DIR: &str = "dead";
+const RETRY_DIR: &str = "retry";
 /// Digits in an entry name: enough for every `u64`, so names sort like numbers.
 const SEQ_DIGITS: usize = 20;
 
@@ -99,6 +113,10 @@ pub enum SpoolError {
     SequenceExhausted { dir: PathBuf },
     #[error("can't encode a spool entry header: {0}")]
     Encode(#[source] serde_json::Error),
+    #[error("no dead letter {id:?} in {dir} (`pyrogate spool dead list` shows them)")]
+    NoSuchDeadLetter { id: String, dir: PathBuf },
+    #[error("dead letter {id} is damaged ({reason}); it can only be dropped")]
+    DamagedDeadLetter { id: String, reason: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
@@ -167,7 +185,7 @@ impl Spool {
                 tracing::warn!(path = %path.display(), "ignoring a file that is not a spool entry");
                 continue;
             };
-            if name == CORRUPT_DIR {
+            if [CORRUPT_DIR, DEAD_DIR, RETRY_DIR].contains(&name) {
                 continue;
             }
             if name.ends_with(TEMP_EXT) {
@@ -186,7 +204,9 @@ impl Spool {
                 }
             }
         }
-        highest = highest.max(highest_quarantined(dir)?);
+        highest = highest
+            .max(highest_aside(dir, CORRUPT_DIR)?)
+            .max(highest_aside(dir, DEAD_DIR)?);
 
         let mut entries = BTreeMap::new();
         let mut bytes = 0u64;
@@ -367,6 +387,65 @@ impl Spool {
             .unwrap_or(0)
     }
 
+    /// Takes the entries `pyrogate spool dead retry` put in `retry/` into the queue, each under
+    /// a fresh sequence number (so after everything already waiting), and returns how many.
+    /// A damaged one goes to `corrupt/`. Cheap when `retry/` is empty or absent (one
+    /// directory read), so the replay loop calls it before every delivery.
+    pub fn adopt_retried(&self) -> Result<usize, SpoolError> {
+        let retry = self.dir.join(RETRY_DIR);
+        let items = match fs::read_dir(&retry) {
+            Ok(items) => items,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_err(&retry)(e)),
+        };
+        let mut waiting: Vec<PathBuf> = items
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "req"))
+            .collect();
+        if waiting.is_empty() {
+            return Ok(0);
+        }
+        // In the order they were first spooled.
+        waiting.sort();
+        let mut adopted = 0;
+        for path in waiting {
+            let data = match fs::read(&path) {
+                Ok(data) => data,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&path)(e)),
+            };
+            let size = data.len() as u64;
+            if let Err(reason) = decode(data) {
+                quarantine(&self.dir, &path, &reason)?;
+                continue;
+            }
+            let seq = {
+                let mut st = self.state();
+                let seq = st.next_seq.ok_or_else(|| SpoolError::SequenceExhausted {
+                    dir: self.dir.clone(),
+                })?;
+                st.next_seq = seq.checked_add(1);
+                seq
+            };
+            let target = self.entry_path(seq);
+            fs::rename(&path, &target).map_err(io_err(&path))?;
+            let mut st = self.state();
+            st.entries.insert(seq, size);
+            st.bytes = st.bytes.saturating_add(size);
+            adopted += 1;
+        }
+        if adopted > 0 {
+            sync_dir(&self.dir)?;
+            sync_dir(&retry)?;
+            tracing::info!(
+                entries = adopted,
+                "took retried dead letters back into the spool"
+            );
+        }
+        Ok(adopted)
+    }
+
     /// Entries waiting.
     pub fn len(&self) -> usize {
         self.state().entries.len()
@@ -474,9 +553,10 @@ fn parse_seq(digits: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// The highest sequence number in `corrupt/`, so a quarantined number is never reused.
-fn highest_quarantined(dir: &Path) -> Result<Option<u64>, SpoolError> {
-    let corrupt = dir.join(CORRUPT_DIR);
+/// The highest sequence number in `corrupt/` or `dead/`, so a number set aside is never reused
+/// (and a dead letter's id stays unique).
+fn highest_aside(dir: &Path, sub: &str) -> Result<Option<u64>, SpoolError> {
+    let corrupt = dir.join(sub);
     let items = match fs::read_dir(&corrupt) {
         Ok(items) => items,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -526,7 +606,8 @@ fn decode(data: Vec<u8>) -> Result<SpooledRequest, String> {
     })
 }
 
-/// Moves an entry into `dir/sub/`, keeping its name (plus a counter if that is taken).
+/// Moves an entry into `dir/sub/`, keeping its name (plus a counter before `.req` if that is
+/// taken: `…23-1.req`).
 fn move_aside(dir: &Path, sub: &str, path: &Path) -> Result<PathBuf, SpoolError> {
     let aside = dir.join(sub);
     fs::DirBuilder::new()
@@ -539,8 +620,14 @@ fn move_aside(dir: &Path, sub: &str, path: &Path) -> Result<PathBuf, SpoolError>
     let mut n = 0u32;
     while target.exists() {
         n += 1;
-        let mut alt = name.to_owned();
-        alt.push(format!(".{n}"));
+        let alt = match name.to_str().and_then(|n| n.strip_suffix(ENTRY_EXT)) {
+            Some(stem) => format!("{stem}-{n}{ENTRY_EXT}").into(),
+            None => {
+                let mut alt = name.to_owned();
+                alt.push(format!(".{n}"));
+                alt
+            }
+        };
         target = aside.join(alt);
     }
     fs::rename(path, &target).map_err(io_err(path))?;

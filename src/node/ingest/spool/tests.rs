@@ -249,7 +249,7 @@ fn a_quarantined_number_is_not_reused_after_restart() {
     let spool = open(tmp.path());
     assert_eq!(
         names(&tmp.path().join(CORRUPT_DIR)),
-        BTreeSet::from([entry_name(seq), format!("{}.1", entry_name(seq))])
+        BTreeSet::from([entry_name(seq), format!("{seq:020}-1.req")])
     );
     assert!(spool.push(&request(2)).expect("push") > seq);
 }
@@ -356,4 +356,245 @@ fn unknown_files_are_left_alone() {
     let spool = open(tmp.path());
     assert!(spool.is_empty());
     assert!(tmp.path().join("README").exists());
+}
+
+/// Pushes `n` and dead-letters it, as the replay does when the upstream refuses it.
+fn dead_letter(spool: &Spool, n: usize) -> u64 {
+    let seq = spool.push(&request(n)).expect("push");
+    let (first, _) = spool.peek().expect("peek").expect("an entry");
+    assert_eq!(first, seq, "dead-letter the entry just pushed");
+    spool
+        .dead_letter(
+            seq,
+            &format!("upstream answered 400 Bad Request (entry {seq})"),
+        )
+        .expect("dead letter");
+    seq
+}
+
+#[test]
+fn dead_letters_are_listed_with_tenant_app_and_reason_and_no_headers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let spool = open(tmp.path());
+    let a = dead_letter(&spool, 1);
+    let b = dead_letter(&spool, 2);
+    let dead = dead::DeadLetters::new(tmp.path());
+    let list = dead.list().expect("list");
+    assert_eq!(
+        list.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
+        vec![format!("{a:020}"), format!("{b:020}")]
+    );
+    let first = &list[0];
+    assert_eq!(first.tenant.as_deref(), Some("tenant-1"));
+    assert_eq!(first.app.as_deref(), Some("app1.cpu"));
+    assert_eq!(first.path.as_deref(), Some("/ingest"), "no query string");
+    assert!(first.reason.as_deref().unwrap().contains("400"));
+    assert_eq!(first.damaged, None);
+    assert_eq!(
+        first.bytes,
+        fs::metadata(tmp.path().join(DEAD_DIR).join(entry_name(a)))
+            .unwrap()
+            .len()
+    );
+    assert!(first.spooled_at.is_some() && first.dead_at.is_some());
+    assert_eq!(spool.dead_letters(), 2);
+}
+
+#[test]
+fn a_spool_without_dead_letters_lists_none() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    open(tmp.path());
+    assert_eq!(
+        dead::DeadLetters::new(tmp.path()).list().expect("list"),
+        vec![]
+    );
+}
+
+#[test]
+fn a_retried_dead_letter_joins_the_queue_behind_what_is_waiting_under_a_new_number() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let spool = open(tmp.path());
+    let old = dead_letter(&spool, 1);
+    let waiting = spool.push(&request(2)).expect("push");
+    let dead = dead::DeadLetters::new(tmp.path());
+    // The number alone is enough.
+    let letter = dead.retry(&old.to_string()).expect("retry");
+    assert_eq!(letter.id, format!("{old:020}"));
+    assert!(
+        names(&tmp.path().join(DEAD_DIR)).is_empty(),
+        "entry and reason moved out"
+    );
+    assert_eq!(dead.list().expect("list"), vec![]);
+    // Not in the queue until the node takes it.
+    assert_eq!(spool.len(), 1);
+    assert_eq!(spool.adopt_retried().expect("adopt"), 1);
+    assert_eq!(spool.adopt_retried().expect("adopt again"), 0);
+    assert_eq!(spool.len(), 2);
+    assert!(names(&tmp.path().join(RETRY_DIR)).is_empty());
+    let out = drain(&spool);
+    assert_eq!(out[0], (waiting, request(2)));
+    assert!(
+        out[1].0 > waiting,
+        "a fresh number, after the waiting entry"
+    );
+    assert_eq!(out[1].1, request(1), "byte for byte");
+}
+
+#[test]
+fn retried_entries_left_by_a_stopped_node_are_taken_after_a_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    {
+        let spool = open(tmp.path());
+        dead_letter(&spool, 1);
+    }
+    let (retried, _) = dead::DeadLetters::new(tmp.path())
+        .retry_all()
+        .expect("retry all");
+    assert_eq!(retried.len(), 1);
+    let spool = open(tmp.path());
+    assert!(spool.is_empty(), "open leaves retry/ alone");
+    assert_eq!(spool.adopt_retried().expect("adopt"), 1);
+    let out = drain(&spool);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1, request(1));
+}
+
+#[test]
+fn sequence_numbers_continue_after_the_dead_letters() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let seq = {
+        let spool = open(tmp.path());
+        dead_letter(&spool, 1)
+    };
+    // The live spool is empty; the next number still passes the dead letter's, so ids stay
+    // unique in dead/.
+    let spool = open(tmp.path());
+    assert!(spool.push(&request(2)).expect("push") > seq);
+}
+
+#[test]
+fn a_damaged_dead_letter_is_listed_refused_for_retry_and_can_be_dropped() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let spool = open(tmp.path());
+    let seq = dead_letter(&spool, 1);
+    let path = tmp.path().join(DEAD_DIR).join(entry_name(seq));
+    let mut bytes = fs::read(&path).expect("read");
+    bytes[30] ^= 1;
+    fs::write(&path, bytes).expect("damage");
+    let dead = dead::DeadLetters::new(tmp.path());
+    let list = dead.list().expect("list");
+    assert!(
+        list[0].damaged.as_deref().unwrap().contains("checksum"),
+        "{list:?}"
+    );
+    assert_eq!(list[0].tenant, None, "nothing read from a damaged entry");
+    let err = dead
+        .retry(&list[0].id)
+        .expect_err("retry of a damaged entry");
+    assert!(matches!(err, SpoolError::DamagedDeadLetter { .. }), "{err}");
+    let (retried, damaged) = dead.retry_all().expect("retry all");
+    assert!(retried.is_empty());
+    assert_eq!(damaged.len(), 1);
+    assert!(path.exists(), "left where it was");
+    assert_eq!(dead.drop(&list[0].id).expect("drop"), list[0].id);
+    assert!(names(&tmp.path().join(DEAD_DIR)).is_empty());
+}
+
+#[test]
+fn drop_removes_entries_and_reasons() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let spool = open(tmp.path());
+    let a = dead_letter(&spool, 1);
+    dead_letter(&spool, 2);
+    dead_letter(&spool, 3);
+    let dead = dead::DeadLetters::new(tmp.path());
+    dead.drop(&format!("{a:020}")).expect("drop one");
+    assert_eq!(dead.list().expect("list").len(), 2);
+    assert_eq!(spool.dead_letters(), 2);
+    // A reason whose entry is gone goes with --all too.
+    fs::write(
+        tmp.path()
+            .join(DEAD_DIR)
+            .join("00000000000000000999.reason"),
+        "x",
+    )
+    .unwrap();
+    assert_eq!(dead.drop_all().expect("drop all").len(), 2);
+    assert!(names(&tmp.path().join(DEAD_DIR)).is_empty());
+    assert_eq!(spool.dead_letters(), 0);
+}
+
+#[test]
+fn unknown_or_malformed_ids_are_refused_and_never_leave_dead() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let spool = open(tmp.path());
+    dead_letter(&spool, 1);
+    // Something a bad id could reach if ids were paths.
+    fs::write(tmp.path().join("outside.req"), "x").unwrap();
+    let dead = dead::DeadLetters::new(tmp.path());
+    for id in [
+        "999",
+        "",
+        "-1",
+        "../outside",
+        "../../etc/passwd",
+        "00000000000000000001/../../outside",
+        "1-x",
+        "abc",
+        "123456789012345678901234",
+    ] {
+        for err in [dead.retry(id).expect_err(id), dead.drop(id).expect_err(id)] {
+            assert!(
+                matches!(err, SpoolError::NoSuchDeadLetter { .. }),
+                "{id}: {err}"
+            );
+            assert!(err.to_string().contains("spool dead list"), "{err}");
+        }
+    }
+    assert!(tmp.path().join("outside.req").exists());
+    assert_eq!(dead.list().expect("list").len(), 1);
+}
+
+#[test]
+fn colliding_dead_letter_names_keep_the_req_extension() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dead_dir = tmp.path().join(DEAD_DIR);
+    fs::create_dir_all(&dead_dir).unwrap();
+    let spool = open(tmp.path());
+    let seq = spool.push(&request(1)).expect("push");
+    // Someone restored an old dead letter under the same name by hand.
+    fs::write(dead_dir.join(entry_name(seq)), b"old").unwrap();
+    spool.dead_letter(seq, "refused").expect("dead letter");
+    assert_eq!(
+        names(&dead_dir),
+        BTreeSet::from([
+            entry_name(seq),
+            format!("{seq:020}-1.req"),
+            format!("{seq:020}-1.reason")
+        ])
+    );
+    assert_eq!(spool.dead_letters(), 2);
+    let list = dead::DeadLetters::new(tmp.path()).list().expect("list");
+    assert_eq!(list[1].id, format!("{seq:020}-1"));
+    assert_eq!(list[1].app.as_deref(), Some("app1.cpu"));
+}
+
+#[test]
+fn a_retry_run_as_root_leaves_the_retry_directory_to_the_spools_owner() {
+    use std::os::unix::fs::MetadataExt as _;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let spool = open(tmp.path());
+    dead_letter(&spool, 1);
+    if fs::metadata(tmp.path()).unwrap().uid() != 0 {
+        eprintln!("skipped: needs root to hand a directory to another user");
+        return;
+    }
+    // The node's user: someone else than the one running the command.
+    std::os::unix::fs::chown(tmp.path(), Some(65534), Some(65534)).expect("chown");
+    dead::DeadLetters::new(tmp.path())
+        .retry_all()
+        .expect("retry");
+    let retry = fs::metadata(tmp.path().join(RETRY_DIR)).expect("retry/");
+    assert_eq!((retry.uid(), retry.gid()), (65534, 65534));
+    assert_eq!(retry.mode() & 0o777, 0o700);
 }
