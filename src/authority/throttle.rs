@@ -246,13 +246,20 @@ impl AccountDelays {
             account.last = now;
             return Admission::Now;
         }
+        // Turns given up on (the client went away) leave `next` where they pushed it; only
+        // those still waiting may hold the queue up, each for at most one longest delay, so
+        // abandoned attempts can't push the owner's turn past the request timeout.
+        let start = account
+            .next
+            .max(now)
+            .min(now + u64::from(account.waiting) * self.policy.max_secs);
         if account.waiting >= self.policy.max_waiting {
             return Admission::Full {
-                retry: account.next.saturating_sub(now).max(1),
+                retry: (start - now).max(1),
             };
         }
         let delay = self.delay_after(account.failures);
-        let until = account.next.max(now) + delay;
+        let until = start + delay;
         account.next = until;
         account.waiting += 1;
         account.failures = account.failures.saturating_add(1);
@@ -353,6 +360,21 @@ mod tests {
         // The refused attempt was not counted: the next one is 20 s after the second.
         drop(first);
         assert_eq!(turn(d.admit("a", 106)).until, 135);
+    }
+
+    #[test]
+    fn turns_given_up_on_do_not_push_the_next_one_past_the_queue_bound() {
+        let d = delays(1, 30, 30, 4);
+        assert!(matches!(d.admit("a", 100), Admission::Now));
+        // A client that reserves turns and hangs up at once, again and again …
+        for _ in 0..50 {
+            drop(turn(d.admit("a", 100)));
+        }
+        // … leaves nobody waiting, so the next attempt waits one delay, not 50.
+        let next = turn(d.admit("a", 100));
+        assert_eq!(next.until, 130);
+        let after = turn(d.admit("a", 100));
+        assert_eq!(after.until, 160);
     }
 
     #[test]
