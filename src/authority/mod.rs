@@ -8,7 +8,7 @@
 //! | [`keys`] | `/api/keys…`; the create/delete logic the CLI shares |
 //! | [`signing`] | `/api/signing-keys…`: list, rotate, retire; keyring reload |
 //! | [`distribution`] | `/.well-known/jwks.json`, `/api/revocations` (ETag, long-poll) |
-//! | [`throttle`] | failed-login counting per user and per client address |
+//! | [`throttle`] | failed-login counting per (user, client address) and per client address; progressive delays per user name |
 //!
 //! [`Application::build`] binds the listener (port 0 in tests) and [`Application::run_until`]
 //! serves until a shutdown future fires, so tests run the real server in-process.
@@ -55,6 +55,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     pub throttle: Arc<throttle::LoginThrottle>,
+    /// Progressive delays per user name, across addresses.
+    pub account_delays: Arc<throttle::AccountDelays>,
     pub sessions: Arc<session::SessionKey>,
     /// Modification time of `keyring.json` last applied (see [`signing::reload`]).
     pub keyring_seen: Arc<Mutex<Option<std::time::SystemTime>>>,
@@ -185,6 +187,10 @@ pub async fn open_state(
         ingest,
         throttle: Arc::new(throttle::LoginThrottle::new(
             settings.authority.login_max_failures,
+            settings.authority.login_lockout,
+        )),
+        account_delays: Arc::new(throttle::AccountDelays::new(
+            settings.authority.login_delays,
             settings.authority.login_lockout,
         )),
         settings: Arc::new(settings),

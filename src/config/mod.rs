@@ -31,8 +31,9 @@ pub use flags::{AnyFlags, FlagsFor, IngestFlags, LocalFlags, ServerFlags, SpoolF
 pub use keys::{KEYS, Key, Kind, Scope, lookup};
 pub use layers::{ConfigError, ConfigFlags, Layers, Source, parse_duration};
 pub use settings::{
-    AuthSettings, AuthoritySettings, ClientTls, FirstAdmin, IngestSettings, IpNet, NodeSettings,
-    ServerSettings, ServerTls, SessionSettings, Settings, UpstreamAuth,
+    AuthSettings, AuthoritySettings, ClientTls, FirstAdmin, HostPattern, IngestSettings, IpNet,
+    LOGIN_MAX_QUEUE_SECS, LoginDelays, NodeSettings, ServerSettings, ServerTls, SessionSettings,
+    Settings, UpstreamAuth,
 };
 
 #[cfg(test)]

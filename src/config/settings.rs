@@ -52,6 +52,63 @@ impl IpNet {
     }
 }
 
+/// One `server.allowed-hosts` entry: a host name (lowercase, no trailing dot) and, optionally,
+/// the one port it is allowed on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    host: String,
+    port: Option<u16>,
+}
+
+impl HostPattern {
+    pub fn parse(text: &str) -> Option<HostPattern> {
+        let (host, port) = Self::split(text.trim())?;
+        Some(HostPattern { host, port })
+    }
+
+    /// `host`, `host:port`, `[v6]` or `[v6]:port` → the host (lowercase, without a trailing dot
+    /// or brackets) and the port, if one is named. `None` for anything else (userinfo, paths,
+    /// an empty host or port, characters no host name has).
+    pub fn split(text: &str) -> Option<(String, Option<u16>)> {
+        let port = |p: &str| -> Option<u16> {
+            (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| p.parse().ok())
+                .flatten()
+        };
+        if let Some(rest) = text.strip_prefix('[') {
+            let (ip, after) = rest.split_once(']')?;
+            let ip: std::net::Ipv6Addr = ip.parse().ok()?;
+            let port = match after {
+                "" => None,
+                p => Some(port(p.strip_prefix(':')?)?),
+            };
+            return Some((ip.to_string(), port));
+        }
+        let (host, port) = match text.split_once(':') {
+            Some((host, p)) => (host, Some(port(p)?)),
+            None => (text, None),
+        };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_';
+        if host.is_empty() || !host.bytes().all(valid) {
+            return None;
+        }
+        Some((host.to_ascii_lowercase(), port))
+    }
+
+    /// True when a request addressed to `host` (as [`HostPattern::split`] gives it) and `port`
+    /// is allowed by this entry. A bare name allows every port; `name:port` allows that port,
+    /// and a request that names no port counts as one on 80 or 443 (the default ports).
+    pub fn allows(&self, host: &str, port: Option<u16>) -> bool {
+        self.host == host
+            && match (self.port, port) {
+                (None, _) => true,
+                (Some(want), Some(got)) => want == got,
+                (Some(want), None) => want == 80 || want == 443,
+            }
+    }
+}
+
 /// Every setting, checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -77,6 +134,8 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// 0 = no limit.
     pub max_connections_per_client: usize,
+    /// `server.allowed-hosts`: empty allows any host.
+    pub allowed_hosts: Vec<HostPattern>,
 }
 
 /// `server.http-tls-*`: the certificate served, and optionally the CA client certificates
@@ -137,6 +196,8 @@ pub struct AuthoritySettings {
     pub sessions: SessionSettings,
     pub login_max_failures: u32,
     pub login_lockout: Duration,
+    /// Progressive delays per user name (`auth.login-delay*`, `auth.login-max-*`).
+    pub login_delays: LoginDelays,
     /// Peers whose `X-Forwarded-For` is believed (`auth.trusted-proxies`).
     pub trusted_proxies: Vec<IpNet>,
     pub revocations_max_wait: Duration,
@@ -144,6 +205,23 @@ pub struct AuthoritySettings {
     pub revocations_max_long_polls: usize,
     pub prune_interval: Duration,
 }
+
+/// Progressive delays for guesses at one account from any number of addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginDelays {
+    /// Failures per user name before delays start; 0 turns them off.
+    pub after: u32,
+    /// First delay, whole seconds (at least 1).
+    pub first_secs: u64,
+    /// Longest delay, whole seconds.
+    pub max_secs: u64,
+    /// Attempts on one user name waiting at once (at least 1).
+    pub max_waiting: u32,
+}
+
+/// Longest time an attempt can spend queued behind the others on its account
+/// (`auth.login-max-waiting` × `auth.login-max-delay`): well inside the 300 s request timeout.
+pub const LOGIN_MAX_QUEUE_SECS: u64 = 240;
 
 /// The admin user created on first start.
 #[derive(Debug, Clone)]
@@ -329,6 +407,49 @@ impl Settings {
                 .map_err(|e| l.bad("tenant.default", e.to_string()))?;
         }
         let storage_path: PathBuf = non_empty("storage-path")?.into();
+        let allowed_hosts = l
+            .string("server.allowed-hosts")?
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                HostPattern::parse(s).ok_or_else(|| {
+                    l.bad(
+                        "server.allowed-hosts",
+                        format!("{s:?} is not a host name or host:port (pyrogate.example.com)"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let whole_secs = |name: &'static str| -> Result<u64, ConfigError> {
+            let d = l.duration(name)?;
+            Ok(d.as_secs() + u64::from(d.subsec_nanos() > 0))
+        };
+        let login_delays = LoginDelays {
+            after: small("auth.login-delay-after", 1_000_000)? as u32,
+            first_secs: whole_secs("auth.login-delay")?.max(1),
+            max_secs: whole_secs("auth.login-max-delay")?,
+            max_waiting: small("auth.login-max-waiting", 1_000)? as u32,
+        };
+        if login_delays.after > 0 {
+            if login_delays.max_secs < login_delays.first_secs {
+                return Err(l.bad("auth.login-max-delay", "must be at least auth.login-delay"));
+            }
+            if login_delays.max_waiting == 0 {
+                return Err(l.bad(
+                    "auth.login-max-waiting",
+                    "must be at least 1 (0 would lock the account's owner out too)",
+                ));
+            }
+            if u64::from(login_delays.max_waiting) * login_delays.max_secs > LOGIN_MAX_QUEUE_SECS {
+                return Err(l.bad(
+                    "auth.login-max-waiting",
+                    format!(
+                        "times auth.login-max-delay must be at most {LOGIN_MAX_QUEUE_SECS}s, so a queued login ends within the request timeout"
+                    ),
+                ));
+            }
+        }
         Ok(Settings {
             server: ServerSettings {
                 api_bind_addr: l.addr("api-bind-addr")?,
@@ -343,6 +464,7 @@ impl Settings {
                     "server.http-max-connections-per-client",
                     10_000_000,
                 )? as usize,
+                allowed_hosts,
             },
             auth: AuthSettings {
                 ingestion_enabled: l.bool("auth.ingestion.enabled")?,
@@ -368,6 +490,7 @@ impl Settings {
                 },
                 login_max_failures: small("auth.login-max-failures", 1_000_000)? as u32,
                 login_lockout: l.duration("auth.login-lockout")?,
+                login_delays,
                 trusted_proxies: {
                     let raw = l.string("auth.trusted-proxies")?;
                     raw.split(',')
@@ -431,7 +554,7 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
-    use super::IpNet;
+    use super::{HostPattern, IpNet};
 
     #[test]
     fn addresses_and_cidrs_match_what_they_cover() {
@@ -455,5 +578,33 @@ mod tests {
         for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x", ""] {
             assert!(IpNet::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn allowed_host_entries_parse_and_match_host_and_port() {
+        let split = |t: &str| HostPattern::split(t);
+        assert_eq!(
+            split("Pyro.Example.COM."),
+            Some(("pyro.example.com".into(), None))
+        );
+        assert_eq!(split("h:8080"), Some(("h".into(), Some(8080))));
+        assert_eq!(split("[::1]:4040"), Some(("::1".into(), Some(4040))));
+        assert_eq!(split("[::1]"), Some(("::1".into(), None)));
+        for bad in [
+            "", ":80", "h:", "h:x", "h:99999", "u@h", "h/p", "::1", "[::1", "[x]", "h:80:1", "h h",
+        ] {
+            assert!(HostPattern::parse(bad).is_none(), "{bad:?}");
+        }
+        let any_port = HostPattern::parse("pyro.example.com").unwrap();
+        assert!(any_port.allows("pyro.example.com", None));
+        assert!(any_port.allows("pyro.example.com", Some(4040)));
+        assert!(!any_port.allows("evil.example.com", None));
+        assert!(!any_port.allows("pyro.example.com.evil", None));
+        let one_port = HostPattern::parse("pyro.example.com:4040").unwrap();
+        assert!(one_port.allows("pyro.example.com", Some(4040)));
+        assert!(!one_port.allows("pyro.example.com", Some(4041)));
+        assert!(!one_port.allows("pyro.example.com", None));
+        let https = HostPattern::parse("pyro.example.com:443").unwrap();
+        assert!(https.allows("pyro.example.com", None));
     }
 }

@@ -5,6 +5,7 @@ pub mod client;
 pub mod error;
 pub mod files;
 pub mod health;
+pub mod hosts;
 pub mod json;
 pub mod lifecycle;
 pub mod metrics;

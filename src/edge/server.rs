@@ -145,7 +145,7 @@ impl Server {
             .with_context(|| format!("binding {addr}"))?;
         Ok(Server {
             listener,
-            router,
+            router: crate::edge::hosts::guard(router, &settings.allowed_hosts),
             tls,
             read_timeout: settings.read_timeout,
             limits: Arc::new(Limits {

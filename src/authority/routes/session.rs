@@ -8,8 +8,12 @@
 //!
 //! Admin endpoints also take an Admin-role API key as `Authorization: Bearer` (automation);
 //! such requests carry no cookie, so they need no cross-site protection. Cookie-authenticated
-//! state-changing requests must come from the same origin (`Sec-Fetch-Site`, `Origin`), and
-//! bodies must be JSON, which an HTML form cannot send.
+//! state-changing requests must come from the same origin, and bodies must be JSON, which an
+//! HTML form cannot send. Same origin means `Sec-Fetch-Site`, when sent, is `same-origin` or
+//! `none`, and `Origin`, when sent, has the scheme, host and port the request was addressed to:
+//! the `Host` header, over `https` when the listener serves TLS or a trusted proxy
+//! (`auth.trusted-proxies`) says so in `X-Forwarded-Proto`, default ports filled in
+//! (`https://h` is `https://h:443`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::authority::AppState;
 use crate::authority::store::{self, Store, User};
-use crate::authority::throttle::LoginThrottle;
+use crate::authority::throttle::{Admission, LoginThrottle};
+use crate::config::HostPattern;
 use crate::core::b64;
 use crate::core::token::{Role, Secret};
 use crate::core::verifier::{Principal, VerifyError};
@@ -184,8 +189,87 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// A web origin: scheme, host (lowercase, no trailing dot) and port, the default one filled in.
+#[derive(Debug, PartialEq, Eq)]
+struct Origin {
+    https: bool,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    /// `scheme://host[:port]` as browsers send it in `Origin`; `None` for `null`, other
+    /// schemes, or anything with a path, query or user info.
+    fn parse(text: &str) -> Option<Origin> {
+        let (scheme, rest) = text.split_once("://")?;
+        let https = if scheme.eq_ignore_ascii_case("https") {
+            true
+        } else if scheme.eq_ignore_ascii_case("http") {
+            false
+        } else {
+            return None;
+        };
+        Origin::addressed(https, rest)
+    }
+
+    /// The origin of a request whose `Host` is `host`, over https or not.
+    fn addressed(https: bool, host: &str) -> Option<Origin> {
+        let (host, port) = HostPattern::split(host)?;
+        Some(Origin {
+            https,
+            host,
+            port: port.unwrap_or(if https { 443 } else { 80 }),
+        })
+    }
+}
+
+/// How the connection reached us, for the same-origin check: whether the listener serves TLS,
+/// the peer, and the proxies whose `X-Forwarded-Proto` is believed.
+struct Transport<'a> {
+    tls: bool,
+    peer: Option<std::net::IpAddr>,
+    trusted: &'a [crate::config::IpNet],
+}
+
+impl Transport<'_> {
+    fn of<'a>(state: &'a AppState, peer: Option<std::net::IpAddr>) -> Transport<'a> {
+        Transport {
+            tls: state.settings.server.tls.is_some(),
+            peer,
+            trusted: &state.settings.authority.trusted_proxies,
+        }
+    }
+
+    /// `https` for a TLS listener, or when a trusted proxy's `X-Forwarded-Proto` (its last
+    /// entry: the one the proxy nearest us wrote) says so.
+    fn https(&self, headers: &HeaderMap) -> bool {
+        let trusted = self
+            .peer
+            .is_some_and(|ip| self.trusted.iter().any(|net| net.contains(ip)));
+        if !trusted {
+            return self.tls;
+        }
+        let forwarded = headers
+            .get_all("x-forwarded-proto")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .next_back();
+        match forwarded {
+            Some(p) if p.eq_ignore_ascii_case("https") => true,
+            Some(p) if p.eq_ignore_ascii_case("http") => false,
+            _ => self.tls,
+        }
+    }
+}
+
 /// Refuses state-changing browser requests that come from another site.
-fn check_same_origin(method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+fn check_same_origin(
+    method: &Method,
+    headers: &HeaderMap,
+    transport: &Transport<'_>,
+) -> Result<(), ApiError> {
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
@@ -197,17 +281,26 @@ fn check_same_origin(method: &Method, headers: &HeaderMap) -> Result<(), ApiErro
         }
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or("");
-        let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or("null");
-        let host = headers
+        let origin = origin.to_str().ok().and_then(Origin::parse);
+        let own = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        if origin_host != host {
-            return Err(refused());
+            .and_then(|h| Origin::addressed(transport.https(headers), h));
+        match (origin, own) {
+            (Some(origin), Some(own)) if origin == own => {}
+            _ => return Err(refused()),
         }
     }
     Ok(())
+}
+
+/// A 429 in the errors shape with `Retry-After`.
+fn too_many(message: String, retry: u64) -> Response {
+    let mut response = ApiError::TooManyRequests(message).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry.max(1)));
+    response
 }
 
 fn record(state: &AppState, result: Result<(), VerifyError>) {
@@ -257,7 +350,11 @@ impl FromRequestParts<AppState> for Caller {
             .sessions
             .verify(&token, now)
             .map_err(ApiError::Unauthorized)?;
-        check_same_origin(&parts.method, &parts.headers)?;
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        check_same_origin(&parts.method, &parts.headers, &Transport::of(state, peer))?;
         let sid = claims.sid.clone();
         let user = state
             .store
@@ -308,7 +405,7 @@ async fn login(
     headers: HeaderMap,
     body: JsonBody<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    check_same_origin(&method, &headers)?;
+    check_same_origin(&method, &headers, &Transport::of(&state, Some(addr.ip())))?;
     let LoginRequest { username, password } = body.0;
     // Bounded before any work: nothing oversized is hashed, looked up or audited.
     if username.len() > 1024 || password.len() > 4 * crate::authority::passwords::MAX_PASSWORD_CHARS
@@ -328,7 +425,7 @@ async fn login(
         LoginThrottle::pair_key(&username, &client),
         LoginThrottle::client_key(&client),
     ];
-    if let Err(retry) = state.throttle.reserve(&keys, now) {
+    let throttled = || {
         state
             .metrics
             .logins
@@ -336,10 +433,36 @@ async fn login(
                 result: "throttled",
             })
             .inc();
-        return Err(ApiError::TooManyRequests(format!(
-            "too many failed login attempts; try again in {retry} seconds"
-        )));
+    };
+    if let Err(retry) = state.throttle.reserve(&keys, now) {
+        throttled();
+        return Ok(too_many(
+            format!("too many failed login attempts; try again in {retry} seconds"),
+            retry,
+        ));
     }
+    // Per account, from any address: past `auth.login-delay-after` failures each attempt waits
+    // its turn here, before the password is looked at and without a hashing slot.
+    let turn = match state.account_delays.admit(&username, now) {
+        Admission::Now => None,
+        Admission::Wait(turn) => Some(turn),
+        Admission::Full { retry } => {
+            // Never checked: the client's own budget gets the attempt back.
+            state.throttle.release(&keys);
+            throttled();
+            return Ok(too_many(
+                format!("too many login attempts on this account; try again in {retry} seconds"),
+                retry,
+            ));
+        }
+    };
+    if let Some(turn) = &turn {
+        tracing::info!(client = %client, delay = turn.delay, "login delayed");
+        if !turn.wait(&*state.clock, state.life.stopping()).await {
+            return Err(ApiError::Unavailable("shutting down".into()));
+        }
+    }
+    drop(turn);
     let name = username.clone();
     let found = state
         .store
@@ -386,6 +509,7 @@ async fn login(
         }
     };
     state.throttle.succeeded(&keys[0], &keys[1]);
+    state.account_delays.succeeded(&username);
     let lifetime = state.settings.authority.sessions.lifetime.as_secs();
     let claims = SessionClaims {
         sid: b64::random(16),
@@ -419,10 +543,11 @@ async fn login(
 
 async fn logout(
     State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_same_origin(&method, &headers)?;
+    check_same_origin(&method, &headers, &Transport::of(&state, Some(addr.ip())))?;
     let now = state.now();
     if let Some(claims) = cookie(&headers, COOKIE).and_then(|t| state.sessions.verify(t, now).ok())
     {
@@ -436,4 +561,108 @@ async fn logout(
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(origin: &str, host: &str, tls: bool) -> bool {
+        check_with(origin, host, tls, &[])
+    }
+
+    fn check_with(origin: &str, host: &str, tls: bool, extra: &[(&str, &str)]) -> bool {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
+        headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        for (name, value) in extra {
+            headers.append(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        let trusted = [crate::config::IpNet::parse("10.0.0.0/8").unwrap()];
+        let peer = extra
+            .iter()
+            .find(|(n, _)| *n == "x-test-peer")
+            .map(|(_, ip)| ip.parse().unwrap());
+        let transport = Transport {
+            tls,
+            peer,
+            trusted: &trusted,
+        };
+        check_same_origin(&Method::POST, &headers, &transport).is_ok()
+    }
+
+    #[test]
+    fn the_origin_must_match_scheme_host_and_port() {
+        assert!(check("http://host:8080", "host:8080", false));
+        assert!(check("https://host:8080", "host:8080", true));
+        // Another scheme, another port, another host: refused.
+        assert!(!check("http://host:8080", "host:8080", true));
+        assert!(!check("https://host:8080", "host:8080", false));
+        assert!(!check("http://host:8081", "host:8080", false));
+        assert!(!check("http://host", "host:8080", false));
+        assert!(!check("http://other:8080", "host:8080", false));
+        assert!(!check("http://host:8080.evil.example", "host:8080", false));
+        assert!(!check("http://host.evil.example:8080", "host:8080", false));
+        // Not an origin at all.
+        for bad in [
+            "null",
+            "",
+            "host:8080",
+            "ftp://host:8080",
+            "http://u@host:8080",
+            "http://host:8080/x",
+        ] {
+            assert!(!check(bad, "host:8080", false), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn default_ports_and_case_are_the_same_origin() {
+        assert!(check("https://h", "h:443", true));
+        assert!(check("https://h:443", "h", true));
+        assert!(check("http://h", "h:80", false));
+        assert!(check("http://h:80", "h", false));
+        assert!(check("HTTPS://H.Example", "h.example", true));
+        assert!(check("http://[::1]:4040", "[::1]:4040", false));
+        // The default port of one scheme is not the other's.
+        assert!(!check("https://h", "h:80", false));
+        assert!(!check("https://h:443", "h", false));
+        assert!(!check("http://h:443", "h", true));
+    }
+
+    #[test]
+    fn a_trusted_proxy_says_whether_the_browser_used_https() {
+        let via = |peer: &'static str, proto: &'static str| {
+            vec![("x-test-peer", peer), ("x-forwarded-proto", proto)]
+        };
+        // TLS ends at the proxy: the browser's origin is https, the listener is plain HTTP.
+        assert!(check_with(
+            "https://pyro.example",
+            "pyro.example",
+            false,
+            &via("10.1.2.3", "https")
+        ));
+        assert!(!check_with(
+            "http://pyro.example",
+            "pyro.example",
+            false,
+            &via("10.1.2.3", "https")
+        ));
+        // Anyone else's X-Forwarded-Proto is ignored.
+        assert!(!check_with(
+            "https://pyro.example",
+            "pyro.example",
+            false,
+            &via("192.0.2.1", "https")
+        ));
+        assert!(check_with(
+            "http://pyro.example",
+            "pyro.example",
+            false,
+            &via("192.0.2.1", "https")
+        ));
+    }
 }

@@ -108,6 +108,7 @@ pub async fn ingest(
             read_timeout: std::time::Duration::from_secs(30),
             max_connections: 0,
             max_connections_per_client: 0,
+            allowed_hosts: Vec::new(),
         },
         Router::new().route("/ingest", post(|| async { "" })),
     )

@@ -73,6 +73,11 @@ async fn failed_logins_past_the_limit_lock_that_user_out_from_that_address_only(
     let locked = a.login(ADMIN, ADMIN_PASSWORD).await.expect(429);
     let msg = &locked.errors()[0];
     assert!(msg.starts_with("too many failed login attempts"), "{msg}");
+    assert_eq!(
+        locked.header("retry-after"),
+        Some("600"),
+        "the whole window"
+    );
     assert!(a.cookie().is_none());
     a.login("Admin", ADMIN_PASSWORD).await.expect(429);
     // … but guesses from elsewhere can't lock the real admin out: from another address the
@@ -498,4 +503,236 @@ where
         out.push(r.expect("task"));
     }
     out
+}
+
+/// Delays from the fifth failure on one name, 1 s doubling to at most 4 s, two waiting at once;
+/// each address may fail 3 times, so the guesses below come from many addresses.
+const DELAYS: &str = "auth:\n  login-max-failures: 3\n  login-lockout: 10m\n  login-delay-after: 4\n  login-delay: 1s\n  login-max-delay: 4s\n  login-max-waiting: 2\n";
+
+/// Waits (polling, bounded) until `n` attempts on `name` wait for their turn.
+async fn until_waiting(app: &Authority, name: &str, n: u32) {
+    let deadline = Deadline::secs(20, format!("{n} attempts on {name} to wait"));
+    while app.state.account_delays.waiting(name) != n {
+        deadline
+            .tick(|| app.state.account_delays.waiting(name).to_string())
+            .await;
+    }
+}
+
+fn spawn_login(
+    http: Http,
+    user: &'static str,
+    password: &'static str,
+) -> tokio::task::JoinHandle<Resp> {
+    tokio::spawn(async move { http.login(user, password).await })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guess_at_one_account_from_many_addresses_waits_ever_longer_turns_but_its_owner_still_gets_in()
+ {
+    let app = Authority::start_with(DELAYS).await;
+    let admin = app.admin().await;
+    create_user(&admin, "bob", "ReadOnly", "bob-password-1").await;
+    // Four failures from four addresses, each well under its own limit: answered at once.
+    for i in 1..=4 {
+        app.client_from([127, 0, 1, i])
+            .login(ADMIN, "wrong-password")
+            .await
+            .expect(401);
+    }
+    // The fifth guess waits its turn, 1 s on the authority's clock, before any hashing …
+    let guess = spawn_login(app.client_from([127, 0, 1, 5]), ADMIN, "wrong-password");
+    until_waiting(&app, ADMIN, 1).await;
+    // … and so does the owner, from an address that never failed: 2 s after the guess.
+    let owner = spawn_login(app.client_from([127, 0, 2, 1]), "Admin", ADMIN_PASSWORD);
+    until_waiting(&app, ADMIN, 2).await;
+    // Two are waiting, the most allowed: a third is turned away at once, told when to retry
+    // (when the queued turns are over), and not counted against its address.
+    for _ in 0..3 {
+        let r = app
+            .client_from([127, 0, 1, 6])
+            .login(ADMIN, "wrong-password")
+            .await
+            .expect(429);
+        assert_eq!(r.header("retry-after"), Some("3"));
+        let msg = &r.errors()[0];
+        assert!(
+            msg.starts_with("too many login attempts on this account"),
+            "{msg}"
+        );
+    }
+    // Waiting attempts hold no hashing slot: other accounts log in meanwhile.
+    app.client_from([127, 0, 3, 1])
+        .login("bob", "bob-password-1")
+        .await
+        .expect(204);
+    assert!(!guess.is_finished() && !owner.is_finished());
+    app.clock().advance(1);
+    guess.await.expect("guess").expect(401);
+    // The clock is 1 s short of the owner's turn.
+    assert!(!owner.is_finished());
+    assert_eq!(app.state.account_delays.waiting(ADMIN), 1);
+    app.clock().advance(2);
+    let r = owner.await.expect("owner").expect(204);
+    assert!(r.header("set-cookie").is_some());
+    // The success ended the count: the next failure is answered at once, and the address that
+    // was turned away three times still has its whole budget.
+    app.client_from([127, 0, 1, 7])
+        .login(ADMIN, "wrong-password")
+        .await
+        .expect(401);
+    app.client_from([127, 0, 1, 6])
+        .login(ADMIN, ADMIN_PASSWORD)
+        .await
+        .expect(204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delays_are_per_user_name_whether_or_not_the_user_exists() {
+    let app = Authority::start_with(DELAYS).await;
+    for i in 1..=4 {
+        app.client_from([127, 0, 1, i])
+            .login("ghost", "wrong-password")
+            .await
+            .expect(401);
+    }
+    // A name that does not exist is slowed like one that does (no way to tell them apart) …
+    let guess = spawn_login(app.client_from([127, 0, 1, 5]), "GHOST", "wrong-password");
+    until_waiting(&app, "ghost", 1).await;
+    // … and other names are not.
+    app.client_from([127, 0, 1, 6])
+        .login(ADMIN, ADMIN_PASSWORD)
+        .await
+        .expect(204);
+    app.clock().advance(1);
+    let r = guess.await.expect("guess").expect(401);
+    assert_eq!(r.errors(), vec!["invalid username or password"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_writes_need_an_origin_with_the_same_scheme_host_and_port() {
+    let app = Authority::start().await;
+    let http = app.admin().await;
+    let port = port_of(&app);
+    let create = |origin: String, host: Option<&'static str>| {
+        let http = http.clone();
+        async move {
+            let mut req = http
+                .post("/api/keys")
+                .header("origin", &origin)
+                .json(&json!({ "name": "k", "role": "Agent" }));
+            if let Some(host) = host {
+                req = req.header("host", host);
+            }
+            let r = req.send().await;
+            (r.status.as_u16(), r)
+        }
+    };
+    // Same scheme, host and port as the request: allowed (then deleted, names are unique).
+    for (origin, host) in [
+        (app.origin(), None),
+        // The default port, written or not.
+        ("http://pyro.test".to_owned(), Some("pyro.test:80")),
+        ("http://pyro.test:80".to_owned(), Some("pyro.test")),
+    ] {
+        let (status, r) = create(origin.clone(), host).await;
+        assert_eq!(status, 201, "{origin} {host:?}: {}", r.text());
+        http.delete_key(r.json()["id"].as_i64().expect("id")).await;
+    }
+    // Another scheme, port or host: refused.
+    for (origin, host) in [
+        (format!("https://127.0.0.1:{port}"), None),
+        (format!("http://127.0.0.1:{}", port + 1), None),
+        (format!("http://localhost:{port}"), None),
+        (format!("http://127.0.0.1:{port}.evil.example"), None),
+        ("https://pyro.test".to_owned(), Some("pyro.test")),
+        ("https://pyro.test:80".to_owned(), Some("pyro.test")),
+        ("http://pyro.test:8080".to_owned(), Some("pyro.test")),
+    ] {
+        let (status, r) = create(origin.clone(), host).await;
+        assert_eq!(status, 403, "{origin} {host:?}: {}", r.text());
+        assert_eq!(r.errors(), vec!["cross-site request refused"]);
+    }
+    // A login from another origin is refused too.
+    app.client()
+        .post("/api/login")
+        .header("origin", &format!("https://127.0.0.1:{port}"))
+        .json(&json!({ "username": ADMIN, "password": ADMIN_PASSWORD }))
+        .send()
+        .await
+        .expect(403);
+    assert_eq!(http.keys().await, json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_or_behind_a_trusted_tls_proxy_the_origin_must_be_https() {
+    let pki = Pki::new("origin");
+    let cert = pki.server("authority");
+    let app = Authority::start_with(&format!(
+        "server:\n  http-tls-cert-path: {:?}\n  http-tls-key-path: {:?}\n",
+        cert.cert, cert.key
+    ))
+    .await;
+    let http = Http::trusting(app.tls_origin(), &pki.ca_path(), None).with_jar();
+    http.login(ADMIN, ADMIN_PASSWORD).await.expect(204);
+    let write = |origin: &str, host: Option<&str>| {
+        let mut req = http
+            .post("/api/keys")
+            .header("origin", origin)
+            .json(&json!({ "name": "k", "role": "Agent" }));
+        if let Some(host) = host {
+            req = req.header("host", host);
+        }
+        req.send()
+    };
+    let port = port_of(&app);
+    let r = write(&app.tls_origin(), None).await.expect(201);
+    http.delete_key(r.json()["id"].as_i64().expect("id")).await;
+    let r = write("https://pyro.test", Some("pyro.test:443"))
+        .await
+        .expect(201);
+    http.delete_key(r.json()["id"].as_i64().expect("id")).await;
+    write(&format!("http://localhost:{port}"), None)
+        .await
+        .expect(403);
+    write("http://pyro.test:443", Some("pyro.test:443"))
+        .await
+        .expect(403);
+
+    // TLS ends at a trusted proxy: its X-Forwarded-Proto says the browser used https.
+    let app = Authority::start_with("auth:\n  trusted-proxies: 127.0.0.5\n").await;
+    let cookie = app.admin().await.cookie();
+    let through = |from: [u8; 4], origin: &'static str| {
+        let http = app.client_from(from);
+        http.set_cookie(cookie.clone());
+        async move {
+            http.post("/api/keys")
+                .header("host", "pyro.test")
+                .header("x-forwarded-proto", "https")
+                .header("origin", origin)
+                .json(&json!({ "name": "k", "role": "Agent" }))
+                .send()
+                .await
+        }
+    };
+    through([127, 0, 0, 5], "https://pyro.test")
+        .await
+        .expect(201);
+    through([127, 0, 0, 5], "http://pyro.test")
+        .await
+        .expect(403);
+    // From anyone else the header is ignored: the listener is plain HTTP.
+    through([127, 0, 0, 6], "https://pyro.test")
+        .await
+        .expect(403);
+}
+
+/// The port the authority listens on (from its origin, `http://127.0.0.1:PORT`).
+fn port_of(app: &Authority) -> u16 {
+    let origin = app.origin();
+    origin
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port")
 }

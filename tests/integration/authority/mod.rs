@@ -8,6 +8,7 @@ mod cli;
 mod config_layers;
 mod crash;
 mod distribution;
+mod hosts;
 mod login;
 mod restart;
 mod secrets;
