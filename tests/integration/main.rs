@@ -9,6 +9,7 @@
 //! | [`query_proxy`] | the node's read proxy |
 //! | [`auth_layer`] | the auth layer in an axum router, driven with `oneshot` (no sockets, its own `Harness`) |
 //! | [`hostile_tokens`], [`mutation`] | the verifier against bad and mutated tokens |
+//! | [`props`] | property tests (proptest): the token pre-screen, the config parser, the spool's records |
 //! | [`keyring_cli`] | the signing-key and token commands of the binary (its own `Cli` runner) |
 //! | [`support`] | keys, verifiers and crafted tokens for the crypto suites |
 //! | [`architecture`] | the module-graph check |
@@ -26,6 +27,7 @@ mod ingest;
 mod keyring_cli;
 mod listeners;
 mod mutation;
+mod props;
 mod query_proxy;
 mod support;
 mod tls;
