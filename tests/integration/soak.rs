@@ -430,6 +430,9 @@ async fn five_hundred_agents_through_two_nodes_lose_nothing_while_keys_churn_and
         120,
         "the spools to drain and every accepted push to reach the upstream",
     );
+    // Until nothing is missing, or the spools are empty and the upstream got nothing new for
+    // a second (then whatever is missing is lost, and the assertion below says what).
+    let mut settled: Option<(usize, Instant)> = None;
     let (received, missing) = loop {
         let received: HashMap<String, usize> =
             upstream.accepted().iter().fold(HashMap::new(), |mut m, r| {
@@ -437,15 +440,35 @@ async fn five_hundred_agents_through_two_nodes_lose_nothing_while_keys_churn_and
                     .or_default() += 1;
                 m
             });
-        let missing = accepted
+        let missing: Vec<&str> = accepted
             .iter()
             .filter(|b| !received.contains_key(**b))
-            .count();
-        if missing == 0 {
+            .copied()
+            .collect();
+        if missing.is_empty() {
             break (received, missing);
         }
+        let mut spooled_now = 0.0;
+        for node in &nodes {
+            let metrics = node.get("/metrics").send().await.expect(200).text();
+            spooled_now += metric_value(&metrics, "pyrogate_spool_entries");
+        }
+        match settled {
+            Some((n, since)) if n == received.len() && spooled_now == 0.0 => {
+                if since.elapsed() >= Duration::from_secs(1) {
+                    break (received, missing);
+                }
+            }
+            _ => settled = Some((received.len(), Instant::now())),
+        }
         deadline
-            .tick(|| format!("{missing} of {} accepted pushes missing", accepted.len()))
+            .tick(|| {
+                format!(
+                    "{} of {} accepted pushes missing",
+                    missing.len(),
+                    accepted.len()
+                )
+            })
             .await;
         tokio::time::sleep(Duration::from_millis(240)).await;
     };
@@ -510,10 +533,12 @@ async fn five_hundred_agents_through_two_nodes_lose_nothing_while_keys_churn_and
             }
         }
     }
-    let worst_first_refusal = first_refused
-        .values()
-        .copied()
-        .fold(f64::NEG_INFINITY, f64::max);
+    let mut firsts: Vec<f64> = first_refused.values().copied().collect();
+    firsts.sort_by(f64::total_cmp);
+    let (first_p50, first_max) = (
+        firsts.get(firsts.len() / 2).copied().unwrap_or(f64::NAN),
+        firsts.last().copied().unwrap_or(f64::NAN),
+    );
     let refused_bodies: HashSet<&str> = attempts
         .iter()
         .filter(|a| !(200..300).contains(&a.status))
@@ -530,15 +555,16 @@ async fn five_hundred_agents_through_two_nodes_lose_nothing_while_keys_churn_and
     println!(
         "soak: {secs} s, {AGENTS} agents, {NODES} nodes; {pushes} pushes ({:.0}/s), statuses {by_status:?}; \
          {} accepted ({rotated_accepted} with keys signed by the rotated-in key), {spooled} of them spooled \
-         during a {OUTAGE:?} upstream outage; all at the upstream {} after the agents stopped ({duplicates} duplicates)",
+         during a {OUTAGE:?} upstream outage; {} missing at the upstream {} after the agents stopped ({duplicates} duplicates)",
         pushes as f64 / secs as f64,
         accepted.len(),
+        missing.len(),
         ms(drained_in),
     );
     println!(
         "soak: {} keys created, {} deleted, signing key rotated from {initial_kid} (both nodes accepted a new-key token {} after the rotation); \
          revocation: latest accepted push after a confirmed deletion sent at {last_accepted_sent:+.1} ms, answered at \
-         {last_accepted_acked:+.1} ms; slowest first refusal per key and node {worst_first_refusal:.1} ms (bounded by the push rate)",
+         {last_accepted_acked:+.1} ms; first refused push per key and node answered after p50 {first_p50:.1} ms, max {first_max:.1} ms (an upper bound: agents push with a key every ~40 ms per node)",
         driven.created,
         driven.deleted,
         driven.rotation_took.map_or("-".into(), ms),
@@ -552,7 +578,13 @@ async fn five_hundred_agents_through_two_nodes_lose_nothing_while_keys_churn_and
         );
     }
 
-    assert_eq!(missing, 0);
+    assert!(
+        missing.is_empty(),
+        "{} of {} accepted pushes never reached the upstream, e.g. {:?}",
+        missing.len(),
+        accepted.len(),
+        &missing[..missing.len().min(5)]
+    );
     assert_eq!(leaked, 0, "refused pushes reached the upstream");
     assert!(
         late.is_empty(),
