@@ -138,46 +138,63 @@ impl AuthGate {
     }
 }
 
+impl AuthGate {
+    /// The whole decision for one request, as the middleware makes it: `Ok(None)` when the
+    /// gate is off, the caller when allowed; the decision and its time go to the metrics, the
+    /// reason for a refusal to the log (never the credential).
+    pub fn check(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Option<Arc<Principal>>, ApiError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let started = crate::core::clock::Stopwatch::start();
+        let decision = self.authorize(headers, query);
+        if let Some(m) = &self.metrics {
+            m.verify_latency.observe(started.elapsed_secs());
+            let labels = match &decision {
+                Ok(_) => crate::edge::metrics::DecisionLabels::of(Ok(())),
+                Err(ApiError::Unauthorized(reason)) => {
+                    crate::edge::metrics::DecisionLabels::of(Err(*reason))
+                }
+                // Authenticated, but not allowed.
+                Err(_) => crate::edge::metrics::DecisionLabels {
+                    result: "forbidden",
+                    reason: "role",
+                },
+            };
+            m.auth_decisions.get_or_create(&labels).inc();
+        }
+        match decision {
+            Ok(principal) => {
+                tracing::debug!(key = %principal.name, role = %principal.role, "authorized");
+                Ok(Some(principal))
+            }
+            Err(err) => {
+                match &err {
+                    ApiError::Unauthorized(reason) => {
+                        tracing::info!(reason = reason.label(), "credentials refused")
+                    }
+                    other => tracing::info!(error = %other, "request forbidden"),
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
 /// The middleware: `router.layer(axum::middleware::from_fn_with_state(gate, auth::require))`.
 #[tracing::instrument(skip_all, name = "auth")] // skip_all: never log the credentials
 pub async fn require(State(gate): State<AuthGate>, mut req: Request, next: Next) -> Response {
-    if !gate.enabled {
-        return next.run(req).await;
-    }
-    let started = crate::core::clock::Stopwatch::start();
-    let decision = gate.authorize(req.headers(), req.uri().query());
-    if let Some(m) = &gate.metrics {
-        m.verify_latency.observe(started.elapsed_secs());
-        let outcome = match &decision {
-            Ok(_) => Ok(()),
-            Err(ApiError::Unauthorized(reason)) => Err(*reason),
-            // Authenticated, but not allowed.
-            Err(_) => Ok(()),
-        };
-        let mut labels = crate::edge::metrics::DecisionLabels::of(outcome);
-        if matches!(decision, Err(ApiError::Forbidden(_))) {
-            labels = crate::edge::metrics::DecisionLabels {
-                result: "forbidden",
-                reason: "role",
-            };
-        }
-        m.auth_decisions.get_or_create(&labels).inc();
-    }
-    match decision {
-        Ok(principal) => {
-            tracing::debug!(key = %principal.name, role = %principal.role, "authorized");
+    match gate.check(req.headers(), req.uri().query()) {
+        Ok(None) => next.run(req).await,
+        Ok(Some(principal)) => {
             req.extensions_mut().insert(Authenticated(principal));
             next.run(req).await
         }
-        Err(err) => {
-            match &err {
-                ApiError::Unauthorized(reason) => {
-                    tracing::info!(reason = reason.label(), "credentials refused")
-                }
-                other => tracing::info!(error = %other, "request forbidden"),
-            }
-            err.into_response()
-        }
+        Err(err) => err.into_response(),
     }
 }
 

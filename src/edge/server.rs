@@ -29,6 +29,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath};
 use axum::http::{Request, StatusCode};
+use axum::response::IntoResponse as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
@@ -48,6 +49,23 @@ pub const DRAIN: Duration = Duration::from_secs(10);
 /// Longest time one request may take, long-polls included (their wait is capped below this).
 /// Streaming a large push from a slow agent fits well within it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A handler that takes some requests before the router sees them: the ingest node's push
+/// routes, the hot path, skip the router's matching, middleware and per-layer boxing. It gives
+/// back every request it does not take. What it takes gets the same request timeout as the
+/// router, and a debug log line of the same shape (method, route, status, latency).
+pub trait Intercept: Send + Sync + 'static {
+    /// The route a taken request is logged under, or the request back (moved, not copied:
+    /// the size of the `Err` is the request's own).
+    #[allow(clippy::result_large_err)]
+    fn intercept(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<(&'static str, Intercepted), Request<Incoming>>;
+}
+
+/// The response future of an intercepted request.
+pub type Intercepted = std::pin::Pin<Box<dyn Future<Output = axum::response::Response> + Send>>;
 
 /// How many connections are open, overall and per client address.
 #[derive(Debug)]
@@ -127,6 +145,7 @@ pub struct Server {
     limits: Arc<Limits>,
     /// `Some(n)`: serve on n threads of their own ([`Server::with_workers`]).
     workers: Option<usize>,
+    intercept: Option<Arc<dyn Intercept>>,
 }
 
 impl Server {
@@ -154,6 +173,7 @@ impl Server {
                 open: Mutex::new((0, HashMap::new())),
             }),
             workers: None,
+            intercept: None,
         })
     }
 
@@ -175,6 +195,12 @@ impl Server {
     /// the ingest node — that is what fewer context switches and cross-thread wake-ups buy.
     pub fn with_workers(mut self, n: usize) -> Self {
         self.workers = Some(worker_count(n));
+        self
+    }
+
+    /// Lets `intercept` take requests before the router ([`Intercept`]).
+    pub fn with_intercept(mut self, intercept: Arc<dyn Intercept>) -> Self {
+        self.intercept = Some(intercept);
         self
     }
 
@@ -219,6 +245,7 @@ impl Server {
             acceptor: self.tls.as_ref().map(ServerTlsConfig::acceptor),
             read_timeout: self.read_timeout,
             limits: self.limits,
+            intercept: self.intercept,
         });
         match self.workers {
             None => accept_loop(self.listener, shell, life.clone()).await,
@@ -258,6 +285,7 @@ struct Shell {
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     read_timeout: Duration,
     limits: Arc<Limits>,
+    intercept: Option<Arc<dyn Intercept>>,
 }
 
 thread_local! {
@@ -341,14 +369,11 @@ async fn accept_loop(listener: TcpListener, shell: Arc<Shell>, life: Lifecycle) 
         let (shell, life) = (shell.clone(), life.clone());
         connections.spawn(async move {
             let _admitted = admitted;
-            let router = shell.router.clone();
             match &shell.acceptor {
-                None => serve_connection(tcp, peer, router, shell.read_timeout, life).await,
+                None => serve_connection(tcp, peer, shell.clone(), life).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => {
-                            serve_connection(tls, peer, router, shell.read_timeout, life).await
-                        }
+                        Ok(Ok(tls)) => serve_connection(tls, peer, shell.clone(), life).await,
                         Ok(Err(err)) => {
                             tracing::debug!(%peer, error = %err, "TLS handshake failed")
                         }
@@ -370,20 +395,25 @@ async fn accept_loop(listener: TcpListener, shell: Arc<Shell>, life: Lifecycle) 
 
 /// Serves HTTP/1.1 on one connection until it closes, or finishes the request in flight and
 /// closes when shutdown begins.
-async fn serve_connection<I>(
-    io: I,
-    peer: SocketAddr,
-    router: Router,
-    read_timeout: Duration,
-    life: Lifecycle,
-) where
+async fn serve_connection<I>(io: I, peer: SocketAddr, shell: Arc<Shell>, life: Lifecycle)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let read_timeout = shell.read_timeout;
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         // What `ConnectInfo<SocketAddr>` extractors (the login throttle) read.
         req.extensions_mut().insert(ConnectInfo(peer));
-        let mut router = router.clone();
-        async move { router.call(req.map(Body::new)).await }
+        let shell = shell.clone();
+        async move {
+            let req = match &shell.intercept {
+                Some(intercept) => match intercept.intercept(req) {
+                    Ok((route, handling)) => return Ok(intercepted(route, handling).await),
+                    Err(req) => req,
+                },
+                None => req,
+            };
+            shell.router.clone().call(req.map(Body::new)).await
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -403,6 +433,25 @@ async fn serve_connection<I>(
             let _ = conn.await;
         }
     }
+}
+
+/// An intercepted request under the router's timeout, logged like the router logs.
+async fn intercepted(route: &'static str, handling: Intercepted) -> axum::response::Response {
+    let started =
+        tracing::enabled!(tracing::Level::DEBUG).then(crate::core::clock::Stopwatch::start);
+    let response = match tokio::time::timeout(REQUEST_TIMEOUT, handling).await {
+        Ok(response) => response,
+        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+    };
+    if let Some(started) = started {
+        tracing::debug!(
+            route,
+            status = response.status().as_u16(),
+            latency_ms = started.elapsed_secs() * 1000.0,
+            "finished processing request"
+        );
+    }
+    response
 }
 
 /// Over the connection limits: a short `503` in the errors shape, then close.
