@@ -188,8 +188,9 @@ impl Server {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
-    /// Serves on `n` threads, each with its own single-threaded event loop accepting from this
-    /// listener (0 = one per CPU core), instead of on the caller's runtime. Work a request
+    /// Serves on `n` threads, each with its own single-threaded event loop (0 = one per CPU
+    /// core), instead of on the caller's runtime: the caller's runtime accepts and hands each
+    /// connection to the thread with the fewest open. Work a request
     /// starts stays on its thread: no hand-off between threads per request, and each thread
     /// can keep its own upstream connections ([`current_worker`]). For a uniform proxy load —
     /// the ingest node — that is what fewer context switches and cross-thread wake-ups buy.
@@ -248,26 +249,25 @@ impl Server {
             intercept: self.intercept,
         });
         match self.workers {
-            None => accept_loop(self.listener, shell, life.clone()).await,
+            None => accept_loop(self.listener, shell, life.clone(), None).await,
             Some(n) => {
-                let listener = self
-                    .listener
-                    .into_std()
-                    .context("handing the listener to the worker threads")?;
+                let mut workers = Vec::with_capacity(n);
                 let mut done = Vec::with_capacity(n);
                 for index in 0..n {
-                    let listener = listener
-                        .try_clone()
-                        .context("sharing the listener with a worker thread")?;
+                    let (handoff, incoming) = tokio::sync::mpsc::unbounded_channel();
+                    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
                     let (shell, life) = (shell.clone(), life.clone());
                     let (finished, finishing) = tokio::sync::oneshot::channel::<()>();
                     std::thread::Builder::new()
                         .name(format!("pyrogate-http-{index}"))
-                        .spawn(move || worker(index, listener, shell, life, finished))
+                        .spawn(move || worker(index, incoming, shell, life, finished))
                         .context("starting a worker thread")?;
+                    workers.push(Worker { handoff, open });
                     done.push(finishing);
                 }
-                drop(listener);
+                accept_loop(self.listener, shell, life.clone(), Some(&workers)).await;
+                // Closing the hand-off channels lets each worker drain and end.
+                drop(workers);
                 for finishing in done {
                     // An error only means that worker has already ended.
                     let _ = finishing.await;
@@ -307,11 +307,26 @@ pub fn worker_count(configured: usize) -> usize {
     }
 }
 
-/// One serving thread: a single-threaded runtime running the accept loop on its copy of the
-/// listener until shutdown, then draining its connections.
+/// A serving thread as the accept loop sees it: where to hand a connection, and how many it
+/// has open.
+struct Worker {
+    handoff: tokio::sync::mpsc::UnboundedSender<Handoff>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// An accepted connection on its way to a worker, with its place under the limits.
+struct Handoff {
+    tcp: std::net::TcpStream,
+    peer: SocketAddr,
+    admitted: Admitted,
+    open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One serving thread: a single-threaded runtime serving the connections the accept loop
+/// hands it, until the hand-off channel closes; then it drains its connections.
 fn worker(
     index: usize,
-    listener: std::net::TcpListener,
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<Handoff>,
     shell: Arc<Shell>,
     life: Lifecycle,
     finished: tokio::sync::oneshot::Sender<()>,
@@ -330,20 +345,43 @@ fn worker(
         }
     };
     runtime.block_on(async move {
-        match TcpListener::from_std(listener) {
-            Ok(listener) => accept_loop(listener, shell, life).await,
-            Err(err) => {
-                tracing::error!(error = %err, "a worker could not take the listener");
-                life.stop();
-            }
+        let connections = TaskTracker::new();
+        while let Some(handoff) = incoming.recv().await {
+            let Handoff {
+                tcp,
+                peer,
+                admitted,
+                open,
+            } = handoff;
+            let tcp = match TcpStream::from_std(tcp) {
+                Ok(tcp) => tcp,
+                Err(err) => {
+                    tracing::warn!(error = %err, "a worker could not take a connection");
+                    open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
+            };
+            let (shell, life) = (shell.clone(), life.clone());
+            connections.spawn(async move {
+                serve(tcp, peer, admitted, shell, life).await;
+                open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            });
         }
+        drain(connections).await;
     });
     let _ = finished.send(());
 }
 
 /// Accepts connections until shutdown begins, then waits (at most [`DRAIN`]) for the ones
-/// open to finish their requests.
-async fn accept_loop(listener: TcpListener, shell: Arc<Shell>, life: Lifecycle) {
+/// open here to finish their requests. With `workers`, each connection goes to the worker with
+/// the fewest open — kept balanced here, since every worker sharing one listener let the
+/// first awake take them all.
+async fn accept_loop(
+    listener: TcpListener,
+    shell: Arc<Shell>,
+    life: Lifecycle,
+    workers: Option<&[Worker]>,
+) {
     let connections = TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -366,30 +404,70 @@ async fn accept_loop(listener: TcpListener, shell: Arc<Shell>, life: Lifecycle) 
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let (shell, life) = (shell.clone(), life.clone());
-        connections.spawn(async move {
-            let _admitted = admitted;
-            match &shell.acceptor {
-                None => serve_connection(tcp, peer, shell.clone(), life).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => serve_connection(tls, peer, shell.clone(), life).await,
-                        Ok(Err(err)) => {
-                            tracing::debug!(%peer, error = %err, "TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        match workers {
+            None => {
+                let (shell, life) = (shell.clone(), life.clone());
+                connections.spawn(serve(tcp, peer, admitted, shell, life));
+            }
+            Some(workers) => {
+                use std::sync::atomic::Ordering::Relaxed;
+                let Some(worker) = workers.iter().min_by_key(|w| w.open.load(Relaxed)) else {
+                    continue;
+                };
+                let tcp = match tcp.into_std() {
+                    Ok(tcp) => tcp,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "could not hand a connection to a worker");
+                        continue;
                     }
+                };
+                worker.open.fetch_add(1, Relaxed);
+                let handoff = Handoff {
+                    tcp,
+                    peer,
+                    admitted,
+                    open: worker.open.clone(),
+                };
+                if worker.handoff.send(handoff).is_err() {
+                    worker.open.fetch_sub(1, Relaxed);
+                    tracing::warn!("a worker has stopped; dropping a connection");
                 }
             }
-        });
+        }
     }
     drop(listener);
+    drain(connections).await;
+}
+
+/// Waits at most [`DRAIN`] for `connections` to finish.
+async fn drain(connections: TaskTracker) {
     connections.close();
     if tokio::time::timeout(DRAIN, connections.wait())
         .await
         .is_err()
     {
         tracing::warn!("connections did not finish in time");
+    }
+}
+
+/// One admitted connection: the TLS handshake if serving TLS, then HTTP/1.1.
+async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    admitted: Admitted,
+    shell: Arc<Shell>,
+    life: Lifecycle,
+) {
+    let _admitted = admitted;
+    match &shell.acceptor {
+        None => serve_connection(tcp, peer, shell.clone(), life).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => serve_connection(tls, peer, shell.clone(), life).await,
+                Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
     }
 }
 
