@@ -63,6 +63,8 @@ pub struct AuthGate {
     /// When set, a Basic username must equal the key's tenant (Grafana-Cloud style).
     basic_user_is_tenant: bool,
     metrics: Option<Arc<crate::edge::metrics::Metrics>>,
+    /// The `allowed` decision counter, looked up once: it is hit on every request.
+    allowed: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl std::fmt::Debug for AuthGate {
@@ -82,6 +84,7 @@ impl AuthGate {
             enabled: true,
             basic_user_is_tenant: false,
             metrics: None,
+            allowed: None,
         }
     }
 
@@ -92,6 +95,12 @@ impl AuthGate {
 
     /// Records decisions (by result and reason) and verification time.
     pub fn with_metrics(mut self, metrics: Arc<crate::edge::metrics::Metrics>) -> Self {
+        self.allowed = Some(
+            metrics
+                .auth_decisions
+                .get_or_create(&crate::edge::metrics::DecisionLabels::of(Ok(())))
+                .clone(),
+        );
         self.metrics = Some(metrics);
         self
     }
@@ -154,18 +163,13 @@ impl AuthGate {
         let decision = self.authorize(headers, query);
         if let Some(m) = &self.metrics {
             m.verify_latency.observe(started.elapsed_secs());
-            let labels = match &decision {
-                Ok(_) => crate::edge::metrics::DecisionLabels::of(Ok(())),
-                Err(ApiError::Unauthorized(reason)) => {
-                    crate::edge::metrics::DecisionLabels::of(Err(*reason))
-                }
-                // Authenticated, but not allowed.
-                Err(_) => crate::edge::metrics::DecisionLabels {
-                    result: "forbidden",
-                    reason: "role",
-                },
+            match (&decision, &self.allowed) {
+                (Ok(_), Some(allowed)) => allowed.inc(),
+                _ => m
+                    .auth_decisions
+                    .get_or_create(&decision_labels(&decision))
+                    .inc(),
             };
-            m.auth_decisions.get_or_create(&labels).inc();
         }
         match decision {
             Ok(principal) => {
@@ -182,6 +186,23 @@ impl AuthGate {
                 Err(err)
             }
         }
+    }
+}
+
+/// The metric labels of a decision.
+fn decision_labels(
+    decision: &Result<Arc<Principal>, ApiError>,
+) -> crate::edge::metrics::DecisionLabels {
+    match decision {
+        Ok(_) => crate::edge::metrics::DecisionLabels::of(Ok(())),
+        Err(ApiError::Unauthorized(reason)) => {
+            crate::edge::metrics::DecisionLabels::of(Err(*reason))
+        }
+        // Authenticated, but not allowed.
+        Err(_) => crate::edge::metrics::DecisionLabels {
+            result: "forbidden",
+            reason: "role",
+        },
     }
 }
 

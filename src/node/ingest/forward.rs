@@ -40,6 +40,8 @@ struct Inner {
     spool: Spool,
     wake: Notify,
     metrics: Arc<Metrics>,
+    /// `upstream_requests{result="ok"}`, looked up once: it is hit on every push.
+    delivered: prometheus_client::metrics::counter::Counter,
 }
 
 #[derive(Debug)]
@@ -70,11 +72,16 @@ impl Forwarder {
         metrics.spool_entries.set(spool.len() as u64);
         metrics.spool_bytes.set(spool.bytes());
         metrics.spool_dead_letters.set(spool.dead_letters() as u64);
+        let delivered = metrics
+            .upstream_requests
+            .get_or_create(&ResultLabels { result: "ok" })
+            .clone();
         Ok(Forwarder {
             inner: Arc::new(Inner {
                 upstream,
                 spool,
                 wake: Notify::new(),
+                delivered,
                 metrics,
             }),
         })
@@ -104,11 +111,14 @@ impl Forwarder {
             Ok(_) => "client_error",
             Err(_) => "unreachable",
         };
-        inner
-            .metrics
-            .upstream_requests
-            .get_or_create(&ResultLabels { result: label })
-            .inc();
+        match label {
+            "ok" => inner.delivered.inc(),
+            _ => inner
+                .metrics
+                .upstream_requests
+                .get_or_create(&ResultLabels { result: label })
+                .inc(),
+        };
         inner
             .metrics
             .upstream_latency

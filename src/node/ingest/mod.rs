@@ -359,7 +359,6 @@ where
     } else {
         app_name(parts.uri.query())
     };
-    let key_name = principal.as_ref().map(|p| p.name.clone());
     let push = Push {
         path_and_query,
         headers,
@@ -368,7 +367,7 @@ where
     };
     inner.stats.record(
         &app,
-        key_name.as_deref(),
+        principal.as_ref().map(|p| p.name.as_str()),
         push.body.len() as u64,
         inner.clock.now(),
     );
