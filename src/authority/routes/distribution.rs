@@ -280,6 +280,7 @@ async fn revocations(
                     "too many pending long-polls; retry shortly".into(),
                 ));
             };
+            let _counted = HeldPoll::count(&state.metrics.revocation_long_polls);
             let seen = current.version;
             let changed = async {
                 loop {
@@ -312,6 +313,22 @@ async fn revocations(
         h.insert(header::ETAG, v);
     }
     Ok(response)
+}
+
+/// One held long-poll in `pyrogate_revocation_long_polls`, for as long as it lives.
+struct HeldPoll<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> HeldPoll<'a> {
+    fn count(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        HeldPoll(gauge)
+    }
+}
+
+impl Drop for HeldPoll<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 fn not_modified(current: &Published) -> Response {
