@@ -9,12 +9,6 @@ mod cli;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    // No transparent huge pages: mimalloc asks for them on its arenas, and the kernel then backs
-    // every touched 2 MiB at once, so each idle connection's mostly-empty 8 KiB hyper buffers
-    // counted whole (~21 KiB resident per held long-poll instead of ~13 KiB, and ~7 MiB more at
-    // rest; docs/benchmarks.md). A gateway's heap is small: the TLB saving is not worth it.
-    #[cfg(target_os = "linux")]
-    let _ = rustix::thread::disable_transparent_huge_pages(true);
     // jsonwebtoken's crypto is ours (ring), installed before anything signs or verifies.
     if let Err(err) = pyrogate::core::crypto::install() {
         eprintln!("error: {err}");

@@ -303,63 +303,73 @@ impl IfNoneMatch {
     }
 }
 
-async fn revocations(
+/// `GET /api/revocations`. Not an `async fn`: what it needs from the request and the state is
+/// taken here, and the future it returns — which is what a held poll is, for up to a minute,
+/// on every node's connection — keeps only the publisher, the shutdown token, the gauge and
+/// the tags. (The request's URI and headers are slices of the connection's read buffer: a held
+/// poll must not keep them.)
+fn revocations(
     State(state): State<AppState>,
     request: axum::extract::Request,
-) -> Result<Response, ApiError> {
+) -> impl Future<Output = Result<Response, ApiError>> + Send {
     let wait = wait_param(
         request.uri().query(),
         state.settings.authority.revocations_max_wait,
-    )?;
-    let tags = IfNoneMatch::of(request.headers());
-    // The request's URI and headers are slices of the connection's read buffer: a held poll
-    // must not keep them (8 KiB per connection otherwise).
-    drop(request);
-    // Subscribe before reading, so a change between the read and the wait is not missed.
-    let mut changes = state.publisher.version.subscribe();
-    let mut current = state.publisher.current();
-    if tags.matches(&current.etag()) {
-        if let Some(wait) = wait.filter(|w| !w.is_zero()) {
-            // Each held poll is a connection and a task: past the cap, shed it clearly (the
-            // node backs off and polls again) instead of holding everything it is sent.
-            let Ok(_held) = state.publisher.long_polls.clone().try_acquire_owned() else {
-                return Err(ApiError::Unavailable(
-                    "too many pending long-polls; retry shortly".into(),
-                ));
-            };
-            let _counted = HeldPoll::count(&state.metrics.revocation_long_polls);
-            let seen = current.version;
-            let changed = async {
-                loop {
-                    if *changes.borrow_and_update() != seen {
-                        return;
-                    }
-                    if changes.changed().await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::timeout(wait, changed) => {}
-                () = state.life.stopping() => {}
-            }
-            current = state.publisher.current();
-        }
-        if tags.matches(&current.etag()) {
-            return Ok(not_modified(&current));
-        }
-    }
-    let mut response = Body::from(current.body.clone()).into_response();
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/jwt"),
     );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Some(etag) = &current.etag_header {
-        h.insert(header::ETAG, etag.clone());
+    let tags = IfNoneMatch::of(request.headers());
+    drop(request);
+    let publisher = state.publisher.clone();
+    let life = state.life.clone();
+    let metrics = state.metrics.clone();
+    drop(state);
+    async move {
+        let wait = wait?;
+        // Subscribe before reading, so a change between the read and the wait is not missed.
+        let mut changes = publisher.version.subscribe();
+        let mut current = publisher.current();
+        if tags.matches(&current.etag()) {
+            if let Some(wait) = wait.filter(|w| !w.is_zero()) {
+                // Each held poll is a connection and a task: past the cap, shed it clearly
+                // (the node backs off and polls again) instead of holding all it is sent.
+                let Ok(_held) = publisher.long_polls.clone().try_acquire_owned() else {
+                    return Err(ApiError::Unavailable(
+                        "too many pending long-polls; retry shortly".into(),
+                    ));
+                };
+                let _counted = HeldPoll::count(&metrics.revocation_long_polls);
+                let seen = current.version;
+                let changed = async {
+                    loop {
+                        if *changes.borrow_and_update() != seen {
+                            return;
+                        }
+                        if changes.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::timeout(wait, changed) => {}
+                    () = life.stopping() => {}
+                }
+                current = publisher.current();
+            }
+            if tags.matches(&current.etag()) {
+                return Ok(not_modified(&current));
+            }
+        }
+        let mut response = Body::from(current.body.clone()).into_response();
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/jwt"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        if let Some(etag) = &current.etag_header {
+            h.insert(header::ETAG, etag.clone());
+        }
+        Ok(response)
     }
-    Ok(response)
 }
 
 /// One held long-poll in `pyrogate_revocation_long_polls`, for as long as it lives.

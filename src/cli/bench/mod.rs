@@ -60,6 +60,9 @@ pub enum BenchCommand {
         /// Long-polls held at once (each its own connection).
         #[arg(long, default_value_t = 10_000)]
         polls: usize,
+        /// Revocations, one after another: every poll polls again at once with the new version.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
         /// `?wait=` of each poll, seconds (also the authority's `revocations.max-wait`).
         #[arg(long, default_value_t = 60)]
         wait: u64,
@@ -104,11 +107,13 @@ pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::LongPoll {
             json,
             polls,
+            rounds,
             wait,
             server_binary,
         } => {
             let report = bootstrap::runtime()?.block_on(long_poll::long_poll(
                 polls.max(1),
+                rounds.max(1),
                 wait.max(15),
                 server_binary.as_deref(),
             ))?;
