@@ -441,7 +441,9 @@ impl Settings {
                     "must be at least 1 (0 would lock the account's owner out too)",
                 ));
             }
-            if u64::from(login_delays.max_waiting) * login_delays.max_secs > LOGIN_MAX_QUEUE_SECS {
+            if u64::from(login_delays.max_waiting).saturating_mul(login_delays.max_secs)
+                > LOGIN_MAX_QUEUE_SECS
+            {
                 return Err(l.bad(
                     "auth.login-max-waiting",
                     format!(

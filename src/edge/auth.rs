@@ -63,6 +63,8 @@ pub struct AuthGate {
     /// When set, a Basic username must equal the key's tenant (Grafana-Cloud style).
     basic_user_is_tenant: bool,
     metrics: Option<Arc<crate::edge::metrics::Metrics>>,
+    /// The `allowed` decision counter, looked up once: it is hit on every request.
+    allowed: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl std::fmt::Debug for AuthGate {
@@ -82,6 +84,7 @@ impl AuthGate {
             enabled: true,
             basic_user_is_tenant: false,
             metrics: None,
+            allowed: None,
         }
     }
 
@@ -92,6 +95,12 @@ impl AuthGate {
 
     /// Records decisions (by result and reason) and verification time.
     pub fn with_metrics(mut self, metrics: Arc<crate::edge::metrics::Metrics>) -> Self {
+        self.allowed = Some(
+            metrics
+                .auth_decisions
+                .get_or_create(&crate::edge::metrics::DecisionLabels::of(Ok(())))
+                .clone(),
+        );
         self.metrics = Some(metrics);
         self
     }
@@ -138,46 +147,75 @@ impl AuthGate {
     }
 }
 
+impl AuthGate {
+    /// The whole decision for one request, as the middleware makes it: `Ok(None)` when the
+    /// gate is off, the caller when allowed; the decision and its time go to the metrics, the
+    /// reason for a refusal to the log (never the credential).
+    pub fn check(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Option<Arc<Principal>>, ApiError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let started = crate::core::clock::Stopwatch::start();
+        let decision = self.authorize(headers, query);
+        if let Some(m) = &self.metrics {
+            m.verify_latency.observe(started.elapsed_secs());
+            match (&decision, &self.allowed) {
+                (Ok(_), Some(allowed)) => allowed.inc(),
+                _ => m
+                    .auth_decisions
+                    .get_or_create(&decision_labels(&decision))
+                    .inc(),
+            };
+        }
+        match decision {
+            Ok(principal) => {
+                tracing::debug!(key = %principal.name, role = %principal.role, "authorized");
+                Ok(Some(principal))
+            }
+            Err(err) => {
+                match &err {
+                    ApiError::Unauthorized(reason) => {
+                        tracing::info!(reason = reason.label(), "credentials refused")
+                    }
+                    other => tracing::info!(error = %other, "request forbidden"),
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+/// The metric labels of a decision.
+fn decision_labels(
+    decision: &Result<Arc<Principal>, ApiError>,
+) -> crate::edge::metrics::DecisionLabels {
+    match decision {
+        Ok(_) => crate::edge::metrics::DecisionLabels::of(Ok(())),
+        Err(ApiError::Unauthorized(reason)) => {
+            crate::edge::metrics::DecisionLabels::of(Err(*reason))
+        }
+        // Authenticated, but not allowed.
+        Err(_) => crate::edge::metrics::DecisionLabels {
+            result: "forbidden",
+            reason: "role",
+        },
+    }
+}
+
 /// The middleware: `router.layer(axum::middleware::from_fn_with_state(gate, auth::require))`.
 #[tracing::instrument(skip_all, name = "auth")] // skip_all: never log the credentials
 pub async fn require(State(gate): State<AuthGate>, mut req: Request, next: Next) -> Response {
-    if !gate.enabled {
-        return next.run(req).await;
-    }
-    let started = crate::core::clock::Stopwatch::start();
-    let decision = gate.authorize(req.headers(), req.uri().query());
-    if let Some(m) = &gate.metrics {
-        m.verify_latency.observe(started.elapsed_secs());
-        let outcome = match &decision {
-            Ok(_) => Ok(()),
-            Err(ApiError::Unauthorized(reason)) => Err(*reason),
-            // Authenticated, but not allowed.
-            Err(_) => Ok(()),
-        };
-        let mut labels = crate::edge::metrics::DecisionLabels::of(outcome);
-        if matches!(decision, Err(ApiError::Forbidden(_))) {
-            labels = crate::edge::metrics::DecisionLabels {
-                result: "forbidden",
-                reason: "role",
-            };
-        }
-        m.auth_decisions.get_or_create(&labels).inc();
-    }
-    match decision {
-        Ok(principal) => {
-            tracing::debug!(key = %principal.name, role = %principal.role, "authorized");
+    match gate.check(req.headers(), req.uri().query()) {
+        Ok(None) => next.run(req).await,
+        Ok(Some(principal)) => {
             req.extensions_mut().insert(Authenticated(principal));
             next.run(req).await
         }
-        Err(err) => {
-            match &err {
-                ApiError::Unauthorized(reason) => {
-                    tracing::info!(reason = reason.label(), "credentials refused")
-                }
-                other => tracing::info!(error = %other, "request forbidden"),
-            }
-            err.into_response()
-        }
+        Err(err) => err.into_response(),
     }
 }
 

@@ -29,6 +29,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath};
 use axum::http::{Request, StatusCode};
+use axum::response::IntoResponse as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
@@ -48,6 +49,23 @@ pub const DRAIN: Duration = Duration::from_secs(10);
 /// Longest time one request may take, long-polls included (their wait is capped below this).
 /// Streaming a large push from a slow agent fits well within it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A handler that takes some requests before the router sees them: the ingest node's push
+/// routes, the hot path, skip the router's matching, middleware and per-layer boxing. It gives
+/// back every request it does not take. What it takes gets the same request timeout as the
+/// router, and a debug log line of the same shape (method, route, status, latency).
+pub trait Intercept: Send + Sync + 'static {
+    /// The route a taken request is logged under, or the request back (moved, not copied:
+    /// the size of the `Err` is the request's own).
+    #[allow(clippy::result_large_err)]
+    fn intercept(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<(&'static str, Intercepted), Request<Incoming>>;
+}
+
+/// The response future of an intercepted request.
+pub type Intercepted = std::pin::Pin<Box<dyn Future<Output = axum::response::Response> + Send>>;
 
 /// How many connections are open, overall and per client address.
 #[derive(Debug)]
@@ -127,6 +145,7 @@ pub struct Server {
     limits: Arc<Limits>,
     /// `Some(n)`: serve on n threads of their own ([`Server::with_workers`]).
     workers: Option<usize>,
+    intercept: Option<Arc<dyn Intercept>>,
 }
 
 impl Server {
@@ -154,6 +173,7 @@ impl Server {
                 open: Mutex::new((0, HashMap::new())),
             }),
             workers: None,
+            intercept: None,
         })
     }
 
@@ -168,13 +188,20 @@ impl Server {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
-    /// Serves on `n` threads, each with its own single-threaded event loop accepting from this
-    /// listener (0 = one per CPU core), instead of on the caller's runtime. Work a request
+    /// Serves on `n` threads, each with its own single-threaded event loop (0 = one per CPU
+    /// core), instead of on the caller's runtime: the caller's runtime accepts and hands each
+    /// connection to the thread with the fewest open. Work a request
     /// starts stays on its thread: no hand-off between threads per request, and each thread
     /// can keep its own upstream connections ([`current_worker`]). For a uniform proxy load —
     /// the ingest node — that is what fewer context switches and cross-thread wake-ups buy.
     pub fn with_workers(mut self, n: usize) -> Self {
         self.workers = Some(worker_count(n));
+        self
+    }
+
+    /// Lets `intercept` take requests before the router ([`Intercept`]).
+    pub fn with_intercept(mut self, intercept: Arc<dyn Intercept>) -> Self {
+        self.intercept = Some(intercept);
         self
     }
 
@@ -219,28 +246,28 @@ impl Server {
             acceptor: self.tls.as_ref().map(ServerTlsConfig::acceptor),
             read_timeout: self.read_timeout,
             limits: self.limits,
+            intercept: self.intercept,
         });
         match self.workers {
-            None => accept_loop(self.listener, shell, life.clone()).await,
+            None => accept_loop(self.listener, shell, life.clone(), None).await,
             Some(n) => {
-                let listener = self
-                    .listener
-                    .into_std()
-                    .context("handing the listener to the worker threads")?;
+                let mut workers = Vec::with_capacity(n);
                 let mut done = Vec::with_capacity(n);
                 for index in 0..n {
-                    let listener = listener
-                        .try_clone()
-                        .context("sharing the listener with a worker thread")?;
+                    let (handoff, incoming) = tokio::sync::mpsc::unbounded_channel();
+                    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
                     let (shell, life) = (shell.clone(), life.clone());
                     let (finished, finishing) = tokio::sync::oneshot::channel::<()>();
                     std::thread::Builder::new()
                         .name(format!("pyrogate-http-{index}"))
-                        .spawn(move || worker(index, listener, shell, life, finished))
+                        .spawn(move || worker(index, incoming, shell, life, finished))
                         .context("starting a worker thread")?;
+                    workers.push(Worker { handoff, open });
                     done.push(finishing);
                 }
-                drop(listener);
+                accept_loop(self.listener, shell, life.clone(), Some(&workers)).await;
+                // Closing the hand-off channels lets each worker drain and end.
+                drop(workers);
                 for finishing in done {
                     // An error only means that worker has already ended.
                     let _ = finishing.await;
@@ -258,6 +285,7 @@ struct Shell {
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     read_timeout: Duration,
     limits: Arc<Limits>,
+    intercept: Option<Arc<dyn Intercept>>,
 }
 
 thread_local! {
@@ -279,11 +307,26 @@ pub fn worker_count(configured: usize) -> usize {
     }
 }
 
-/// One serving thread: a single-threaded runtime running the accept loop on its copy of the
-/// listener until shutdown, then draining its connections.
+/// A serving thread as the accept loop sees it: where to hand a connection, and how many it
+/// has open.
+struct Worker {
+    handoff: tokio::sync::mpsc::UnboundedSender<Handoff>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// An accepted connection on its way to a worker, with its place under the limits.
+struct Handoff {
+    tcp: std::net::TcpStream,
+    peer: SocketAddr,
+    admitted: Admitted,
+    open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One serving thread: a single-threaded runtime serving the connections the accept loop
+/// hands it, until the hand-off channel closes; then it drains its connections.
 fn worker(
     index: usize,
-    listener: std::net::TcpListener,
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<Handoff>,
     shell: Arc<Shell>,
     life: Lifecycle,
     finished: tokio::sync::oneshot::Sender<()>,
@@ -302,20 +345,43 @@ fn worker(
         }
     };
     runtime.block_on(async move {
-        match TcpListener::from_std(listener) {
-            Ok(listener) => accept_loop(listener, shell, life).await,
-            Err(err) => {
-                tracing::error!(error = %err, "a worker could not take the listener");
-                life.stop();
-            }
+        let connections = TaskTracker::new();
+        while let Some(handoff) = incoming.recv().await {
+            let Handoff {
+                tcp,
+                peer,
+                admitted,
+                open,
+            } = handoff;
+            let tcp = match TcpStream::from_std(tcp) {
+                Ok(tcp) => tcp,
+                Err(err) => {
+                    tracing::warn!(error = %err, "a worker could not take a connection");
+                    open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
+            };
+            let (shell, life) = (shell.clone(), life.clone());
+            connections.spawn(async move {
+                serve(tcp, peer, admitted, shell, life).await;
+                open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            });
         }
+        drain(connections).await;
     });
     let _ = finished.send(());
 }
 
 /// Accepts connections until shutdown begins, then waits (at most [`DRAIN`]) for the ones
-/// open to finish their requests.
-async fn accept_loop(listener: TcpListener, shell: Arc<Shell>, life: Lifecycle) {
+/// open here to finish their requests. With `workers`, each connection goes to the worker with
+/// the fewest open — kept balanced here, since every worker sharing one listener let the
+/// first awake take them all.
+async fn accept_loop(
+    listener: TcpListener,
+    shell: Arc<Shell>,
+    life: Lifecycle,
+    workers: Option<&[Worker]>,
+) {
     let connections = TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -338,28 +404,43 @@ async fn accept_loop(listener: TcpListener, shell: Arc<Shell>, life: Lifecycle) 
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let (shell, life) = (shell.clone(), life.clone());
-        connections.spawn(async move {
-            let _admitted = admitted;
-            let router = shell.router.clone();
-            match &shell.acceptor {
-                None => serve_connection(tcp, peer, router, shell.read_timeout, life).await,
-                // Boxed: see `serve_tls`.
-                Some(acceptor) => {
-                    Box::pin(serve_tls(
-                        acceptor,
-                        tcp,
-                        peer,
-                        router,
-                        shell.read_timeout,
-                        life,
-                    ))
-                    .await
+        match workers {
+            None => {
+                let (shell, life) = (shell.clone(), life.clone());
+                connections.spawn(serve(tcp, peer, admitted, shell, life));
+            }
+            Some(workers) => {
+                use std::sync::atomic::Ordering::Relaxed;
+                let Some(worker) = workers.iter().min_by_key(|w| w.open.load(Relaxed)) else {
+                    continue;
+                };
+                let tcp = match tcp.into_std() {
+                    Ok(tcp) => tcp,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "could not hand a connection to a worker");
+                        continue;
+                    }
+                };
+                worker.open.fetch_add(1, Relaxed);
+                let handoff = Handoff {
+                    tcp,
+                    peer,
+                    admitted,
+                    open: worker.open.clone(),
+                };
+                if worker.handoff.send(handoff).is_err() {
+                    worker.open.fetch_sub(1, Relaxed);
+                    tracing::warn!("a worker has stopped; dropping a connection");
                 }
             }
-        });
+        }
     }
     drop(listener);
+    drain(connections).await;
+}
+
+/// Waits at most [`DRAIN`] for `connections` to finish.
+async fn drain(connections: TaskTracker) {
     connections.close();
     if tokio::time::timeout(DRAIN, connections.wait())
         .await
@@ -369,20 +450,35 @@ async fn accept_loop(listener: TcpListener, shell: Arc<Shell>, life: Lifecycle) 
     }
 }
 
-/// The TLS handshake, then [`serve_connection`] over TLS. Kept out of line (and boxed by the
-/// caller) because its state — a rustls connection inline — is several KiB: inline, every
+/// One admitted connection: the TLS handshake if serving TLS, then HTTP/1.1.
+async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    admitted: Admitted,
+    shell: Arc<Shell>,
+    life: Lifecycle,
+) {
+    let _admitted = admitted;
+    match &shell.acceptor {
+        None => serve_connection(tcp, peer, shell.clone(), life).await,
+        // Boxed: see `serve_tls`.
+        Some(acceptor) => Box::pin(serve_tls(acceptor, tcp, peer, shell.clone(), life)).await,
+    }
+}
+
+/// The TLS handshake, then [`serve_connection`] over TLS. Kept out of line (and boxed by
+/// [`serve`]) because its state — a rustls connection inline — is several KiB: inline, every
 /// plain-HTTP connection's task would be that large too (6.5 KiB instead of ~1 KiB each, which
 /// is what an idle long-poll costs the authority).
 async fn serve_tls(
     acceptor: &tokio_rustls::TlsAcceptor,
     tcp: TcpStream,
     peer: SocketAddr,
-    router: Router,
-    read_timeout: Duration,
+    shell: Arc<Shell>,
     life: Lifecycle,
 ) {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => serve_connection(tls, peer, router, read_timeout, life).await,
+        Ok(Ok(tls)) => serve_connection(tls, peer, shell, life).await,
         Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
@@ -390,21 +486,26 @@ async fn serve_tls(
 
 /// Serves HTTP/1.1 on one connection until it closes, or finishes the request in flight and
 /// closes when shutdown begins.
-async fn serve_connection<I>(
-    io: I,
-    peer: SocketAddr,
-    router: Router,
-    read_timeout: Duration,
-    life: Lifecycle,
-) where
+async fn serve_connection<I>(io: I, peer: SocketAddr, shell: Arc<Shell>, life: Lifecycle)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let read_timeout = shell.read_timeout;
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         // What `ConnectInfo<SocketAddr>` extractors (the login throttle) read.
         req.extensions_mut().insert(ConnectInfo(peer));
         own_head(&mut req);
-        let mut router = router.clone();
-        async move { router.call(req.map(Body::new)).await }
+        let shell = shell.clone();
+        async move {
+            let req = match &shell.intercept {
+                Some(intercept) => match intercept.intercept(req) {
+                    Ok((route, handling)) => return Ok(intercepted(route, handling).await),
+                    Err(req) => req,
+                },
+                None => req,
+            };
+            shell.router.clone().call(req.map(Body::new)).await
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -459,6 +560,25 @@ fn own_head(req: &mut Request<Incoming>) {
         }
         at = end;
     }
+}
+
+/// An intercepted request under the router's timeout, logged like the router logs.
+async fn intercepted(route: &'static str, handling: Intercepted) -> axum::response::Response {
+    let started =
+        tracing::enabled!(tracing::Level::DEBUG).then(crate::core::clock::Stopwatch::start);
+    let response = match tokio::time::timeout(REQUEST_TIMEOUT, handling).await {
+        Ok(response) => response,
+        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+    };
+    if let Some(started) = started {
+        tracing::debug!(
+            route,
+            status = response.status().as_u16(),
+            latency_ms = started.elapsed_secs() * 1000.0,
+            "finished processing request"
+        );
+    }
+    response
 }
 
 /// Over the connection limits: a short `503` in the errors shape, then close.

@@ -148,9 +148,12 @@ impl IngestNode {
                 .fallback(|| async { ApiError::NotFound("not found".into()) })
                 .with_state(node_state),
         );
+        let intercept =
+            ingest::PushIntercept::new(ingest.clone(), verifier.clone(), &settings.auth);
         let server = Server::bind(&settings.server, router)
             .await?
-            .with_workers(settings.ingest.worker_threads);
+            .with_workers(settings.ingest.worker_threads)
+            .with_intercept(Arc::new(intercept));
         Ok(IngestNode {
             server,
             syncer,

@@ -142,3 +142,58 @@ async fn past_the_connection_limits_new_connections_get_a_503_and_freed_places_a
             .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_spread_evenly_over_the_serving_threads() {
+    use axum::routing::get;
+    use pyrogate::edge::server::{Lifecycle, Server, current_worker};
+    let settings = node_settings(std::path::Path::new("/nonexistent"), "");
+    // Each request answers with the serving thread it ran on.
+    let router = axum::Router::new().route(
+        "/which",
+        get(|| async { format!("{:?}", current_worker()) }),
+    );
+    let server = Server::bind(&settings.server, router)
+        .await
+        .unwrap()
+        .with_workers(3);
+    let port = server.local_addr().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run_until(
+        async {
+            let _ = stopped.await;
+        },
+        Lifecycle::new(),
+    ));
+    // Six connections opened in a burst and kept open: two on each thread.
+    let mut open = Vec::new();
+    for _ in 0..6 {
+        open.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    let mut threads = Vec::new();
+    for tcp in &mut open {
+        tcp.write_all(b"GET /which HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while !String::from_utf8_lossy(&got).contains(")") {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got).into_owned();
+        threads.push(text.rsplit("\r\n\r\n").next().unwrap().to_owned());
+    }
+    threads.sort();
+    assert_eq!(
+        threads,
+        [
+            "Some(0)", "Some(0)", "Some(1)", "Some(1)", "Some(2)", "Some(2)"
+        ],
+        "every request ran on a serving thread, two connections each"
+    );
+    drop(open);
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+}

@@ -9,7 +9,9 @@
 //! | [`query_proxy`] | the node's read proxy |
 //! | [`auth_layer`] | the auth layer in an axum router, driven with `oneshot` (no sockets, its own `Harness`) |
 //! | [`hostile_tokens`], [`mutation`] | the verifier against bad and mutated tokens |
+//! | [`props`] | property tests (proptest): the token pre-screen, the config parser, the spool's records |
 //! | [`keyring_cli`] | the signing-key and token commands of the binary (its own `Cli` runner) |
+//! | [`soak`] | 500 agents through two node processes for a minute while keys churn and the signing key rotates: nothing accepted is lost, revocation within 1 s, flat RSS (`PYROGATE_SOAK_SECS`) |
 //! | [`support`] | keys, verifiers and crafted tokens for the crypto suites |
 //! | [`architecture`] | the module-graph check |
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -26,6 +28,8 @@ mod ingest;
 mod keyring_cli;
 mod listeners;
 mod mutation;
+mod props;
 mod query_proxy;
+mod soak;
 mod support;
 mod tls;

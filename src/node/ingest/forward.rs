@@ -40,6 +40,8 @@ struct Inner {
     spool: Spool,
     wake: Notify,
     metrics: Arc<Metrics>,
+    /// `upstream_requests{result="ok"}`, looked up once: it is hit on every push.
+    delivered: prometheus_client::metrics::counter::Counter,
 }
 
 #[derive(Debug)]
@@ -70,11 +72,16 @@ impl Forwarder {
         metrics.spool_entries.set(spool.len() as u64);
         metrics.spool_bytes.set(spool.bytes());
         metrics.spool_dead_letters.set(spool.dead_letters() as u64);
+        let delivered = metrics
+            .upstream_requests
+            .get_or_create(&ResultLabels { result: "ok" })
+            .clone();
         Ok(Forwarder {
             inner: Arc::new(Inner {
                 upstream,
                 spool,
                 wake: Notify::new(),
+                delivered,
                 metrics,
             }),
         })
@@ -104,11 +111,14 @@ impl Forwarder {
             Ok(_) => "client_error",
             Err(_) => "unreachable",
         };
-        inner
-            .metrics
-            .upstream_requests
-            .get_or_create(&ResultLabels { result: label })
-            .inc();
+        match label {
+            "ok" => inner.delivered.inc(),
+            _ => inner
+                .metrics
+                .upstream_requests
+                .get_or_create(&ResultLabels { result: label })
+                .inc(),
+        };
         inner
             .metrics
             .upstream_latency
@@ -122,7 +132,7 @@ impl Forwarder {
     async fn request(&self, push: &Push) -> Result<Response, Failure> {
         let inner = &self.inner;
         let upstream = &inner.upstream;
-        let uri = upstream.uri(&push.path_and_query);
+        let uri = upstream.target(&push.path_and_query);
         let mut builder = upstream.authorize(Request::builder().method(Method::POST).uri(uri));
         for (name, value) in &push.headers {
             if let Some(v) = header_value(value) {
@@ -135,19 +145,25 @@ impl Forwarder {
         let request = builder
             .body(Full::new(push.body.clone()))
             .map_err(|e| Failure::Unreachable(format!("building the request: {e}")))?;
-        let response = tokio::time::timeout(upstream.timeout(), upstream.client().request(request))
+        // One deadline for sending the push and reading the answer.
+        let exchange = async {
+            let (response, lease) = upstream
+                .pool()
+                .send(request)
+                .await
+                .map_err(|e| Failure::Unreachable(e.to_string()))?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| Failure::Unreachable(format!("reading the response: {e}")))?
+                .to_bytes();
+            lease.release();
+            Ok((parts, body))
+        };
+        let (parts, body) = tokio::time::timeout(upstream.timeout(), exchange)
             .await
-            .map_err(|_| Failure::Unreachable("timed out".into()))?
-            .map_err(|e| Failure::Unreachable(e.to_string()))?;
-        let (parts, body) = response.into_parts();
-        let body = tokio::time::timeout(
-            upstream.timeout(),
-            Limited::new(body, MAX_RESPONSE_BYTES).collect(),
-        )
-        .await
-        .map_err(|_| Failure::Unreachable("timed out reading the response".into()))?
-        .map_err(|e| Failure::Unreachable(format!("reading the response: {e}")))?
-        .to_bytes();
+            .map_err(|_| Failure::Unreachable("timed out".into()))??;
         let mut out = Response::new(Body::from(body));
         *out.status_mut() = parts.status;
         for (name, value) in &parts.headers {

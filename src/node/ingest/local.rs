@@ -136,27 +136,37 @@ impl Stats {
         let app = truncate(app, MAX_APP_NAME_BYTES);
         let key = key.map(|k| truncate(k, MAX_APP_NAME_BYTES));
         let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
-        if !apps.contains_key(app) && apps.len() >= MAX_APPS {
-            let oldest = apps
-                .iter()
-                .min_by_key(|(_, s)| s.last_push_at)
-                .map(|(name, _)| name.clone());
-            if let Some(oldest) = oldest {
-                apps.remove(&oldest);
+        // The common case — an app and key seen before — allocates nothing.
+        if !apps.contains_key(app) {
+            if apps.len() >= MAX_APPS {
+                let oldest = apps
+                    .iter()
+                    .min_by_key(|(_, s)| s.last_push_at)
+                    .map(|(name, _)| name.clone());
+                if let Some(oldest) = oldest {
+                    apps.remove(&oldest);
+                }
             }
+            apps.insert(
+                app.to_owned(),
+                AppStats {
+                    app: app.to_owned(),
+                    pushes: 0,
+                    bytes: 0,
+                    last_push_at: now,
+                    keys: BTreeSet::new(),
+                },
+            );
         }
-        let entry = apps.entry(app.to_owned()).or_insert_with(|| AppStats {
-            app: app.to_owned(),
-            pushes: 0,
-            bytes: 0,
-            last_push_at: now,
-            keys: BTreeSet::new(),
-        });
+        let Some(entry) = apps.get_mut(app) else {
+            return;
+        };
         entry.pushes += 1;
         entry.bytes += bytes;
         entry.last_push_at = now;
         if let Some(key) = key
             && entry.keys.len() < MAX_KEYS_PER_APP
+            && !entry.keys.contains(key)
         {
             entry.keys.insert(key.to_owned());
         }

@@ -165,10 +165,7 @@ pub fn routes(
 ) -> Router {
     let metrics = state.inner.metrics.clone();
     let upstream = state.inner.upstream.clone();
-    let gate = AuthGate::new(verifier.clone(), Access::Ingest)
-        .with_metrics(metrics.clone())
-        .enabled(auth.ingestion_enabled)
-        .basic_user_is_tenant(auth.basic_user_is_tenant);
+    let gate = push_gate(&state, verifier.clone(), auth);
     let push_routes = ROUTES
         .iter()
         .fold(Router::new(), |router, path| router.route(path, post(push)));
@@ -188,6 +185,14 @@ pub fn routes(
         Some(reads) => pushes.merge(reads),
         None => pushes,
     }
+}
+
+/// The gate in front of the push routes: Agent or Admin keys, when ingestion auth is on.
+fn push_gate(state: &IngestState, verifier: Arc<Verifier>, auth: &AuthSettings) -> AuthGate {
+    AuthGate::new(verifier, Access::Ingest)
+        .with_metrics(state.inner.metrics.clone())
+        .enabled(auth.ingestion_enabled)
+        .basic_user_is_tenant(auth.basic_user_is_tenant)
 }
 
 /// Headers that travel with a push. Everything else — `Authorization`, cookies, hop-by-hop
@@ -229,7 +234,68 @@ async fn push(
     caller: Option<Authenticated>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let inner = &state.inner;
+    let (parts, body) = req.into_parts();
+    accept(&state.inner, caller.map(|Authenticated(p)| p), parts, body).await
+}
+
+/// The push routes taken before the router ([`crate::edge::server::Intercept`]) on an ingest
+/// node: the same gate and the same handling as the routes [`routes`] builds, without the
+/// router's matching and middleware on the hot path. Anything else — other methods on these
+/// paths included, which get the router's 405 — is given back.
+pub struct PushIntercept {
+    state: IngestState,
+    gate: AuthGate,
+}
+
+impl PushIntercept {
+    pub fn new(state: IngestState, verifier: Arc<Verifier>, auth: &AuthSettings) -> Self {
+        let gate = push_gate(&state, verifier, auth);
+        PushIntercept { state, gate }
+    }
+}
+
+impl crate::edge::server::Intercept for PushIntercept {
+    fn intercept(
+        &self,
+        req: axum::http::Request<hyper::body::Incoming>,
+    ) -> Result<
+        (&'static str, crate::edge::server::Intercepted),
+        axum::http::Request<hyper::body::Incoming>,
+    > {
+        if req.method() != axum::http::Method::POST {
+            return Err(req);
+        }
+        let Some(route) = ROUTES.iter().find(|r| **r == req.uri().path()) else {
+            return Err(req);
+        };
+        let (state, gate) = (self.state.clone(), self.gate.clone());
+        Ok((
+            route,
+            Box::pin(async move {
+                let (parts, body) = req.into_parts();
+                let principal = match gate.check(&parts.headers, parts.uri.query()) {
+                    Ok(principal) => principal,
+                    Err(err) => return err.into_response(),
+                };
+                accept(&state.inner, principal, parts, body)
+                    .await
+                    .into_response()
+            }),
+        ))
+    }
+}
+
+/// One push, authorized: read the body under the limit, find the tenant, forward or keep it.
+async fn accept<B>(
+    inner: &Inner,
+    principal: Option<Arc<crate::core::verifier::Principal>>,
+    parts: axum::http::request::Parts,
+    body: B,
+) -> Result<Response, ApiError>
+where
+    B: axum::body::HttpBody<Data = Bytes> + Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     if inner.unverified.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(ApiError::Unavailable(
             "this node has no verified revocation list from the authority yet; refusing pushes until it has one".into(),
@@ -240,7 +306,6 @@ async fn push(
             "this node can't reach the authority and its revocation list is too old; refusing pushes (sync.max-staleness)".into(),
         ));
     }
-    let (parts, body) = req.into_parts();
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -255,18 +320,16 @@ async fn push(
     if declared.is_some_and(|n| n > inner.max_body as u64) {
         return Err(too_large());
     }
-    let body = axum::body::to_bytes(body, inner.max_body)
+    let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, inner.max_body))
         .await
         .map_err(|e| {
-            if std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            {
+            if e.is::<http_body_util::LengthLimitError>() {
                 too_large()
             } else {
                 ApiError::bad_request("could not read the request body")
             }
-        })?;
-    let principal = caller.map(|Authenticated(p)| p);
+        })?
+        .to_bytes();
     let tenant = tenant_for(inner, principal.as_deref(), &parts.headers);
     let headers: Vec<(String, String)> = parts
         .headers
@@ -296,7 +359,6 @@ async fn push(
     } else {
         app_name(parts.uri.query())
     };
-    let key_name = principal.as_ref().map(|p| p.name.clone());
     let push = Push {
         path_and_query,
         headers,
@@ -305,7 +367,7 @@ async fn push(
     };
     inner.stats.record(
         &app,
-        key_name.as_deref(),
+        principal.as_ref().map(|p| p.name.as_str()),
         push.body.len() as u64,
         inner.clock.now(),
     );

@@ -3,8 +3,9 @@
 //! (`upstream.basic-auth-*` or `upstream.bearer-token`), which replace the agent's key on every
 //! forwarded request — the agent's key never leaves the node. Shared by the forwarder and the
 //! read proxy. Each serving thread of the node ([`crate::edge::server::current_worker`]) has
-//! its own connection pool, so a request and the upstream connection carrying it are driven
-//! by the same event loop; background work (the spool replay) has one more.
+//! its own pool of push connections ([`OriginPool`]), so a push and the upstream connection
+//! carrying it are driven by the same event loop; background work (the spool replay) has one
+//! more. The read proxy uses the general pooled client.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use axum::http::{HeaderValue, Uri, header, request};
 use base64::Engine as _;
 
 use crate::config::{IngestSettings, UpstreamAuth};
-use crate::edge::client::{HttpClient, http_client};
+use crate::edge::client::{HttpClient, OriginPool, http_client};
 use crate::edge::server::{current_worker, worker_count};
 use crate::edge::tls;
 
@@ -24,8 +25,13 @@ pub struct Upstream {
 
 struct Inner {
     base: String,
-    /// One pool per serving thread, then one for every other thread.
-    clients: Box<[HttpClient]>,
+    /// `base`'s path, without a trailing `/`: prefixed to every forwarded push.
+    base_path: String,
+    /// The read proxy's pooled client.
+    client: HttpClient,
+    /// Connections for forwarded pushes: one pool per serving thread, then one for every
+    /// other thread (the spool replay).
+    pools: Box<[OriginPool]>,
     timeout: Duration,
     /// The `Authorization` value sent upstream, marked sensitive (never logged).
     credentials: Option<HeaderValue>,
@@ -49,7 +55,7 @@ impl Upstream {
         let Some(url) = &settings.upstream else {
             return Ok(None);
         };
-        let _: Uri = url
+        let parsed: Uri = url
             .parse()
             .map_err(|e| anyhow::anyhow!("upstream.url {url} is not a valid URL: {e}"))?;
         let credentials = match &settings.upstream_auth {
@@ -71,9 +77,12 @@ impl Upstream {
         Ok(Some(Upstream {
             inner: Arc::new(Inner {
                 base: url.trim_end_matches('/').to_owned(),
-                clients: (0..pools)
-                    .map(|_| http_client(connect_timeout, tls.clone()))
-                    .collect(),
+                base_path: parsed.path().trim_end_matches('/').to_owned(),
+                client: http_client(connect_timeout, tls.clone()),
+                pools: (0..pools)
+                    .map(|_| OriginPool::new(&parsed, connect_timeout, tls.clone()))
+                    .collect::<anyhow::Result<_>>()
+                    .map_err(|e| anyhow::anyhow!("upstream.url {url}: {e}"))?,
                 timeout: settings.upstream_timeout,
                 credentials,
             }),
@@ -85,12 +94,22 @@ impl Upstream {
         format!("{}{path_and_query}", self.inner.base)
     }
 
-    /// The connection pool of the thread this runs on.
+    /// The read proxy's client.
     pub fn client(&self) -> &HttpClient {
-        let clients = &self.inner.clients;
-        let shared = clients.len() - 1;
+        &self.inner.client
+    }
+
+    /// The origin-form target of a forwarded push: `base`'s path + `path_and_query`.
+    pub fn target(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.inner.base_path)
+    }
+
+    /// The push connections of the thread this runs on.
+    pub fn pool(&self) -> &OriginPool {
+        let pools = &self.inner.pools;
+        let shared = pools.len() - 1;
         let index = current_worker().filter(|&i| i < shared).unwrap_or(shared);
-        &clients[index]
+        &pools[index]
     }
 
     pub fn timeout(&self) -> Duration {

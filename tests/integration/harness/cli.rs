@@ -146,6 +146,11 @@ impl Server {
         Http::new(&self.url).with_jar()
     }
 
+    /// The process id, to read its `/proc/<pid>/` entries (memory in the soak).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything it wrote so far, stdout and stderr interleaved by line.
     pub fn log(&self) -> String {
         self.log.lock().expect("log").clone()

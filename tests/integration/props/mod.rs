@@ -1,0 +1,15 @@
+//! Property tests (proptest): generated input against the three parsers that take bytes from
+//! outside — the token pre-screen and verifier, the configuration layers, and the spool's
+//! on-disk records. Case counts keep the whole set to a few seconds in a debug build. A failure
+//! prints the shrunk input; proptest also records its seed under `tests/proptest-regressions/`
+//! and replays it first next time — commit that file with the fix.
+//!
+//! | module | what it generates |
+//! |---|---|
+//! | [`token`] | arbitrary strings and bytes for `jws::split` and the verifier; issued tokens; edited tokens |
+//! | [`config`] | a valid value for every key in YAML, env and flag form; arbitrary strings for typed keys; unknown names |
+//! | [`spool`] | arbitrary requests through push/open/peek; damaged records; arbitrary and checksummed files |
+
+mod config;
+mod spool;
+mod token;
