@@ -13,6 +13,7 @@ use super::bootstrap;
 
 pub(crate) fn run(flags: &ConfigFlags) -> anyhow::Result<ExitCode> {
     let settings = bootstrap::load_settings(flags, true)?;
+    bootstrap::no_transparent_huge_pages();
     bootstrap::runtime()?.block_on(async {
         let app =
             Application::build(settings, Arc::new(SystemClock)).await?;

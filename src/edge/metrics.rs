@@ -45,6 +45,7 @@ pub struct Metrics {
     pub revocation_version: Gauge<u64, AtomicU64>,
     pub revocation_entries: Gauge<u64, AtomicU64>,
     pub revocation_issued_at: Gauge<u64, AtomicU64>,
+    pub revocation_long_polls: Gauge,
     pub signing_keys_published: Gauge<u64, AtomicU64>,
     pub verify_latency: Histogram,
     pub upstream_requests: Family<ResultLabels, Counter>,
@@ -87,6 +88,7 @@ impl Metrics {
             revocation_version: Gauge::default(),
             revocation_entries: Gauge::default(),
             revocation_issued_at: Gauge::default(),
+            revocation_long_polls: Gauge::default(),
             signing_keys_published: Gauge::default(),
             verify_latency: Histogram::new(exponential_buckets(1e-7, 4.0, 10)),
             upstream_requests: Family::default(),
@@ -134,6 +136,11 @@ impl Metrics {
             "revocation_list_issued_at_seconds",
             "Unix time the revocation list in force was signed",
             m.revocation_issued_at.clone(),
+        );
+        registry.register(
+            "revocation_long_polls",
+            "Long-polls of the revocation list held open (authority)",
+            m.revocation_long_polls.clone(),
         );
         registry.register(
             "spool_dead_letters",

@@ -461,13 +461,26 @@ async fn serve(
     let _admitted = admitted;
     match &shell.acceptor {
         None => serve_connection(tcp, peer, shell.clone(), life).await,
-        Some(acceptor) => {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => serve_connection(tls, peer, shell.clone(), life).await,
-                Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
-        }
+        // Boxed: see `serve_tls`.
+        Some(acceptor) => Box::pin(serve_tls(acceptor, tcp, peer, shell.clone(), life)).await,
+    }
+}
+
+/// The TLS handshake, then [`serve_connection`] over TLS. Kept out of line (and boxed by
+/// [`serve`]) because its state — a rustls connection inline — is several KiB: inline, every
+/// plain-HTTP connection's task would be that large too (6.5 KiB instead of ~1 KiB each, which
+/// is what an idle long-poll costs the authority).
+async fn serve_tls(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shell: Arc<Shell>,
+    life: Lifecycle,
+) {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => serve_connection(tls, peer, shell, life).await,
+        Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
 
@@ -481,6 +494,7 @@ where
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         // What `ConnectInfo<SocketAddr>` extractors (the login throttle) read.
         req.extensions_mut().insert(ConnectInfo(peer));
+        own_head(&mut req);
         let shell = shell.clone();
         async move {
             let req = match &shell.intercept {
@@ -510,6 +524,41 @@ where
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+/// Gives a request without a body its own copy of its URI and header values. hyper parses
+/// them as slices of the connection's read buffer, so while such a request is in flight — a
+/// long-poll held for a minute — the buffer is shared, and hyper's next read (it watches for
+/// the client hanging up) allocates a second 8 KiB one. With the head copied out (one small
+/// allocation), hyper reuses its buffer. Requests with a body are left as they are: their body
+/// is read on anyway.
+fn own_head(req: &mut Request<Incoming>) {
+    use axum::http::{HeaderValue, Uri};
+    use hyper::body::Body as _;
+    use std::fmt::Write as _;
+    if !req.body().is_end_stream() {
+        return;
+    }
+    let values: usize = req.headers().values().map(HeaderValue::len).sum();
+    let mut owned = bytes::BytesMut::with_capacity(64 + values);
+    let _ = write!(owned, "{}", req.uri());
+    let uri_len = owned.len();
+    for value in req.headers().values() {
+        owned.extend_from_slice(value.as_bytes());
+    }
+    let owned = owned.freeze();
+    if let Ok(uri) = Uri::from_maybe_shared(owned.slice(..uri_len)) {
+        *req.uri_mut() = uri;
+    }
+    let mut at = uri_len;
+    for value in req.headers_mut().values_mut() {
+        let end = at + value.len();
+        if let Ok(mut copy) = HeaderValue::from_maybe_shared(owned.slice(at..end)) {
+            copy.set_sensitive(value.is_sensitive());
+            *value = copy;
+        }
+        at = end;
     }
 }
 

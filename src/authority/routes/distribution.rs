@@ -11,10 +11,12 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use axum::Router;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::authority::AppState;
@@ -35,9 +37,33 @@ pub struct Published {
     /// The signed key-set document (`GET /.well-known/pyrogate-keyset`).
     pub keyset: String,
     pub keyset_version: u64,
+    /// What every `200` carries: the JWS and its `ETag`, made once per version and shared by
+    /// every response (a long-poll fan-out sends the same bytes to every node).
+    body: Bytes,
+    etag_header: Option<HeaderValue>,
 }
 
 impl Published {
+    fn new(
+        version: u64,
+        jws: String,
+        entries: usize,
+        issued_at: u64,
+        keyset: String,
+        keyset_version: u64,
+    ) -> Self {
+        Published {
+            body: Bytes::from(jws.clone()),
+            etag_header: HeaderValue::from_str(&format!("\"{version}\"")).ok(),
+            version,
+            jws,
+            entries,
+            issued_at,
+            keyset,
+            keyset_version,
+        }
+    }
+
     pub fn etag(&self) -> String {
         format!("\"{}\"", self.version)
     }
@@ -174,14 +200,14 @@ pub fn sign_documents(
         entries: snapshot.entries,
         ksv: Some(snapshot.keyset_version),
     };
-    let published = Published {
-        version: snapshot.version,
-        jws: active.encode(crate::core::token::REVOCATIONS_TYP, &list)?,
-        entries: list.entries.len(),
-        issued_at: now,
+    let published = Published::new(
+        snapshot.version,
+        active.encode(crate::core::token::REVOCATIONS_TYP, &list)?,
+        list.entries.len(),
+        now,
         keyset,
-        keyset_version: snapshot.keyset_version,
-    };
+        snapshot.keyset_version,
+    );
     Ok((list, published))
 }
 
@@ -252,72 +278,120 @@ fn wait_param(
         .ok_or_else(|| ApiError::bad_request("wait must be a number of seconds"))
 }
 
-fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().trim_start_matches("W/"))
-        .any(|t| t == etag || t == "*")
+/// The entity tags a request names in `If-None-Match`, copied out of the request: a held
+/// poll keeps this instead of the request's headers, which share the connection's read buffer.
+#[derive(Debug, Default)]
+struct IfNoneMatch(Option<Box<str>>);
+
+impl IfNoneMatch {
+    fn of(headers: &HeaderMap) -> Self {
+        let values: Vec<&str> = headers
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        IfNoneMatch((!values.is_empty()).then(|| values.join(",").into_boxed_str()))
+    }
+
+    fn matches(&self, etag: &str) -> bool {
+        self.0
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == etag || t == "*")
+    }
 }
 
-async fn revocations(
+/// `GET /api/revocations`. Not an `async fn`: what it needs from the request and the state is
+/// taken here, and the future it returns — which is what a held poll is, for up to a minute,
+/// on every node's connection — keeps only the publisher, the shutdown token, the gauge and
+/// the tags. (The request's URI and headers are slices of the connection's read buffer: a held
+/// poll must not keep them.)
+fn revocations(
     State(state): State<AppState>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let wait = wait_param(uri.query(), state.settings.authority.revocations_max_wait)?;
-    // Subscribe before reading, so a change between the read and the wait is not missed.
-    let mut changes = state.publisher.version.subscribe();
-    let mut current = state.publisher.current();
-    if matches_etag(&headers, &current.etag()) {
-        if let Some(wait) = wait.filter(|w| !w.is_zero()) {
-            // Each held poll is a connection and a task: past the cap, shed it clearly (the
-            // node backs off and polls again) instead of holding everything it is sent.
-            let Ok(_held) = state.publisher.long_polls.clone().try_acquire_owned() else {
-                return Err(ApiError::Unavailable(
-                    "too many pending long-polls; retry shortly".into(),
-                ));
-            };
-            let seen = current.version;
-            let changed = async {
-                loop {
-                    if *changes.borrow_and_update() != seen {
-                        return;
-                    }
-                    if changes.changed().await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::timeout(wait, changed) => {}
-                () = state.life.stopping() => {}
-            }
-            current = state.publisher.current();
-        }
-        if matches_etag(&headers, &current.etag()) {
-            return Ok(not_modified(&current));
-        }
-    }
-    let mut response = (StatusCode::OK, current.jws.clone()).into_response();
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/jwt"),
+    request: axum::extract::Request,
+) -> impl Future<Output = Result<Response, ApiError>> + Send {
+    let wait = wait_param(
+        request.uri().query(),
+        state.settings.authority.revocations_max_wait,
     );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Ok(v) = HeaderValue::from_str(&current.etag()) {
-        h.insert(header::ETAG, v);
+    let tags = IfNoneMatch::of(request.headers());
+    drop(request);
+    let publisher = state.publisher.clone();
+    let life = state.life.clone();
+    let metrics = state.metrics.clone();
+    drop(state);
+    async move {
+        let wait = wait?;
+        // Subscribe before reading, so a change between the read and the wait is not missed.
+        let mut changes = publisher.version.subscribe();
+        let mut current = publisher.current();
+        if tags.matches(&current.etag()) {
+            if let Some(wait) = wait.filter(|w| !w.is_zero()) {
+                // Each held poll is a connection and a task: past the cap, shed it clearly
+                // (the node backs off and polls again) instead of holding all it is sent.
+                let Ok(_held) = publisher.long_polls.clone().try_acquire_owned() else {
+                    return Err(ApiError::Unavailable(
+                        "too many pending long-polls; retry shortly".into(),
+                    ));
+                };
+                let _counted = HeldPoll::count(&metrics.revocation_long_polls);
+                let seen = current.version;
+                let changed = async {
+                    loop {
+                        if *changes.borrow_and_update() != seen {
+                            return;
+                        }
+                        if changes.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::timeout(wait, changed) => {}
+                    () = life.stopping() => {}
+                }
+                current = publisher.current();
+            }
+            if tags.matches(&current.etag()) {
+                return Ok(not_modified(&current));
+            }
+        }
+        let mut response = Body::from(current.body.clone()).into_response();
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/jwt"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        if let Some(etag) = &current.etag_header {
+            h.insert(header::ETAG, etag.clone());
+        }
+        Ok(response)
     }
-    Ok(response)
+}
+
+/// One held long-poll in `pyrogate_revocation_long_polls`, for as long as it lives.
+struct HeldPoll<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> HeldPoll<'a> {
+    fn count(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        HeldPoll(gauge)
+    }
+}
+
+impl Drop for HeldPoll<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 fn not_modified(current: &Published) -> Response {
     let mut response = StatusCode::NOT_MODIFIED.into_response();
-    if let Ok(v) = HeaderValue::from_str(&current.etag()) {
-        response.headers_mut().insert(header::ETAG, v);
+    if let Some(etag) = &current.etag_header {
+        response.headers_mut().insert(header::ETAG, etag.clone());
     }
     response
 }

@@ -1,10 +1,12 @@
-//! `pyrogate bench verify|ingest`: performance on this machine. Benchmarks measure; tests only
+//! `pyrogate bench verify|ingest|long-poll`: performance on this machine. Benchmarks measure; tests only
 //! check behaviour.
 
 // Benchmarks time real work with the real monotonic clock; that is their job.
 #![allow(clippy::disallowed_methods)]
 
 mod ingest;
+#[cfg(feature = "authority")]
+mod long_poll;
 mod verify;
 
 use std::process::ExitCode;
@@ -48,6 +50,26 @@ pub enum BenchCommand {
         #[arg(long)]
         tls_dir: Option<std::path::PathBuf>,
     },
+    /// Memory per idle long-poll of the revocation list on the authority, and how long one
+    /// revocation takes to reach every poll.
+    #[cfg(feature = "authority")]
+    LongPoll {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Long-polls held at once (each its own connection).
+        #[arg(long, default_value_t = 10_000)]
+        polls: usize,
+        /// Revocations, one after another: every poll polls again at once with the new version.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// `?wait=` of each poll, seconds (also the authority's `revocations.max-wait`).
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+        /// The `pyrogate` binary to run as the authority (default: this one).
+        #[arg(long)]
+        server_binary: Option<std::path::PathBuf>,
+    },
 }
 
 pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -74,6 +96,26 @@ pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 concurrency.max(1),
                 body_bytes.max(1),
                 tls_dir.as_deref(),
+            ))?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                out!("{report}");
+            }
+        }
+        #[cfg(feature = "authority")]
+        BenchCommand::LongPoll {
+            json,
+            polls,
+            rounds,
+            wait,
+            server_binary,
+        } => {
+            let report = bootstrap::runtime()?.block_on(long_poll::long_poll(
+                polls.max(1),
+                rounds.max(1),
+                wait.max(15),
+                server_binary.as_deref(),
             ))?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&report)?);

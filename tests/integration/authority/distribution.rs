@@ -309,6 +309,99 @@ async fn every_waiting_node_is_woken_by_one_deletion() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+/// Long-polls the authority counts as held (`pyrogate_revocation_long_polls`).
+async fn held_polls(app: &Authority) -> f64 {
+    let text = app.client().get("/metrics").send().await.expect(200).text();
+    metric_value(&text, "pyrogate_revocation_long_polls")
+}
+
+/// Many nodes, each on its own connection, all provably waiting before the one deletion: every
+/// one of them gets the new version, the same signed bytes, and lets go of its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_deletion_reaches_every_one_of_many_held_polls() {
+    const POLLS: usize = 300;
+    let app = Authority::start().await;
+    let admin = app.admin().await;
+    let key = admin.create_key("shared", "Agent", 0).await;
+    let mut polls = Vec::new();
+    for _ in 0..POLLS {
+        let node = app.client();
+        polls.push(tokio::spawn(async move {
+            node.get("/api/revocations?wait=30")
+                .header("if-none-match", "\"0\"")
+                .send()
+                .await
+        }));
+    }
+    let deadline = Deadline::secs(20, format!("{POLLS} long-polls to be held"));
+    loop {
+        let held = held_polls(&app).await;
+        if held >= POLLS as f64 {
+            break;
+        }
+        deadline.tick(|| format!("{held} held")).await;
+    }
+    admin
+        .delete(&format!("/api/keys/{}", key["id"]))
+        .send()
+        .await
+        .expect(204);
+    let mut bodies = std::collections::HashSet::new();
+    for poll in polls {
+        let r = poll.await.expect("poll").expect(200);
+        assert_eq!(r.header("etag"), Some("\"1\""));
+        assert_eq!(r.header("content-type"), Some("application/jwt"));
+        bodies.insert(r.text());
+    }
+    assert_eq!(bodies.len(), 1, "every poll got the same signed list");
+    let body = bodies.into_iter().next().expect("one body");
+    let list =
+        RevocationList::verify(&body, &key_set(&app.client()).await, "pyrogate").expect("verifies");
+    assert_eq!((list.ver, list.entries.len()), (1, 1));
+    let deadline = Deadline::secs(10, "the held long-polls to be let go");
+    loop {
+        let held = held_polls(&app).await;
+        if held == 0.0 {
+            break;
+        }
+        deadline.tick(|| format!("{held} still held")).await;
+    }
+}
+
+/// `If-None-Match` may come as several headers; a poll naming the current version in any of
+/// them is held, and answered with the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_honours_if_none_match_spread_over_several_headers() {
+    let app = Authority::start().await;
+    let admin = app.admin().await;
+    let key = admin.create_key("k", "Agent", 0).await;
+    let node = app.client();
+    let r = node
+        .get("/api/revocations?wait=1")
+        .headers(&[("if-none-match", "\"7\""), ("if-none-match", "W/\"0\"")])
+        .send()
+        .await;
+    assert_eq!(r.status, 304, "{}", r.text());
+    assert_eq!(r.header("etag"), Some("\"0\""));
+    let poll = tokio::spawn(async move {
+        node.get("/api/revocations?wait=30")
+            .headers(&[("if-none-match", "\"7\""), ("if-none-match", "\"0\"")])
+            .send()
+            .await
+    });
+    let deadline = Deadline::secs(10, "the long-poll to be held");
+    while held_polls(&app).await < 1.0 {
+        deadline.tick(String::new).await;
+    }
+    admin
+        .delete(&format!("/api/keys/{}", key["id"]))
+        .send()
+        .await
+        .expect(204);
+    let r = poll.await.expect("poll").expect(200);
+    assert_eq!(r.header("etag"), Some("\"1\""));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_without_a_change_answers_304_after_the_wait() {
     let app = Authority::start().await;
