@@ -34,11 +34,12 @@ pub(crate) fn load_settings(
     Ok(settings)
 }
 
-/// For the servers (`server`, `ingest`): no transparent huge pages. mimalloc asks for them on
-/// its arenas, and the kernel then makes every touched 2 MiB resident at once, so each open
-/// connection's mostly-empty 8 KiB hyper buffers counted in full (~21 KiB resident per idle
-/// long-poll on the authority instead of ~13 KiB, docs/benchmarks.md). A gateway's heap is
-/// small; the TLB saving is not worth that. The flag is the process's (and its children's).
+/// For the servers (`server`, `ingest`): no transparent huge pages. Where the kernel backs the
+/// heap with them (THP `always`, or an allocator that asks, as mimalloc did when it was tried),
+/// every touched 2 MiB becomes resident at once, so each open connection's mostly-empty 8 KiB
+/// hyper buffers count in full (~21 KiB resident per idle long-poll on the authority instead
+/// of ~13 KiB, docs/benchmarks.md). A gateway's heap is small; the TLB saving is not worth
+/// that. The flag is the process's (and its children's).
 pub(crate) fn no_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(err) = rustix::thread::disable_transparent_huge_pages(true) {
