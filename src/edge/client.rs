@@ -19,19 +19,27 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// A pooled HTTP/1 client: TCP_NODELAY, `connect_timeout` per connection, up to 64 idle
 /// connections per host kept for 90 s, TLS from `tls` for https URLs.
 pub fn http_client(connect_timeout: Duration, tls: Arc<rustls::ClientConfig>) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(false);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config((*tls).clone())
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(connector);
+    let connector = connector(connect_timeout, tls);
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(64)
         .pool_idle_timeout(Duration::from_secs(90))
         .build(connector)
+}
+
+/// How every client here connects: TCP_NODELAY, `connect_timeout`, TLS from `tls` for https.
+fn connector(
+    connect_timeout: Duration,
+    tls: Arc<rustls::ClientConfig>,
+) -> HttpsConnector<HttpConnector> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(false);
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*tls).clone())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector)
 }
 
 /// HTTP/1 connections to one origin, kept by the thread that opened them.
@@ -100,17 +108,8 @@ impl OriginPool {
         let (Some(scheme), Some(authority)) = (origin.scheme(), origin.authority()) else {
             anyhow::bail!("{origin} has no scheme and host");
         };
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
         Ok(OriginPool {
-            connector,
+            connector: connector(connect_timeout, tls),
             origin: http::Uri::builder()
                 .scheme(scheme.clone())
                 .authority(authority.clone())
