@@ -84,6 +84,9 @@ impl<const FOR: u8> Args for FlagsFor<FOR> {
                     .num_args(0..=1)
                     .default_missing_value("true"),
                 Kind::Secret => arg.value_name("SECRET"),
+                // A signing key's kid is base64url and may begin with `-`
+                // (`--authority.trusted-keys -9Kx…`): free-text values may look like a flag.
+                Kind::String => arg.value_name("VALUE").allow_hyphen_values(true),
                 _ => arg.value_name("VALUE"),
             };
             cmd = cmd.arg(arg);

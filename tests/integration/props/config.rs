@@ -452,3 +452,20 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_kid_that_begins_with_a_hyphen_is_a_value_not_a_flag() {
+    // One kid in 64 begins with `-`; the soak met one as `--authority.trusted-keys -9…`.
+    let m = flag_command()
+        .try_get_matches_from([
+            "--authority.trusted-keys",
+            "-9Kx_kid",
+            "--log-level",
+            "warn",
+        ])
+        .expect("parses");
+    let flags = AnyFlags::from_arg_matches(&m).expect("flags");
+    let l = Layers::load(None, Vec::<(String, String)>::new(), &flags.0).expect("layers");
+    assert_eq!(l.string("authority.trusted-keys").unwrap(), "-9Kx_kid");
+    assert_eq!(l.string("log-level").unwrap(), "warn");
+}
