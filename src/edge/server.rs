@@ -314,12 +314,30 @@ struct Worker {
     open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// An accepted connection on its way to a worker, with its place under the limits.
+/// An accepted connection on its way to a worker, with its place under the limits and its
+/// count on the worker.
 struct Handoff {
     tcp: std::net::TcpStream,
     peer: SocketAddr,
     admitted: Admitted,
-    open: Arc<std::sync::atomic::AtomicUsize>,
+    _counted: Counted,
+}
+
+/// One connection counted on a worker's `open`; dropping it — when the connection ends, or
+/// when it never reaches the worker — uncounts it.
+struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Counted {
+    fn on(open: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Counted(open.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// One serving thread: a single-threaded runtime serving the connections the accept loop
@@ -351,20 +369,19 @@ fn worker(
                 tcp,
                 peer,
                 admitted,
-                open,
+                _counted: counted,
             } = handoff;
             let tcp = match TcpStream::from_std(tcp) {
                 Ok(tcp) => tcp,
                 Err(err) => {
                     tracing::warn!(error = %err, "a worker could not take a connection");
-                    open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     continue;
                 }
             };
             let (shell, life) = (shell.clone(), life.clone());
             connections.spawn(async move {
+                let _counted = counted;
                 serve(tcp, peer, admitted, shell, life).await;
-                open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             });
         }
         drain(connections).await;
@@ -421,15 +438,13 @@ async fn accept_loop(
                         continue;
                     }
                 };
-                worker.open.fetch_add(1, Relaxed);
                 let handoff = Handoff {
                     tcp,
                     peer,
                     admitted,
-                    open: worker.open.clone(),
+                    _counted: Counted::on(&worker.open),
                 };
                 if worker.handoff.send(handoff).is_err() {
-                    worker.open.fetch_sub(1, Relaxed);
                     tracing::warn!("a worker has stopped; dropping a connection");
                 }
             }
