@@ -9,5 +9,6 @@ pub mod hosts;
 pub mod json;
 pub mod lifecycle;
 pub mod metrics;
+pub mod origin;
 pub mod server;
 pub mod tls;

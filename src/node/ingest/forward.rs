@@ -14,21 +14,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt as _, Full, Limited};
 use tokio::sync::Notify;
 
 use super::spool::{Spool, SpooledRequest};
 use super::upstream::Upstream;
-use super::{Push, TENANT_HEADER, header_value};
+use super::{Push, TENANT_HEADER, TENANT_HEADER_NAME, header_value};
 use crate::core::clock::Stopwatch;
 use crate::edge::error::ApiError;
 use crate::edge::metrics::{Metrics, ResultLabels};
+use crate::edge::origin::Post;
 use crate::edge::server::Lifecycle;
 
 /// Largest upstream response body relayed to an agent.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// Upstream answer headers relayed to the agent: the body's type and encoding, when to retry,
+/// and the Connect / gRPC protocol headers.
+fn relayed(name: &str) -> bool {
+    name == "content-type"
+        || name == "content-encoding"
+        || name == "retry-after"
+        || name.starts_with("connect-")
+        || name.starts_with("grpc-")
+}
 
 #[derive(Clone)]
 pub struct Forwarder {
@@ -132,57 +142,33 @@ impl Forwarder {
     async fn request(&self, push: &Push) -> Result<Response, Failure> {
         let inner = &self.inner;
         let upstream = &inner.upstream;
-        let uri = upstream.target(&push.path_and_query);
-        let mut builder = upstream.authorize(Request::builder().method(Method::POST).uri(uri));
-        for (name, value) in &push.headers {
-            if let Some(v) = header_value(value) {
-                builder = builder.header(name.as_str(), v);
-            }
-        }
-        if let Some(tenant) = push.tenant.as_deref().and_then(header_value) {
-            builder = builder.header(TENANT_HEADER, tenant);
-        }
-        let request = builder
-            .body(Full::new(push.body.clone()))
-            .map_err(|e| Failure::Unreachable(format!("building the request: {e}")))?;
-        // One deadline for sending the push and reading the answer.
-        let exchange = async {
-            let (response, lease) = upstream
-                .pool()
-                .send(request)
-                .await
-                .map_err(|e| Failure::Unreachable(e.to_string()))?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| Failure::Unreachable(format!("reading the response: {e}")))?
-                .to_bytes();
-            lease.release();
-            Ok((parts, body))
+        let target = upstream.target(&push.path_and_query);
+        let tenant = push.tenant.as_deref().and_then(header_value);
+        let headers = push
+            .headers
+            .iter()
+            .chain(upstream.credentials().map(|v| (&header::AUTHORIZATION, v)))
+            .chain(tenant.as_ref().map(|v| (&TENANT_HEADER_NAME, v)));
+        let post = Post {
+            target: &target,
+            headers,
+            body: &push.body,
         };
-        let (parts, body) = tokio::time::timeout(upstream.timeout(), exchange)
+        // One deadline for sending the push and reading the answer.
+        let exchange = upstream.pool().post(post, MAX_RESPONSE_BYTES, relayed);
+        let answer = tokio::time::timeout(upstream.timeout(), exchange)
             .await
-            .map_err(|_| Failure::Unreachable("timed out".into()))??;
-        let mut out = Response::new(Body::from(body));
-        *out.status_mut() = parts.status;
-        for (name, value) in &parts.headers {
-            let n = name.as_str();
-            if n == "content-type"
-                || n == "content-encoding"
-                || n == "retry-after"
-                || n.starts_with("connect-")
-                || n.starts_with("grpc-")
-            {
-                out.headers_mut().append(name.clone(), value.clone());
-            }
-        }
+            .map_err(|_| Failure::Unreachable("timed out".into()))?
+            .map_err(|e| Failure::Unreachable(e.to_string()))?;
+        let mut out = Response::new(Body::from(answer.body));
+        *out.status_mut() = answer.status;
+        *out.headers_mut() = answer.headers;
         Ok(out)
     }
 
     async fn enqueue(&self, push: Push) -> Result<Response, ApiError> {
         let inner = self.inner.clone();
-        let mut headers = push.headers.clone();
+        let mut headers = push.header_pairs();
         if let Some(t) = &push.tenant {
             headers.push((TENANT_HEADER.to_owned(), t.clone()));
         }
@@ -279,11 +265,9 @@ impl Forwarder {
                     .iter()
                     .find(|(k, _)| k == TENANT_HEADER)
                     .map(|(_, v)| v.clone()),
-                headers: entry
-                    .headers
-                    .into_iter()
-                    .filter(|(k, _)| k != TENANT_HEADER)
-                    .collect(),
+                headers: Push::headers_from_pairs(
+                    entry.headers.iter().filter(|(k, _)| k != TENANT_HEADER),
+                ),
                 body: entry.body,
             };
             // A delivery cut short by a stop leaves the entry spooled for the next start.
@@ -408,12 +392,7 @@ fn retry_after(response: &Response) -> Option<Duration> {
 
 /// What an agent gets for a spooled push: 200, with an empty message in the agent's encoding.
 fn spooled_response(push: &Push) -> Response {
-    let content_type = push
-        .headers
-        .iter()
-        .find(|(k, _)| k == "content-type")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("");
+    let content_type = push.content_type();
     let body = if push.path_and_query.starts_with("/push.v1.") && content_type.contains("json") {
         "{}"
     } else {

@@ -53,9 +53,8 @@ impl LocalStore {
         let entry = SpooledRequest {
             path_and_query: push.path_and_query.clone(),
             headers: push
-                .headers
-                .iter()
-                .cloned()
+                .header_pairs()
+                .into_iter()
                 .chain([("pyrogate-app".to_owned(), app.to_owned())])
                 .collect(),
             body: push.body.clone(),

@@ -50,13 +50,52 @@ pub const ROUTES: [&str; 4] = [
     "/v1development/profiles",
 ];
 
-/// One push, as it will be sent on: path, the headers worth forwarding, tenant, body.
+/// One push, as it will be sent on: path, the headers worth forwarding ([`forwardable`],
+/// values all visible ASCII), tenant, body.
 #[derive(Debug, Clone)]
 pub struct Push {
     pub path_and_query: String,
-    pub headers: Vec<(String, String)>,
+    pub headers: HeaderMap,
     pub tenant: Option<String>,
     pub body: Bytes,
+}
+
+/// The tenant header as a name, for requests written from a [`HeaderMap`].
+pub static TENANT_HEADER_NAME: header::HeaderName = header::HeaderName::from_static(TENANT_HEADER);
+
+impl Push {
+    /// The forwarded headers as text pairs, the form the spool and the local store keep.
+    pub fn header_pairs(&self) -> Vec<(String, String)> {
+        self.headers
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            })
+            .collect()
+    }
+
+    /// Text pairs back into forwarded headers, dropping any that are not valid headers.
+    pub fn headers_from_pairs<'a>(
+        pairs: impl IntoIterator<Item = &'a (String, String)>,
+    ) -> HeaderMap {
+        pairs
+            .into_iter()
+            .filter_map(|(name, value)| {
+                Some((
+                    header::HeaderName::from_bytes(name.as_bytes()).ok()?,
+                    header_value(value)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The agent's `Content-Type`, or "".
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
 }
 
 #[derive(Clone)]
@@ -331,14 +370,12 @@ where
         })?
         .to_bytes();
     let tenant = tenant_for(inner, principal.as_deref(), &parts.headers);
-    let headers: Vec<(String, String)> = parts
-        .headers
-        .iter()
-        .filter(|(name, _)| forwardable(name.as_str()))
-        .filter_map(|(name, value)| {
-            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
-        })
-        .collect();
+    let mut headers = HeaderMap::with_capacity(8);
+    for (name, value) in &parts.headers {
+        if forwardable(name.as_str()) && value.to_str().is_ok() {
+            headers.append(name.clone(), value.clone());
+        }
+    }
     let path_and_query = parts
         .uri
         .path_and_query()

@@ -14,7 +14,8 @@ use axum::http::{HeaderValue, Uri, header, request};
 use base64::Engine as _;
 
 use crate::config::{IngestSettings, UpstreamAuth};
-use crate::edge::client::{HttpClient, OriginPool, http_client};
+use crate::edge::client::{HttpClient, http_client};
+use crate::edge::origin::OriginPool;
 use crate::edge::server::{current_worker, worker_count};
 use crate::edge::tls;
 
@@ -100,8 +101,11 @@ impl Upstream {
     }
 
     /// The origin-form target of a forwarded push: `base`'s path + `path_and_query`.
-    pub fn target(&self, path_and_query: &str) -> String {
-        format!("{}{path_and_query}", self.inner.base_path)
+    pub fn target<'a>(&self, path_and_query: &'a str) -> std::borrow::Cow<'a, str> {
+        match self.inner.base_path.as_str() {
+            "" => path_and_query.into(),
+            base => format!("{base}{path_and_query}").into(),
+        }
     }
 
     /// The push connections of the thread this runs on.
@@ -114,6 +118,11 @@ impl Upstream {
 
     pub fn timeout(&self) -> Duration {
         self.inner.timeout
+    }
+
+    /// The node's own `Authorization` value, if configured (marked sensitive).
+    pub fn credentials(&self) -> Option<&HeaderValue> {
+        self.inner.credentials.as_ref()
     }
 
     /// Adds the node's own credentials, if configured.

@@ -230,6 +230,8 @@ impl Syncer {
             .revocation_entries
             .set(list.entries.len() as u64);
         self.metrics.revocation_issued_at.set(list.iat);
+        // The flag follows the list in force at once, not at the end of the exchange.
+        self.check_staleness();
         true
     }
 
