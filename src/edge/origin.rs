@@ -63,6 +63,8 @@ struct Conn {
     io: Io,
     /// Bytes read and not yet parsed; empty between exchanges.
     buf: BytesMut,
+    /// The last request head written, kept for its allocation.
+    head: Vec<u8>,
 }
 
 /// Why an exchange through an [`OriginPool`] failed. Never carries request headers or bodies.
@@ -142,18 +144,32 @@ impl OriginPool {
     where
         H: IntoIterator<Item = (&'h HeaderName, &'h HeaderValue)>,
     {
-        let head = self.head(post.target, post.headers, post.body.len());
+        let mut headers = Some(post.headers);
+        // Written once, into the buffer of the first connection tried.
+        let mut written: Option<Vec<u8>> = None;
         let mut retried = false;
         loop {
             let (mut conn, reused) = match self.take_idle() {
                 Some(conn) => (conn, true),
                 None => (self.connect().await?, false),
             };
-            match write(&mut conn.io, &head, post.body).await {
+            let head = match (written.take(), headers.take()) {
+                (Some(head), _) => head,
+                (None, Some(headers)) => {
+                    let mut head = std::mem::take(&mut conn.head);
+                    self.head(&mut head, post.target, headers, post.body.len());
+                    head
+                }
+                (None, None) => unreachable!("the head is written before the first attempt"),
+            };
+            let sent = write(&mut conn.io, &head, post.body).await;
+            conn.head = head;
+            match sent {
                 Ok(()) => {}
                 Err(WriteError::Unsent(err)) if reused && !retried => {
                     tracing::trace!(error = %err, "an idle upstream connection could not take a request; using a new one");
                     retried = true;
+                    written = Some(std::mem::take(&mut conn.head));
                     continue;
                 }
                 Err(WriteError::Unsent(err)) => {
@@ -173,14 +189,15 @@ impl OriginPool {
         }
     }
 
-    /// The request head: request line, `Host`, `headers`, `Content-Length`.
+    /// Writes the request head into `head`: request line, `Host`, `headers`, `Content-Length`.
     fn head<'h>(
         &self,
+        head: &mut Vec<u8>,
         target: &str,
         headers: impl IntoIterator<Item = (&'h HeaderName, &'h HeaderValue)>,
         len: usize,
-    ) -> Vec<u8> {
-        let mut head = Vec::with_capacity(512);
+    ) {
+        head.clear();
         head.extend_from_slice(b"POST ");
         head.extend_from_slice(target.as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
@@ -194,7 +211,6 @@ impl OriginPool {
         head.extend_from_slice(b"\r\ncontent-length: ");
         head.extend_from_slice(itoa(len, &mut [0; 20]));
         head.extend_from_slice(b"\r\n\r\n");
-        head
     }
 
     fn take_idle(&self) -> Option<Conn> {
@@ -231,6 +247,7 @@ impl OriginPool {
         Ok(Conn {
             io,
             buf: BytesMut::with_capacity(READ_BUFFER),
+            head: Vec::with_capacity(512),
         })
     }
 }

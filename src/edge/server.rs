@@ -507,18 +507,19 @@ where
 {
     let read_timeout = shell.read_timeout;
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        // What `ConnectInfo<SocketAddr>` extractors (the login throttle) read.
-        req.extensions_mut().insert(ConnectInfo(peer));
         own_head(&mut req);
         let shell = shell.clone();
         async move {
-            let req = match &shell.intercept {
+            let mut req = match &shell.intercept {
                 Some(intercept) => match intercept.intercept(req) {
                     Ok((route, handling)) => return Ok(intercepted(route, handling).await),
                     Err(req) => req,
                 },
                 None => req,
             };
+            // What `ConnectInfo<SocketAddr>` extractors (the login throttle) read; intercepted
+            // requests don't need it (and skip allocating the extensions map).
+            req.extensions_mut().insert(ConnectInfo(peer));
             shell.router.clone().call(req.map(Body::new)).await
         }
     });

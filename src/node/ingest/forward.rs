@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::http::uri::PathAndQuery;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Notify;
@@ -142,11 +143,10 @@ impl Forwarder {
     async fn request(&self, push: &Push) -> Result<Response, Failure> {
         let inner = &self.inner;
         let upstream = &inner.upstream;
-        let target = upstream.target(&push.path_and_query);
+        let target = upstream.target(push.path_and_query.as_str());
         let tenant = push.tenant.as_deref().and_then(header_value);
         let headers = push
-            .headers
-            .iter()
+            .forwarded()
             .chain(upstream.credentials().map(|v| (&header::AUTHORIZATION, v)))
             .chain(tenant.as_ref().map(|v| (&TENANT_HEADER_NAME, v)));
         let post = Post {
@@ -173,7 +173,7 @@ impl Forwarder {
             headers.push((TENANT_HEADER.to_owned(), t.clone()));
         }
         let entry = SpooledRequest {
-            path_and_query: push.path_and_query.clone(),
+            path_and_query: push.path_and_query.as_str().to_owned(),
             headers,
             body: push.body.clone(),
         };
@@ -258,18 +258,23 @@ impl Forwarder {
                     continue;
                 }
             };
-            let push = Push {
-                path_and_query: entry.path_and_query,
-                tenant: entry
+            let Ok(path_and_query) = PathAndQuery::try_from(entry.path_and_query.as_str()) else {
+                // Only a damaged or hand-made entry; it can never be sent.
+                let reason = format!("entry {seq} has no valid request path");
+                self.dead_letter(seq, reason, "a spooled push has no valid request path")
+                    .await;
+                continue;
+            };
+            let push = Push::new(
+                path_and_query,
+                Push::headers_from_pairs(entry.headers.iter().filter(|(k, _)| k != TENANT_HEADER)),
+                entry
                     .headers
                     .iter()
                     .find(|(k, _)| k == TENANT_HEADER)
                     .map(|(_, v)| v.clone()),
-                headers: Push::headers_from_pairs(
-                    entry.headers.iter().filter(|(k, _)| k != TENANT_HEADER),
-                ),
-                body: entry.body,
-            };
+                entry.body,
+            );
             // A delivery cut short by a stop leaves the entry spooled for the next start.
             let delivered = tokio::select! {
                 delivered = self.forward(&push) => delivered,
@@ -314,30 +319,8 @@ impl Forwarder {
                         response.status(),
                         push.path_and_query
                     );
-                    let inner = self.inner.clone();
-                    let moved = tokio::task::spawn_blocking(move || {
-                        let r = inner.spool.dead_letter(seq, &reason);
-                        (
-                            r,
-                            inner.spool.len(),
-                            inner.spool.bytes(),
-                            inner.spool.dead_letters(),
-                        )
-                    })
-                    .await;
-                    if let Ok((r, len, bytes, dead)) = moved {
-                        match r {
-                            Ok(path) => {
-                                tracing::warn!(status = %response.status(), path = %path.display(), "upstream refused a spooled push for good; moved it to the dead-letter directory")
-                            }
-                            Err(err) => {
-                                tracing::error!(error = %err, seq, "dead-lettering a refused spool entry failed")
-                            }
-                        }
-                        self.inner.metrics.spool_entries.set(len as u64);
-                        self.inner.metrics.spool_bytes.set(bytes);
-                        self.inner.metrics.spool_dead_letters.set(dead as u64);
-                    }
+                    self.dead_letter(seq, reason, "upstream refused a spooled push for good")
+                        .await;
                     backoff = Duration::from_millis(100);
                 }
                 Err(failure) => {
@@ -357,6 +340,37 @@ impl Forwarder {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
+        }
+    }
+}
+
+impl Forwarder {
+    /// Moves spool entry `seq` aside with `reason` — never unlinks an acknowledged push — and
+    /// logs `why` with where it went.
+    async fn dead_letter(&self, seq: u64, reason: String, why: &'static str) {
+        let inner = self.inner.clone();
+        let moved = tokio::task::spawn_blocking(move || {
+            let r = inner.spool.dead_letter(seq, &reason);
+            (
+                r,
+                inner.spool.len(),
+                inner.spool.bytes(),
+                inner.spool.dead_letters(),
+            )
+        })
+        .await;
+        if let Ok((r, len, bytes, dead)) = moved {
+            match r {
+                Ok(path) => {
+                    tracing::warn!(path = %path.display(), "{why}; moved it to the dead-letter directory")
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, seq, "dead-lettering a spool entry failed")
+                }
+            }
+            self.inner.metrics.spool_entries.set(len as u64);
+            self.inner.metrics.spool_bytes.set(bytes);
+            self.inner.metrics.spool_dead_letters.set(dead as u64);
         }
     }
 }
@@ -393,16 +407,15 @@ fn retry_after(response: &Response) -> Option<Duration> {
 /// What an agent gets for a spooled push: 200, with an empty message in the agent's encoding.
 fn spooled_response(push: &Push) -> Response {
     let content_type = push.content_type();
-    let body = if push.path_and_query.starts_with("/push.v1.") && content_type.contains("json") {
+    let connect = push.path_and_query.path().starts_with("/push.v1.");
+    let body = if connect && content_type.contains("json") {
         "{}"
     } else {
         ""
     };
     let mut response = (StatusCode::OK, body).into_response();
     let h = response.headers_mut();
-    if push.path_and_query.starts_with("/push.v1.")
-        && let Some(v) = header_value(content_type)
-    {
+    if connect && let Some(v) = header_value(content_type) {
         h.insert(header::CONTENT_TYPE, v);
     }
     h.insert("pyrogate-spooled", header::HeaderValue::from_static("true"));

@@ -51,7 +51,7 @@ impl LocalStore {
     pub async fn store(&self, push: &Push, app: &str) -> Result<(), LocalError> {
         let spool = self.spool.clone();
         let entry = SpooledRequest {
-            path_and_query: push.path_and_query.clone(),
+            path_and_query: push.path_and_query.as_str().to_owned(),
             headers: push
                 .header_pairs()
                 .into_iter()

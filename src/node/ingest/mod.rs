@@ -18,15 +18,18 @@
 pub mod forward;
 pub mod labels;
 pub mod local;
+mod push;
 pub mod query;
 pub mod spool;
 pub mod upstream;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
+use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -39,6 +42,8 @@ use crate::edge::error::ApiError;
 use crate::edge::metrics::Metrics;
 use crate::edge::server::Lifecycle;
 
+pub use push::{Push, TENANT_HEADER_NAME};
+
 /// The header Grafana Pyroscope reads the tenant from.
 pub const TENANT_HEADER: &str = "x-scope-orgid";
 
@@ -49,54 +54,6 @@ pub const ROUTES: [&str; 4] = [
     "/push.v1.PusherService/Push",
     "/v1development/profiles",
 ];
-
-/// One push, as it will be sent on: path, the headers worth forwarding ([`forwardable`],
-/// values all visible ASCII), tenant, body.
-#[derive(Debug, Clone)]
-pub struct Push {
-    pub path_and_query: String,
-    pub headers: HeaderMap,
-    pub tenant: Option<String>,
-    pub body: Bytes,
-}
-
-/// The tenant header as a name, for requests written from a [`HeaderMap`].
-pub static TENANT_HEADER_NAME: header::HeaderName = header::HeaderName::from_static(TENANT_HEADER);
-
-impl Push {
-    /// The forwarded headers as text pairs, the form the spool and the local store keep.
-    pub fn header_pairs(&self) -> Vec<(String, String)> {
-        self.headers
-            .iter()
-            .filter_map(|(name, value)| {
-                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
-            })
-            .collect()
-    }
-
-    /// Text pairs back into forwarded headers, dropping any that are not valid headers.
-    pub fn headers_from_pairs<'a>(
-        pairs: impl IntoIterator<Item = &'a (String, String)>,
-    ) -> HeaderMap {
-        pairs
-            .into_iter()
-            .filter_map(|(name, value)| {
-                Some((
-                    header::HeaderName::from_bytes(name.as_bytes()).ok()?,
-                    header_value(value)?,
-                ))
-            })
-            .collect()
-    }
-
-    /// The agent's `Content-Type`, or "".
-    pub fn content_type(&self) -> &str {
-        self.headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-}
 
 #[derive(Clone)]
 pub struct IngestState {
@@ -258,13 +215,83 @@ pub(super) fn forwardable(name: &str) -> bool {
     FORWARDED_HEADERS.contains(&name)
 }
 
-/// The app a legacy push is for: `name=myapp.cpu{env=prod}` → `myapp.cpu`.
-fn app_name(query: Option<&str>) -> String {
-    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+/// The app a legacy push is for: `name=myapp.cpu{env=prod}` → `myapp.cpu`, `-` if none.
+/// Borrowed from the query when the name needs no decoding (agents send the labels
+/// percent-encoded, the app name plain).
+fn app_name(query: Option<&str>) -> Cow<'_, str> {
+    let query = query.unwrap_or_default();
+    let raw = query.split('&').find_map(|pair| pair.strip_prefix("name="));
+    let app = match raw {
+        Some(raw) => {
+            let end = raw
+                .find('{')
+                .into_iter()
+                .chain(raw.find("%7B"))
+                .chain(raw.find("%7b"))
+                .min()
+                .unwrap_or(raw.len());
+            let app = &raw[..end];
+            if app.contains(['%', '+']) {
+                decoded_app_name(query)
+            } else {
+                Cow::Borrowed(app)
+            }
+        }
+        None => decoded_app_name(query),
+    };
+    if app.is_empty() {
+        Cow::Borrowed("-")
+    } else {
+        app
+    }
+}
+
+/// [`app_name`] the long way: the first `name` parameter after form decoding.
+fn decoded_app_name(query: &str) -> Cow<'static, str> {
+    form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "name")
-        .map(|(_, v)| v.split('{').next().unwrap_or_default().to_owned())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "-".to_owned())
+        .map(|(_, v)| Cow::Owned(v.split('{').next().unwrap_or_default().to_owned()))
+        .unwrap_or(Cow::Borrowed(""))
+}
+
+/// Why a request body could not be read.
+enum BodyError {
+    TooLarge,
+    Broken,
+}
+
+/// Reads a body whole, at most `max` bytes. A body that arrives in one piece is kept as it
+/// came; one in several pieces is copied once, into a buffer sized from `declared`.
+async fn read_body<B>(body: B, max: usize, declared: Option<u64>) -> Result<Bytes, BodyError>
+where
+    B: axum::body::HttpBody<Data = Bytes>,
+{
+    use http_body_util::BodyExt as _;
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut joined = bytes::BytesMut::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| BodyError::Broken)?.into_data() else {
+            continue; // trailers
+        };
+        len += data.len();
+        if len > max {
+            return Err(BodyError::TooLarge);
+        }
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            held => {
+                if let Some(held) = held {
+                    let expected = declared.map_or(0, |d| d.min(max as u64) as usize);
+                    joined.reserve(expected.max(len));
+                    joined.extend_from_slice(&held);
+                }
+                joined.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| joined.freeze()))
 }
 
 #[tracing::instrument(skip_all, name = "push")] // skip_all: requests carry credentials
@@ -282,14 +309,16 @@ async fn push(
 /// router's matching and middleware on the hot path. Anything else — other methods on these
 /// paths included, which get the router's 405 — is given back.
 pub struct PushIntercept {
-    state: IngestState,
-    gate: AuthGate,
+    /// One reference counted per push, not one per field of the state and the gate.
+    shared: Arc<(IngestState, AuthGate)>,
 }
 
 impl PushIntercept {
     pub fn new(state: IngestState, verifier: Arc<Verifier>, auth: &AuthSettings) -> Self {
         let gate = push_gate(&state, verifier, auth);
-        PushIntercept { state, gate }
+        PushIntercept {
+            shared: Arc::new((state, gate)),
+        }
     }
 }
 
@@ -307,10 +336,11 @@ impl crate::edge::server::Intercept for PushIntercept {
         let Some(route) = ROUTES.iter().find(|r| **r == req.uri().path()) else {
             return Err(req);
         };
-        let (state, gate) = (self.state.clone(), self.gate.clone());
+        let shared = self.shared.clone();
         Ok((
             route,
             Box::pin(async move {
+                let (state, gate) = &*shared;
                 let (parts, body) = req.into_parts();
                 let principal = match gate.check(&parts.headers, parts.uri.query()) {
                     Ok(principal) => principal,
@@ -359,28 +389,18 @@ where
     if declared.is_some_and(|n| n > inner.max_body as u64) {
         return Err(too_large());
     }
-    let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, inner.max_body))
+    let body = read_body(body, inner.max_body, declared)
         .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                too_large()
-            } else {
-                ApiError::bad_request("could not read the request body")
-            }
-        })?
-        .to_bytes();
+        .map_err(|e| match e {
+            BodyError::TooLarge => too_large(),
+            BodyError::Broken => ApiError::bad_request("could not read the request body"),
+        })?;
     let tenant = tenant_for(inner, principal.as_deref(), &parts.headers);
-    let mut headers = HeaderMap::with_capacity(8);
-    for (name, value) in &parts.headers {
-        if forwardable(name.as_str()) && value.to_str().is_ok() {
-            headers.append(name.clone(), value.clone());
-        }
-    }
     let path_and_query = parts
         .uri
         .path_and_query()
-        .map(|pq| pq.as_str().to_owned())
-        .unwrap_or_else(|| parts.uri.path().to_owned());
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let app = if parts.uri.path() == "/push.v1.PusherService/Push" {
         let header = |name: header::HeaderName| {
             parts
@@ -388,20 +408,16 @@ where
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
-                .to_owned()
         };
         let gzip = header(header::CONTENT_ENCODING).eq_ignore_ascii_case("gzip");
-        labels::push_v1_app(&body, &header(header::CONTENT_TYPE), gzip)
-            .unwrap_or_else(|| "-".to_owned())
+        Cow::Owned(
+            labels::push_v1_app(&body, header(header::CONTENT_TYPE), gzip)
+                .unwrap_or_else(|| "-".to_owned()),
+        )
     } else {
         app_name(parts.uri.query())
     };
-    let push = Push {
-        path_and_query,
-        headers,
-        tenant,
-        body,
-    };
+    let push = Push::new(path_and_query, parts.headers, tenant, body);
     inner.stats.record(
         &app,
         principal.as_ref().map(|p| p.name.as_str()),
@@ -457,6 +473,82 @@ mod tests {
         assert_eq!(app_name(Some("name=svc{a=b}")), "svc");
         assert_eq!(app_name(Some("from=1")), "-");
         assert_eq!(app_name(None), "-");
+        // Taken as it is when nothing in the app name needs decoding, decoded otherwise: the
+        // same answer either way.
+        for (query, app, borrowed) in [
+            ("name=bench.cpu%7B%7D&format=folded", "bench.cpu", true),
+            ("from=1&name=svc%7benv%3Dprod%7D", "svc", true),
+            ("name=my%20app%7Benv%3Dprod%7D", "my app", false),
+            ("name=a+b", "a b", false),
+            ("name=%7Bx%7D", "-", true),
+            ("name=", "-", true),
+            ("n%61me=encoded-key", "encoded-key", false),
+        ] {
+            let got = app_name(Some(query));
+            assert_eq!(got, app, "{query}");
+            assert_eq!(matches!(got, Cow::Borrowed(_)), borrowed, "{query}");
+            let decoded = decoded_app_name(query);
+            assert_eq!(
+                if decoded.is_empty() { "-" } else { &decoded },
+                app,
+                "{query}"
+            );
+        }
+    }
+
+    /// A body that arrives in `chunks`.
+    struct Pieces(std::collections::VecDeque<Bytes>);
+
+    impl axum::body::HttpBody for Pieces {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+        }
+    }
+
+    fn chunked(chunks: &[&'static [u8]]) -> Pieces {
+        Pieces(chunks.iter().map(|c| Bytes::from_static(c)).collect())
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_whole_under_the_limit() {
+        let one = Bytes::from_static(b"one piece");
+        let whole = read_body(http_body_util::Full::new(one.clone()), 100, Some(9))
+            .await
+            .ok()
+            .unwrap();
+        // A body in one piece is not copied.
+        assert_eq!(whole.as_ptr(), one.as_ptr());
+        let joined = read_body(chunked(&[b"ab", b"", b"cde", b"f"]), 6, Some(6))
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(&joined[..], b"abcdef");
+        // A declared length that lies (too small or absent) changes nothing.
+        for declared in [None, Some(1), Some(u64::MAX)] {
+            let joined = read_body(chunked(&[b"ab", b"cd"]), 4, declared)
+                .await
+                .ok()
+                .unwrap();
+            assert_eq!(&joined[..], b"abcd");
+        }
+        assert!(matches!(
+            read_body(chunked(&[b"abc", b"def"]), 5, None).await,
+            Err(BodyError::TooLarge)
+        ));
+        assert!(matches!(
+            read_body(
+                http_body_util::Full::new(Bytes::from_static(b"toolong")),
+                5,
+                None
+            )
+            .await,
+            Err(BodyError::TooLarge)
+        ));
     }
 
     #[test]
