@@ -101,7 +101,11 @@ impl Application {
     /// Opens the store and keyring (creating them on first start), binds the listener.
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let (state, first_start) = open_state(settings, clock).await?;
-        let server = Server::bind(&state.settings.server, router(state.clone())).await?;
+        // Held long-polls are answered before hyper: an idle node's poll then costs the
+        // authority a few hundred bytes instead of hyper's buffers (edge::server::Hold).
+        let server = Server::bind(&state.settings.server, router(state.clone()))
+            .await?
+            .with_hold(Arc::new(distribution::HeldPolls::new(&state)));
         Ok(Application {
             server,
             state,

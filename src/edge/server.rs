@@ -43,6 +43,8 @@ use crate::config::ServerSettings;
 pub use crate::edge::lifecycle::Lifecycle;
 use crate::edge::tls::{HANDSHAKE_TIMEOUT, ServerTlsConfig};
 
+mod held;
+
 /// Longest time shutdown waits for connections to finish, then for background tasks.
 pub const DRAIN: Duration = Duration::from_secs(10);
 
@@ -66,6 +68,26 @@ pub trait Intercept: Send + Sync + 'static {
 
 /// The response future of an intercepted request.
 pub type Intercepted = std::pin::Pin<Box<dyn Future<Output = axum::response::Response> + Send>>;
+
+/// Requests the shell answers itself, before hyper: the authority's held long-polls.
+///
+/// A held poll waits up to a minute on every node's connection. Under hyper that wait keeps
+/// the connection's 8 KiB read and write buffers (a resident page of each) and the router's
+/// futures; answered here, it keeps only the hold's own future and the socket. The shell
+/// reads each request head on such a connection itself and offers it to [`Hold::hold`] only
+/// when it is a plain `GET` — HTTP/1.1, no body, no `Expect`/`Upgrade`/`Connection` other
+/// than keep-alive, an origin-form target, a host `server.allowed-hosts` accepts. Everything
+/// else, and every request the hold declines, goes to hyper and the router with the bytes
+/// read so far, and the connection stays with hyper from then on: the shell parses nothing
+/// it then acts on besides what it answers itself.
+pub trait Hold: Send + Sync + 'static {
+    /// The future of the answer to a request (its target and headers; the hold copies what
+    /// it keeps), or `None` to leave it to the router.
+    fn hold(&self, uri: &axum::http::Uri, headers: &axum::http::HeaderMap) -> Option<Held>;
+}
+
+/// The answer of a held request, once it is ready (its body whole).
+pub type Held = std::pin::Pin<Box<dyn Future<Output = axum::http::Response<bytes::Bytes>> + Send>>;
 
 /// How many connections are open, overall and per client address.
 #[derive(Debug)]
@@ -146,6 +168,8 @@ pub struct Server {
     /// `Some(n)`: serve on n threads of their own ([`Server::with_workers`]).
     workers: Option<usize>,
     intercept: Option<Arc<dyn Intercept>>,
+    hold: Option<Arc<dyn Hold>>,
+    allowed_hosts: Arc<[crate::config::HostPattern]>,
 }
 
 impl Server {
@@ -174,6 +198,8 @@ impl Server {
             }),
             workers: None,
             intercept: None,
+            hold: None,
+            allowed_hosts: settings.allowed_hosts.clone().into(),
         })
     }
 
@@ -202,6 +228,12 @@ impl Server {
     /// Lets `intercept` take requests before the router ([`Intercept`]).
     pub fn with_intercept(mut self, intercept: Arc<dyn Intercept>) -> Self {
         self.intercept = Some(intercept);
+        self
+    }
+
+    /// Lets `hold` answer some requests before hyper ([`Hold`]).
+    pub fn with_hold(mut self, hold: Arc<dyn Hold>) -> Self {
+        self.hold = Some(hold);
         self
     }
 
@@ -247,6 +279,8 @@ impl Server {
             read_timeout: self.read_timeout,
             limits: self.limits,
             intercept: self.intercept,
+            hold: self.hold,
+            allowed_hosts: self.allowed_hosts,
         });
         match self.workers {
             None => accept_loop(self.listener, shell, life.clone(), None).await,
@@ -286,6 +320,8 @@ struct Shell {
     read_timeout: Duration,
     limits: Arc<Limits>,
     intercept: Option<Arc<dyn Intercept>>,
+    hold: Option<Arc<dyn Hold>>,
+    allowed_hosts: Arc<[crate::config::HostPattern]>,
 }
 
 thread_local! {
@@ -500,8 +536,23 @@ async fn serve_tls(
 }
 
 /// Serves HTTP/1.1 on one connection until it closes, or finishes the request in flight and
-/// closes when shutdown begins.
+/// closes when shutdown begins: the shell's [`Hold`] first, if there is one, then hyper.
 async fn serve_connection<I>(io: I, peer: SocketAddr, shell: Arc<Shell>, life: Lifecycle)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match shell.hold.clone() {
+        None => serve_http(io, peer, shell, life).await,
+        Some(hold) => {
+            if let Some((io, read)) = held::serve(io, &*hold, &shell, &life).await {
+                serve_http(held::Prefixed::new(read, io), peer, shell, life).await;
+            }
+        }
+    }
+}
+
+/// hyper's HTTP/1.1 on one connection, the router behind it.
+async fn serve_http<I>(io: I, peer: SocketAddr, shell: Arc<Shell>, life: Lifecycle)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -8,12 +8,13 @@
 //! commits.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
@@ -26,6 +27,8 @@ use crate::core::jws::Signer;
 use crate::core::keyset;
 use crate::core::revocation::{RevocationEntry, RevocationList};
 use crate::edge::error::ApiError;
+use crate::edge::metrics::Metrics;
+use crate::edge::server::{Held, Hold, Lifecycle};
 
 /// One signed version of the list, and the signed key-set document beside it.
 #[derive(Debug, Clone, Default)]
@@ -325,50 +328,139 @@ fn revocations(
     async move {
         let wait = wait?;
         // Subscribe before reading, so a change between the read and the wait is not missed.
-        let mut changes = publisher.version.subscribe();
-        let mut current = publisher.current();
-        if tags.matches(&current.etag()) {
-            if let Some(wait) = wait.filter(|w| !w.is_zero()) {
-                // Each held poll is a connection and a task: past the cap, shed it clearly
-                // (the node backs off and polls again) instead of holding all it is sent.
-                let Ok(_held) = publisher.long_polls.clone().try_acquire_owned() else {
-                    return Err(ApiError::Unavailable(
-                        "too many pending long-polls; retry shortly".into(),
-                    ));
-                };
-                let _counted = HeldPoll::count(&metrics.revocation_long_polls);
-                let seen = current.version;
-                let changed = async {
-                    loop {
-                        if *changes.borrow_and_update() != seen {
-                            return;
-                        }
-                        if changes.changed().await.is_err() {
-                            std::future::pending::<()>().await;
-                        }
-                    }
-                };
-                tokio::select! {
-                    _ = tokio::time::timeout(wait, changed) => {}
-                    () = life.stopping() => {}
+        let changes = publisher.version.subscribe();
+        let current = publisher.current();
+        if tags.matches(&current.etag())
+            && let Some(wait) = wait.filter(|w| !w.is_zero())
+        {
+            // Each held poll is a connection and a task: past the cap, shed it clearly
+            // (the node backs off and polls again) instead of holding all it is sent.
+            let Ok(place) = publisher.long_polls.clone().try_acquire_owned() else {
+                return Err(ApiError::Unavailable(
+                    "too many pending long-polls; retry shortly".into(),
+                ));
+            };
+            let poll = Poll {
+                publisher,
+                life,
+                metrics,
+                tags,
+                changes,
+                seen: current.version,
+                wait,
+                _place: place,
+            };
+            return Ok(poll.answer().await.map(Body::from));
+        }
+        Ok(answer(&current, &tags).map(Body::from))
+    }
+}
+
+/// What `GET /api/revocations` answers with the list `current` in force: `304` when the
+/// request's tags name it, else `200` with the signed list.
+fn answer(current: &Published, tags: &IfNoneMatch) -> Response<Bytes> {
+    if tags.matches(&current.etag()) {
+        return not_modified(current);
+    }
+    let mut response = Response::new(current.body.clone());
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwt"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Some(etag) = &current.etag_header {
+        h.insert(header::ETAG, etag.clone());
+    }
+    response
+}
+
+/// One held long-poll: everything it keeps while it waits, and nothing of its request.
+struct Poll {
+    publisher: Arc<Publisher>,
+    life: Lifecycle,
+    metrics: Arc<Metrics>,
+    tags: IfNoneMatch,
+    changes: watch::Receiver<u64>,
+    /// The version the request named.
+    seen: u64,
+    wait: Duration,
+    /// Its place under `revocations.max-long-polls`.
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Poll {
+    /// Waits for a new version, the end of the wait or shutdown, then answers.
+    async fn answer(mut self) -> Response<Bytes> {
+        let _counted = HeldPoll::count(&self.metrics.revocation_long_polls);
+        let (seen, changes) = (self.seen, &mut self.changes);
+        let changed = async {
+            loop {
+                if *changes.borrow_and_update() != seen {
+                    return;
                 }
-                current = publisher.current();
+                if changes.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
             }
-            if tags.matches(&current.etag()) {
-                return Ok(not_modified(&current));
-            }
+        };
+        tokio::select! {
+            _ = tokio::time::timeout(self.wait, changed) => {}
+            () = self.life.stopping() => {}
         }
-        let mut response = Body::from(current.body.clone()).into_response();
-        let h = response.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/jwt"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        if let Some(etag) = &current.etag_header {
-            h.insert(header::ETAG, etag.clone());
+        answer(&self.publisher.current(), &self.tags)
+    }
+}
+
+/// Held long-polls answered by the server shell before hyper ([`Hold`]): the same poll as the
+/// route's, taken only when it will wait — the request names the list in force, asks to
+/// wait, and there is a place for it. Anything else (a new version to send at once, a bad
+/// `wait`, no place left) is left to the route, which answers it as before.
+pub struct HeldPolls {
+    publisher: Arc<Publisher>,
+    life: Lifecycle,
+    metrics: Arc<Metrics>,
+    max_wait: Duration,
+}
+
+impl HeldPolls {
+    pub fn new(state: &AppState) -> Self {
+        HeldPolls {
+            publisher: state.publisher.clone(),
+            life: state.life.clone(),
+            metrics: state.metrics.clone(),
+            max_wait: state.settings.authority.revocations_max_wait,
         }
-        Ok(response)
+    }
+}
+
+impl Hold for HeldPolls {
+    fn hold(&self, uri: &Uri, headers: &HeaderMap) -> Option<Held> {
+        if uri.path() != "/api/revocations" {
+            return None;
+        }
+        let wait = wait_param(uri.query(), self.max_wait).ok()??;
+        if wait.is_zero() {
+            return None;
+        }
+        let tags = IfNoneMatch::of(headers);
+        let changes = self.publisher.version.subscribe();
+        let current = self.publisher.current();
+        if !tags.matches(&current.etag()) {
+            return None;
+        }
+        let place = self.publisher.long_polls.clone().try_acquire_owned().ok()?;
+        let poll = Poll {
+            publisher: self.publisher.clone(),
+            life: self.life.clone(),
+            metrics: self.metrics.clone(),
+            tags,
+            changes,
+            seen: current.version,
+            wait,
+            _place: place,
+        };
+        Some(Box::pin(poll.answer()))
     }
 }
 
@@ -388,8 +480,9 @@ impl Drop for HeldPoll<'_> {
     }
 }
 
-fn not_modified(current: &Published) -> Response {
-    let mut response = StatusCode::NOT_MODIFIED.into_response();
+fn not_modified(current: &Published) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::new());
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
     if let Some(etag) = &current.etag_header {
         response.headers_mut().insert(header::ETAG, etag.clone());
     }

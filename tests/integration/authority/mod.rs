@@ -8,6 +8,7 @@ mod cli;
 mod config_layers;
 mod crash;
 mod distribution;
+mod held_polls;
 mod hosts;
 mod login;
 mod restart;
