@@ -206,6 +206,19 @@ impl Verifier {
         Ok(principal)
     }
 
+    /// Checks again a principal this verifier verified from a token, as a cache hit does: the
+    /// signing key still published, not expired, not revoked — so whoever remembers a verified
+    /// token (the connection a key came on, [`crate::edge::auth::CredentialMemo`]) never
+    /// extends its life. Counted as a cache hit. `None` when the cache is off: then every
+    /// token is verified whole, remembered or not.
+    pub fn recheck(&self, principal: &Principal) -> Option<Result<(), VerifyError>> {
+        self.cache.as_ref()?;
+        if let Some(c) = self.counters.get() {
+            c.hits.inc();
+        }
+        Some(self.check_live(principal, self.clock.now()))
+    }
+
     /// Verifies without consulting or filling the cache (benchmarks, the CLI).
     pub fn verify_uncached(&self, token: &str) -> Result<Principal, VerifyError> {
         self.verify_parts(jws::split(token, MAX_TOKEN_BYTES)?)

@@ -122,11 +122,22 @@ impl AuthGate {
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Result<Arc<Principal>, ApiError> {
+        self.authorize_with(headers, query, None)
+    }
+
+    /// [`AuthGate::authorize`], with the connection's memo of the last key it verified.
+    fn authorize_with(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        memo: Option<&CredentialMemo>,
+    ) -> Result<Arc<Principal>, ApiError> {
         let creds = credentials(headers, query).map_err(ApiError::Unauthorized)?;
-        let principal = self
-            .verifier
-            .verify(&creds.token)
-            .map_err(ApiError::Unauthorized)?;
+        let principal = match memo {
+            Some(memo) => memo.verify(&self.verifier, &creds.token),
+            None => self.verifier.verify(&creds.token),
+        }
+        .map_err(ApiError::Unauthorized)?;
         if !self.access.allows(principal.role) {
             return Err(ApiError::Forbidden(format!(
                 "permission denied: this requires the {} role; key \"{}\" has role {}",
@@ -156,11 +167,22 @@ impl AuthGate {
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Result<Option<Arc<Principal>>, ApiError> {
+        self.check_with(headers, query, None)
+    }
+
+    /// [`AuthGate::check`] for a request on a connection that remembers the last key it
+    /// verified ([`CredentialMemo`]).
+    pub fn check_with(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        memo: Option<&CredentialMemo>,
+    ) -> Result<Option<Arc<Principal>>, ApiError> {
         if !self.enabled {
             return Ok(None);
         }
         let started = crate::core::clock::Stopwatch::start();
-        let decision = self.authorize(headers, query);
+        let decision = self.authorize_with(headers, query, memo);
         if let Some(m) = &self.metrics {
             m.verify_latency.observe(started.elapsed_secs());
             match (&decision, &self.allowed) {
@@ -183,6 +205,53 @@ impl AuthGate {
                     }
                     other => tracing::info!(error = %other, "request forbidden"),
                 }
+                Err(err)
+            }
+        }
+    }
+}
+
+/// The last key verified on one connection, and whom it named.
+///
+/// An agent sends the same key with every push on its keep-alive connection. With a memo per
+/// connection, a key seen again there is compared byte for byte with the one remembered and
+/// then checked as a cache hit is ([`Verifier::recheck`]: key still published, not expired,
+/// not revoked — a revocation applies to the very next request) instead of being hashed and
+/// looked up in the shared cache again. Any other key is verified whole and replaces the
+/// memo; a refused one empties it. The memo holds the key for as long as the connection is
+/// open — as the connection's request buffers do — and never outlives it. With the verifier's
+/// cache off, it is bypassed.
+#[derive(Default)]
+pub struct CredentialMemo(std::sync::Mutex<Option<(Box<str>, Arc<Principal>)>>);
+
+impl std::fmt::Debug for CredentialMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CredentialMemo([redacted])")
+    }
+}
+
+impl CredentialMemo {
+    fn verify(&self, verifier: &Verifier, token: &str) -> Result<Arc<Principal>, VerifyError> {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((remembered, principal)) = last.as_ref()
+            && **remembered == *token
+            && let Some(live) = verifier.recheck(principal)
+        {
+            return match live {
+                Ok(()) => Ok(principal.clone()),
+                Err(err) => {
+                    *last = None;
+                    Err(err)
+                }
+            };
+        }
+        match verifier.verify(token) {
+            Ok(principal) => {
+                *last = Some((token.into(), principal.clone()));
+                Ok(principal)
+            }
+            Err(err) => {
+                *last = None;
                 Err(err)
             }
         }

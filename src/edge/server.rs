@@ -40,6 +40,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::config::ServerSettings;
+use crate::edge::auth::CredentialMemo;
 pub use crate::edge::lifecycle::Lifecycle;
 use crate::edge::tls::{HANDSHAKE_TIMEOUT, ServerTlsConfig};
 
@@ -58,11 +59,13 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// router, and a debug log line of the same shape (method, route, status, latency).
 pub trait Intercept: Send + Sync + 'static {
     /// The route a taken request is logged under, or the request back (moved, not copied:
-    /// the size of the `Err` is the request's own).
+    /// the size of the `Err` is the request's own). `memo` is the request's connection's:
+    /// requests on one connection come one after another.
     #[allow(clippy::result_large_err)]
     fn intercept(
         &self,
         req: Request<Incoming>,
+        memo: &Arc<CredentialMemo>,
     ) -> Result<(&'static str, Intercepted), Request<Incoming>>;
 }
 
@@ -557,16 +560,22 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let read_timeout = shell.read_timeout;
+    // What the intercept remembers of this connection between its requests.
+    let memo = shell
+        .intercept
+        .as_ref()
+        .map(|_| Arc::new(CredentialMemo::default()));
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         own_head(&mut req);
         let shell = shell.clone();
+        let memo = memo.clone();
         async move {
-            let mut req = match &shell.intercept {
-                Some(intercept) => match intercept.intercept(req) {
+            let mut req = match (&shell.intercept, &memo) {
+                (Some(intercept), Some(memo)) => match intercept.intercept(req, memo) {
                     Ok((route, handling)) => return Ok(intercepted(route, handling).await),
                     Err(req) => req,
                 },
-                None => req,
+                _ => req,
             };
             // What `ConnectInfo<SocketAddr>` extractors (the login throttle) read; intercepted
             // requests don't need it (and skip allocating the extensions map).

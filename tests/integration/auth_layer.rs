@@ -599,3 +599,87 @@ async fn the_auth_layer_logs_reasons_and_names_but_never_a_credential() {
         );
     }
 }
+
+/// The connection memo of the push path (`CredentialMemo`): a key seen again on its
+/// connection is compared byte for byte and checked like a cache hit, so every rule that can
+/// change — revocation, expiry, a retired signing key — still applies to the next request,
+/// and any other bytes are verified whole.
+#[tokio::test]
+async fn a_key_remembered_by_its_connection_is_still_checked_on_every_request() {
+    use pyrogate::core::error::VerifyError;
+    use pyrogate::edge::auth::CredentialMemo;
+    use pyrogate::edge::error::ApiError;
+    let h = Harness::new();
+    let gate = AuthGate::new(h.verifier.clone(), Access::Ingest);
+    let memo = CredentialMemo::default();
+    let token = h.token("ci", Role::Agent);
+    let headers = |value: &str| {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    };
+    let check = |value: &str| gate.check_with(&headers(value), None, Some(&memo));
+    let refused =
+        |result: Result<Option<Arc<pyrogate::core::verifier::Principal>>, ApiError>| match result {
+            Err(ApiError::Unauthorized(reason)) => reason,
+            other => panic!("expected a 401, got {other:?}"),
+        };
+    let bearer = format!("Bearer {token}");
+    for _ in 0..3 {
+        assert_eq!(check(&bearer).unwrap().unwrap().name, "ci");
+    }
+    // One byte of the signature changed, with the original remembered: verified whole, refused.
+    let mut tampered = bearer.clone().into_bytes();
+    let last = tampered.len() - 2;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    assert!(matches!(
+        refused(check(&tampered)),
+        VerifyError::BadSignature
+    ));
+    // The same key by Basic auth on the same connection, then by Bearer again.
+    let basic_value = basic("anyone", &token);
+    assert_eq!(check(&basic_value).unwrap().unwrap().name, "ci");
+    assert_eq!(check(&bearer).unwrap().unwrap().name, "ci");
+    // Revoked while remembered: refused at the next request.
+    let jti = claims_of(&token)["jti"].as_str().unwrap().to_owned();
+    h.verifier.set_revocations(
+        RevocationList {
+            ksv: None,
+            iss: ISSUER.into(),
+            ver: 1,
+            iat: NOW,
+            entries: vec![RevocationEntry {
+                jti,
+                exp: Some(NOW + 3600),
+                kid: None,
+            }],
+        }
+        .to_set(),
+    );
+    assert!(matches!(refused(check(&bearer)), VerifyError::Revoked));
+    // Expired while remembered: refused at the next request.
+    let short = h.token_with("short", Role::Agent, 60, None);
+    let short = format!("Bearer {short}");
+    assert_eq!(check(&short).unwrap().unwrap().name, "short");
+    h.clock.advance(60 + SKEW);
+    assert!(matches!(refused(check(&short)), VerifyError::Expired));
+    // A remembered key's role is checked on every request too.
+    let read_gate = AuthGate::new(h.verifier.clone(), Access::Query);
+    let reader = format!("Bearer {}", h.token("reader", Role::ReadOnly));
+    let memo = CredentialMemo::default();
+    for _ in 0..2 {
+        assert!(matches!(
+            gate.check_with(&headers(&reader), None, Some(&memo)),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert_eq!(
+            read_gate
+                .check_with(&headers(&reader), None, Some(&memo))
+                .unwrap()
+                .unwrap()
+                .name,
+            "reader"
+        );
+    }
+}

@@ -31,11 +31,14 @@ where
 {
     let mut buf = BytesMut::new();
     loop {
-        // As under hyper: a whole head within the read timeout, or the connection closes.
-        let len = tokio::time::timeout(shell.read_timeout, read_head(&mut io, &mut buf))
-            .await
-            .ok()?
-            .ok()?;
+        // As under hyper: a whole head within the read timeout, or the connection closes;
+        // and a connection between requests closes as soon as shutdown begins.
+        let len = tokio::select! {
+            read = tokio::time::timeout(shell.read_timeout, read_head(&mut io, &mut buf)) => {
+                read.ok()?.ok()?
+            }
+            () = life.stopping() => return None,
+        };
         let Some((len, held)) = len.and_then(|len| Some((len, offer(&buf[..len], hold, shell)?)))
         else {
             return Some((io, buf.freeze()));

@@ -326,6 +326,7 @@ impl crate::edge::server::Intercept for PushIntercept {
     fn intercept(
         &self,
         req: axum::http::Request<hyper::body::Incoming>,
+        memo: &Arc<crate::edge::auth::CredentialMemo>,
     ) -> Result<
         (&'static str, crate::edge::server::Intercepted),
         axum::http::Request<hyper::body::Incoming>,
@@ -336,16 +337,17 @@ impl crate::edge::server::Intercept for PushIntercept {
         let Some(route) = ROUTES.iter().find(|r| **r == req.uri().path()) else {
             return Err(req);
         };
-        let shared = self.shared.clone();
+        let (shared, memo) = (self.shared.clone(), memo.clone());
         Ok((
             route,
             Box::pin(async move {
                 let (state, gate) = &*shared;
                 let (parts, body) = req.into_parts();
-                let principal = match gate.check(&parts.headers, parts.uri.query()) {
-                    Ok(principal) => principal,
-                    Err(err) => return err.into_response(),
-                };
+                let principal =
+                    match gate.check_with(&parts.headers, parts.uri.query(), Some(&memo)) {
+                        Ok(principal) => principal,
+                        Err(err) => return err.into_response(),
+                    };
                 accept(&state.inner, principal, parts, body)
                     .await
                     .into_response()

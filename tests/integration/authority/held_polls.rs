@@ -228,3 +228,26 @@ async fn a_head_sent_too_slowly_ends_the_connection() {
         String::from_utf8_lossy(&rest)
     );
 }
+
+#[tokio::test]
+async fn shutdown_closes_connections_between_requests_at_once() {
+    let mut app = Authority::start().await;
+    // One connection that sent nothing yet, one between two polls.
+    let mut idle = connect(&app).await;
+    let mut between = connect(&app).await;
+    between
+        .write_all(poll(1, "\"0\"").as_bytes())
+        .await
+        .unwrap();
+    let (status, _, _) = read_answer(&mut between, &mut Vec::new()).await;
+    assert_eq!(status, 304);
+    // Under the drain limit (10 s): shutdown did not wait for either connection to time out.
+    tokio::time::timeout(Duration::from_secs(8), app.stop())
+        .await
+        .expect("shutdown waited for idle connections");
+    for conn in [&mut idle, &mut between] {
+        let mut rest = Vec::new();
+        let n = conn.read_to_end(&mut rest).await.unwrap_or(0);
+        assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&rest));
+    }
+}
