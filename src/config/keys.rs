@@ -203,7 +203,7 @@ pub const KEYS: &[Key] = &[
     key("auth.clock-skew", SERVER.or(INGEST), "60s", Kind::Duration,
         "Allowed clock difference when checking exp, nbf and iat."),
     key("auth.cache-size", SERVER.or(INGEST), "65536", Kind::Count,
-        "Verified tokens remembered per process (0 disables the cache)."),
+        "Verified tokens remembered per process, and by each push connection the last key it verified (0 disables both)."),
     key("auth.login-max-failures", SERVER, "10", Kind::Count,
         "Failed logins allowed per user and per client address within the lockout window."),
     key("auth.trusted-proxies", SERVER, "", Kind::String,

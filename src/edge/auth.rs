@@ -246,7 +246,10 @@ impl CredentialMemo {
             };
         }
         match verifier.verify(token) {
-            Ok(principal) => {
+            Ok(shared) => {
+                // A copy of its own: the shared cache's `Arc` is touched by every serving
+                // thread, this one only by the thread that serves the connection.
+                let principal = Arc::new((*shared).clone());
                 *last = Some((token.into(), principal.clone()));
                 Ok(principal)
             }
