@@ -136,6 +136,25 @@ impl Harness {
         token
     }
 
+    /// Puts `token` on the verifier's revocation list.
+    fn revoke(&self, token: &str) {
+        let jti = claims_of(token)["jti"].as_str().unwrap().to_owned();
+        self.verifier.set_revocations(
+            RevocationList {
+                ksv: None,
+                iss: ISSUER.into(),
+                ver: 1,
+                iat: NOW,
+                entries: vec![RevocationEntry {
+                    jti,
+                    exp: Some(NOW + 3600),
+                    kid: None,
+                }],
+            }
+            .to_set(),
+        );
+    }
+
     fn secret(&self, extra: &str) {
         self.secrets.lock().unwrap().push(extra.to_owned());
     }
@@ -388,21 +407,7 @@ async fn a_revoked_token_is_refused_as_revoked() {
     h.call(ingest(&[(name.clone(), &value)]))
         .await
         .assert_ok("ci");
-    let jti = claims_of(&token)["jti"].as_str().unwrap().to_owned();
-    h.verifier.set_revocations(
-        RevocationList {
-            ksv: None,
-            iss: ISSUER.into(),
-            ver: 1,
-            iat: NOW,
-            entries: vec![RevocationEntry {
-                jti,
-                exp: Some(NOW + 3600),
-                kid: None,
-            }],
-        }
-        .to_set(),
-    );
+    h.revoke(&token);
     h.call(ingest(&[(name, &value)]))
         .await
         .assert_unauthorized("revoked");
@@ -642,21 +647,7 @@ async fn a_key_remembered_by_its_connection_is_still_checked_on_every_request() 
     assert_eq!(check(&basic_value).unwrap().unwrap().name, "ci");
     assert_eq!(check(&bearer).unwrap().unwrap().name, "ci");
     // Revoked while remembered: refused at the next request.
-    let jti = claims_of(&token)["jti"].as_str().unwrap().to_owned();
-    h.verifier.set_revocations(
-        RevocationList {
-            ksv: None,
-            iss: ISSUER.into(),
-            ver: 1,
-            iat: NOW,
-            entries: vec![RevocationEntry {
-                jti,
-                exp: Some(NOW + 3600),
-                kid: None,
-            }],
-        }
-        .to_set(),
-    );
+    h.revoke(&token);
     assert!(matches!(refused(check(&bearer)), VerifyError::Revoked));
     // Expired while remembered: refused at the next request.
     let short = h.token_with("short", Role::Agent, 60, None);
