@@ -17,8 +17,8 @@
 //! over `Content-Length`; otherwise `Content-Length` (conflicting values refused), otherwise
 //! the body runs to the end of the connection. A connection is reused only after an HTTP/1.1
 //! answer read exactly to its end without `Connection: close`; before reuse it is checked for
-//! having been closed (or written to) while idle, so a push is never written to a connection
-//! the upstream already hung up.
+//! having been closed (or written to) while idle, so a push is not written to a connection
+//! the event loop has seen the upstream hang up.
 
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -41,8 +41,8 @@ use super::client::connector;
 const MAX_IDLE: usize = 256;
 /// Largest answer head (status line and headers) accepted.
 const MAX_HEAD: usize = 64 * 1024;
-/// Most headers in an answer.
-const MAX_HEADERS: usize = 64;
+/// Most headers in an answer (hyper's limit too).
+const MAX_HEADERS: usize = 100;
 /// What a connection's read buffer starts at; it grows for larger answers.
 const READ_BUFFER: usize = 4096;
 
@@ -56,7 +56,8 @@ pub struct OriginPool {
     origin: http::Uri,
     /// The `Host` header every request carries.
     host: String,
-    idle: Mutex<Vec<Conn>>,
+    /// Idle connections, the most recently used at the back.
+    idle: Mutex<std::collections::VecDeque<Conn>>,
 }
 
 struct Conn {
@@ -127,7 +128,7 @@ impl OriginPool {
                 .path_and_query("/")
                 .build()?,
             host: authority.as_str().to_owned(),
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -215,7 +216,7 @@ impl OriginPool {
 
     fn take_idle(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(mut conn) = idle.pop() {
+        while let Some(mut conn) = idle.pop_back() {
             if still_open(&mut conn.io) {
                 return Some(conn);
             }
@@ -225,8 +226,15 @@ impl OriginPool {
 
     fn put_idle(&self, conn: Conn) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // Steady load reuses the newest; the oldest, left from a burst, may have been closed
+        // by the upstream since. One is looked at per exchange, so none lingers half-closed.
+        if let Some(oldest) = idle.front_mut()
+            && !still_open(&mut oldest.io)
+        {
+            idle.pop_front();
+        }
         if idle.len() < MAX_IDLE {
-            idle.push(conn);
+            idle.push_back(conn);
         }
     }
 
@@ -254,12 +262,18 @@ impl OriginPool {
 
 /// Whether an idle connection can take a request: nothing to read — no end of stream, no
 /// reset, no bytes nobody asked for. A TLS session ticket or key update is taken in by rustls
-/// without counting as data. Costs no system call unless the socket has signalled readiness.
+/// without counting as data. Costs no system call unless the socket has signalled readiness:
+/// it sees what the event loop has seen (as hyper's own pool does), so an end of stream still
+/// on its way in is found by the exchange, and that push is spooled. Run outside tokio's
+/// cooperative budget, which would otherwise answer "not ready" without looking.
 fn still_open(io: &mut Io) -> bool {
     let mut cx = Context::from_waker(Waker::noop());
     let mut byte = [0u8; 1];
-    let mut buf = ReadBuf::new(&mut byte);
-    matches!(Pin::new(io).poll_read(&mut cx, &mut buf), Poll::Pending)
+    let mut look = std::pin::pin!(tokio::task::unconstrained(std::future::poll_fn(|cx| {
+        let mut buf = ReadBuf::new(&mut byte);
+        Poll::Ready(Pin::new(&mut *io).poll_read(cx, &mut buf).is_pending())
+    })));
+    matches!(look.as_mut().poll(&mut cx), Poll::Ready(true))
 }
 
 /// Why writing a request failed.
@@ -441,16 +455,19 @@ fn parse_head(buf: &[u8], keep: Keep) -> Result<Option<(usize, Head)>, PoolError
     for header in answer.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let value = std::str::from_utf8(header.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .ok_or_else(|| PoolError::Answer("a Content-Length is not a number".into()))?;
-            if length.is_some_and(|l| l != value) {
-                return Err(PoolError::Answer(
-                    "the answer has conflicting Content-Length headers".into(),
-                ));
+            // A list of identical values (`0, 0`) is one length; anything else is refused.
+            for value in header.value.split(|&b| b == b',') {
+                let value = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .ok_or_else(|| PoolError::Answer("a Content-Length is not a number".into()))?;
+                if length.is_some_and(|l| l != value) {
+                    return Err(PoolError::Answer(
+                        "the answer has conflicting Content-Length headers".into(),
+                    ));
+                }
+                length = Some(value);
             }
-            length = Some(value);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             // The last coding decides: only `chunked` there frames the body.
             let last = header.value.rsplit(|&b| b == b',').next().unwrap_or(b"");

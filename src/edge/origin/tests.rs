@@ -184,6 +184,41 @@ async fn a_connection_the_upstream_closed_while_idle_is_not_used() {
 }
 
 #[tokio::test]
+async fn an_idle_connection_closed_by_the_upstream_is_let_go_even_if_never_taken_again() {
+    // Two at once open two connections; the upstream then closes one of them.
+    let (pool, _, mut requests) = server(vec![(OK, true), (OK, false), (OK, false)]).await;
+    let (a, b) = tokio::join!(post(&pool, b"a"), post(&pool, b"b"));
+    a.unwrap();
+    b.unwrap();
+    requests.recv().await.unwrap();
+    requests.recv().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // One more exchange, on the live one: the dead one — oldest or newest — is gone after it
+    // (without the look at the oldest, it stayed whenever it was the oldest).
+    post(&pool, b"c").await.unwrap();
+    assert_eq!(pool.idle.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_list_of_equal_lengths_is_one_length_and_many_headers_are_fine() {
+    let listed: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\n\r\nok";
+    let many: &'static [u8] = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\n{}content-length: 2\r\n\r\nok",
+            (0..90)
+                .map(|i| format!("x-extra-{i}: {i}\r\n"))
+                .collect::<String>()
+        )
+        .into_bytes()
+        .into_boxed_slice(),
+    );
+    let (pool, _, _requests) = server(vec![(listed, false), (many, false)]).await;
+    assert_eq!(&post(&pool, b"x").await.unwrap().body[..], b"ok");
+    let answer = post(&pool, b"x").await.unwrap();
+    assert_eq!(answer.headers.len(), 90);
+}
+
+#[tokio::test]
 async fn a_connection_with_bytes_past_the_answer_is_not_reused() {
     let extra: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n";
     let (pool, script, _requests) = server(vec![(extra, false), (OK, false)]).await;
@@ -194,7 +229,7 @@ async fn a_connection_with_bytes_past_the_answer_is_not_reused() {
 
 #[tokio::test]
 async fn broken_answers_are_errors_that_name_the_problem() {
-    let cases: [(&'static [u8], &str); 7] = [
+    let cases: [(&'static [u8], &str); 8] = [
         (b"SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP/1 answer"),
         (
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok",
@@ -203,6 +238,10 @@ async fn broken_answers_are_errors_that_name_the_problem() {
         (
             b"HTTP/1.1 200 OK\r\ncontent-length: many\r\n\r\n",
             "not a number",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2, 3\r\n\r\nok",
+            "conflicting Content-Length",
         ),
         (
             b"HTTP/1.1 200 OK\r\ncontent-length: 5000\r\n\r\n",

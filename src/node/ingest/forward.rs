@@ -25,7 +25,7 @@ use super::{Push, TENANT_HEADER, TENANT_HEADER_NAME, header_value};
 use crate::core::clock::Stopwatch;
 use crate::edge::error::ApiError;
 use crate::edge::metrics::{Metrics, ResultLabels};
-use crate::edge::origin::Post;
+use crate::edge::origin::{PoolError, Post};
 use crate::edge::server::Lifecycle;
 
 /// Largest upstream response body relayed to an agent.
@@ -61,6 +61,9 @@ enum Failure {
     Unreachable(String),
     /// The upstream answered 5xx.
     Status(StatusCode),
+    /// The upstream took the push and answered something that can't be read (framing, size).
+    /// It may well have the push: sending it again would only repeat that.
+    BadAnswer(String),
 }
 
 impl Failure {
@@ -74,6 +77,7 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Unreachable(why) => write!(f, "unreachable: {why}"),
             Failure::Status(status) => write!(f, "answered {status}"),
+            Failure::BadAnswer(why) => write!(f, "answered unreadably: {why}"),
         }
     }
 }
@@ -105,6 +109,14 @@ impl Forwarder {
         }
         match self.forward(&push).await {
             Ok(response) => Ok(response),
+            // Not spooled: replaying it would send the same push again and again. The agent
+            // hears of it and decides.
+            Err(Failure::BadAnswer(why)) => {
+                tracing::warn!(%why, path = %push.path_and_query, "the upstream's answer to a push could not be read");
+                Err(ApiError::BadGateway(format!(
+                    "the upstream's answer could not be read ({why}); the push was not spooled and may have reached it"
+                )))
+            }
             Err(failure) => {
                 tracing::warn!(%failure, path = %push.path_and_query, "upstream can't take the push; spooling it");
                 self.enqueue(push).await
@@ -120,6 +132,7 @@ impl Forwarder {
             Ok(r) if r.status().is_success() => "ok",
             Ok(r) if r.status().is_server_error() => "server_error",
             Ok(_) => "client_error",
+            Err(Failure::BadAnswer(_)) => "bad_answer",
             Err(_) => "unreachable",
         };
         match label {
@@ -159,7 +172,10 @@ impl Forwarder {
         let answer = tokio::time::timeout(upstream.timeout(), exchange)
             .await
             .map_err(|_| Failure::Unreachable("timed out".into()))?
-            .map_err(|e| Failure::Unreachable(e.to_string()))?;
+            .map_err(|e| match e {
+                PoolError::Answer(_) => Failure::BadAnswer(e.to_string()),
+                _ => Failure::Unreachable(e.to_string()),
+            })?;
         let mut out = Response::new(Body::from(answer.body));
         *out.status_mut() = answer.status;
         *out.headers_mut() = answer.headers;
@@ -321,6 +337,20 @@ impl Forwarder {
                     );
                     self.dead_letter(seq, reason, "upstream refused a spooled push for good")
                         .await;
+                    backoff = Duration::from_millis(100);
+                }
+                Err(Failure::BadAnswer(why)) => {
+                    // Replaying would repeat the push each time: keep it aside, with why.
+                    let reason = format!(
+                        "the upstream's answer to {} could not be read: {why} (entry {seq})",
+                        push.path_and_query
+                    );
+                    self.dead_letter(
+                        seq,
+                        reason,
+                        "the upstream's answer to a spooled push could not be read",
+                    )
+                    .await;
                     backoff = Duration::from_millis(100);
                 }
                 Err(failure) => {

@@ -220,6 +220,18 @@ pub(super) fn forwardable(name: &str) -> bool {
 /// percent-encoded, the app name plain).
 fn app_name(query: Option<&str>) -> Cow<'_, str> {
     let query = query.unwrap_or_default();
+    // A key that needs decoding could be `name` itself: then only the decoder can tell.
+    if query.split('&').any(|pair| {
+        pair.split('=')
+            .next()
+            .unwrap_or_default()
+            .contains(['%', '+'])
+    }) {
+        return match decoded_app_name(query) {
+            app if app.is_empty() => Cow::Borrowed("-"),
+            app => app,
+        };
+    }
     let raw = query.split('&').find_map(|pair| pair.strip_prefix("name="));
     let app = match raw {
         Some(raw) => {
@@ -485,6 +497,7 @@ mod tests {
             ("name=%7Bx%7D", "-", true),
             ("name=", "-", true),
             ("n%61me=encoded-key", "encoded-key", false),
+            ("n%61me=first&name=second", "first", false),
         ] {
             let got = app_name(Some(query));
             assert_eq!(got, app, "{query}");

@@ -324,8 +324,16 @@ async fn a_key_without_a_tenant_gets_tenant_default_or_no_header() {
 /// `Connection: close`: every connection the node keeps for reuse is dead by the time it is
 /// taken again. Records each request body it answered.
 async fn one_shot_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    scripted_upstream(listener, b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+}
+
+/// [`one_shot_upstream`] on `listener`, answering every request with `answer`.
+fn scripted_upstream(
+    listener: tokio::net::TcpListener,
+    answer: &'static [u8],
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let url = format!("http://{}", listener.local_addr().unwrap());
     let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = bodies.clone();
@@ -365,9 +373,7 @@ async fn one_shot_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec
                 seen.lock()
                     .unwrap()
                     .push(buf[head_end..head_end + length].to_vec());
-                let _ = tcp
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                    .await;
+                let _ = tcp.write_all(answer).await;
                 // Hang up without a word.
             });
         }
@@ -418,4 +424,69 @@ async fn pushes_to_an_upstream_that_hangs_up_after_every_answer_all_arrive_exact
     let mut want = sent.clone();
     want.sort();
     assert_eq!(got, want);
+}
+
+/// An answer that breaks HTTP framing: two different lengths.
+const UNREADABLE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nok";
+
+/// An upstream that took a push and answered unreadably may have it: the agent gets a 502
+/// saying so, and nothing is spooled to be sent again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_answer_is_a_502_and_the_push_is_not_spooled() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (url, bodies) = scripted_upstream(listener, UNREADABLE);
+    let node = Node::start(&dir.path().join("node"), &format!("upstream: {url}\n")).await;
+    let r = node
+        .client()
+        .post("/ingest?name=a.cpu")
+        .body("app;once 1\n")
+        .send()
+        .await
+        .expect(502);
+    assert!(r.header("pyrogate-spooled").is_none());
+    assert!(
+        r.errors()[0].contains("could not be read") && r.errors()[0].contains("not spooled"),
+        "{:?}",
+        r.errors()
+    );
+    assert_eq!(node.metric("pyrogate_spool_entries").await, 0.0);
+    assert_eq!(bodies.lock().unwrap().len(), 1);
+}
+
+/// A spooled push whose replay is answered unreadably is kept aside with the reason, not
+/// replayed for ever (each replay would hand the upstream the same push again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spooled_push_answered_unreadably_is_dead_lettered_not_replayed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The upstream's port, free while the push is made: it is spooled.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let node = Node::start(&dir.path().join("node"), &format!("upstream: {url}\n")).await;
+    let r = node
+        .client()
+        .post("/ingest?name=a.cpu")
+        .body("app;spooled 1\n")
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(r.header("pyrogate-spooled"), Some("true"));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the upstream's port again");
+    let (_, bodies) = scripted_upstream(listener, UNREADABLE);
+    let deadline = crate::harness::Deadline::secs(20, "the push to be dead-lettered");
+    loop {
+        let dead = node.metric("pyrogate_spool_dead_letters").await;
+        if dead == 1.0 {
+            break;
+        }
+        deadline.tick(|| format!("{dead} dead letters")).await;
+    }
+    assert_eq!(node.metric("pyrogate_spool_entries").await, 0.0);
+    assert_eq!(bodies.lock().unwrap().len(), 1, "replayed more than once");
 }
