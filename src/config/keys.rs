@@ -219,7 +219,7 @@ pub const KEYS: &[Key] = &[
     key("auth.login-max-waiting", SERVER, "4", Kind::Count,
         "Attempts on one user name that may wait out their delay at once; more get 429 with Retry-After. Times auth.login-max-delay at most 240s."),
     key("revocations.max-wait", SERVER, "60s", Kind::Duration,
-        "Longest long-poll a client may ask for with ?wait=."),
+        "Longest long-poll a client may ask for with ?wait= (at most 240s, inside the request timeout)."),
     key("revocations.max-long-polls", SERVER, "10000", Kind::Count,
         "Long-polls (?wait=) held at once; past it a poll gets 503 and the node backs off."),
     key("revocations.resign-interval", SERVER, "30s", Kind::Duration,

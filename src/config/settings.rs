@@ -223,6 +223,10 @@ pub struct LoginDelays {
 /// (`auth.login-max-waiting` × `auth.login-max-delay`): well inside the 300 s request timeout.
 pub const LOGIN_MAX_QUEUE_SECS: u64 = 240;
 
+/// Longest `revocations.max-wait`: a held poll answers well inside the 300 s request timeout
+/// (the router's, and the server shell's for polls it holds itself).
+pub const MAX_LONG_POLL_SECS: u64 = 240;
+
 /// The admin user created on first start.
 #[derive(Debug, Clone)]
 pub struct FirstAdmin {
@@ -452,6 +456,15 @@ impl Settings {
                 ));
             }
         }
+        let revocations_max_wait = l.duration("revocations.max-wait")?;
+        if revocations_max_wait.as_secs() > MAX_LONG_POLL_SECS {
+            return Err(l.bad(
+                "revocations.max-wait",
+                format!(
+                    "must be at most {MAX_LONG_POLL_SECS}s, so a held poll is answered within the request timeout"
+                ),
+            ));
+        }
         Ok(Settings {
             server: ServerSettings {
                 api_bind_addr: l.addr("api-bind-addr")?,
@@ -508,7 +521,7 @@ impl Settings {
                         })
                         .collect::<Result<_, _>>()?
                 },
-                revocations_max_wait: l.duration("revocations.max-wait")?,
+                revocations_max_wait,
                 revocations_resign_interval: l.duration("revocations.resign-interval")?,
                 revocations_max_long_polls: small("revocations.max-long-polls", 10_000_000)?
                     as usize,

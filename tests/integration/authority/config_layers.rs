@@ -279,3 +279,22 @@ fn a_missing_or_unparsable_config_file_is_an_error_naming_it() {
     .fails();
     assert!(out.stderr.contains("broken.yaml"), "{out:?}");
 }
+
+#[test]
+fn a_long_poll_wait_past_the_request_timeout_is_refused_naming_the_key() {
+    let settings = |value: &str| {
+        let layers = Layers::load(None, env(&[]), &flags(&[("revocations.max-wait", value)]))
+            .expect("layers");
+        Settings::from_layers(&layers)
+    };
+    let err = settings("241s").expect_err("refused").to_string();
+    assert!(err.contains("revocations.max-wait"), "{err}");
+    assert!(err.contains("240s"), "{err}");
+    assert_eq!(
+        settings("240s")
+            .expect("accepted")
+            .authority
+            .revocations_max_wait,
+        std::time::Duration::from_secs(240)
+    );
+}
