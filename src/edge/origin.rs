@@ -43,6 +43,8 @@ const MAX_IDLE: usize = 256;
 const MAX_HEAD: usize = 64 * 1024;
 /// Most headers in an answer (hyper's limit too).
 const MAX_HEADERS: usize = 100;
+/// Headers parsed for without allocating.
+const FEW_HEADERS: usize = 16;
 /// What a connection's read buffer starts at; it grows for larger answers.
 const READ_BUFFER: usize = 4096;
 
@@ -430,20 +432,48 @@ enum Head {
 }
 
 /// Parses an answer head from the start of `buf`: its length and meaning, or `None` if more
-/// bytes are needed.
+/// bytes are needed. Room for [`FEW_HEADERS`] first (what answers carry; the slots are
+/// initialised on every parse), for [`MAX_HEADERS`] only when that is not enough.
 fn parse_head(buf: &[u8], keep: Keep) -> Result<Option<(usize, Head)>, PoolError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut answer = httparse::Response::new(&mut slots);
+    let mut few = [httparse::EMPTY_HEADER; FEW_HEADERS];
+    match parse_head_in(buf, keep, &mut few) {
+        Err(None) => {
+            let mut many = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
+            parse_head_in(buf, keep, &mut many).map_err(|e| {
+                e.unwrap_or_else(|| {
+                    PoolError::Answer(format!("the answer has over {MAX_HEADERS} headers"))
+                })
+            })
+        }
+        Err(Some(err)) => Err(err),
+        Ok(parsed) => Ok(parsed),
+    }
+}
+
+/// [`parse_head`] with `slots` for the headers; `Err(None)` when they are too few.
+fn parse_head_in<'b>(
+    buf: &'b [u8],
+    keep: Keep,
+    slots: &mut [httparse::Header<'b>],
+) -> Result<Option<(usize, Head)>, Option<PoolError>> {
+    let mut answer = httparse::Response::new(slots);
     let len = match answer.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(err) => return Err(PoolError::Answer(format!("not an HTTP/1 answer: {err}"))),
+        Err(httparse::Error::TooManyHeaders) => return Err(None),
+        Err(err) => {
+            return Err(Some(PoolError::Answer(format!(
+                "not an HTTP/1 answer: {err}"
+            ))));
+        }
     };
     let code = answer.code.unwrap_or_default();
     let status = StatusCode::from_u16(code)
         .map_err(|_| PoolError::Answer(format!("status {code} is out of range")))?;
     if status == StatusCode::SWITCHING_PROTOCOLS {
-        return Err(PoolError::Answer("the upstream switched protocols".into()));
+        return Err(Some(PoolError::Answer(
+            "the upstream switched protocols".into(),
+        )));
     }
     if status.is_informational() {
         return Ok(Some((len, Head::Interim)));
@@ -462,9 +492,9 @@ fn parse_head(buf: &[u8], keep: Keep) -> Result<Option<(usize, Head)>, PoolError
                     .and_then(|v| v.trim().parse::<usize>().ok())
                     .ok_or_else(|| PoolError::Answer("a Content-Length is not a number".into()))?;
                 if length.is_some_and(|l| l != value) {
-                    return Err(PoolError::Answer(
+                    return Err(Some(PoolError::Answer(
                         "the answer has conflicting Content-Length headers".into(),
-                    ));
+                    )));
                 }
                 length = Some(value);
             }

@@ -299,3 +299,20 @@ fn lengths_are_written_in_decimal() {
         assert_eq!(itoa(n, &mut [0; 20]), n.to_string().as_bytes());
     }
 }
+
+#[tokio::test]
+async fn an_answer_with_over_a_hundred_headers_is_refused() {
+    let many: &'static [u8] = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\n{}content-length: 0\r\n\r\n",
+            (0..101)
+                .map(|i| format!("x-{i}: {i}\r\n"))
+                .collect::<String>()
+        )
+        .into_bytes()
+        .into_boxed_slice(),
+    );
+    let (pool, _, _requests) = server(vec![(many, false)]).await;
+    let err = post(&pool, b"x").await.unwrap_err().to_string();
+    assert!(err.contains("over 100 headers"), "{err}");
+}

@@ -221,12 +221,7 @@ pub(super) fn forwardable(name: &str) -> bool {
 fn app_name(query: Option<&str>) -> Cow<'_, str> {
     let query = query.unwrap_or_default();
     // A key that needs decoding could be `name` itself: then only the decoder can tell.
-    if query.split('&').any(|pair| {
-        pair.split('=')
-            .next()
-            .unwrap_or_default()
-            .contains(['%', '+'])
-    }) {
+    if key_needs_decoding(query) {
         return match decoded_app_name(query) {
             app if app.is_empty() => Cow::Borrowed("-"),
             app => app,
@@ -256,6 +251,20 @@ fn app_name(query: Option<&str>) -> Cow<'_, str> {
     } else {
         app
     }
+}
+
+/// Whether any parameter name in `query` holds an escape (`%`) or a `+`: one pass, no split.
+fn key_needs_decoding(query: &str) -> bool {
+    let mut in_key = true;
+    for b in query.bytes() {
+        match b {
+            b'&' => in_key = true,
+            b'=' => in_key = false,
+            b'%' | b'+' if in_key => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// [`app_name`] the long way: the first `name` parameter after form decoding.
