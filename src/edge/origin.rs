@@ -356,11 +356,13 @@ async fn read_answer(
                     )));
                 }
                 if fill(conn).await? == 0 {
-                    return Err(PoolError::Exchange(if conn.buf.is_empty() {
-                        "the upstream closed the connection without answering".into()
+                    return Err(if conn.buf.is_empty() {
+                        PoolError::Exchange(
+                            "the upstream closed the connection without answering".into(),
+                        )
                     } else {
-                        "the upstream closed the connection mid-answer".into()
-                    }));
+                        early_end()
+                    });
                 }
             }
         }
@@ -406,6 +408,7 @@ async fn read_answer(
     ))
 }
 
+/// The upstream closed the connection part-way through an answer.
 fn early_end() -> PoolError {
     PoolError::Exchange("the upstream closed the connection mid-answer".into())
 }

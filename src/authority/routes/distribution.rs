@@ -326,33 +326,15 @@ fn revocations(
     let metrics = state.metrics.clone();
     drop(state);
     async move {
-        let wait = wait?;
-        // Subscribe before reading, so a change between the read and the wait is not missed.
-        let changes = publisher.version.subscribe();
-        let current = publisher.current();
-        if tags.matches(&current.etag())
-            && let Some(wait) = wait.filter(|w| !w.is_zero())
-        {
-            // Each held poll is a connection and a task: past the cap, shed it clearly
-            // (the node backs off and polls again) instead of holding all it is sent.
-            let Ok(place) = publisher.long_polls.clone().try_acquire_owned() else {
-                return Err(ApiError::Unavailable(
-                    "too many pending long-polls; retry shortly".into(),
-                ));
-            };
-            let poll = Poll {
-                publisher,
-                life,
-                metrics,
-                tags,
-                changes,
-                seen: current.version,
-                wait,
-                _place: place,
-            };
-            return Ok(poll.answer().await.map(Body::from));
+        match Poll::start(&publisher, &life, &metrics, tags, wait?) {
+            Start::Now(current, tags) => Ok(answer(&current, &tags).map(Body::from)),
+            Start::Wait(poll) => Ok(poll.answer().await.map(Body::from)),
+            // Each held poll is a connection and a task: past the cap, shed it clearly (the
+            // node backs off and polls again) instead of holding all it is sent.
+            Start::NoPlace => Err(ApiError::Unavailable(
+                "too many pending long-polls; retry shortly".into(),
+            )),
         }
-        Ok(answer(&current, &tags).map(Body::from))
     }
 }
 
@@ -389,7 +371,48 @@ struct Poll {
     _place: tokio::sync::OwnedSemaphorePermit,
 }
 
+/// How a poll for the list starts.
+enum Start {
+    /// Answer at once: the list in force, to be compared with the request's tags.
+    Now(Arc<Published>, IfNoneMatch),
+    /// Hold it until a new version, the end of its wait or shutdown.
+    Wait(Poll),
+    /// It would wait, but `revocations.max-long-polls` are held already.
+    NoPlace,
+}
+
 impl Poll {
+    /// The one decision the route and the server shell ([`HeldPolls`]) both make: a poll is
+    /// held only if it names the list in force and asks to wait, and only with a place under
+    /// the cap. It subscribes before reading the list, so a change in between is not missed.
+    fn start(
+        publisher: &Arc<Publisher>,
+        life: &Lifecycle,
+        metrics: &Arc<Metrics>,
+        tags: IfNoneMatch,
+        wait: Option<Duration>,
+    ) -> Start {
+        let changes = publisher.version.subscribe();
+        let current = publisher.current();
+        let wait = match wait {
+            Some(wait) if !wait.is_zero() && tags.matches(&current.etag()) => wait,
+            _ => return Start::Now(current, tags),
+        };
+        let Ok(place) = publisher.long_polls.clone().try_acquire_owned() else {
+            return Start::NoPlace;
+        };
+        Start::Wait(Poll {
+            publisher: publisher.clone(),
+            life: life.clone(),
+            metrics: metrics.clone(),
+            tags,
+            changes,
+            seen: current.version,
+            wait,
+            _place: place,
+        })
+    }
+
     /// Waits for a new version, the end of the wait or shutdown, then answers.
     async fn answer(mut self) -> Response<Bytes> {
         let _counted = HeldPoll::count(&self.metrics.revocation_long_polls);
@@ -439,28 +462,12 @@ impl Hold for HeldPolls {
         if uri.path() != "/api/revocations" {
             return None;
         }
-        let wait = wait_param(uri.query(), self.max_wait).ok()??;
-        if wait.is_zero() {
-            return None;
-        }
+        let wait = wait_param(uri.query(), self.max_wait).ok()?;
         let tags = IfNoneMatch::of(headers);
-        let changes = self.publisher.version.subscribe();
-        let current = self.publisher.current();
-        if !tags.matches(&current.etag()) {
-            return None;
+        match Poll::start(&self.publisher, &self.life, &self.metrics, tags, wait) {
+            Start::Wait(poll) => Some(Box::pin(poll.answer())),
+            Start::Now(..) | Start::NoPlace => None,
         }
-        let place = self.publisher.long_polls.clone().try_acquire_owned().ok()?;
-        let poll = Poll {
-            publisher: self.publisher.clone(),
-            life: self.life.clone(),
-            metrics: self.metrics.clone(),
-            tags,
-            changes,
-            seen: current.version,
-            wait,
-            _place: place,
-        };
-        Some(Box::pin(poll.answer()))
     }
 }
 

@@ -98,6 +98,16 @@ async fn post(pool: &OriginPool, body: &[u8]) -> Result<Answer, PoolError> {
     .await
 }
 
+/// A `200` with `n` headers besides its `Content-Length`, and `body`.
+fn with_extra_headers(n: usize, body: &str) -> &'static [u8] {
+    let extra: String = (0..n).map(|i| format!("x-extra-{i}: {i}\r\n")).collect();
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\n{extra}content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    Box::leak(answer.into_bytes().into_boxed_slice())
+}
+
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
 
 #[tokio::test]
@@ -202,16 +212,7 @@ async fn an_idle_connection_closed_by_the_upstream_is_let_go_even_if_never_taken
 #[tokio::test]
 async fn a_list_of_equal_lengths_is_one_length_and_many_headers_are_fine() {
     let listed: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\n\r\nok";
-    let many: &'static [u8] = Box::leak(
-        format!(
-            "HTTP/1.1 200 OK\r\n{}content-length: 2\r\n\r\nok",
-            (0..90)
-                .map(|i| format!("x-extra-{i}: {i}\r\n"))
-                .collect::<String>()
-        )
-        .into_bytes()
-        .into_boxed_slice(),
-    );
+    let many = with_extra_headers(90, "ok");
     let (pool, _, _requests) = server(vec![(listed, false), (many, false)]).await;
     assert_eq!(&post(&pool, b"x").await.unwrap().body[..], b"ok");
     let answer = post(&pool, b"x").await.unwrap();
@@ -302,16 +303,7 @@ fn lengths_are_written_in_decimal() {
 
 #[tokio::test]
 async fn an_answer_with_over_a_hundred_headers_is_refused() {
-    let many: &'static [u8] = Box::leak(
-        format!(
-            "HTTP/1.1 200 OK\r\n{}content-length: 0\r\n\r\n",
-            (0..101)
-                .map(|i| format!("x-{i}: {i}\r\n"))
-                .collect::<String>()
-        )
-        .into_bytes()
-        .into_boxed_slice(),
-    );
+    let many = with_extra_headers(101, "");
     let (pool, _, _requests) = server(vec![(many, false)]).await;
     let err = post(&pool, b"x").await.unwrap_err().to_string();
     assert!(err.contains("over 100 headers"), "{err}");

@@ -33,14 +33,13 @@ where
     loop {
         // As under hyper: a whole head within the read timeout, or the connection closes;
         // and a connection between requests closes as soon as shutdown begins.
-        let len = tokio::select! {
-            read = tokio::time::timeout(shell.read_timeout, read_head(&mut io, &mut buf)) => {
+        let offered = tokio::select! {
+            read = tokio::time::timeout(shell.read_timeout, read_head(&mut io, &mut buf, hold, shell)) => {
                 read.ok()?.ok()?
             }
             () = life.stopping() => return None,
         };
-        let Some((len, held)) = len.and_then(|len| Some((len, offer(&buf[..len], hold, shell)?)))
-        else {
+        let Some((len, held)) = offered else {
             return Some((io, buf.freeze()));
         };
         buf.advance(len);
@@ -70,18 +69,24 @@ where
     }
 }
 
-/// Reads into `buf` until it starts with a whole request head: its length, or `None` for one
-/// the shell leaves to hyper (larger than [`HEAD_MAX`], or not parsable — hyper answers that),
-/// or `Err` when the connection ends or fails first.
+/// Reads into `buf` until it starts with a whole request head, and offers it ([`offer`]): its
+/// length and what `hold` made of it, or `None` for one the shell leaves to hyper (declined,
+/// larger than [`HEAD_MAX`], or not parsable — hyper answers that), or `Err` when the
+/// connection ends or fails first.
 async fn read_head<I: AsyncRead + Unpin>(
     io: &mut I,
     buf: &mut BytesMut,
-) -> Result<Option<usize>, ()> {
+    hold: &dyn Hold,
+    shell: &Shell,
+) -> Result<Option<(usize, Held)>, ()> {
     loop {
         if !buf.is_empty() {
             let mut slots = [httparse::EMPTY_HEADER; HEADERS_MAX];
-            match httparse::Request::new(&mut slots).parse(buf) {
-                Ok(httparse::Status::Complete(len)) => return Ok(Some(len)),
+            let mut request = httparse::Request::new(&mut slots);
+            match request.parse(buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    return Ok(offer(&request, hold, shell).map(|held| (len, held)));
+                }
                 Ok(httparse::Status::Partial) if buf.len() < HEAD_MAX => {}
                 _ => return Ok(None),
             }
@@ -94,13 +99,8 @@ async fn read_head<I: AsyncRead + Unpin>(
     }
 }
 
-/// Offers the request whose head is `head` to `hold`, if it is one the shell may answer.
-fn offer(head: &[u8], hold: &dyn Hold, shell: &Shell) -> Option<Held> {
-    let mut slots = [httparse::EMPTY_HEADER; HEADERS_MAX];
-    let mut request = httparse::Request::new(&mut slots);
-    let Ok(httparse::Status::Complete(_)) = request.parse(head) else {
-        return None;
-    };
+/// Offers a parsed request head to `hold`, if it is one the shell may answer.
+fn offer(request: &httparse::Request<'_, '_>, hold: &dyn Hold, shell: &Shell) -> Option<Held> {
     if request.method != Some("GET") || request.version != Some(1) {
         return None;
     }
