@@ -279,6 +279,8 @@ pub const KEYS: &[Key] = &[
         "Disk space for profiles kept locally when no upstream is set; the oldest are dropped first."),
     key("ingest.worker-threads", INGEST, "0", Kind::Count,
         "Ingest node: threads serving requests, each with its own event loop and its own upstream connections (0 = one per CPU core)."),
+    key("ingest.pin-threads", INGEST, "true", Kind::Bool,
+        "Ingest node: bind each serving thread to a CPU of its own when there is one per CPU the process may use (the default worker-threads) and no CPU quota below that; false leaves their placement to the kernel."),
 ];
 
 /// The key called `name`, if there is one.

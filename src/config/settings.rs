@@ -275,6 +275,8 @@ pub struct IngestSettings {
     pub storage_path: PathBuf,
     /// Request-serving threads of an ingest node; 0 = one per CPU core.
     pub worker_threads: usize,
+    /// Bind them one per CPU where that is possible ([`crate::edge::server::Placement`]).
+    pub pin_threads: bool,
 }
 
 impl Settings {
@@ -562,6 +564,7 @@ impl Settings {
                 local_max_bytes: l.count("ingest.local.max-bytes")?,
                 storage_path,
                 worker_threads: small("ingest.worker-threads", 1024)? as usize,
+                pin_threads: l.bool("ingest.pin-threads")?,
             },
         })
     }

@@ -44,6 +44,7 @@ use crate::edge::auth::CredentialMemo;
 pub use crate::edge::lifecycle::Lifecycle;
 use crate::edge::tls::{HANDSHAKE_TIMEOUT, ServerTlsConfig};
 
+mod cpus;
 mod held;
 
 /// Longest time shutdown waits for connections to finish, then for background tasks.
@@ -169,7 +170,7 @@ pub struct Server {
     read_timeout: Duration,
     limits: Arc<Limits>,
     /// `Some(n)`: serve on n threads of their own ([`Server::with_workers`]).
-    workers: Option<usize>,
+    workers: Option<(usize, Placement)>,
     intercept: Option<Arc<dyn Intercept>>,
     hold: Option<Arc<dyn Hold>>,
     allowed_hosts: Arc<[crate::config::HostPattern]>,
@@ -223,8 +224,9 @@ impl Server {
     /// starts stays on its thread: no hand-off between threads per request, and each thread
     /// can keep its own upstream connections ([`current_worker`]). For a uniform proxy load —
     /// the ingest node — that is what fewer context switches and cross-thread wake-ups buy.
-    pub fn with_workers(mut self, n: usize) -> Self {
-        self.workers = Some(worker_count(n));
+    /// `placement` says whether the threads are bound to CPUs.
+    pub fn with_workers(mut self, n: usize, placement: Placement) -> Self {
+        self.workers = Some((worker_count(n), placement));
         self
     }
 
@@ -287,7 +289,8 @@ impl Server {
         });
         match self.workers {
             None => accept_loop(self.listener, shell, life.clone(), None).await,
-            Some(n) => {
+            Some((n, placement)) => {
+                let bound = place(n, placement);
                 let mut workers = Vec::with_capacity(n);
                 let mut done = Vec::with_capacity(n);
                 for index in 0..n {
@@ -295,9 +298,10 @@ impl Server {
                     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
                     let (shell, life) = (shell.clone(), life.clone());
                     let (finished, finishing) = tokio::sync::oneshot::channel::<()>();
+                    let cpu = bound.as_ref().map(|(cpus, all)| (cpus[index], all.clone()));
                     std::thread::Builder::new()
                         .name(format!("pyrogate-http-{index}"))
-                        .spawn(move || worker(index, incoming, shell, life, finished))
+                        .spawn(move || worker(index, cpu, incoming, shell, life, finished))
                         .context("starting a worker thread")?;
                     workers.push(Worker { handoff, open });
                     done.push(finishing);
@@ -336,6 +340,44 @@ thread_local! {
 /// never waits on a connection driven by another thread's event loop.
 pub fn current_worker() -> Option<usize> {
     WORKER.with(std::cell::Cell::get)
+}
+
+/// Whether serving threads are bound to CPUs ([`Server::with_workers`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Each thread bound to a CPU of its own where there is one thread per CPU the process may
+    /// use and no CPU quota below that; elsewhere as [`Placement::Kernel`].
+    OnePerCpu,
+    /// Wherever the kernel's scheduler puts them.
+    Kernel,
+}
+
+/// The CPU each of `n` serving threads is bound to, with the process's whole set (which the
+/// threads they start get back), or `None`; logs which, and why.
+fn place(n: usize, placement: Placement) -> Option<(Vec<usize>, Arc<[usize]>)> {
+    if placement == Placement::Kernel {
+        tracing::info!(
+            threads = n,
+            "serving threads placed by the kernel (ingest.pin-threads off)"
+        );
+        return None;
+    }
+    let allowed = cpus::allowed();
+    let parallelism = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    match cpus::plan(n, &allowed, parallelism) {
+        Ok(plan) => {
+            tracing::info!(threads = n, cpus = ?plan, "serving threads bound one per CPU");
+            Some((plan, allowed.into()))
+        }
+        Err(why) => {
+            tracing::info!(
+                threads = n,
+                reason = why,
+                "serving threads placed by the kernel"
+            );
+            None
+        }
+    }
 }
 
 /// `configured`, or one per CPU core when 0.
@@ -380,20 +422,33 @@ impl Drop for Counted {
 }
 
 /// One serving thread: a single-threaded runtime serving the connections the accept loop
-/// hands it, until the hand-off channel closes; then it drains its connections.
+/// hands it, until the hand-off channel closes; then it drains its connections. With `cpu`,
+/// the thread is bound to that CPU, and the threads its runtime starts for blocking work get
+/// the whole set back (they would otherwise inherit the binding and compete with it).
 fn worker(
     index: usize,
+    cpu: Option<(usize, Arc<[usize]>)>,
     mut incoming: tokio::sync::mpsc::UnboundedReceiver<Handoff>,
     shell: Arc<Shell>,
     life: Lifecycle,
     finished: tokio::sync::oneshot::Sender<()>,
 ) {
     WORKER.with(|w| w.set(Some(index)));
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder
         .enable_all()
-        .thread_name(format!("pyrogate-http-{index}-blocking"))
-        .build()
-    {
+        .thread_name(format!("pyrogate-http-{index}-blocking"));
+    if let Some((cpu, all)) = cpu {
+        if let Err(err) = cpus::bind(&[cpu]) {
+            tracing::warn!(error = %err, cpu, "could not bind a serving thread to its CPU");
+        }
+        builder.on_thread_start(move || {
+            if let Err(err) = cpus::bind(&all) {
+                tracing::debug!(error = %err, "could not unbind a blocking-work thread");
+            }
+        });
+    }
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(err) => {
             tracing::error!(error = %err, "could not start a worker's event loop");

@@ -25,7 +25,7 @@ use crate::core::verifier::Verifier;
 use crate::edge::error::ApiError;
 use crate::edge::health;
 use crate::edge::metrics::Metrics;
-use crate::edge::server::{Lifecycle, Server};
+use crate::edge::server::{Lifecycle, Placement, Server};
 use ingest::IngestState;
 use sync::{Source, SyncConfig, SyncStatus, Syncer};
 
@@ -152,7 +152,14 @@ impl IngestNode {
             ingest::PushIntercept::new(ingest.clone(), verifier.clone(), &settings.auth);
         let server = Server::bind(&settings.server, router)
             .await?
-            .with_workers(settings.ingest.worker_threads)
+            .with_workers(
+                settings.ingest.worker_threads,
+                if settings.ingest.pin_threads {
+                    Placement::OnePerCpu
+                } else {
+                    Placement::Kernel
+                },
+            )
             .with_intercept(Arc::new(intercept));
         Ok(IngestNode {
             server,

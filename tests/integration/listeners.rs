@@ -143,20 +143,23 @@ async fn past_the_connection_limits_new_connections_get_a_503_and_freed_places_a
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_are_spread_evenly_over_the_serving_threads() {
-    use axum::routing::get;
-    use pyrogate::edge::server::{Lifecycle, Server, current_worker};
+/// A shell serving `router` on `threads` threads of its own, placed as `placement`: its port,
+/// and what stops it.
+async fn serving_threads(
+    router: axum::Router,
+    threads: usize,
+    placement: pyrogate::edge::server::Placement,
+) -> (
+    u16,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    use pyrogate::edge::server::{Lifecycle, Server};
     let settings = node_settings(std::path::Path::new("/nonexistent"), "");
-    // Each request answers with the serving thread it ran on.
-    let router = axum::Router::new().route(
-        "/which",
-        get(|| async { format!("{:?}", current_worker()) }),
-    );
     let server = Server::bind(&settings.server, router)
         .await
         .unwrap()
-        .with_workers(3);
+        .with_workers(threads, placement);
     let port = server.local_addr().port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(server.run_until(
@@ -165,6 +168,70 @@ async fn connections_are_spread_evenly_over_the_serving_threads() {
         },
         Lifecycle::new(),
     ));
+    (port, stop, running)
+}
+
+/// Sends `GET path` on `tcp` (kept alive) and returns the answer's body.
+async fn body_of_get(tcp: &mut TcpStream, path: &str) -> String {
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .expect("a content-length")
+                .trim()
+                .parse()
+                .unwrap();
+            if body.len() >= length {
+                return body.to_owned();
+            }
+        }
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early: {text}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// The CPUs the calling thread may run on.
+fn cpus_of_this_thread() -> Vec<usize> {
+    use rustix::thread::{CpuSet, sched_getaffinity};
+    let set = sched_getaffinity(None).unwrap();
+    (0..CpuSet::MAX_CPU)
+        .filter(|&cpu| set.is_set(cpu))
+        .collect()
+}
+
+/// Each request answers with the serving thread it ran on, that thread's CPUs and the CPUs of
+/// the thread its runtime runs blocking work on.
+fn where_router() -> axum::Router {
+    use axum::routing::get;
+    use pyrogate::edge::server::current_worker;
+    axum::Router::new().route(
+        "/where",
+        get(|| async {
+            let here = cpus_of_this_thread();
+            let blocking = tokio::task::spawn_blocking(cpus_of_this_thread)
+                .await
+                .unwrap();
+            format!("{:?} {here:?} {blocking:?}", current_worker())
+        }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_spread_evenly_over_the_serving_threads() {
+    use pyrogate::edge::server::Placement;
+    let (port, stop, running) = serving_threads(where_router(), 3, Placement::Kernel).await;
     // Six connections opened in a burst and kept open: two on each thread.
     let mut open = Vec::new();
     for _ in 0..6 {
@@ -172,18 +239,8 @@ async fn connections_are_spread_evenly_over_the_serving_threads() {
     }
     let mut threads = Vec::new();
     for tcp in &mut open {
-        tcp.write_all(b"GET /which HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 512];
-        while !String::from_utf8_lossy(&got).contains(")") {
-            let n = tcp.read(&mut buf).await.unwrap();
-            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&buf[..n]);
-        }
-        let text = String::from_utf8_lossy(&got).into_owned();
-        threads.push(text.rsplit("\r\n\r\n").next().unwrap().to_owned());
+        let body = body_of_get(tcp, "/where").await;
+        threads.push(body.split(' ').next().unwrap().to_owned());
     }
     threads.sort();
     assert_eq!(
@@ -196,4 +253,76 @@ async fn connections_are_spread_evenly_over_the_serving_threads() {
     drop(open);
     let _ = stop.send(());
     running.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_serving_thread_per_cpu_each_is_bound_to_its_own() {
+    use pyrogate::edge::server::Placement;
+    let all = cpus_of_this_thread();
+    let parallelism = std::thread::available_parallelism().unwrap().get();
+    // 0: one per CPU, as an ingest node starts by default.
+    let (port, stop, running) = serving_threads(where_router(), 0, Placement::OnePerCpu).await;
+    let mut open = Vec::new();
+    for _ in 0..parallelism {
+        open.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    let mut got = Vec::new();
+    for tcp in &mut open {
+        got.push(body_of_get(tcp, "/where").await);
+    }
+    got.sort();
+    let expected: Vec<String> = if all.len() >= 2 && parallelism == all.len() {
+        // Thread i on the i-th CPU of the set; blocking work anywhere in it.
+        all.iter()
+            .enumerate()
+            .map(|(i, cpu)| format!("Some({i}) [{cpu}] {all:?}"))
+            .collect()
+    } else {
+        // One CPU, or a quota: nothing is bound.
+        eprintln!(
+            "{} CPUs, parallelism {parallelism}: nothing to bind here",
+            all.len()
+        );
+        (0..parallelism)
+            .map(|i| format!("Some({i}) {all:?} {all:?}"))
+            .collect()
+    };
+    assert_eq!(got, expected);
+    assert_eq!(
+        cpus_of_this_thread(),
+        all,
+        "the caller's threads are not bound"
+    );
+    drop(open);
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_pinning_off_or_fewer_threads_than_cpus_nothing_is_bound() {
+    use pyrogate::edge::server::Placement;
+    let all = cpus_of_this_thread();
+    let parallelism = std::thread::available_parallelism().unwrap().get();
+    for (threads, placement) in [
+        (parallelism, Placement::Kernel),
+        (parallelism + 1, Placement::OnePerCpu),
+    ] {
+        let (port, stop, running) = serving_threads(where_router(), threads, placement).await;
+        let mut open = Vec::new();
+        for _ in 0..threads {
+            open.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+        }
+        for tcp in &mut open {
+            let body = body_of_get(tcp, "/where").await;
+            let (_, sets) = body.split_once(' ').unwrap();
+            assert_eq!(
+                sets,
+                format!("{all:?} {all:?}"),
+                "{threads} threads, {placement:?}"
+            );
+        }
+        drop(open);
+        let _ = stop.send(());
+        running.await.unwrap().unwrap();
+    }
 }
