@@ -413,6 +413,17 @@ for m in "${mode_list[@]}" upstream; do
   eval "pids_$m=\"$(proc_pids "$m")\""
 done
 echo "bench-proxy: processes — upstream nginx: $pids_upstream$([ -n "$nginx_master" ] && echo "; A nginx: $pids_nginx")$([ -n "$node_pid_off" ] && echo "; B node: $node_pid_off")$([ -n "$node_pid_on" ] && echo "; C node: $node_pid_on")"
+# Where each node's serving threads may run (ingest.pin-threads binds them one per CPU when
+# there is one per CPU of the process's set).
+for pid in $node_pid_off $node_pid_on; do
+  placement=""
+  for task in /proc/"$pid"/task/*; do
+    case "$(cat "$task/comm" 2>/dev/null)" in
+      pyrogate-http-[0-9]*) placement="$placement $(cat "$task/comm")→$(awk '/^Cpus_allowed_list/ {print $2}' "$task/status")" ;;
+    esac
+  done
+  echo "bench-proxy: node $pid serving threads on CPUs:${placement:- (none found)}"
+done
 
 # --- bodies and requests -----------------------------------------------------------------------
 # Valid folded profiles (`stack;frames count` lines) of exactly the requested size.

@@ -437,7 +437,9 @@ fn worker(
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder
         .enable_all()
-        .thread_name(format!("pyrogate-http-{index}-blocking"));
+        // Thread names are cut to 15 bytes by the kernel: `pyrogate-http-0-blocking` would
+        // show as the serving thread itself in `top`, `perf` and /proc.
+        .thread_name(format!("pyrogate-blk-{index}"));
     if let Some((cpu, all)) = cpu {
         if let Err(err) = cpus::bind(&[cpu]) {
             tracing::warn!(error = %err, cpu, "could not bind a serving thread to its CPU");
