@@ -6,7 +6,11 @@
 #
 #   bash scripts/bench-proxy.sh [--rounds N] [--seconds S] [--warmup S] [--sizes 1k,10k,100k,1m]
 #                               [--conns 8,32,256] [--modes nginx,off,on] [--tls] [--json FILE]
-#                               [--nginx-body-buffer SIZE] [--keep]
+#                               [--nginx-body-buffer SIZE] [--nginx-cpu-affinity] [--keep]
+#
+# --nginx-cpu-affinity binds the nginx proxy's workers one per CPU (`worker_cpu_affinity auto`),
+# as the nodes bind their serving threads by default; without it nginx runs as configured out
+# of the box.
 #
 # Installs nginx, wrk, curl (and openssl with --tls) from Debian when missing, builds the release
 # binary, runs private nginx instances (`-p DIR -c CONF`, never the system service) and nodes
@@ -25,6 +29,7 @@ tls=0
 json=
 keep=0
 nginx_body_buffer=
+nginx_cpu_affinity=0
 
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -60,6 +65,7 @@ while [ $# -gt 0 ]; do
       esac
       ;;
     --tls) tls=1 ;;
+    --nginx-cpu-affinity) nginx_cpu_affinity=1 ;;
     --keep) keep=1 ;;
     -h | --help) usage 0 ;;
     *) echo "unknown argument: $1" >&2; usage 2 ;;
@@ -212,9 +218,10 @@ if [ $tls = 1 ]; then
   curl_tls=(--cacert "$t/ca.pem")
 fi
 
-nginx_common() { # $1 = instance dir: what keeps a private nginx inside it
+nginx_common() { # $1 = instance dir: what keeps a private nginx inside it; $2 = 1: bind workers
   cat <<EOF
 worker_processes auto;
+$([ "${2:-0}" = 1 ] && echo 'worker_cpu_affinity auto;')
 worker_rlimit_nofile 16384;
 daemon off;
 pid $1/nginx.pid;
@@ -279,7 +286,7 @@ EOF
 a=$dir/nginx-proxy
 mkdir "$a"
 {
-  nginx_common "$a"
+  nginx_common "$a" "$nginx_cpu_affinity"
   cat <<EOF
   upstream bench_upstream {
     server 127.0.0.1:$up_port;
@@ -413,13 +420,13 @@ for m in "${mode_list[@]}" upstream; do
   eval "pids_$m=\"$(proc_pids "$m")\""
 done
 echo "bench-proxy: processes — upstream nginx: $pids_upstream$([ -n "$nginx_master" ] && echo "; A nginx: $pids_nginx")$([ -n "$node_pid_off" ] && echo "; B node: $node_pid_off")$([ -n "$node_pid_on" ] && echo "; C node: $node_pid_on")"
-# Where each node's serving threads may run (ingest.pin-threads binds them one per CPU when
-# there is one per CPU of the process's set).
+# Where each node's serving threads (pyrogate-sN) may run (ingest.pin-threads binds them one
+# per CPU when there is one per CPU of the process's set).
 for pid in $node_pid_off $node_pid_on; do
   placement=""
   for task in /proc/"$pid"/task/*; do
     case "$(cat "$task/comm" 2>/dev/null)" in
-      pyrogate-http-[0-9]*) placement="$placement $(cat "$task/comm")→$(awk '/^Cpus_allowed_list/ {print $2}' "$task/status")" ;;
+      pyrogate-s[0-9]*) placement="$placement $(cat "$task/comm")→$(awk '/^Cpus_allowed_list/ {print $2}' "$task/status")" ;;
     esac
   done
   echo "bench-proxy: node $pid serving threads on CPUs:${placement:- (none found)}"
@@ -606,6 +613,7 @@ echo
 echo "bench-proxy: $(date -u +%Y-%m-%d), $machine; nginx $nginx_version, wrk ${wrk_version:-?} (1 thread), $rounds rounds × $seconds s, $([ $tls = 1 ] && echo 'TLS on both hops' || echo 'plain HTTP'), measured in $((elapsed / 60)) min $((elapsed % 60)) s; load average $load_before before, $load_after after"
 echo "Medians over rounds. CPU: user + system seconds of the proxy's processes per 10 000 requests. ×nginx: the mode's median over nginx's. New upstream conns: connections the upstream accepted during a round."
 echo "nginx request buffering: proxy_request_buffering on (default), client_body_buffer_size ${nginx_body_buffer:-16k (default)}"
+echo "nginx proxy workers: $([ "$nginx_cpu_affinity" = 1 ] && echo 'worker_cpu_affinity auto (one per CPU)' || echo 'placed by the kernel (default)')"
 echo
 # shellcheck disable=SC2016
 summary_awk='
@@ -655,11 +663,11 @@ END {
     }
   }
   if (jsonfile != "") {
-    printf "{\n  \"date\": \"%s\",\n  \"machine\": \"%s\",\n  \"load_average_before\": \"%s\",\n  \"load_average_after\": \"%s\",\n  \"nginx\": \"%s\",\n  \"nginx_client_body_buffer_size\": \"%s\",\n  \"tls\": %s,\n  \"wrk_threads\": 1,\n  \"rounds\": %d,\n  \"seconds_per_round\": %d,\n  \"warmup_seconds\": %d,\n  \"cells\": [\n    %s\n  ]\n}\n", date, machine, lb, la, nginxv, bodybuf, tls ? "true" : "false", rounds, seconds, warmup, js > jsonfile
+    printf "{\n  \"date\": \"%s\",\n  \"machine\": \"%s\",\n  \"load_average_before\": \"%s\",\n  \"load_average_after\": \"%s\",\n  \"nginx\": \"%s\",\n  \"nginx_client_body_buffer_size\": \"%s\",\n  \"nginx_cpu_affinity\": %s,\n  \"tls\": %s,\n  \"wrk_threads\": 1,\n  \"rounds\": %d,\n  \"seconds_per_round\": %d,\n  \"warmup_seconds\": %d,\n  \"cells\": [\n    %s\n  ]\n}\n", date, machine, lb, la, nginxv, bodybuf, affinity ? "true" : "false", tls ? "true" : "false", rounds, seconds, warmup, js > jsonfile
   }
 }'
 awk -v hz="$clk_tck" -v modes="${mode_list[*]}" -v jsonfile="$json" -v date="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-  -v machine="${machine//\"/}" -v lb="$load_before" -v la="$load_after" -v nginxv="$nginx_version" -v bodybuf="${nginx_body_buffer:-16k}" -v tls="$tls" -v rounds="$rounds" \
+  -v machine="${machine//\"/}" -v lb="$load_before" -v la="$load_after" -v nginxv="$nginx_version" -v bodybuf="${nginx_body_buffer:-16k}" -v affinity="$nginx_cpu_affinity" -v tls="$tls" -v rounds="$rounds" \
   -v seconds="$seconds" -v warmup="$warmup" "$summary_awk" "$results"
 [ -n "$json" ] && echo && echo "bench-proxy: wrote $json"
 for f in "$a/error.log" "$u/error.log"; do

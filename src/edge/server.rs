@@ -298,9 +298,10 @@ impl Server {
                     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
                     let (shell, life) = (shell.clone(), life.clone());
                     let (finished, finishing) = tokio::sync::oneshot::channel::<()>();
-                    let cpu = bound.as_ref().map(|(cpus, all)| (cpus[index], all.clone()));
+                    let cpu = bound.as_ref().map(|cpus| cpus[index]);
                     std::thread::Builder::new()
-                        .name(format!("pyrogate-http-{index}"))
+                        // Short: the kernel cuts thread names to 15 bytes (`top`, `perf`, /proc).
+                        .name(format!("pyrogate-s{index}"))
                         .spawn(move || worker(index, cpu, incoming, shell, life, finished))
                         .context("starting a worker thread")?;
                     workers.push(Worker { handoff, open });
@@ -352,9 +353,8 @@ pub enum Placement {
     Kernel,
 }
 
-/// The CPU each of `n` serving threads is bound to, with the process's whole set (which the
-/// threads they start get back), or `None`; logs which, and why.
-fn place(n: usize, placement: Placement) -> Option<(Vec<usize>, Arc<[usize]>)> {
+/// The CPU each of `n` serving threads is bound to, by index, or `None`; logs which, and why.
+fn place(n: usize, placement: Placement) -> Option<Vec<usize>> {
     if placement == Placement::Kernel {
         tracing::info!(
             threads = n,
@@ -366,8 +366,8 @@ fn place(n: usize, placement: Placement) -> Option<(Vec<usize>, Arc<[usize]>)> {
     let parallelism = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     match cpus::plan(n, &allowed, parallelism) {
         Ok(plan) => {
-            tracing::info!(threads = n, cpus = ?plan, "serving threads bound one per CPU");
-            Some((plan, allowed.into()))
+            tracing::info!(threads = n, cpus = ?plan, "binding serving threads one per CPU");
+            Some(plan)
         }
         Err(why) => {
             tracing::info!(
@@ -423,11 +423,12 @@ impl Drop for Counted {
 
 /// One serving thread: a single-threaded runtime serving the connections the accept loop
 /// hands it, until the hand-off channel closes; then it drains its connections. With `cpu`,
-/// the thread is bound to that CPU, and the threads its runtime starts for blocking work get
-/// the whole set back (they would otherwise inherit the binding and compete with it).
+/// the thread is bound to that CPU, and the threads its runtime starts for blocking work may
+/// run wherever the process may (they would otherwise inherit the binding and compete with
+/// the serving thread for its CPU).
 fn worker(
     index: usize,
-    cpu: Option<(usize, Arc<[usize]>)>,
+    cpu: Option<usize>,
     mut incoming: tokio::sync::mpsc::UnboundedReceiver<Handoff>,
     shell: Arc<Shell>,
     life: Lifecycle,
@@ -437,16 +438,20 @@ fn worker(
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder
         .enable_all()
-        // Thread names are cut to 15 bytes by the kernel: `pyrogate-http-0-blocking` would
-        // show as the serving thread itself in `top`, `perf` and /proc.
-        .thread_name(format!("pyrogate-blk-{index}"));
-    if let Some((cpu, all)) = cpu {
+        .thread_name(format!("pyrogate-b{index}"));
+    if let Some(cpu) = cpu {
         if let Err(err) = cpus::bind(&[cpu]) {
             tracing::warn!(error = %err, cpu, "could not bind a serving thread to its CPU");
         }
-        builder.on_thread_start(move || {
-            if let Err(err) = cpus::bind(&all) {
-                tracing::debug!(error = %err, "could not unbind a blocking-work thread");
+        builder.on_thread_start(|| {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            if let Err(err) = cpus::unbind() {
+                WARNED.call_once(|| {
+                    tracing::warn!(
+                        error = %err,
+                        "a blocking-work thread stays on its serving thread's CPU"
+                    );
+                });
             }
         });
     }

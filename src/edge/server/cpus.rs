@@ -1,12 +1,12 @@
 //! Which CPU each serving thread runs on.
 //!
-//! With one serving thread per CPU, the kernel's scheduler still moves them: a thread woken by
-//! a socket is often pulled onto the waker's CPU, next to the other serving thread, and the
-//! connections of whichever waits stall for a time slice (4 ms at `HZ=250`). Bound one per CPU,
-//! two serving threads never share a core; everything else (clients, the upstream, the node's
-//! own background work) still goes wherever the kernel puts it. On the 2-core benchmark VM that
-//! took the node's p99 at 10 KiB × 32 connections from ≈ 4.3 ms to nginx's ≈ 1.5 ms
-//! (docs/benchmarks.md).
+//! With one serving thread per CPU, the kernel's scheduler still moves them: on the 2-core
+//! benchmark VM each ran on the other's CPU about one time in ten, and was preempted some
+//! 5,000 times a second, and while a thread waits to run again its connections stall, for up
+//! to a time slice (4 ms at `HZ=250`). Bound one per CPU, two serving threads never share a
+//! core; everything else (clients, the upstream, the node's own background work) still goes
+//! wherever the kernel puts it. At 10 KiB × 32 connections that took the node's p99 from
+//! ≈ 4.2 ms to ≈ 1.3 ms, nginx's being 1.3–1.7 ms (docs/benchmarks.md).
 //!
 //! Binding is done only where it cannot crowd anything: one thread for each CPU of the
 //! process's affinity mask, and no CPU quota (cgroup `cpu.max`) below that count — a container
@@ -40,16 +40,33 @@ pub(super) fn plan(
     allowed: &[usize],
     parallelism: usize,
 ) -> Result<Vec<usize>, &'static str> {
+    if allowed.is_empty() {
+        return Err("the process's CPU set could not be read");
+    }
+    if parallelism < allowed.len() {
+        return Err("a CPU quota below the CPUs of the process's CPU set");
+    }
     if threads < 2 {
         return Err("one serving thread");
     }
     if threads != allowed.len() {
         return Err("not one serving thread per CPU of the process's CPU set");
     }
-    if parallelism < allowed.len() {
-        return Err("a CPU quota below the CPUs of the process's CPU set");
-    }
     Ok(allowed.to_vec())
+}
+
+/// Lets the calling thread run wherever the process's main thread may (its CPU set as it is
+/// now, not as it was at start-up: `taskset -a` or a changed cpuset may have moved it since).
+pub(super) fn unbind() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::thread::{sched_getaffinity, sched_setaffinity};
+        let main = rustix::process::getpid();
+        let set = sched_getaffinity(Some(main)).map_err(std::io::Error::from)?;
+        sched_setaffinity(None, &set).map_err(std::io::Error::from)
+    }
+    #[cfg(not(target_os = "linux"))]
+    Ok(())
 }
 
 /// Lets the calling thread run on `cpus` only.
@@ -85,18 +102,21 @@ mod tests {
     fn anything_else_is_left_to_the_kernel() {
         assert_eq!(plan(1, &[0], 1), Err("one serving thread"));
         assert_eq!(plan(1, &[0, 1], 2), Err("one serving thread"));
-        assert!(plan(3, &[0, 1], 2).is_err(), "more threads than CPUs");
-        assert!(
-            plan(2, &[0, 1, 2, 3], 4).is_err(),
-            "fewer threads than CPUs"
-        );
+        let count = Err("not one serving thread per CPU of the process's CPU set");
+        assert_eq!(plan(3, &[0, 1], 2), count, "more threads than CPUs");
+        assert_eq!(plan(2, &[0, 1, 2, 3], 4), count, "fewer threads than CPUs");
+        // A quota is named as the reason even when the thread count follows it (the default:
+        // one thread per CPU the quota allows), which is the common case in containers.
+        let quota = Err("a CPU quota below the CPUs of the process's CPU set");
+        assert_eq!(plan(2, &[0, 1], 1), quota);
+        assert_eq!(plan(2, &[0, 1, 2, 3, 4, 5, 6, 7], 2), quota);
         assert_eq!(
-            plan(2, &[0, 1], 1),
-            Err("a CPU quota below the CPUs of the process's CPU set")
+            plan(2, &[], 2),
+            Err("the process's CPU set could not be read")
         );
-        assert!(plan(2, &[], 2).is_err(), "mask unreadable");
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn the_calling_thread_can_be_bound_and_released() {
         let all = allowed();
@@ -104,7 +124,7 @@ mod tests {
         let handle = std::thread::spawn(move || {
             bind(&all[..1]).unwrap();
             let bound = allowed();
-            bind(&all).unwrap();
+            unbind().unwrap();
             (bound, allowed(), all)
         });
         let (bound, released, all) = handle.join().unwrap();
