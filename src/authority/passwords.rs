@@ -6,7 +6,8 @@
 //! crate allocate it per hash, on whichever blocking thread ran the request, made the
 //! authority's RSS grow by ≈ 6 MB per login — ≈ 0.9 GB after 80 on a 2-core VM — as glibc's
 //! per-thread arenas kept and fragmented those blocks; with the memory kept per thread it stays
-//! at a fixed ≈ 19 MiB per hashing thread (docs/benchmarks.md).
+//! at a fixed ≈ 19 MiB per hashing thread (docs/benchmarks.md). A stored hash with a larger
+//! memory cost than the defaults is checked on memory allocated for it and freed after.
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -57,24 +58,33 @@ pub const HASH_QUEUE_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 
 /// [`verify`] without holding a thread of the caller's runtime, one hash per hashing thread at
 /// a time; `None` when none was free within [`HASH_QUEUE_TIMEOUT`] (a flood of logins queues
-/// here instead of in the hashing threads' queue).
+/// here instead of in the hashing threads' queue), or when the check could not run at all.
+/// The place is held until the hash is done, even if the caller stops waiting.
 pub async fn verify_bounded(password: String, phc: std::sync::Arc<String>) -> Option<bool> {
-    let permit = tokio::time::timeout(HASH_QUEUE_TIMEOUT, hash_slots().acquire())
+    let permit = tokio::time::timeout(HASH_QUEUE_TIMEOUT, hash_slots().clone().acquire_owned())
         .await
         .ok()?
         .ok()?;
     let (done, result) = tokio::sync::oneshot::channel();
-    hashers().run(Box::new(move |memory| {
+    let job: Job = Box::new(move |memory| {
         let _ = done.send(verify_in(memory, &password, &phc));
-    }));
-    let ok = result.await.unwrap_or(false);
-    drop(permit);
-    Some(ok)
+        drop(permit);
+    });
+    if let Err(job) = hashers().queue(job) {
+        // No hashing thread left: the blocking pool, never the caller's event loop.
+        tokio::task::spawn_blocking(move || job(&mut Memory::default()));
+    }
+    let checked = result.await.ok();
+    if checked.is_none() {
+        tracing::warn!("a password check was lost (its hashing thread ended)");
+    }
+    checked
 }
 
-fn hash_slots() -> &'static tokio::sync::Semaphore {
-    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    SLOTS.get_or_init(|| tokio::sync::Semaphore::new(hash_thread_count()))
+fn hash_slots() -> &'static std::sync::Arc<tokio::sync::Semaphore> {
+    static SLOTS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+        std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(hash_thread_count())))
 }
 
 fn hash_thread_count() -> usize {
@@ -83,23 +93,36 @@ fn hash_thread_count() -> usize {
         .min(HASH_THREADS)
 }
 
-/// argon2's working memory for one hashing thread, grown to the largest parameters it has
-/// seen and reused for every hash after (the stored hashes all use the defaults). It is
-/// zeroed after each hash, so nothing derived from a password stays in it between requests.
+/// argon2's working memory for one hashing thread: the blocks of the default parameters,
+/// allocated at its first hash and reused for every hash after. A stored hash with a larger
+/// memory cost gets blocks of its own for that one hash, freed after it, so an odd stored
+/// parameter never pins its memory on the thread. Blocks are wiped after each hash: nothing
+/// derived from a password stays in memory between requests.
 #[derive(Default)]
 struct Memory(Vec<Block>);
 
 impl Memory {
-    fn blocks(&mut self, params: &Params) -> &mut [Block] {
+    /// Runs `f` on blocks for `params`, then wipes them; `None` when blocks larger than the
+    /// defaults could not be allocated.
+    fn with_blocks<R>(&mut self, params: &Params, f: impl FnOnce(&mut [Block]) -> R) -> Option<R> {
         let n = params.block_count();
-        if self.0.len() < n {
-            self.0.resize(n, Block::default());
+        let own = Params::default().block_count();
+        let mut larger = Vec::new();
+        let blocks = if n <= own {
+            if self.0.len() < own {
+                self.0.resize(own, Block::default());
+            }
+            &mut self.0[..n]
+        } else {
+            larger.try_reserve_exact(n).ok()?;
+            larger.resize(n, Block::default());
+            &mut larger[..]
+        };
+        let result = f(blocks);
+        for block in blocks.iter_mut() {
+            zeroize::Zeroize::zeroize(block);
         }
-        &mut self.0[..n]
-    }
-
-    fn wipe(&mut self) {
-        self.0.fill(Block::default());
+        Some(result)
     }
 }
 
@@ -108,15 +131,15 @@ fn hash_in(memory: &mut Memory, password: &str, salt: &[u8]) -> anyhow::Result<S
     let params = argon2.params();
     let salt = Salt::new(salt).map_err(|e| anyhow::anyhow!("hashing password: {e}"))?;
     let mut buffer = [0u8; Output::MAX_LENGTH];
-    let out = &mut buffer[..params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)];
-    let done = argon2.hash_password_into_with_memory(
-        password.as_bytes(),
-        &salt,
-        out,
-        memory.blocks(params),
-    );
-    memory.wipe();
-    done.map_err(|e| anyhow::anyhow!("hashing password: {e}"))?;
+    let out = buffer
+        .get_mut(..params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN))
+        .ok_or_else(|| anyhow::anyhow!("hashing password: output too long"))?;
+    memory
+        .with_blocks(params, |blocks| {
+            argon2.hash_password_into_with_memory(password.as_bytes(), &salt, out, blocks)
+        })
+        .ok_or_else(|| anyhow::anyhow!("hashing password: out of memory"))?
+        .map_err(|e| anyhow::anyhow!("hashing password: {e}"))?;
     let phc = PasswordHash {
         algorithm: Algorithm::default().ident(),
         version: Some(Version::default().into()),
@@ -153,15 +176,12 @@ fn verify_in(memory: &mut Memory, password: &str, phc: &str) -> bool {
     let Some(out) = buffer.get_mut(..expected.len()) else {
         return false;
     };
-    let done = Argon2::new(algorithm, version, params.clone()).hash_password_into_with_memory(
-        password.as_bytes(),
-        salt,
-        out,
-        memory.blocks(&params),
-    );
-    memory.wipe();
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    let done = memory.with_blocks(&params, |blocks| {
+        argon2.hash_password_into_with_memory(password.as_bytes(), salt, out, blocks)
+    });
     // `Output`'s equality is constant-time.
-    done.is_ok() && Output::new(out).is_ok_and(|computed| &computed == expected)
+    matches!(done, Some(Ok(()))) && Output::new(out).is_ok_and(|computed| &computed == expected)
 }
 
 type Job = Box<dyn FnOnce(&mut Memory) + Send>;
@@ -170,12 +190,12 @@ type Job = Box<dyn FnOnce(&mut Memory) + Send>;
 struct Hashers(std::sync::mpsc::Sender<Job>);
 
 impl Hashers {
-    /// Queues `job`; if no hashing thread can take it (none could be started, or all ended on
-    /// a panic), runs it here with memory of its own.
-    fn run(&self, job: Job) {
-        if let Err(std::sync::mpsc::SendError(job)) = self.0.send(job) {
-            job(&mut Memory::default());
-        }
+    /// Queues `job`, or gives it back when no hashing thread is left to take it (none could be
+    /// started, or all ended on a panic).
+    fn queue(&self, job: Job) -> Result<(), Job> {
+        self.0
+            .send(job)
+            .map_err(|std::sync::mpsc::SendError(job)| job)
     }
 }
 
@@ -212,14 +232,19 @@ fn on_hasher<T: Send + 'static>(f: impl FnOnce(&mut Memory) -> T + Send + 'stati
     let (done, result) = std::sync::mpsc::sync_channel(1);
     let f = std::sync::Arc::new(std::sync::Mutex::new(Some(f)));
     let job = f.clone();
-    hashers().run(Box::new(move |memory| {
+    let queued = hashers().queue(Box::new(move |memory| {
         if let Some(f) = job.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = done.send(f(memory));
         }
     }));
+    if let Err(job) = queued {
+        // No hashing thread left: the caller is a blocking thread, so it runs here.
+        job(&mut Memory::default());
+    }
     match result.recv() {
         Ok(value) => value,
-        // The hashing thread panicked inside `f` (taking it with it): run it here.
+        // A job dropped before it ran (the last hashing thread ended with it queued) still
+        // holds `f`: run it here. One whose `f` panicked does not: that panic goes on.
         Err(_) => match f.lock().unwrap_or_else(|e| e.into_inner()).take() {
             Some(f) => f(&mut Memory::default()),
             None => panic!("a password hash panicked"),
@@ -323,6 +348,11 @@ mod tests {
             memory.0.iter().all(|b| b.as_ref().iter().all(|&x| x == 0)),
             "nothing derived from a password is left in it"
         );
+        // A stored hash with a larger memory cost is checked on memory of its own, which is
+        // not kept.
+        let larger = crate_hash("correct horse", Params::new(32 * 1024, 1, 1, None).unwrap());
+        assert!(verify_in(&mut memory, "correct horse", &larger));
+        assert_eq!((memory.0.as_ptr(), memory.0.len()), (at, blocks));
     }
 
     #[tokio::test]
