@@ -143,34 +143,6 @@ async fn past_the_connection_limits_new_connections_get_a_503_and_freed_places_a
     }
 }
 
-/// A shell serving `router` on `threads` threads of its own, placed as `placement`: its port,
-/// and what stops it.
-async fn serving_threads(
-    router: axum::Router,
-    threads: usize,
-    placement: pyrogate::edge::server::Placement,
-) -> (
-    u16,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    use pyrogate::edge::server::{Lifecycle, Server};
-    let settings = node_settings(std::path::Path::new("/nonexistent"), "");
-    let server = Server::bind(&settings.server, router)
-        .await
-        .unwrap()
-        .with_workers(threads, placement);
-    let port = server.local_addr().port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(server.run_until(
-        async {
-            let _ = stopped.await;
-        },
-        Lifecycle::new(),
-    ));
-    (port, stop, running)
-}
-
 /// Sends `GET path` on `tcp` (kept alive) and returns the answer's body.
 async fn body_of_get(tcp: &mut TcpStream, path: &str) -> String {
     tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
@@ -233,20 +205,51 @@ fn where_router() -> axum::Router {
     )
 }
 
+/// What `/where` ([`where_router`]) answers on each of `connections` connections to a server
+/// shell on `threads` threads of its own placed as `placement`, all opened first and kept open until every one has answered
+/// (so the accept loop spreads them), in the order they were opened; the shell is stopped.
+async fn where_each(
+    threads: usize,
+    placement: pyrogate::edge::server::Placement,
+    connections: usize,
+) -> Vec<String> {
+    use pyrogate::edge::server::{Lifecycle, Server};
+    let settings = node_settings(std::path::Path::new("/nonexistent"), "");
+    let server = Server::bind(&settings.server, where_router())
+        .await
+        .unwrap()
+        .with_workers(threads, placement);
+    let port = server.local_addr().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run_until(
+        async {
+            let _ = stopped.await;
+        },
+        Lifecycle::new(),
+    ));
+    let mut open = Vec::new();
+    for _ in 0..connections {
+        open.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    let mut bodies = Vec::new();
+    for tcp in &mut open {
+        bodies.push(body_of_get(tcp, "/where").await);
+    }
+    drop(open);
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    bodies
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_spread_evenly_over_the_serving_threads() {
     use pyrogate::edge::server::Placement;
-    let (port, stop, running) = serving_threads(where_router(), 3, Placement::Kernel).await;
     // Six connections opened in a burst and kept open: two on each thread.
-    let mut open = Vec::new();
-    for _ in 0..6 {
-        open.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
-    }
-    let mut threads = Vec::new();
-    for tcp in &mut open {
-        let body = body_of_get(tcp, "/where").await;
-        threads.push(body.split(' ').next().unwrap().to_owned());
-    }
+    let mut threads: Vec<String> = where_each(3, Placement::Kernel, 6)
+        .await
+        .iter()
+        .map(|body| body.split(' ').next().unwrap().to_owned())
+        .collect();
     threads.sort();
     assert_eq!(
         threads,
@@ -255,9 +258,6 @@ async fn connections_are_spread_evenly_over_the_serving_threads() {
         ],
         "every request ran on a serving thread, two connections each"
     );
-    drop(open);
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
 }
 
 #[cfg(target_os = "linux")]
@@ -267,15 +267,7 @@ async fn with_one_serving_thread_per_cpu_each_is_bound_to_its_own() {
     let all = cpus_of_this_thread();
     let parallelism = std::thread::available_parallelism().unwrap().get();
     // 0: one per CPU, as an ingest node starts by default.
-    let (port, stop, running) = serving_threads(where_router(), 0, Placement::OnePerCpu).await;
-    let mut open = Vec::new();
-    for _ in 0..parallelism {
-        open.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
-    }
-    let mut got = Vec::new();
-    for tcp in &mut open {
-        got.push(body_of_get(tcp, "/where").await);
-    }
+    let mut got = where_each(0, Placement::OnePerCpu, parallelism).await;
     got.sort();
     let mut expected: Vec<String> = if all.len() >= 2 && parallelism == all.len() {
         // Thread i on the i-th CPU of the set; blocking work anywhere in it.
@@ -301,9 +293,6 @@ async fn with_one_serving_thread_per_cpu_each_is_bound_to_its_own() {
         all,
         "the caller's threads are not bound"
     );
-    drop(open);
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
 }
 
 #[cfg(target_os = "linux")]
@@ -316,13 +305,7 @@ async fn with_pinning_off_or_fewer_threads_than_cpus_nothing_is_bound() {
         (parallelism, Placement::Kernel),
         (parallelism + 1, Placement::OnePerCpu),
     ] {
-        let (port, stop, running) = serving_threads(where_router(), threads, placement).await;
-        let mut open = Vec::new();
-        for _ in 0..threads {
-            open.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
-        }
-        for tcp in &mut open {
-            let body = body_of_get(tcp, "/where").await;
+        for body in where_each(threads, placement, threads).await {
             let (_, sets) = body.split_once(' ').unwrap();
             assert_eq!(
                 sets,
@@ -330,8 +313,5 @@ async fn with_pinning_off_or_fewer_threads_than_cpus_nothing_is_bound() {
                 "{threads} threads, {placement:?}"
             );
         }
-        drop(open);
-        let _ = stop.send(());
-        running.await.unwrap().unwrap();
     }
 }
