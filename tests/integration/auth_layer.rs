@@ -12,7 +12,6 @@ use base64::Engine as _;
 use http_body_util::BodyExt as _;
 use pyrogate::core::clock::ManualClock;
 use pyrogate::core::crypto::SigningKey;
-use pyrogate::core::revocation::{RevocationEntry, RevocationList};
 use pyrogate::core::token::{Role, SESSION_TYP};
 use pyrogate::core::verifier::Verifier;
 use pyrogate::edge::auth::{Access, AuthGate, Authenticated, require};
@@ -139,20 +138,8 @@ impl Harness {
     /// Puts `token` on the verifier's revocation list.
     fn revoke(&self, token: &str) {
         let jti = claims_of(token)["jti"].as_str().unwrap().to_owned();
-        self.verifier.set_revocations(
-            RevocationList {
-                ksv: None,
-                iss: ISSUER.into(),
-                ver: 1,
-                iat: NOW,
-                entries: vec![RevocationEntry {
-                    jti,
-                    exp: Some(NOW + 3600),
-                    kid: None,
-                }],
-            }
-            .to_set(),
-        );
+        self.verifier
+            .set_revocations(revoking(&jti, Some(NOW + 3600)).to_set());
     }
 
     fn secret(&self, extra: &str) {

@@ -6,7 +6,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use pyrogate::core::b64;
 use pyrogate::core::crypto::SigningKey;
-use pyrogate::core::revocation::{RevocationEntry, RevocationList};
+use pyrogate::core::revocation::RevocationList;
 use pyrogate::core::token::{API_KEY_TYP, MAX_TIMESTAMP, Role, SESSION_TYP};
 use pyrogate::core::verifier::{MAX_TOKEN_BYTES, VerifyError};
 
@@ -1047,18 +1047,7 @@ fn every_hostile_token_is_refused_with_its_exact_reason() {
     verifier
         .verify(&from_dropped_key)
         .expect("valid before its key is dropped");
-    let list = RevocationList {
-        ksv: None,
-        iss: ISSUER.into(),
-        ver: 1,
-        iat: NOW,
-        entries: vec![RevocationEntry {
-            jti: REVOKED_JTI.into(),
-            exp: Some(NOW + 3600),
-            kid: None,
-        }],
-    };
-    verifier.set_revocations(list.to_set());
+    verifier.set_revocations(revoking(REVOKED_JTI, Some(NOW + 3600)).to_set());
     verifier.set_keys(key_set(&[&k.trusted]));
 
     let cases = hostile_cases(&k, &revoked, &from_dropped_key);
@@ -1204,18 +1193,7 @@ fn a_cached_token_is_refused_once_its_jti_is_revoked() {
     let (verifier, _) = verifier(&[&key]);
     let token = issue(&key, "ci", Role::Agent, 0, None);
     let jti = verifier.verify(&token).expect("fresh token").jti.clone();
-    let list = RevocationList {
-        ksv: None,
-        iss: ISSUER.into(),
-        ver: 1,
-        iat: NOW,
-        entries: vec![RevocationEntry {
-            jti,
-            exp: None,
-            kid: None,
-        }],
-    };
-    verifier.set_revocations(list.to_set());
+    verifier.set_revocations(revoking(&jti, None).to_set());
     assert_eq!(verifier.verify(&token).unwrap_err(), VerifyError::Revoked);
     assert_eq!(
         verifier.verify_uncached(&token).unwrap_err(),

@@ -8,6 +8,7 @@ use pyrogate::core::clock::ManualClock;
 use pyrogate::core::crypto::SigningKey;
 use pyrogate::core::jwk::KeySet;
 use pyrogate::core::jws::Signer;
+use pyrogate::core::revocation::{RevocationEntry, RevocationList};
 use pyrogate::core::token::{self, API_KEY_TYP, KeyRequest, Role};
 use pyrogate::core::verifier::{Verifier, VerifierConfig};
 
@@ -17,6 +18,22 @@ pub const ISSUER: &str = "pyrogate";
 pub const SKEW: u64 = 60;
 /// A well-formed 22-character `jti` for crafted tokens.
 pub const JTI: &str = "AAECAwQFBgcICQoLDA0ODw";
+
+/// A revocation list (version 1, issued at [`NOW`]) naming the one `jti`, its entry kept
+/// until `exp` (`None`: the key never expires).
+pub fn revoking(jti: &str, exp: Option<u64>) -> RevocationList {
+    RevocationList {
+        ksv: None,
+        iss: ISSUER.into(),
+        ver: 1,
+        iat: NOW,
+        entries: vec![RevocationEntry {
+            jti: jti.to_owned(),
+            exp,
+            kid: None,
+        }],
+    }
+}
 
 /// A signing key from a fixed seed: the same bytes every run, so crafted tokens are stable.
 pub fn fixed_key(seed: u8) -> SigningKey {
