@@ -175,10 +175,7 @@ pub async fn open_state(
         .signing_keys_published
         .set(ring.key_set().len() as u64);
     let dummy_hash = Arc::new(
-        tokio::task::spawn_blocking(|| {
-            crate::authority::passwords::hash("pyrogate-timing-equalizer")
-        })
-        .await??,
+        crate::authority::passwords::hash_async("pyrogate-timing-equalizer".into()).await?,
     );
     let max_long_polls = settings.authority.revocations_max_long_polls;
     let ingest = crate::node::ingest::IngestState::new(
@@ -234,8 +231,7 @@ async fn create_first_admin(
     };
     crate::authority::passwords::validate(&password)
         .map_err(|e| anyhow::anyhow!("auth.internal.admin.password: {e}"))?;
-    let hash =
-        tokio::task::spawn_blocking(move || crate::authority::passwords::hash(&password)).await??;
+    let hash = crate::authority::passwords::hash_async(password).await?;
     let name = settings.authority.first_admin.name.clone();
     let email = Some(settings.authority.first_admin.email.clone()).filter(|e| !e.is_empty());
     store.with(|c| {

@@ -37,20 +37,38 @@ pub fn validate(password: &str) -> Result<(), &'static str> {
 }
 
 /// Hashes a password into a PHC string (`$argon2id$v=19$m=…`) on a hashing thread, and waits
-/// for it: call from a blocking thread (or the CLI).
+/// for it, blocking: for the CLI and tests ([`hash_async`] in the servers).
 pub fn hash(password: &str) -> anyhow::Result<String> {
-    // 128-bit salt (the PHC recommendation) from ring's SystemRandom.
-    let mut salt = [0u8; 16];
-    crate::core::crypto::fill_random(&mut salt);
-    let password = password.to_owned();
+    let (password, salt) = (password.to_owned(), new_salt());
     on_hasher(move |memory| hash_in(memory, &password, &salt))
 }
 
-/// True when `password` matches `phc`, computed on a hashing thread (the caller waits: call
-/// from a blocking thread). A malformed stored hash never matches.
+/// [`hash`] for async code: the caller's task waits, not one of its runtime's threads.
+pub async fn hash_async(password: String) -> anyhow::Result<String> {
+    let salt = new_salt();
+    on_hasher_async(move |memory| hash_in(memory, &password, &salt))
+        .await
+        .ok_or_else(|| anyhow::anyhow!("hashing password: the hash was lost"))?
+}
+
+/// 128-bit salt (the PHC recommendation) from ring's SystemRandom.
+fn new_salt() -> [u8; 16] {
+    let mut salt = [0u8; 16];
+    crate::core::crypto::fill_random(&mut salt);
+    salt
+}
+
+/// True when `password` matches `phc`, computed on a hashing thread; the caller waits,
+/// blocking (for tests; [`verify_async`] and [`verify_bounded`] in the servers). A malformed
+/// stored hash never matches.
 pub fn verify(password: &str, phc: &str) -> bool {
     let (password, phc) = (password.to_owned(), phc.to_owned());
     on_hasher(move |memory| verify_in(memory, &password, &phc))
+}
+
+/// [`verify`] for async code; `None` if the check was lost (its hashing thread ended).
+pub async fn verify_async(password: String, phc: String) -> Option<bool> {
+    on_hasher_async(move |memory| verify_in(memory, &password, &phc)).await
 }
 
 /// How long a login waits for a free hashing thread before it is answered 503.
@@ -65,20 +83,12 @@ pub async fn verify_bounded(password: String, phc: std::sync::Arc<String>) -> Op
         .await
         .ok()?
         .ok()?;
-    let (done, result) = tokio::sync::oneshot::channel();
-    let job: Job = Box::new(move |memory| {
-        let _ = done.send(verify_in(memory, &password, &phc));
+    on_hasher_async(move |memory| {
+        let ok = verify_in(memory, &password, &phc);
         drop(permit);
-    });
-    if let Err(job) = hashers().queue(job) {
-        // No hashing thread left: the blocking pool, never the caller's event loop.
-        tokio::task::spawn_blocking(move || job(&mut Memory::default()));
-    }
-    let checked = result.await.ok();
-    if checked.is_none() {
-        tracing::warn!("a password check was lost (its hashing thread ended)");
-    }
-    checked
+        ok
+    })
+    .await
 }
 
 fn hash_slots() -> &'static std::sync::Arc<tokio::sync::Semaphore> {
@@ -227,7 +237,27 @@ fn hashers() -> &'static Hashers {
     })
 }
 
-/// Runs `f` on a hashing thread and waits for its result.
+/// Runs `f` on a hashing thread; the caller's task waits for the result (`None` if the job
+/// was lost with its hashing thread).
+async fn on_hasher_async<T: Send + 'static>(
+    f: impl FnOnce(&mut Memory) -> T + Send + 'static,
+) -> Option<T> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move |memory| {
+        let _ = done.send(f(memory));
+    });
+    if let Err(job) = hashers().queue(job) {
+        // No hashing thread left: the blocking pool, never the caller's event loop.
+        tokio::task::spawn_blocking(move || job(&mut Memory::default()));
+    }
+    let done = result.await.ok();
+    if done.is_none() {
+        tracing::warn!("a password hash was lost (its hashing thread ended)");
+    }
+    done
+}
+
+/// Runs `f` on a hashing thread and waits for its result, blocking.
 fn on_hasher<T: Send + 'static>(f: impl FnOnce(&mut Memory) -> T + Send + 'static) -> T {
     let (done, result) = std::sync::mpsc::sync_channel(1);
     let f = std::sync::Arc::new(std::sync::Mutex::new(Some(f)));
@@ -357,7 +387,16 @@ mod tests {
 
     #[tokio::test]
     async fn logins_verify_off_the_callers_runtime() {
-        let phc = std::sync::Arc::new(hash("correct horse").unwrap());
+        let phc = hash_async("correct horse".into()).await.unwrap();
+        assert_eq!(
+            verify_async("correct horse".into(), phc.clone()).await,
+            Some(true)
+        );
+        assert_eq!(
+            verify_async("wrong horse".into(), phc.clone()).await,
+            Some(false)
+        );
+        let phc = std::sync::Arc::new(phc);
         // More at once than there are hashing threads: they queue, and each gets its answer.
         let mut checks = tokio::task::JoinSet::new();
         for i in 0..6 {

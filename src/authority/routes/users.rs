@@ -99,9 +99,8 @@ fn parse_id(id: &str) -> Result<i64, ApiError> {
 }
 
 async fn hash(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || crate::authority::passwords::hash(&password))
+    crate::authority::passwords::hash_async(password)
         .await
-        .map_err(|e| ApiError::Internal(e.into()))?
         .map_err(ApiError::Internal)
 }
 
@@ -198,10 +197,9 @@ async fn change_my_password(
         .call(move |c| store::password_hash(c, id))
         .await?;
     let old = req.old_password;
-    let ok =
-        tokio::task::spawn_blocking(move || crate::authority::passwords::verify(&old, &current))
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?;
+    let ok = crate::authority::passwords::verify_async(old, current)
+        .await
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the password check was lost")))?;
     if !ok {
         return Err(ApiError::bad_request("the current password is wrong"));
     }
