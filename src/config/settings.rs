@@ -270,6 +270,8 @@ pub struct IngestSettings {
     pub default_tenant: Option<String>,
     pub max_body_size: usize,
     pub spool_max_bytes: u64,
+    /// Most spooled pushes in flight at once during a replay.
+    pub spool_replay_concurrency: usize,
     pub local_max_bytes: u64,
     /// `server.storage-path`, repeated here so the ingest plane needs no other section.
     pub storage_path: PathBuf,
@@ -561,6 +563,10 @@ impl Settings {
                 default_tenant,
                 max_body_size: small("ingest.max-body-size", 1 << 30)? as usize,
                 spool_max_bytes: l.count("ingest.spool.max-bytes")?,
+                spool_replay_concurrency: match small("ingest.spool.replay-concurrency", 4096)? {
+                    0 => return Err(l.bad("ingest.spool.replay-concurrency", "must be at least 1")),
+                    n => n as usize,
+                },
                 local_max_bytes: l.count("ingest.local.max-bytes")?,
                 storage_path,
                 worker_threads: small("ingest.worker-threads", 1024)? as usize,

@@ -55,6 +55,10 @@ pub struct Metrics {
     pub spool_dead_letters: Gauge<u64, AtomicU64>,
     pub spool_retries: Counter,
     pub spool_possible_duplicates: Counter,
+    pub spool_replayed: Counter,
+    pub spool_replay_in_flight: Gauge,
+    pub spool_replay_window: Gauge,
+    pub spool_oldest_seconds: Gauge<u64, AtomicU64>,
     pub sync_last_success: Gauge<u64, AtomicU64>,
     pub sync_failures: Counter,
     pub keyset_version: Gauge<u64, AtomicU64>,
@@ -98,6 +102,10 @@ impl Metrics {
             spool_dead_letters: Gauge::default(),
             spool_retries: Counter::default(),
             spool_possible_duplicates: Counter::default(),
+            spool_replayed: Counter::default(),
+            spool_replay_in_flight: Gauge::default(),
+            spool_replay_window: Gauge::default(),
+            spool_oldest_seconds: Gauge::default(),
             sync_last_success: Gauge::default(),
             sync_failures: Counter::default(),
             keyset_version: Gauge::default(),
@@ -154,8 +162,28 @@ impl Metrics {
         );
         registry.register(
             "spool_possible_duplicates",
-            "Replays sent again after a timeout: the upstream may have received the push twice",
+            "Pushes sent again after their answer timed out: the upstream may have received them twice",
             m.spool_possible_duplicates.clone(),
+        );
+        registry.register(
+            "spool_replayed",
+            "Spooled pushes the upstream took on replay (its rate is the replay rate)",
+            m.spool_replayed.clone(),
+        );
+        registry.register(
+            "spool_replay_in_flight",
+            "Spooled pushes being replayed right now",
+            m.spool_replay_in_flight.clone(),
+        );
+        registry.register(
+            "spool_replay_window",
+            "Spooled pushes the replay may have in flight now (grows while the upstream takes them, halves on 429, 5xx or timeouts)",
+            m.spool_replay_window.clone(),
+        );
+        registry.register(
+            "spool_oldest_seconds",
+            "Age of the oldest push waiting in the spool (0 when empty)",
+            m.spool_oldest_seconds.clone(),
         );
         registry.register(
             "keyset_version",

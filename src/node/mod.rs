@@ -231,6 +231,13 @@ async fn ready(State(state): State<NodeState>) -> impl IntoResponse {
         "keySetVersion": s.keyset_version.load(Ordering::Relaxed),
         "keySetRefused": s.keyset_refusal.lock().map(|r| r.clone()).unwrap_or_default(),
         "spoolDeadLetters": state.metrics.spool_dead_letters.get(),
+        "spool": {
+            "entries": state.metrics.spool_entries.get(),
+            "bytes": state.metrics.spool_bytes.get(),
+            "oldestSeconds": state.metrics.spool_oldest_seconds.get(),
+            "replayInFlight": state.metrics.spool_replay_in_flight.get(),
+            "replayWindow": state.metrics.spool_replay_window.get(),
+        },
         "signingKeys": state.verifier.keys().len(),
         "revocationsVersion": s.list_version.load(Ordering::Relaxed),
         "revocationsIssuedAt": s.list_issued_at.load(Ordering::Relaxed),

@@ -1,28 +1,38 @@
 //! Forwarding pushes to the upstream Grafana Pyroscope, with an on-disk spool for the times it
 //! can't take them.
 //!
-//! A push goes straight to the upstream while the spool is empty. If the upstream is
-//! unreachable, times out or answers 5xx, the push is written to the spool and the agent gets
-//! `200` with `Pyrogate-Spooled: true` (Pyroscope's agents treat anything but 200 as a failure,
-//! and the push is safely on disk). While anything is spooled, new pushes join the queue
-//! behind it, so the upstream receives them in arrival order. A replay task drains the spool
-//! with backoff; an entry is removed only after the upstream accepted it (at-least-once across
-//! a crash between delivery and removal; exactly once otherwise). A full spool answers 503 —
-//! nothing accepted is ever dropped silently.
+//! A push goes straight to the upstream. If the upstream is unreachable, times out or answers
+//! 5xx, the push is written to the spool and the agent gets `200` with `Pyrogate-Spooled: true`
+//! (Pyroscope's agents treat anything but 200 as a failure, and the push is safely on disk),
+//! and the upstream is marked *down*: while it is down and anything is spooled, new pushes go
+//! to the spool at once instead of each waiting for its own failure. The first push the
+//! upstream takes again — live or replayed — marks it up, and live pushes go straight to it
+//! again while the backlog drains beside them: they are never queued behind it (Pyroscope
+//! does not need pushes in arrival order; docs/architecture.md says why).
+//!
+//! The [`replay`] task drains the spool with many pushes in flight, as many as the upstream
+//! takes; an entry is removed only after the upstream accepted it (at-least-once across a
+//! crash between delivery and removal; exactly once otherwise). A push whose answer timed out
+//! may have been taken: it is sent again with a doubled timeout, so a slow upstream is not
+//! sent the same push over and over. A full spool answers 503 — nothing accepted is ever
+//! dropped silently.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::uri::PathAndQuery;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Notify;
 
+mod replay;
+
 use super::spool::{Spool, SpooledRequest};
 use super::upstream::Upstream;
 use super::{Push, TENANT_HEADER, TENANT_HEADER_NAME, header_value};
-use crate::core::clock::Stopwatch;
+use crate::core::clock::{Clock, Stopwatch};
 use crate::edge::error::ApiError;
 use crate::edge::metrics::{Metrics, ResultLabels};
 use crate::edge::origin::{PoolError, Post};
@@ -49,10 +59,21 @@ pub struct Forwarder {
 struct Inner {
     upstream: Upstream,
     spool: Spool,
+    /// Told when a push is spooled: the replay may have room for it.
     wake: Notify,
     metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
     /// `upstream_requests{result="ok"}`, looked up once: it is hit on every push.
     delivered: prometheus_client::metrics::counter::Counter,
+    /// The last exchange with the upstream failed (unreachable, timed out, 5xx) and none has
+    /// succeeded since: new pushes go to the spool without trying.
+    down: AtomicBool,
+    /// Most spooled pushes in flight at once (`ingest.spool.replay-concurrency`).
+    replay_max: usize,
+    /// Spool entries whose last delivery timed out, and how many times: the next one waits
+    /// longer ([`Forwarder::timeout_after`]). Touched only when a push has timed out or is
+    /// replayed.
+    timeouts: Mutex<HashMap<u64, u32>>,
 }
 
 #[derive(Debug)]
@@ -83,7 +104,13 @@ impl std::fmt::Display for Failure {
 }
 
 impl Forwarder {
-    pub fn new(upstream: Upstream, spool: Spool, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    pub fn new(
+        upstream: Upstream,
+        spool: Spool,
+        replay_max: usize,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         metrics.spool_entries.set(spool.len() as u64);
         metrics.spool_bytes.set(spool.bytes());
         metrics.spool_dead_letters.set(spool.dead_letters() as u64);
@@ -98,16 +125,23 @@ impl Forwarder {
                 wake: Notify::new(),
                 delivered,
                 metrics,
+                clock,
+                // A spool left by the last run may be waiting: try the upstream first all the
+                // same (the replay finds out as fast as a push would).
+                down: AtomicBool::new(false),
+                replay_max: replay_max.max(1),
+                timeouts: Mutex::default(),
             }),
         })
     }
 
     /// Forwards a push, or spools it when the upstream can't take it.
     pub async fn send(&self, push: Push) -> Result<Response, ApiError> {
-        if !self.inner.spool.is_empty() {
-            return self.enqueue(push).await;
+        if self.inner.down.load(Ordering::Relaxed) && !self.inner.spool.is_empty() {
+            // The replay is probing the upstream; it says when it is back.
+            return self.enqueue(push, false).await;
         }
-        match self.forward(&push).await {
+        match self.forward(&push, self.inner.upstream.timeout()).await {
             Ok(response) => Ok(response),
             // Not spooled: replaying it would send the same push again and again. The agent
             // hears of it and decides.
@@ -119,15 +153,20 @@ impl Forwarder {
             }
             Err(failure) => {
                 tracing::warn!(%failure, path = %push.path_and_query, "upstream can't take the push; spooling it");
-                self.enqueue(push).await
+                let timed_out = failure.timed_out();
+                if timed_out {
+                    self.inner.metrics.spool_possible_duplicates.inc();
+                }
+                self.enqueue(push, timed_out).await
             }
         }
     }
 
-    async fn forward(&self, push: &Push) -> Result<Response, Failure> {
+    /// Sends `push` and waits at most `timeout` for the answer; marks the upstream down or up.
+    async fn forward(&self, push: &Push, timeout: Duration) -> Result<Response, Failure> {
         let inner = &self.inner;
         let started = Stopwatch::start();
-        let result = self.request(push).await;
+        let result = self.request(push, timeout).await;
         let label = match &result {
             Ok(r) if r.status().is_success() => "ok",
             Ok(r) if r.status().is_server_error() => "server_error",
@@ -135,6 +174,11 @@ impl Forwarder {
             Err(Failure::BadAnswer(_)) => "bad_answer",
             Err(_) => "unreachable",
         };
+        match label {
+            "ok" | "client_error" => self.mark_down(false),
+            "server_error" | "unreachable" => self.mark_down(true),
+            _ => {}
+        }
         match label {
             "ok" => inner.delivered.inc(),
             _ => inner
@@ -153,7 +197,22 @@ impl Forwarder {
         }
     }
 
-    async fn request(&self, push: &Push) -> Result<Response, Failure> {
+    /// Marks the upstream down or up, writing the flag only when it changes (every push
+    /// reads it).
+    fn mark_down(&self, down: bool) {
+        let flag = &self.inner.down;
+        if flag.load(Ordering::Relaxed) != down && flag.swap(down, Ordering::Relaxed) != down {
+            if down {
+                tracing::info!(
+                    "upstream down: new pushes go to the spool until it takes one again"
+                );
+            } else {
+                tracing::info!("upstream up: pushes go straight to it again");
+            }
+        }
+    }
+
+    async fn request(&self, push: &Push, timeout: Duration) -> Result<Response, Failure> {
         let inner = &self.inner;
         let upstream = &inner.upstream;
         let target = upstream.target(push.path_and_query.as_str());
@@ -169,7 +228,7 @@ impl Forwarder {
         };
         // One deadline for sending the push and reading the answer.
         let exchange = upstream.pool().post(post, MAX_RESPONSE_BYTES, relayed);
-        let answer = tokio::time::timeout(upstream.timeout(), exchange)
+        let answer = tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| Failure::Unreachable("timed out".into()))?
             .map_err(|e| match e {
@@ -182,7 +241,9 @@ impl Forwarder {
         Ok(out)
     }
 
-    async fn enqueue(&self, push: Push) -> Result<Response, ApiError> {
+    /// Spools `push`; `timed_out` says its answer timed out (the upstream may have it), so its
+    /// replay waits longer.
+    async fn enqueue(&self, push: Push, timed_out: bool) -> Result<Response, ApiError> {
         let inner = self.inner.clone();
         let mut headers = push.header_pairs();
         if let Some(t) = &push.tenant {
@@ -203,7 +264,10 @@ impl Forwarder {
         self.inner.metrics.spool_entries.set(len as u64);
         self.inner.metrics.spool_bytes.set(bytes);
         match result {
-            Ok(_) => {
+            Ok(seq) => {
+                if timed_out {
+                    self.timeouts().insert(seq, 1);
+                }
                 self.inner.wake.notify_one();
                 Ok(spooled_response(&push))
             }
@@ -211,166 +275,11 @@ impl Forwarder {
         }
     }
 
-    /// Starts the task that replays the spool in order, until `life` stops. It stops only
-    /// between deliveries or while one is in flight: an entry whose delivery was under way stays
-    /// in the spool (it may reach the upstream twice); one delivered is always removed first, so
-    /// a new node opening the same spool after shutdown never races this one.
+    /// Starts the task that replays the spool ([`replay`]), until `life` stops.
     pub fn start_replay(&self, life: &Lifecycle) {
         let this = self.clone();
         let stopping = life.clone();
         life.track(async move { this.replay(stopping).await });
-    }
-
-    async fn replay(&self, life: Lifecycle) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            if life.is_stopping() {
-                return;
-            }
-            let inner = self.inner.clone();
-            let next = tokio::task::spawn_blocking(move || {
-                // Dead letters handed back by `pyrogate spool dead retry` join the queue here;
-                // while idle (once a second) the dead-letter gauge is recounted too, so a
-                // `drop` shows.
-                let adopted = inner.spool.adopt_retried().unwrap_or_else(|err| {
-                    tracing::error!(error = %err, "taking retried dead letters into the spool failed");
-                    0
-                });
-                let next = inner.spool.peek();
-                if adopted > 0 || matches!(next, Ok(None)) {
-                    let m = &inner.metrics;
-                    m.spool_entries.set(inner.spool.len() as u64);
-                    m.spool_bytes.set(inner.spool.bytes());
-                    m.spool_dead_letters
-                        .set(inner.spool.dead_letters() as u64);
-                }
-                next
-            })
-            .await;
-            let (seq, entry) = match next {
-                Ok(Ok(Some(next))) => next,
-                Ok(Ok(None)) => {
-                    tokio::select! {
-                        _ = tokio::time::timeout(Duration::from_secs(1), self.inner.wake.notified()) => {}
-                        () = life.stopping() => return,
-                    }
-                    continue;
-                }
-                Ok(Err(err)) => {
-                    tracing::error!(error = %err, "reading the spool failed");
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        () = life.stopping() => return,
-                    }
-                    continue;
-                }
-                Err(err) if err.is_cancelled() => return, // the runtime is shutting down
-                Err(err) => {
-                    tracing::error!(error = %err, "spool task failed");
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        () = life.stopping() => return,
-                    }
-                    continue;
-                }
-            };
-            let Ok(path_and_query) = PathAndQuery::try_from(entry.path_and_query.as_str()) else {
-                // Only a damaged or hand-made entry; it can never be sent.
-                let reason = format!("entry {seq} has no valid request path");
-                self.dead_letter(seq, reason, "a spooled push has no valid request path")
-                    .await;
-                continue;
-            };
-            let push = Push::new(
-                path_and_query,
-                Push::headers_from_pairs(entry.headers.iter().filter(|(k, _)| k != TENANT_HEADER)),
-                entry
-                    .headers
-                    .iter()
-                    .find(|(k, _)| k == TENANT_HEADER)
-                    .map(|(_, v)| v.clone()),
-                entry.body,
-            );
-            // A delivery cut short by a stop leaves the entry spooled for the next start.
-            let delivered = tokio::select! {
-                delivered = self.forward(&push) => delivered,
-                () = life.stopping() => return,
-            };
-            match delivered {
-                Ok(response) if response.status().is_success() => {
-                    let inner = self.inner.clone();
-                    let removed = tokio::task::spawn_blocking(move || {
-                        let r = inner.spool.remove(seq);
-                        (r, inner.spool.len(), inner.spool.bytes())
-                    })
-                    .await;
-                    if let Ok((r, len, bytes)) = removed {
-                        if let Err(err) = r {
-                            tracing::error!(error = %err, seq, "removing a delivered spool entry failed");
-                        }
-                        self.inner.metrics.spool_entries.set(len as u64);
-                        self.inner.metrics.spool_bytes.set(bytes);
-                    }
-                    backoff = Duration::from_millis(100);
-                }
-                Ok(response) if retryable(response.status()) => {
-                    // 429 is what Pyroscope answers in the burst after an outage; 401/403 a
-                    // credentials change on its side. The push stays first in line.
-                    self.inner.metrics.spool_retries.inc();
-                    let wait = retry_after(&response)
-                        .unwrap_or(backoff)
-                        .min(MAX_RETRY_WAIT);
-                    tracing::debug!(status = %response.status(), wait_ms = wait.as_millis() as u64, "upstream asked to retry a spooled push later");
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = life.stopping() => return,
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-                Ok(response) => {
-                    // The upstream will never take it: keep it, aside, with why — never unlink
-                    // an acknowledged push.
-                    let reason = format!(
-                        "upstream answered {} to {} (entry {seq})",
-                        response.status(),
-                        push.path_and_query
-                    );
-                    self.dead_letter(seq, reason, "upstream refused a spooled push for good")
-                        .await;
-                    backoff = Duration::from_millis(100);
-                }
-                Err(Failure::BadAnswer(why)) => {
-                    // Replaying would repeat the push each time: keep it aside, with why.
-                    let reason = format!(
-                        "the upstream's answer to {} could not be read: {why} (entry {seq})",
-                        push.path_and_query
-                    );
-                    self.dead_letter(
-                        seq,
-                        reason,
-                        "the upstream's answer to a spooled push could not be read",
-                    )
-                    .await;
-                    backoff = Duration::from_millis(100);
-                }
-                Err(failure) => {
-                    tracing::debug!(%failure, "upstream still unavailable; retrying the spool later");
-                    // After a timeout the upstream may have the push already: wait at least as
-                    // long as it took to give up before sending it again, and count it.
-                    let wait = if failure.timed_out() {
-                        self.inner.metrics.spool_possible_duplicates.inc();
-                        backoff.max(self.inner.upstream.timeout())
-                    } else {
-                        backoff
-                    };
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = life.stopping() => return,
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
     }
 }
 
@@ -405,8 +314,8 @@ impl Forwarder {
     }
 }
 
-/// Longest pause between two replays of the same push.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest pause of the replay after a failure (a `Retry-After` may ask for longer).
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Longest `Retry-After` honoured.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
 

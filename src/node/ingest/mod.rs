@@ -89,15 +89,18 @@ impl IngestState {
         let upstream = upstream::Upstream::from_settings(settings)?;
         let (forwarder, local) = match &upstream {
             Some(upstream) => {
-                let spool = spool::Spool::open(
+                let spool = spool::Spool::open_with_clock(
                     &settings.storage_path.join("spool"),
                     settings.spool_max_bytes,
+                    clock.clone(),
                 )?;
                 (
                     Some(forward::Forwarder::new(
                         upstream.clone(),
                         spool,
+                        settings.spool_replay_concurrency,
                         metrics.clone(),
+                        clock.clone(),
                     )?),
                     None,
                 )

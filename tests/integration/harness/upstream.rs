@@ -26,6 +26,8 @@ pub struct Recorded {
     pub body: Bytes,
     /// What the upstream answered.
     pub status: StatusCode,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -47,6 +49,12 @@ struct Shared {
     log: Mutex<Vec<Recorded>>,
     /// The `Content-Type` and body of every 200, if not empty.
     answer: Option<(&'static str, &'static str)>,
+    /// Milliseconds each answer waits (a distributor's latency, or one slower than the
+    /// node's timeout).
+    delay_ms: std::sync::atomic::AtomicU64,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 pub struct Upstream {
@@ -134,6 +142,18 @@ impl Upstream {
     /// Down: every request is answered 503 (and still recorded). Up: 200.
     pub fn set_down(&self, down: bool) {
         self.shared.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Every answer waits this long from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// The most requests this upstream was answering at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// Really stops listening: connections are refused until [`Upstream::resume`].
@@ -294,7 +314,26 @@ async fn record(shared: &Shared, req: Request) -> Response {
         headers: parts.headers,
         body,
         status,
+        // A test peer's own record of when a request came, to check a pause's lower bound.
+        #[allow(clippy::disallowed_methods)]
+        at: std::time::Instant::now(),
     });
+    {
+        // Counted while it is answered, also when the client gives up and the answer is dropped.
+        struct Answering<'a>(&'a Shared);
+        impl Drop for Answering<'_> {
+            fn drop(&mut self) {
+                self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let _answering = Answering(shared);
+        let delay = shared.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+    }
     if status != StatusCode::OK {
         let mut response = (status, "upstream says no").into_response();
         if let Some((_, Some(after))) = scripted {

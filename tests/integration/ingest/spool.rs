@@ -1,6 +1,7 @@
 //! The spool: while the upstream can't take pushes they wait on disk, and reach it exactly
-//! once, in order, when it is back — across a restart of the node too. A full spool and an
-//! oversized body are refused with a clear status.
+//! once when it is back — across a restart of the node too — replayed many at a time while
+//! live pushes go straight through. A full spool and an oversized body are refused with a
+//! clear status.
 
 use std::time::Duration;
 
@@ -29,11 +30,24 @@ async fn push(node: &Node, n: usize) -> Resp {
         .await
 }
 
-/// Asserts the accepted pushes are exactly `0..n`, each once, in order.
-fn assert_exactly_once_in_order(accepted: &[Recorded], n: usize) {
+/// The `n` of a push's path.
+fn number(got: &Recorded) -> usize {
+    let (_, n) = got
+        .path_and_query
+        .rsplit_once("&n=")
+        .unwrap_or_else(|| panic!("not a numbered push: {}", got.path_and_query));
+    n.parse().expect("push number")
+}
+
+/// Asserts the accepted pushes are exactly `0..n`, each once, in any order (the replay sends
+/// many at a time).
+fn assert_exactly_once(accepted: &[Recorded], n: usize) {
+    let mut accepted: Vec<&Recorded> = accepted.iter().collect();
+    accepted.sort_by_key(|r| number(r));
     let expected: Vec<String> = (0..n).map(path).collect();
-    assert_eq!(paths(accepted), expected, "each push once, in order");
-    for (i, got) in accepted.iter().enumerate() {
+    let got: Vec<&str> = accepted.iter().map(|r| r.path_and_query.as_str()).collect();
+    assert_eq!(got, expected, "each push once");
+    for (i, got) in accepted.into_iter().enumerate() {
         assert_eq!(got.body, body(i), "body of push {i}");
         assert_eq!(got.header("content-type"), Some("text/plain"));
         assert_eq!(got.tenant(), Some("tenant-s"));
@@ -56,7 +70,7 @@ async fn drained(upstream: &Upstream, node: &Node, n: usize) -> Vec<Recorded> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pushes_made_while_the_upstream_is_down_arrive_exactly_once_in_order() {
+async fn pushes_made_while_the_upstream_is_down_arrive_exactly_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let upstream = Upstream::start().await;
     upstream.set_down(true);
@@ -71,12 +85,12 @@ async fn pushes_made_while_the_upstream_is_down_arrive_exactly_once_in_order() {
 
     upstream.set_down(false);
     let accepted = drained(&upstream, &node, N).await;
-    assert_exactly_once_in_order(&accepted, N);
+    assert_exactly_once(&accepted, N);
 
     // The spool is empty again: the next push goes straight through.
     let r = push(&node, N).await.expect(200);
     assert_eq!(r.header("pyrogate-spooled"), None);
-    assert_exactly_once_in_order(&upstream.wait_accepted(N + 1, 10).await, N + 1);
+    assert_exactly_once(&upstream.wait_accepted(N + 1, 10).await, N + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,7 +114,7 @@ async fn nothing_accepted_is_lost_when_the_node_restarts_while_the_upstream_is_s
 
     upstream.resume().await;
     let accepted = drained(&upstream, &node, 20).await;
-    assert_exactly_once_in_order(&accepted, 20);
+    assert_exactly_once(&accepted, 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +232,7 @@ async fn a_body_over_max_body_size_is_413_with_or_without_a_content_length() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spooled_pushes_answered_429_401_or_403_are_retried_until_delivered_once_in_order() {
+async fn spooled_pushes_answered_429_401_or_403_are_retried_until_delivered_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let upstream = Upstream::start().await;
     upstream.set_down(true);
@@ -232,7 +246,7 @@ async fn spooled_pushes_answered_429_401_or_403_are_retried_until_delivered_once
     upstream.script(&[(429, Some("1")), (401, None), (403, None), (429, None)]);
     upstream.set_down(false);
     let accepted = drained(&upstream, &node, 3).await;
-    assert_exactly_once_in_order(&accepted, 3);
+    assert_exactly_once(&accepted, 3);
     assert!(node.metric("pyrogate_spool_retries_total").await >= 4.0);
     assert_eq!(node.metric("pyrogate_spool_dead_letters").await, 0.0);
 }
@@ -277,4 +291,134 @@ async fn a_spooled_push_the_upstream_refuses_for_good_is_kept_aside_with_its_rea
     // The queue is not blocked: the next push goes straight through.
     let r = push(&node, 1).await.expect(200);
     assert_eq!(r.header("pyrogate-spooled"), None);
+}
+
+/// Spools `n` pushes while the upstream answers 503.
+async fn spool_while_down(upstream: &Upstream, node: &Node, n: usize) {
+    upstream.set_down(true);
+    for i in 0..n {
+        let r = push(node, i).await.expect(200);
+        assert_eq!(r.header("pyrogate-spooled"), Some("true"), "push {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replay_has_many_pushes_in_flight_against_a_slow_upstream() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let upstream = Upstream::start().await;
+    let node = Node::start(dir.path(), &format!("upstream: {}\n", upstream.url())).await;
+    const N: usize = 40;
+    spool_while_down(&upstream, &node, N).await;
+    // Each answer takes a while: one push per round trip would hold one connection at a time.
+    upstream.set_delay(Duration::from_millis(100));
+    upstream.set_down(false);
+    let accepted = drained(&upstream, &node, N).await;
+    assert_exactly_once(&accepted, N);
+    assert!(
+        upstream.max_in_flight() > 1,
+        "the replay sent one push at a time"
+    );
+    assert!(node.metric("pyrogate_spool_replayed_total").await >= N as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_push_goes_straight_to_the_upstream_while_a_backlog_drains() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let upstream = Upstream::start().await;
+    // One replayed push at a time, each answered slowly: the backlog lasts seconds.
+    let node = Node::start(
+        dir.path(),
+        &format!(
+            "upstream: {}\ningest:\n  spool:\n    replay-concurrency: 1\n",
+            upstream.url()
+        ),
+    )
+    .await;
+    const N: usize = 30;
+    spool_while_down(&upstream, &node, N).await;
+    upstream.set_delay(Duration::from_millis(300));
+    upstream.set_down(false);
+    // Once the replay has found the upstream up again...
+    let deadline = Deadline::secs(20, "the first replayed push");
+    while node.metric("pyrogate_spool_replayed_total").await < 1.0 {
+        deadline.tick(String::new).await;
+    }
+    // ...a new push is forwarded, not queued behind the backlog.
+    let r = push(&node, N).await.expect(200);
+    assert_eq!(r.header("pyrogate-spooled"), None, "forwarded, not spooled");
+    let waiting = node.metric("pyrogate_spool_entries").await;
+    assert!(waiting > 0.0, "the backlog was still draining");
+    let ready = node.ready().await;
+    assert!(ready["spool"]["entries"].as_u64().is_some(), "{ready}");
+    upstream.set_delay(Duration::ZERO);
+    let accepted = drained(&upstream, &node, N + 1).await;
+    assert_exactly_once(&accepted, N + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_retry_after_pauses_the_whole_replay() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let upstream = Upstream::start().await;
+    let node = Node::start(dir.path(), &format!("upstream: {}\n", upstream.url())).await;
+    spool_while_down(&upstream, &node, 5).await;
+    let before = upstream.requests().len();
+    upstream.script(&[(429, Some("2"))]);
+    upstream.set_down(false);
+    let accepted = drained(&upstream, &node, 5).await;
+    assert_exactly_once(&accepted, 5);
+    let replay = &upstream.requests()[before..];
+    let limited = replay
+        .iter()
+        .position(|r| r.status.as_u16() == 429)
+        .expect("the 429");
+    // The replay starts with one push in flight, so nothing was sent beside the limited one,
+    // and nothing after it until Retry-After had passed.
+    assert_eq!(limited, 0, "{:?}", paths(replay));
+    for later in &replay[1..] {
+        let waited = later.at.duration_since(replay[0].at);
+        assert!(
+            waited >= Duration::from_secs(2),
+            "a push came {waited:?} after the 429 that asked for 2 s"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_whose_answer_times_out_reaches_a_slow_upstream_at_most_twice() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let upstream = Upstream::start().await;
+    // The upstream answers 1.5 x the node's timeout late.
+    let node = Node::start(
+        dir.path(),
+        &format!("upstream:\n  url: {}\n  timeout: 1s\n", upstream.url()),
+    )
+    .await;
+    upstream.set_delay(Duration::from_millis(1500));
+    const N: usize = 3;
+    for i in 0..N {
+        let r = push(&node, i).await.expect(200);
+        assert_eq!(r.header("pyrogate-spooled"), Some("true"), "push {i}");
+    }
+    let deadline = Deadline::secs(30, "the spool to drain");
+    loop {
+        let entries = node.metric("pyrogate_spool_entries").await;
+        if entries == 0.0 {
+            break;
+        }
+        deadline.tick(|| format!("{entries} entries")).await;
+    }
+    let received = upstream.requests();
+    for i in 0..N {
+        let times = received.iter().filter(|r| number(r) == i).count();
+        assert!(
+            (1..=2).contains(&times),
+            "push {i} reached the upstream {times} times: {:?}",
+            paths(&received)
+        );
+    }
+    assert!(
+        node.metric("pyrogate_spool_possible_duplicates_total")
+            .await
+            >= 1.0
+    );
 }

@@ -35,12 +35,15 @@
 //! **Order.** Sequence numbers come from one counter that continues after the highest number
 //! found on open (in the spool, `corrupt/` and `dead/`), so they increase across restarts; the
 //! zero-padded names sort in the same order. [`Spool::peek`] returns the lowest committed
-//! number. Pushes write their files in parallel, so of two pushes racing each other the one
+//! number; [`Spool::claim`] hands out the lowest ones no consumer holds yet, so a consumer may
+//! deliver many entries at once (the node's replay does) and an entry given back with
+//! [`Spool::release`] is claimed again before newer ones. Pushes write their files in parallel, so of two pushes racing each other the one
 //! with the higher number may become visible first — their order was arbitrary anyway. Once the
 //! spool has drained empty, a restart may number from 1 again; numbers identify entries, they
 //! are not a log offset.
 //!
-//! **At-least-once.** The consumer peeks, delivers, then calls [`Spool::remove`]. A crash
+//! **At-least-once.** The consumer peeks (or claims and reads), delivers, then calls
+//! [`Spool::remove`]. A crash
 //! between delivery and removal (or before the unlink reached the disk — removal does not sync
 //! the directory, since the worst outcome is a duplicate) delivers that entry again after the
 //! restart. [`Spool::remove`] is idempotent, so two consumers racing to remove the same entry
@@ -72,10 +75,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+
+use crate::core::clock::{Clock, SystemClock};
 
 pub mod dead;
 
@@ -143,17 +148,38 @@ struct HeaderIn {
 }
 
 /// The on-disk FIFO. See the module docs.
-#[derive(Debug)]
 pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
+    clock: Arc<dyn Clock>,
     state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("dir", &self.dir)
+            .field("max_bytes", &self.max_bytes)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A committed entry as the index knows it.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// File size.
+    size: u64,
+    /// Unix time it was spooled (for entries found on open, the file's modification time).
+    at: u64,
+    /// Handed to a consumer by [`Spool::claim`] and not yet removed or released.
+    claimed: bool,
 }
 
 #[derive(Debug)]
 struct State {
-    /// Committed entries: sequence number → file size.
-    entries: BTreeMap<u64, u64>,
+    /// Committed entries by sequence number.
+    entries: BTreeMap<u64, Entry>,
     /// Sum of `entries`' sizes.
     bytes: u64,
     /// Bytes claimed by pushes still writing their file.
@@ -168,6 +194,16 @@ impl Spool {
     ///
     /// Opening reads every entry once, so it costs about one SHA-256 pass over the spool.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
+        Spool::open_with_clock(dir, max_bytes, Arc::new(SystemClock))
+    }
+
+    /// [`Spool::open`] with the clock that stamps new entries (their age is
+    /// [`Spool::oldest_at`]'s business).
+    pub fn open_with_clock(
+        dir: &Path,
+        max_bytes: u64,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Spool, SpoolError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -215,7 +251,8 @@ impl Spool {
             let size = data.len() as u64;
             match decode(data) {
                 Ok(_) => {
-                    entries.insert(seq, size);
+                    let at = modified_at(&path).unwrap_or_else(|| clock.now());
+                    entries.insert(seq, Entry::new(size, at));
                     bytes = bytes.saturating_add(size);
                 }
                 Err(reason) => {
@@ -234,6 +271,7 @@ impl Spool {
         Ok(Spool {
             dir: dir.to_owned(),
             max_bytes,
+            clock,
             state: Mutex::new(State {
                 entries,
                 bytes,
@@ -276,11 +314,12 @@ impl Spool {
 
         let written = self.write_entry(seq, &[MAGIC, &header, &req.body]);
 
+        let entry = Entry::new(size, self.clock.now());
         let mut st = self.state();
         st.reserved -= size;
         match written {
             Ok(()) => {
-                st.entries.insert(seq, size);
+                st.entries.insert(seq, entry);
                 st.bytes += size;
                 Ok(seq)
             }
@@ -289,7 +328,7 @@ impl Spool {
                 left_in_place: true,
             }) => {
                 // The entry is on disk and will be replayed; count it so the bound holds.
-                st.entries.insert(seq, size);
+                st.entries.insert(seq, entry);
                 st.bytes += size;
                 Err(error)
             }
@@ -304,35 +343,75 @@ impl Spool {
             let Some(seq) = self.state().entries.keys().next().copied() else {
                 return Ok(None);
             };
-            let path = self.entry_path(seq);
-            match fs::read(&path) {
-                Ok(data) => match decode(data) {
-                    Ok(req) => return Ok(Some((seq, req))),
-                    Err(reason) => {
-                        if self.forget(seq) {
-                            if let Err(err) = quarantine(&self.dir, &path, &reason) {
-                                // It stays under its name and is looked at again on open.
-                                tracing::warn!(error = %err, "can't move a corrupt spool entry aside; skipping it");
-                            }
-                        }
-                    }
-                },
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    // Removed by another consumer just now, or deleted behind our back.
-                    if self.forget(seq) {
-                        tracing::warn!(path = %path.display(), "a spool entry disappeared from disk; skipping it");
-                    }
-                }
-                Err(e) => return Err(io_err(&path)(e)),
+            if let Some(req) = self.read(seq)? {
+                return Ok(Some((seq, req)));
             }
         }
+    }
+
+    /// Hands out up to `max` of the oldest entries no consumer holds yet, and marks them
+    /// held: a consumer delivering several entries at once claims them, then
+    /// [`Spool::read`]s each and ends every claim with [`Spool::remove`],
+    /// [`Spool::dead_letter`] or [`Spool::release`] (to be claimed again, before newer
+    /// entries). Claims live in memory only: after a restart every entry is free.
+    pub fn claim(&self, max: usize) -> Vec<u64> {
+        let mut st = self.state();
+        st.entries
+            .iter_mut()
+            .filter(|(_, e)| !e.claimed)
+            .take(max)
+            .map(|(&seq, e)| {
+                e.claimed = true;
+                seq
+            })
+            .collect()
+    }
+
+    /// Gives a claimed entry back, for a later [`Spool::claim`].
+    pub fn release(&self, seq: u64) {
+        if let Some(e) = self.state().entries.get_mut(&seq) {
+            e.claimed = false;
+        }
+    }
+
+    /// Reads entry `seq`: `None` if it is no longer there, or failed its checksum (then it
+    /// is moved to `corrupt/`).
+    pub fn read(&self, seq: u64) -> Result<Option<SpooledRequest>, SpoolError> {
+        let path = self.entry_path(seq);
+        match fs::read(&path) {
+            Ok(data) => match decode(data) {
+                Ok(req) => Ok(Some(req)),
+                Err(reason) => {
+                    if self.forget(seq)
+                        && let Err(err) = quarantine(&self.dir, &path, &reason)
+                    {
+                        // It stays under its name and is looked at again on open.
+                        tracing::warn!(error = %err, "can't move a corrupt spool entry aside; skipping it");
+                    }
+                    Ok(None)
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Removed by another consumer just now, or deleted behind our back.
+                if self.forget(seq) {
+                    tracing::warn!(path = %path.display(), "a spool entry disappeared from disk; skipping it");
+                }
+                Ok(None)
+            }
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Unix time the oldest waiting entry was spooled (delivered or not), if any.
+    pub fn oldest_at(&self) -> Option<u64> {
+        self.state().entries.values().map(|e| e.at).min()
     }
 
     /// Deletes an entry once it has been delivered. Removing an entry that is already gone
     /// is not an error.
     pub fn remove(&self, seq: u64) -> Result<(), SpoolError> {
         let mut st = self.state();
-        let Some(&size) = st.entries.get(&seq) else {
+        let Some(size) = st.entries.get(&seq).map(|e| e.size) else {
             return Ok(());
         };
         let path = self.entry_path(seq);
@@ -350,7 +429,7 @@ impl Spool {
     /// acknowledged push is never deleted because the upstream refused it. Returns the path.
     pub fn dead_letter(&self, seq: u64, reason: &str) -> Result<PathBuf, SpoolError> {
         let mut st = self.state();
-        let Some(&size) = st.entries.get(&seq) else {
+        let Some(size) = st.entries.get(&seq).map(|e| e.size) else {
             return Err(SpoolError::Io {
                 path: self.entry_path(seq),
                 source: io::Error::new(io::ErrorKind::NotFound, "no such spool entry"),
@@ -430,8 +509,9 @@ impl Spool {
             };
             let target = self.entry_path(seq);
             fs::rename(&path, &target).map_err(io_err(&path))?;
+            let at = modified_at(&target).unwrap_or_else(|| self.clock.now());
             let mut st = self.state();
-            st.entries.insert(seq, size);
+            st.entries.insert(seq, Entry::new(size, at));
             st.bytes = st.bytes.saturating_add(size);
             adopted += 1;
         }
@@ -473,8 +553,8 @@ impl Spool {
     fn forget(&self, seq: u64) -> bool {
         let mut st = self.state();
         match st.entries.remove(&seq) {
-            Some(size) => {
-                st.bytes -= size;
+            Some(e) => {
+                st.bytes -= e.size;
                 true
             }
             None => false,
@@ -520,6 +600,28 @@ impl Spool {
         }
         Ok(())
     }
+}
+
+impl Entry {
+    fn new(size: u64, at: u64) -> Self {
+        Entry {
+            size,
+            at,
+            claimed: false,
+        }
+    }
+}
+
+/// A file's modification time in Unix seconds (when its entry was first written: renames
+/// keep it).
+fn modified_at(path: &Path) -> Option<u64> {
+    let modified = fs::metadata(path).ok()?.modified().ok()?;
+    Some(
+        modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs(),
+    )
 }
 
 struct Failure {
