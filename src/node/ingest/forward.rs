@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::http::uri::PathAndQuery;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Notify;
@@ -250,7 +251,7 @@ impl Forwarder {
             headers.push((TENANT_HEADER.to_owned(), t.clone()));
         }
         let entry = SpooledRequest {
-            path_and_query: push.path_and_query.as_str().to_owned(),
+            path_and_query: stamped(&push.path_and_query, self.inner.clock.now()).into_owned(),
             headers,
             body: push.body.clone(),
         };
@@ -343,6 +344,31 @@ fn retry_after(response: &Response) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+/// A legacy `/ingest` push without `from` or `until` is dated by Pyroscope when it arrives;
+/// spooled, it arrives late. The time it reached the node (Unix seconds, a form Pyroscope
+/// reads for both) is added for each one missing, so a replayed push lands where it belongs.
+/// Other paths carry their time in the profile.
+fn stamped(path_and_query: &PathAndQuery, now: u64) -> std::borrow::Cow<'_, str> {
+    let whole = path_and_query.as_str();
+    if !path_and_query.path().ends_with("/ingest") {
+        return whole.into();
+    }
+    let query = path_and_query.query().unwrap_or("");
+    let has = |key: &str| {
+        query
+            .split('&')
+            .any(|pair| pair.split('=').next() == Some(key))
+    };
+    let mut out = whole.to_owned();
+    for key in ["from", "until"] {
+        if !has(key) {
+            out.push(if out.contains('?') { '&' } else { '?' });
+            out.push_str(&format!("{key}={now}"));
+        }
+    }
+    out.into()
+}
+
 /// What an agent gets for a spooled push: 200, with an empty message in the agent's encoding.
 fn spooled_response(push: &Push) -> Response {
     let content_type = push.content_type();
@@ -359,4 +385,46 @@ fn spooled_response(push: &Push) -> Response {
     }
     h.insert("pyrogate-spooled", header::HeaderValue::from_static("true"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stamped;
+    use axum::http::uri::PathAndQuery;
+
+    fn stamp(pq: &'static str) -> String {
+        stamped(&PathAndQuery::from_static(pq), 1_700_000_000).into_owned()
+    }
+
+    #[test]
+    fn a_spooled_ingest_push_keeps_the_time_it_arrived() {
+        assert_eq!(
+            stamp("/ingest?name=app.cpu"),
+            "/ingest?name=app.cpu&from=1700000000&until=1700000000"
+        );
+        assert_eq!(
+            stamp("/pyroscope/ingest?name=app.cpu&from=1699999990"),
+            "/pyroscope/ingest?name=app.cpu&from=1699999990&until=1700000000"
+        );
+        assert_eq!(
+            stamp("/ingest?from=now-10s&until=now&name=a"),
+            "/ingest?from=now-10s&until=now&name=a",
+            "an agent's own times are kept as they are"
+        );
+        assert_eq!(stamp("/ingest"), "/ingest?from=1700000000&until=1700000000");
+        assert_eq!(
+            stamp("/ingest?name=a&fromage=1"),
+            "/ingest?name=a&fromage=1&from=1700000000&until=1700000000",
+            "only the whole key counts"
+        );
+    }
+
+    #[test]
+    fn other_pushes_carry_their_time_in_the_profile() {
+        assert_eq!(
+            stamp("/push.v1.PusherService/Push"),
+            "/push.v1.PusherService/Push"
+        );
+        assert_eq!(stamp("/v1development/profiles"), "/v1development/profiles");
+    }
 }

@@ -15,7 +15,7 @@ fn body(n: usize) -> Bytes {
 }
 
 fn path(n: usize) -> String {
-    format!("/ingest?name=spooled.cpu&n={n}")
+    format!("/ingest?name=spooled.cpu&from=1&until=2&n={n}")
 }
 
 async fn push(node: &Node, n: usize) -> Resp {
