@@ -153,6 +153,8 @@ pub struct Spool {
     max_bytes: u64,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
+    /// Group commit of the directory sync that makes a push's rename durable.
+    dir_sync: GroupSync,
 }
 
 impl std::fmt::Debug for Spool {
@@ -272,6 +274,7 @@ impl Spool {
             dir: dir.to_owned(),
             max_bytes,
             clock,
+            dir_sync: GroupSync::default(),
             state: Mutex::new(State {
                 entries,
                 bytes,
@@ -588,7 +591,7 @@ impl Spool {
             let _ = fs::remove_file(&tmp);
             return Err(Failure::absent(io_err(&path)(e)));
         }
-        if let Err(error) = sync_dir(&self.dir) {
+        if let Err(error) = self.dir_sync.sync(&self.dir) {
             // Not durable, so not acknowledged: take it back if we can.
             return Err(match fs::remove_file(&path) {
                 Ok(()) => Failure::absent(error),
@@ -746,6 +749,66 @@ fn quarantine(dir: &Path, path: &Path, reason: &str) -> Result<(), SpoolError> {
         "a spool entry is corrupt; moved it aside and skipped it"
     );
     Ok(())
+}
+
+/// Group commit of a directory sync. Every push renames its entry into the directory and must
+/// not be acknowledged before the directory is synced; pushes arriving together share one
+/// sync instead of each paying for one. A caller asks for a sync that starts after its rename:
+/// if one is running, it waits for the next; whoever finds none running runs it for everyone
+/// waiting at that moment. Only the small bookkeeping mutex is ever locked, never across the
+/// sync itself, and nothing but the pushes waiting for that sync wait on it (the replay's
+/// removals don't sync the directory).
+#[derive(Default)]
+struct GroupSync {
+    state: Mutex<SyncRounds>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct SyncRounds {
+    /// Rounds finished (and how the last one ended, for the callers waiting on it).
+    finished: u64,
+    last_error: Option<(io::ErrorKind, String)>,
+    running: bool,
+}
+
+impl GroupSync {
+    fn rounds(&self) -> MutexGuard<'_, SyncRounds> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn sync(&self, dir: &Path) -> Result<(), SpoolError> {
+        let mut st = self.rounds();
+        // A caller's round is the next one to start after it asked. A round already running may have started before our rename: we need the one after.
+        let mine = st.finished + 1 + u64::from(st.running);
+        loop {
+            if st.finished >= mine {
+                return match &st.last_error {
+                    None => Ok(()),
+                    Some((kind, why)) => Err(io_err(dir)(io::Error::new(*kind, why.clone()))),
+                };
+            }
+            if !st.running {
+                st.running = true;
+                let round = st.finished + 1;
+                drop(st);
+                let result = File::open(dir).and_then(|d| d.sync_all());
+                st = self.rounds();
+                st.running = false;
+                st.finished = round;
+                st.last_error = result.as_ref().err().map(|e| (e.kind(), e.to_string()));
+                self.done.notify_all();
+                continue;
+            }
+            st = self.done.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+impl std::fmt::Debug for GroupSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupSync").finish_non_exhaustive()
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {

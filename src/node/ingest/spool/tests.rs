@@ -598,3 +598,60 @@ fn a_retry_run_as_root_leaves_the_retry_directory_to_the_spools_owner() {
     assert_eq!((retry.uid(), retry.gid()), (65534, 65534));
     assert_eq!(retry.mode() & 0o777, 0o700);
 }
+
+#[test]
+fn pushes_from_many_threads_share_directory_syncs_and_all_are_durable() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let spool = std::sync::Arc::new(open(tmp.path()));
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let spool = spool.clone();
+            std::thread::spawn(move || {
+                (0..20)
+                    .map(|n| spool.push(&request(t * 100 + n)).expect("push"))
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut seqs: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("thread"))
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 320, "every push got its own number");
+    drop(spool);
+    let reopened = open(tmp.path());
+    assert_eq!(reopened.len(), 320, "every acknowledged push is on disk");
+}
+
+#[test]
+fn claims_hand_out_the_oldest_free_entries_and_released_ones_come_back_first() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let spool = open(tmp.path());
+    let seqs: Vec<u64> = (0..5)
+        .map(|n| spool.push(&request(n)).expect("push"))
+        .collect();
+    assert_eq!(spool.claim(2), seqs[..2]);
+    assert_eq!(
+        spool.claim(2),
+        seqs[2..4],
+        "claimed entries are not handed out twice"
+    );
+    spool.release(seqs[1]);
+    assert_eq!(
+        spool.claim(5),
+        vec![seqs[1], seqs[4]],
+        "a released entry comes back before newer ones"
+    );
+    assert_eq!(spool.claim(5), Vec::<u64>::new());
+    assert_eq!(spool.read(seqs[0]).expect("read"), Some(request(0)));
+    spool.remove(seqs[0]).expect("remove");
+    assert_eq!(
+        spool.read(seqs[0]).expect("read"),
+        None,
+        "gone once removed"
+    );
+    assert_eq!(spool.len(), 4);
+    assert!(spool.oldest_at().is_some());
+}
