@@ -45,6 +45,7 @@ pub struct Metrics {
     pub revocation_version: Gauge<u64, AtomicU64>,
     pub revocation_entries: Gauge<u64, AtomicU64>,
     pub revocation_issued_at: Gauge<u64, AtomicU64>,
+    pub revocation_age: Gauge<u64, AtomicU64>,
     pub revocation_long_polls: Gauge,
     pub signing_keys_published: Gauge<u64, AtomicU64>,
     pub verify_latency: Histogram,
@@ -92,6 +93,7 @@ impl Metrics {
             revocation_version: Gauge::default(),
             revocation_entries: Gauge::default(),
             revocation_issued_at: Gauge::default(),
+            revocation_age: Gauge::default(),
             revocation_long_polls: Gauge::default(),
             signing_keys_published: Gauge::default(),
             verify_latency: Histogram::new(exponential_buckets(1e-7, 4.0, 10)),
@@ -144,6 +146,11 @@ impl Metrics {
             "revocation_list_issued_at_seconds",
             "Unix time the revocation list in force was signed",
             m.revocation_issued_at.clone(),
+        );
+        registry.register(
+            "revocation_list_age_seconds",
+            "Seconds since the revocation list in force was signed, on the node's clock (sync.max-staleness compares this); the Unix time itself while none is in force",
+            m.revocation_age.clone(),
         );
         registry.register(
             "revocation_long_polls",

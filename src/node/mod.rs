@@ -212,7 +212,14 @@ impl IngestNode {
 }
 
 impl health::Health for NodeState {
+    /// The age of the list in force moves with the clock, not with the sync loop: it is set
+    /// here, for the scrape that asks.
     fn metrics(&self) -> &Metrics {
+        let now = self.clock.now();
+        let age = self.status.revocations_age(now);
+        if age.is_some() || self.auth_enabled {
+            self.metrics.revocation_age.set(age.unwrap_or(now));
+        }
         &self.metrics
     }
 }
@@ -241,6 +248,8 @@ async fn ready(State(state): State<NodeState>) -> impl IntoResponse {
         "signingKeys": state.verifier.keys().len(),
         "revocationsVersion": s.list_version.load(Ordering::Relaxed),
         "revocationsIssuedAt": s.list_issued_at.load(Ordering::Relaxed),
+        "revocationsAgeSeconds": s.revocations_age(state.clock.now()),
+        "cacheRefused": s.cache_refusal.lock().map(|r| r.clone()).unwrap_or_default(),
         "secondsSinceAuthorityContact": (last > 0).then(|| state.clock.now().saturating_sub(last)),
         "stale": stale,
     });

@@ -12,6 +12,12 @@
 //!   documents and the last revocation list; the chain is replayed from the trust anchor and
 //!   the list verified against its result, so a hand-edited cache is refused like a forged
 //!   answer, and a node restarted while the authority is down still refuses revoked keys.
+//!   The node never starts *less* sure than it was: a chain whose newest document does not
+//!   verify (no falling back to an older key set), a list signed for a newer key set than the
+//!   chain's or by a key it does not hold, or a cache below the high-water marks
+//!   ([`marks`]) is not put in force. The node then holds no keys and is not ready (`/ready`
+//!   says why in `cacheRefused`) until the authority answers; the verified part of the chain
+//!   stays the trust the authority's answer must chain to, so it recovers by itself.
 //! - **Steady state**: long-poll `GET /api/revocations?wait=…` with `If-None-Match`; the
 //!   authority answers as soon as the list changes. Re-fetch the key set every
 //!   `sync.jwks-interval`, at once when the list is signed by a key we don't know (the authority
@@ -21,8 +27,10 @@
 //!   key set changes.
 //! - **Freshness is signed**: the authority re-signs the list every
 //!   `revocations.resign-interval`; the node fetches it whole once its signed `iat` ages, and
-//!   `sync.max-staleness` is measured from that `iat` — a 304 proves nothing. Until a verified
-//!   list is in force the node is not ready and refuses pushes (503).
+//!   `sync.max-staleness` is measured from that `iat` — a 304 proves nothing, and a list
+//!   loaded from the cache is as old as its signature, from the first second. `/ready`
+//!   (`revocationsAgeSeconds`) and `pyrogate_revocation_list_age_seconds` show that age.
+//!   Until a verified list is in force the node is not ready and refuses pushes (503).
 //! - **Air-gapped** nodes use `--jwks-file` and `--revocations-file` instead, re-read when they
 //!   change; the operator who places the files is the trust anchor.
 
@@ -46,6 +54,9 @@ use crate::edge::client::{HttpClient, http_client};
 use crate::edge::metrics::Metrics;
 
 mod keyset;
+mod marks;
+
+use marks::{Mark, Marks};
 
 const CHAIN_FILE: &str = "keyset-chain.json";
 const LIST_FILE: &str = "revocations.jwt";
@@ -103,6 +114,16 @@ pub struct SyncStatus {
     pub keyset_version: AtomicU64,
     /// Why the last key set offered was refused, until one is accepted.
     pub keyset_refusal: Mutex<Option<String>>,
+    /// Why the cache was not put in force at start-up, until the authority's documents are.
+    pub cache_refusal: Mutex<Option<String>>,
+}
+
+impl SyncStatus {
+    /// Seconds since the list in force was signed, by `now`; `None` without a list.
+    pub fn revocations_age(&self, now: u64) -> Option<u64> {
+        let signed = self.list_issued_at.load(Ordering::Relaxed);
+        (signed > 0).then(|| now.saturating_sub(signed))
+    }
 }
 
 pub struct Syncer {
@@ -116,12 +137,20 @@ pub struct Syncer {
     trusted: Mutex<Chain>,
     /// The revocation list in force, as signed, to check again when the key set changes.
     list_text: Mutex<Option<String>>,
+    /// The highest documents ever accepted ([`marks`]): floors for the cache at start-up and
+    /// for what the authority offers.
+    marks: Mutex<Marks>,
+    /// Where they are kept; only with an authority.
+    marks_path: Option<PathBuf>,
 }
 
 #[derive(Default)]
 struct Chain {
     in_force: Option<(KeySetClaims, KeySet)>,
     documents: Vec<String>,
+    /// The chain came from a cache that was not put in force: `in_force` is only what the
+    /// authority's next key set must chain to, and the verifier holds no keys yet.
+    withheld: bool,
 }
 
 impl Syncer {
@@ -140,6 +169,10 @@ impl Syncer {
             Source::Authority { tls, .. } => Some(http_client(Duration::from_secs(5), tls.clone())),
             Source::Files { .. } => None,
         };
+        let marks_path = match &config.source {
+            Source::Authority { cache_dir, .. } => Some(marks::marks_path(cache_dir)),
+            Source::Files { .. } => None,
+        };
         Syncer {
             config,
             verifier,
@@ -148,6 +181,31 @@ impl Syncer {
             metrics,
             trusted: Mutex::default(),
             list_text: Mutex::default(),
+            marks: Mutex::default(),
+            marks_path,
+        }
+    }
+
+    fn marks(&self) -> Marks {
+        *self.marks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Raises the marks to `to` and writes them when they moved. Callers raise them only once
+    /// the documents are in the cache, so the cache is never below its own marks.
+    fn raise_marks(&self, to: Marks) {
+        let Some(path) = &self.marks_path else { return };
+        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        let raised = marks.max(to);
+        if raised == *marks {
+            return;
+        }
+        *marks = raised;
+        if let Err(e) = raised.write(path) {
+            tracing::error!(
+                file = %path.display(),
+                error = %e,
+                "can't write the high-water marks; a cache rolled back to this point would not be noticed at the next start"
+            );
         }
     }
 
@@ -201,7 +259,11 @@ impl Syncer {
     /// by a trusted key can never be replayed in; a list signed in the future (beyond the
     /// clock skew) is refused, so it can't stay "fresh" for `sync.max-staleness`.
     fn install_list(&self, list: &RevocationList, text: &str) -> bool {
-        let floor = self.status.list_version.load(Ordering::Relaxed);
+        let floor = self
+            .status
+            .list_version
+            .load(Ordering::Relaxed)
+            .max(self.marks().revocations.ver);
         if list.ver < floor {
             tracing::warn!(
                 offered = list.ver,
@@ -245,11 +307,13 @@ impl Syncer {
     /// Stale when the list in force was signed longer than `sync.max-staleness` ago: the signed
     /// `iat` is the evidence, not the last answer from the network.
     fn check_staleness(&self) {
+        let now = self.now();
+        let age = self.status.revocations_age(now);
+        self.metrics.revocation_age.set(age.unwrap_or(now));
         let Some(max) = self.config.max_staleness else {
             return;
         };
-        let signed = self.status.list_issued_at.load(Ordering::Relaxed);
-        let stale = self.now().saturating_sub(signed) > max.as_secs();
+        let stale = age.is_none_or(|age| age > max.as_secs());
         let was = self.status.stale.swap(stale, Ordering::Relaxed);
         if stale && !was {
             tracing::error!(
@@ -475,6 +539,14 @@ impl Syncer {
                     let path = cache_dir.join(LIST_FILE);
                     crate::edge::files::write_atomic(&path, text.as_bytes(), 0o644)
                         .with_context(|| format!("writing {}", path.display()))?;
+                    self.raise_marks(Marks {
+                        revocations: Mark {
+                            ver: list.ver,
+                            iat: list.iat,
+                        },
+                        ..Marks::default()
+                    });
+                    self.cache_recovered();
                     tracing::debug!(
                         version = list.ver,
                         entries = list.entries.len(),

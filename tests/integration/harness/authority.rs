@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::http::{Http, Resp};
 use super::settings::layered;
+use super::wait::Deadline;
 
 pub const ADMIN: &str = "admin";
 /// The configured password of the first admin (`auth.internal.admin.password`).
@@ -225,6 +226,29 @@ impl Authority {
     pub async fn restart(mut self) -> Authority {
         let yaml = std::mem::take(&mut self.yaml);
         self.restart_with(&yaml).await
+    }
+
+    /// Stops this server (if it still runs) and starts a new one on the same address,
+    /// directories, settings and clock: the nodes that knew it find it again.
+    pub async fn restart_at_same_address(mut self) -> Authority {
+        let addr = self.addr;
+        self.stop().await;
+        // The port is free once the old listener is closed; another test's port-0 bind could
+        // take it meanwhile only by a rare chance.
+        let deadline = Deadline::secs(10, format!("{addr} to be free again"));
+        loop {
+            match std::net::TcpListener::bind(addr) {
+                Ok(probe) => break drop(probe),
+                Err(e) => deadline.tick(|| e.to_string()).await,
+            }
+        }
+        let yaml = std::mem::take(&mut self.yaml);
+        let mut again = self
+            .restart_with(&format!("{yaml}\napi-bind-addr: \"{addr}\"\n"))
+            .await;
+        assert_eq!(again.addr, addr, "restarted on the same address");
+        again.yaml = yaml;
+        again
     }
 
     /// Like [`Authority::restart`], with `yaml` instead of the original test config.
