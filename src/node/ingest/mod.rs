@@ -366,6 +366,9 @@ impl crate::edge::server::Intercept for PushIntercept {
             route,
             Box::pin(async move {
                 let (state, gate) = &*shared;
+                if let Some(refusal) = not_ready(&state.inner) {
+                    return refusal.into_response();
+                }
                 let (parts, body) = req.into_parts();
                 let principal =
                     match gate.check_with(&parts.headers, parts.uri.query(), Some(&memo)) {
@@ -380,6 +383,24 @@ impl crate::edge::server::Intercept for PushIntercept {
     }
 }
 
+/// Why this node refuses every push right now, if it does: no verified revocation list in
+/// force (a node still starting, or one whose cache was refused), or one older than
+/// `sync.max-staleness`. Checked before the key too: with no key set in force every key would
+/// read as unknown, and a 401 tells an agent its key is bad where a 503 says "try again".
+fn not_ready(inner: &Inner) -> Option<ApiError> {
+    if inner.unverified.load(std::sync::atomic::Ordering::Relaxed) {
+        return Some(ApiError::Unavailable(
+            "this node has no verified revocation list from the authority yet; refusing pushes until it has one".into(),
+        ));
+    }
+    if inner.stale.load(std::sync::atomic::Ordering::Relaxed) {
+        return Some(ApiError::Unavailable(
+            "this node can't reach the authority and its revocation list is too old; refusing pushes (sync.max-staleness)".into(),
+        ));
+    }
+    None
+}
+
 /// One push, authorized: read the body under the limit, find the tenant, forward or keep it.
 async fn accept<B>(
     inner: &Inner,
@@ -391,15 +412,8 @@ where
     B: axum::body::HttpBody<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    if inner.unverified.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err(ApiError::Unavailable(
-            "this node has no verified revocation list from the authority yet; refusing pushes until it has one".into(),
-        ));
-    }
-    if inner.stale.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err(ApiError::Unavailable(
-            "this node can't reach the authority and its revocation list is too old; refusing pushes (sync.max-staleness)".into(),
-        ));
+    if let Some(refusal) = not_ready(inner) {
+        return Err(refusal);
     }
     let declared = parts
         .headers

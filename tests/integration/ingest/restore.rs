@@ -165,7 +165,8 @@ impl History {
         assert_eq!(self.node.push_status(PUSH, &self.retired).await, 401);
     }
 
-    /// Not ready, holding no keys, saying why in `cacheRefused`, and accepting no key at all.
+    /// Not ready, holding no keys, saying why in `cacheRefused`, and accepting no key at all:
+    /// every push is a 503 ("try again"), not a 401 that would call a good key bad.
     async fn expect_refused_cache(&self, why: &[&str]) -> Value {
         let ready = self.node.ready().await;
         assert_eq!(ready["ready"], json!(false), "{ready}");
@@ -175,7 +176,7 @@ impl History {
             assert!(refused.contains(part), "{part:?} not in {ready}");
         }
         for key in [&self.retired, &self.revoked, &self.good] {
-            assert_eq!(self.node.push_status(PUSH, key).await, 401, "{ready}");
+            assert_eq!(self.node.push_status(PUSH, key).await, 503, "{ready}");
         }
         ready
     }

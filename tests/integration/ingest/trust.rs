@@ -391,7 +391,8 @@ async fn a_tampered_cache_is_refused_at_start_up_and_a_lost_list_means_not_ready
     let ready = node.ready().await;
     assert_eq!(ready["keysLoaded"], json!(false), "{ready}");
     assert_eq!(ready["ready"], json!(false), "{ready}");
-    assert_eq!(push(&node, &fake.admin_key).await, 401);
+    // Not ready: every push is refused before any key is looked at.
+    assert_eq!(push(&node, &fake.admin_key).await, 503);
 }
 
 #[tokio::test]
@@ -524,5 +525,9 @@ async fn an_unpinned_node_does_not_start_from_a_cache_anyone_could_have_written(
     let node = Node::start(storage.path(), &yaml).await;
     let ready = node.ready().await;
     assert_eq!(ready["keysLoaded"], json!(false), "{ready}");
-    assert_eq!(push(&node, &fake.admin_key).await, 401);
+    assert_eq!(
+        push(&node, &fake.admin_key).await,
+        503,
+        "not ready: refused before the key"
+    );
 }
