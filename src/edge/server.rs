@@ -5,18 +5,26 @@
 //! request's headers — which also closes keep-alive connections left idle that long — so a
 //! slowloris client holding connections open byte by byte is dropped. At most
 //! `server.http-max-connections` connections are open at once, and at most
-//! `server.http-max-connections-per-client` from one address; past either, the connection
-//! gets an immediate `503` in the `{"errors":[…]}` shape (plain HTTP) or is closed (TLS) instead
-//! of exhausting file descriptors. At start the soft `RLIMIT_NOFILE` is raised to the hard
-//! limit and logged. A request, long-polls included, takes at most [`REQUEST_TIMEOUT`].
+//! `server.http-max-connections-per-client` from one address. A connection past either cap
+//! takes the place of an idle one — the client's own oldest idle connection when it is at its
+//! share, else the oldest idle connection of anyone — which is closed (hyper's graceful
+//! close: a request that began meanwhile is answered first); a connection with a request in
+//! flight is never closed for another. Only when every connection in the way is busy does the
+//! newcomer get an immediate `503` in the `{"errors":[…]}` shape (plain HTTP) or get closed
+//! (TLS). At start the soft `RLIMIT_NOFILE` is raised to the hard limit, and caps above what
+//! it leaves for connections — the limit less a reserve for everything else the process keeps
+//! open — are lowered to fit, so a cap is reached before `accept` fails for want of
+//! descriptors (`limits::caps`); the caps in force are logged, with a warning when lowered. Each request
+//! flips its connection's busy flag (a relaxed atomic store each way): nothing shared is
+//! locked per request. A request, long-polls included, takes at most [`REQUEST_TIMEOUT`].
 //!
 //! **One way to stop.** A [`Lifecycle`] is a `CancellationToken` plus a `TaskTracker`: every
 //! background task (the node's sync loop, the spool replay, the authority's ticker) is spawned
 //! through it and ends when the token is cancelled, and every long-poll watches the same token.
 //! When the shutdown future fires the token is cancelled, the listener stops accepting, every
-//! connection finishes its in-flight request and closes, and then the tracked tasks are
-//! awaited, for at most [`DRAIN`]: a process built next on the same storage path never races
-//! this one's replay.
+//! connection is asked to close as an idle one is to make room — it finishes its in-flight
+//! request and closes — and then the tracked tasks are awaited, for at most [`DRAIN`]: a
+//! process built next on the same storage path never races this one's replay.
 
 use std::convert::Infallible;
 use std::future::Future;

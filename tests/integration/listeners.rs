@@ -1,7 +1,9 @@
 //! Abuse resistance of every listener (the same server shell serves both roles): a slowloris
-//! client is dropped after `server.http-server-read-timeout`, and past the connection limits
-//! new connections get an immediate 503 in the errors shape instead of exhausting the
-//! process's file descriptors.
+//! client is dropped after `server.http-server-read-timeout`; past the connection limits a new
+//! connection takes an idle one's place, or with every one busy gets an immediate 503 in the
+//! errors shape, and a request in flight is never cut; under a low open-files limit the caps
+//! are lowered to fit, so a new client is still served. Then how connections are spread over
+//! the serving threads.
 
 use std::time::Duration;
 
