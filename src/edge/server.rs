@@ -8,7 +8,8 @@
 //! `server.http-max-connections-per-client` from one address. A connection past either cap
 //! takes the place of an idle one — the client's own oldest idle connection when it is at its
 //! share, else the oldest idle connection of anyone — which is closed (hyper's graceful
-//! close: a request that began meanwhile is answered first); a connection with a request in
+//! close: a request whose head has arrived meanwhile is answered first; one still on the wire
+//! meets a closed connection, as at the keep-alive timeout); a connection with a request in
 //! flight is never closed for another. Only when every connection in the way is busy does the
 //! newcomer get an immediate `503` in the `{"errors":[…]}` shape (plain HTTP) or get closed
 //! (TLS). At start the soft `RLIMIT_NOFILE` is raised to the hard limit, and caps above what

@@ -9,18 +9,23 @@
 //! a legitimate client times out. So [`caps`] keeps a reserve of [`reserve`] descriptors —
 //! an eighth of the limit, at least [`RESERVE_MIN`], at most half — and lowers the caps to
 //! what is left when they are above it, keeping the configured per-client share of the whole.
+//! Why those figures: the fixed descriptors are a few dozen, and a node's idle upstream pool
+//! is 64 per serving thread — 128 covers a small host's; an eighth grows with the hosts that
+//! get large limits (8,192 of 65,536), and leaves the default 16,384 connections standing from
+//! a limit of 18,725 up. Pushes in flight each hold an upstream connection beyond that; a
+//! node expecting many at once wants a limit well above its cap (docs/deployment.md).
 //!
 //! **Room is made, not refused.** A client holding its share of connections that opens
 //! another gets its own oldest idle one closed instead of a refusal; when every place is
 //! taken, the oldest idle connection of anyone is closed for the newcomer. Idle: no request
 //! in flight — a connection between requests (keep-alive), or one that has sent nothing yet.
 //! A connection with a request in flight is never chosen, and the close itself is hyper's
-//! graceful one: a request that began meanwhile is answered first. Only when every
+//! graceful one: a request whose head has arrived meanwhile is answered first. Only when every
 //! connection in the way is busy does the newcomer get the refusal.
 //!
 //! The bookkeeping is per connection, under one lock taken when a connection opens or
-//! closes; a request costs its connection two relaxed atomic stores ([`Activity`]) and
-//! nothing shared.
+//! closes (at a cap, finding the oldest idle connection walks them oldest first); a request
+//! costs its connection two relaxed atomic stores ([`Activity`]) and nothing shared.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -214,7 +219,7 @@ impl Limits {
 
     /// A place for a connection from `ip`, or `None` when the caps are reached and no idle
     /// connection can make room. The idle connection that makes room is asked to close and
-    /// gives its place at once (a request that raced in finishes first).
+    /// gives its place at once (a request whose head raced in is answered first).
     pub(super) fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
         let Caps {
             max, per_client, ..
