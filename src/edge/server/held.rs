@@ -61,11 +61,13 @@ where
         let started =
             tracing::enabled!(tracing::Level::DEBUG).then(crate::core::clock::Stopwatch::start);
         let answer = wait(&mut io, held, &mut buf).await?;
+        // Idle from here, as under hyper once it has the whole answer: asked to close while
+        // writing it, the connection closes after.
+        activity.idle();
         let status = answer.status();
         io.write_all(&encode(&answer)).await.ok()?;
         io.flush().await.ok()?;
         drop(answer);
-        activity.idle();
         if let Some(started) = started {
             tracing::debug!(
                 route = "held",
