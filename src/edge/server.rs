@@ -5,23 +5,34 @@
 //! request's headers — which also closes keep-alive connections left idle that long — so a
 //! slowloris client holding connections open byte by byte is dropped. At most
 //! `server.http-max-connections` connections are open at once, and at most
-//! `server.http-max-connections-per-client` from one address; past either, the connection
-//! gets an immediate `503` in the `{"errors":[…]}` shape (plain HTTP) or is closed (TLS) instead
-//! of exhausting file descriptors. At start the soft `RLIMIT_NOFILE` is raised to the hard
-//! limit and logged. A request, long-polls included, takes at most [`REQUEST_TIMEOUT`].
+//! `server.http-max-connections-per-client` from one address. A connection past either cap
+//! takes the place of an idle one — the client's own oldest idle connection when it is at its
+//! share, else the oldest idle connection of anyone — which is closed (hyper's graceful
+//! close: a request whose head has arrived meanwhile is answered first; one still on the wire
+//! meets a closed connection, as at the keep-alive timeout); a connection with a request in
+//! flight is never closed for another. Only when every connection in the way is busy does the
+//! newcomer get an immediate `503` in the `{"errors":[…]}` shape (plain HTTP) or get closed
+//! (TLS). At start the soft `RLIMIT_NOFILE` is raised to the hard limit, and caps above what
+//! it leaves for connections — the limit less a reserve for everything else the process keeps
+//! open — are lowered to fit, so a cap is reached before `accept` fails for want of
+//! descriptors (`limits::caps`); the caps in force are logged, with a warning when lowered. Each request
+//! flips its connection's busy flag (a relaxed atomic store each way): nothing shared is
+//! locked per request. A request, long-polls included, takes at most [`REQUEST_TIMEOUT`].
 //!
 //! **One way to stop.** A [`Lifecycle`] is a `CancellationToken` plus a `TaskTracker`: every
 //! background task (the node's sync loop, the spool replay, the authority's ticker) is spawned
 //! through it and ends when the token is cancelled, and every long-poll watches the same token.
 //! When the shutdown future fires the token is cancelled, the listener stops accepting, every
-//! connection finishes its in-flight request and closes, and then the tracked tasks are
-//! awaited, for at most [`DRAIN`]: a process built next on the same storage path never races
-//! this one's replay.
+//! connection is asked to close as an idle one is to make room — it finishes its in-flight
+//! request and closes — and then the tracked tasks are awaited, for at most [`DRAIN`]: a
+//! process built next on the same storage path never races this one's replay.
 
-use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -46,6 +57,9 @@ use crate::edge::tls::{HANDSHAKE_TIMEOUT, ServerTlsConfig};
 
 mod cpus;
 mod held;
+mod limits;
+
+use limits::{Activity, Admitted, Caps, CloseRequest, Limits, Why};
 
 /// Longest time shutdown waits for connections to finish, then for background tasks.
 pub const DRAIN: Duration = Duration::from_secs(10);
@@ -93,56 +107,11 @@ pub trait Hold: Send + Sync + 'static {
 /// The answer of a held request, once it is ready (its body whole).
 pub type Held = std::pin::Pin<Box<dyn Future<Output = axum::http::Response<bytes::Bytes>> + Send>>;
 
-/// How many connections are open, overall and per client address.
-#[derive(Debug)]
-struct Limits {
-    max: usize,
-    per_client: usize,
-    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
-}
-
-/// One admitted connection; dropping it frees its place.
-struct Admitted {
-    limits: Arc<Limits>,
-    ip: IpAddr,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        let mut open = self.limits.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.0 = open.0.saturating_sub(1);
-        if let Some(n) = open.1.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.1.remove(&self.ip);
-            }
-        }
-    }
-}
-
-impl Limits {
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let from_ip = open.1.get(&ip).copied().unwrap_or(0);
-        if (self.max > 0 && open.0 >= self.max)
-            || (self.per_client > 0 && from_ip >= self.per_client)
-        {
-            return None;
-        }
-        open.0 += 1;
-        *open.1.entry(ip).or_insert(0) += 1;
-        Some(Admitted {
-            limits: self.clone(),
-            ip,
-        })
-    }
-}
-
 /// Raises the soft open-files limit to the hard one (systemd's default soft limit is 1024),
-/// once per process, and logs the figure.
-fn raise_open_files_limit() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
+/// once per process, and logs the figure. Returns the limit in force (`None`: unlimited).
+fn raise_open_files_limit() -> Option<u64> {
+    static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
         use rustix::process::{Resource, getrlimit, setrlimit};
         let mut limit = getrlimit(Resource::Nofile);
         let before = limit.current;
@@ -150,16 +119,59 @@ fn raise_open_files_limit() {
             limit.current = limit.maximum;
             if let Err(e) = setrlimit(Resource::Nofile, limit) {
                 tracing::warn!(error = %e, "could not raise the open-files limit");
-                return;
+                return before;
             }
         }
-        let figure = |v: Option<u64>| v.map_or("unlimited".to_owned(), |n| n.to_string());
         tracing::info!(
             before = figure(before),
             now = figure(limit.current),
             "open-files limit"
         );
-    });
+        limit.current
+    })
+}
+
+/// An open-files figure for the log.
+fn figure(limit: Option<u64>) -> String {
+    limit.map_or("unlimited".to_owned(), |n| n.to_string())
+}
+
+/// The connection caps for `settings` under the open-files limit, logged with their reason:
+/// a warning when the limit lowered them.
+fn connection_caps(settings: &ServerSettings, open_files: Option<u64>) -> Caps {
+    let caps = limits::caps(
+        settings.max_connections,
+        settings.max_connections_per_client,
+        open_files,
+    );
+    let reserve = open_files.map(limits::reserve);
+    let (max, per_client) = (caps.max, caps.per_client);
+    match caps.why {
+        Why::Configured => tracing::info!(
+            max,
+            per_client,
+            open_files = figure(open_files),
+            "connection caps as configured (0 = none)"
+        ),
+        Why::OpenFiles => tracing::info!(
+            max,
+            per_client,
+            open_files = figure(open_files),
+            reserve,
+            "connection caps: none configured, the open-files limit less its reserve"
+        ),
+        Why::Lowered => tracing::warn!(
+            max,
+            per_client,
+            configured_max = settings.max_connections,
+            configured_per_client = settings.max_connections_per_client,
+            open_files = figure(open_files),
+            reserve,
+            "connection caps lowered to fit the open-files limit; raise it (ulimit -n, \
+             LimitNOFILE) to have the configured ones"
+        ),
+    }
+    caps
 }
 
 /// A bound listener and the router it will serve, over HTTP or HTTPS.
@@ -180,7 +192,7 @@ impl Server {
     /// Binds `settings.api_bind_addr`; with TLS, every TLS file is read and checked here, so a
     /// bad one fails start-up with the name of its key.
     pub async fn bind(settings: &ServerSettings, router: Router) -> anyhow::Result<Self> {
-        raise_open_files_limit();
+        let caps = connection_caps(settings, raise_open_files_limit());
         let tls = settings
             .tls
             .as_ref()
@@ -195,11 +207,7 @@ impl Server {
             router: crate::edge::hosts::guard(router, &settings.allowed_hosts),
             tls,
             read_timeout: settings.read_timeout,
-            limits: Arc::new(Limits {
-                max: settings.max_connections,
-                per_client: settings.max_connections_per_client,
-                open: Mutex::new((0, HashMap::new())),
-            }),
+            limits: Arc::new(Limits::new(caps)),
             workers: None,
             intercept: None,
             hold: None,
@@ -479,10 +487,10 @@ fn worker(
                     continue;
                 }
             };
-            let (shell, life) = (shell.clone(), life.clone());
+            let shell = shell.clone();
             connections.spawn(async move {
                 let _counted = counted;
-                serve(tcp, peer, admitted, shell, life).await;
+                serve(tcp, peer, admitted, shell).await;
             });
         }
         drain(connections).await;
@@ -514,6 +522,7 @@ async fn accept_loop(
             },
             () = life.stopping() => break,
         };
+        // Past the caps, an idle connection may be asked to close to make room.
         let Some(admitted) = shell.limits.admit(peer.ip()) else {
             tracing::debug!(%peer, "too many connections; shedding this one");
             if shell.acceptor.is_none() {
@@ -524,8 +533,7 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         match workers {
             None => {
-                let (shell, life) = (shell.clone(), life.clone());
-                connections.spawn(serve(tcp, peer, admitted, shell, life));
+                connections.spawn(serve(tcp, peer, admitted, shell.clone()));
             }
             Some(workers) => {
                 use std::sync::atomic::Ordering::Relaxed;
@@ -552,6 +560,8 @@ async fn accept_loop(
         }
     }
     drop(listener);
+    // Every connection finishes its request in flight and closes.
+    shell.limits.close_all();
     drain(connections).await;
 }
 
@@ -566,83 +576,136 @@ async fn drain(connections: TaskTracker) {
     }
 }
 
-/// One admitted connection: the TLS handshake if serving TLS, then HTTP/1.1.
-async fn serve(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    admitted: Admitted,
-    shell: Arc<Shell>,
-    life: Lifecycle,
-) {
-    let _admitted = admitted;
+/// One admitted connection: the TLS handshake if serving TLS, then HTTP/1.1. Its place is
+/// freed when it ends.
+async fn serve(tcp: TcpStream, peer: SocketAddr, mut admitted: Admitted, shell: Arc<Shell>) {
+    let activity = admitted.activity.clone();
+    let close = &mut admitted.close;
     match &shell.acceptor {
-        None => serve_connection(tcp, peer, shell.clone(), life).await,
+        None => serve_connection(tcp, peer, shell.clone(), activity, close).await,
         // Boxed: see `serve_tls`.
-        Some(acceptor) => Box::pin(serve_tls(acceptor, tcp, peer, shell.clone(), life)).await,
+        Some(acceptor) => {
+            Box::pin(serve_tls(
+                acceptor,
+                tcp,
+                peer,
+                shell.clone(),
+                activity,
+                close,
+            ))
+            .await;
+        }
     }
 }
 
 /// The TLS handshake, then [`serve_connection`] over TLS. Kept out of line (and boxed by
 /// [`serve`]) because its state — a rustls connection inline — is several KiB: inline, every
 /// plain-HTTP connection's task would be that large too (6.5 KiB instead of ~1 KiB each, which
-/// is what an idle long-poll costs the authority).
+/// is what an idle long-poll costs the authority). A connection asked to close during its
+/// handshake has sent no request yet: it is dropped.
 async fn serve_tls(
     acceptor: &tokio_rustls::TlsAcceptor,
     tcp: TcpStream,
     peer: SocketAddr,
     shell: Arc<Shell>,
-    life: Lifecycle,
+    activity: Arc<Activity>,
+    close: &mut CloseRequest,
 ) {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => serve_connection(tls, peer, shell, life).await,
+    let handshake = tokio::select! {
+        handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => handshake,
+        () = close.asked() => return,
+    };
+    match handshake {
+        Ok(Ok(tls)) => serve_connection(tls, peer, shell, activity, close).await,
         Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
 
-/// Serves HTTP/1.1 on one connection until it closes, or finishes the request in flight and
-/// closes when shutdown begins: the shell's [`Hold`] first, if there is one, then hyper.
-async fn serve_connection<I>(io: I, peer: SocketAddr, shell: Arc<Shell>, life: Lifecycle)
-where
+/// Serves HTTP/1.1 on one connection until it closes, or until it is asked to close (to make
+/// room, or at shutdown), finishing the request in flight first: the shell's [`Hold`] first,
+/// if there is one, then hyper.
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    shell: Arc<Shell>,
+    activity: Arc<Activity>,
+    close: &mut CloseRequest,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     match shell.hold.clone() {
-        None => serve_http(io, peer, shell, life).await,
+        None => serve_http(io, peer, shell, activity, close).await,
         Some(hold) => {
-            if let Some((io, read)) = held::serve(io, &*hold, &shell, &life).await {
-                serve_http(held::Prefixed::new(read, io), peer, shell, life).await;
+            if let Some((io, read)) = held::serve(io, &*hold, &shell, &activity, close).await {
+                let io = held::Prefixed::new(read, io);
+                serve_http(io, peer, shell, activity, close).await;
             }
         }
     }
 }
 
-/// hyper's HTTP/1.1 on one connection, the router behind it.
-async fn serve_http<I>(io: I, peer: SocketAddr, shell: Arc<Shell>, life: Lifecycle)
-where
+/// What the requests of one connection share: the shell, what the intercept remembers of the
+/// connection between its requests, and the connection's [`Activity`].
+struct Connection {
+    shell: Arc<Shell>,
+    peer: SocketAddr,
+    memo: Option<Arc<CredentialMemo>>,
+    activity: Arc<Activity>,
+}
+
+impl Connection {
+    /// The answer to `req`: the intercept's, or the router's.
+    async fn answer(&self, req: Request<Incoming>) -> axum::response::Response {
+        let shell = &self.shell;
+        let mut req = match (&shell.intercept, &self.memo) {
+            (Some(intercept), Some(memo)) => match intercept.intercept(req, memo) {
+                Ok((route, handling)) => return intercepted(route, handling).await,
+                Err(req) => req,
+            },
+            _ => req,
+        };
+        // What `ConnectInfo<SocketAddr>` extractors (the login throttle) read; intercepted
+        // requests don't need it (and skip allocating the extensions map).
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        match shell.router.clone().call(req.map(Body::new)).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// hyper's HTTP/1.1 on one connection, the router behind it. Each request marks the
+/// connection busy, and its answer's body marks it idle again once hyper has taken all of it
+/// ([`Answer`]); asked to close, the connection closes at once when idle, or after the
+/// request in flight (hyper's graceful shutdown).
+async fn serve_http<I>(
+    io: I,
+    peer: SocketAddr,
+    shell: Arc<Shell>,
+    activity: Arc<Activity>,
+    close: &mut CloseRequest,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let read_timeout = shell.read_timeout;
-    // What the intercept remembers of this connection between its requests.
     let memo = shell
         .intercept
         .as_ref()
         .map(|_| Arc::new(CredentialMemo::default()));
+    let connection = Arc::new(Connection {
+        shell,
+        peer,
+        memo,
+        activity,
+    });
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         own_head(&mut req);
-        let shell = shell.clone();
-        let memo = memo.clone();
+        connection.activity.busy();
+        let connection = connection.clone();
         async move {
-            let mut req = match (&shell.intercept, &memo) {
-                (Some(intercept), Some(memo)) => match intercept.intercept(req, memo) {
-                    Ok((route, handling)) => return Ok(intercepted(route, handling).await),
-                    Err(req) => req,
-                },
-                _ => req,
-            };
-            // What `ConnectInfo<SocketAddr>` extractors (the login throttle) read; intercepted
-            // requests don't need it (and skip allocating the extensions map).
-            req.extensions_mut().insert(ConnectInfo(peer));
-            shell.router.clone().call(req.map(Body::new)).await
+            let response = connection.answer(req).await;
+            Ok::<_, Infallible>(response.map(|body| Answer { body, connection }))
         }
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -653,15 +716,51 @@ where
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
+        // The connection first: bytes read ahead of it (a request the shell handed over)
+        // make a request in flight before a close asked already is seen.
+        biased;
         result = conn.as_mut() => {
             if let Err(err) = result {
                 tracing::trace!(%peer, error = %err, "connection ended with an error");
             }
         }
-        () = life.stopping() => {
+        () = close.asked() => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+/// An answer's body, which marks its connection idle when hyper is done with it (hyper drops
+/// it as soon as it has its last bytes, before the next request can be read).
+struct Answer {
+    body: Body,
+    connection: Arc<Connection>,
+}
+
+impl hyper::body::Body for Answer {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.connection.activity.idle();
     }
 }
 

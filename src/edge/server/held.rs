@@ -9,7 +9,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri, 
 use bytes::{Buf as _, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 
-use super::{Held, Hold, Lifecycle, Shell};
+use super::limits::{Activity, CloseRequest};
+use super::{Held, Hold, Shell};
 
 /// Largest request head the shell parses itself; a larger one goes to hyper.
 const HEAD_MAX: usize = 4096;
@@ -19,29 +20,39 @@ const HEADERS_MAX: usize = 32;
 /// Answers the requests on `io` for as long as each is one `hold` takes. Returns the
 /// connection and the bytes read of the first request it does not take, for hyper — or `None`
 /// once the connection is done with (closed by the client, no whole head within the read
-/// timeout, shutdown).
+/// timeout, asked to close between requests). A held request is answered before the
+/// connection closes; so is one the client had begun to send when it was asked to close.
 pub(super) async fn serve<I>(
     mut io: I,
     hold: &dyn Hold,
     shell: &Shell,
-    life: &Lifecycle,
+    activity: &Activity,
+    close: &mut CloseRequest,
 ) -> Option<(I, Bytes)>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buf = BytesMut::new();
+    let mut closing = false;
     loop {
-        // As under hyper: a whole head within the read timeout, or the connection closes;
-        // and a connection between requests closes as soon as shutdown begins.
-        let offered = tokio::select! {
-            read = tokio::time::timeout(shell.read_timeout, read_head(&mut io, &mut buf, hold, shell)) => {
-                read.ok()?.ok()?
+        // As under hyper: a whole head within the read timeout, or the connection closes.
+        let offered = loop {
+            tokio::select! {
+                read = tokio::time::timeout(shell.read_timeout, read_head(&mut io, &mut buf, hold, shell)) => {
+                    break read.ok()?.ok()?;
+                }
+                () = close.asked(), if !closing => {
+                    if buf.is_empty() {
+                        return None;
+                    }
+                    closing = true;
+                }
             }
-            () = life.stopping() => return None,
         };
         let Some((len, held)) = offered else {
             return Some((io, buf.freeze()));
         };
+        activity.busy();
         buf.advance(len);
         if buf.is_empty() {
             // The held poll keeps no buffer.
@@ -50,6 +61,9 @@ where
         let started =
             tracing::enabled!(tracing::Level::DEBUG).then(crate::core::clock::Stopwatch::start);
         let answer = wait(&mut io, held, &mut buf).await?;
+        // Idle from here, as under hyper once it has the whole answer: asked to close while
+        // writing it, the connection closes after.
+        activity.idle();
         let status = answer.status();
         io.write_all(&encode(&answer)).await.ok()?;
         io.flush().await.ok()?;
@@ -62,7 +76,7 @@ where
                 "finished processing request"
             );
         }
-        if life.is_stopping() {
+        if closing || close.was_asked() {
             let _ = io.shutdown().await;
             return None;
         }

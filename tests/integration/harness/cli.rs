@@ -102,7 +102,37 @@ impl Server {
     /// the address it logs when listening — no port is guessed, so none can be taken meanwhile
     /// — and for it to answer `/healthz`.
     pub async fn start(name: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = pyrogate_command(args, env);
+        Server::start_command(name, pyrogate_command(args, env)).await
+    }
+
+    /// [`Server::start`] with an open-files limit of `nofile` (soft and hard): util-linux's
+    /// `prlimit` sets it on itself and then executes the binary.
+    pub async fn start_with_open_files(
+        name: &str,
+        nofile: u64,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let prlimit = std::env::var_os("PATH")
+            .iter()
+            .flat_map(std::env::split_paths)
+            .map(|dir| dir.join("prlimit"))
+            .find(|path| path.is_file())
+            .expect("prlimit (util-linux) on PATH");
+        let mut cmd = Command::new(prlimit);
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_pyrogate"))
+            .args(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Server::start_command(name, cmd).await
+    }
+
+    /// Runs `cmd` (the binary, its arguments and environment) as [`Server::start`] does.
+    async fn start_command(name: &str, mut cmd: Command) -> Server {
         cmd.args(["--api-bind-addr", "127.0.0.1:0"])
             .stdin(Stdio::null());
         let mut child = cmd
