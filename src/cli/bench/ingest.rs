@@ -13,7 +13,8 @@ use pyrogate::core::jwk::KeySet;
 use pyrogate::core::jws::Signer;
 use pyrogate::core::token::{self, KeyRequest, Role};
 
-use super::median;
+use super::{TempDir, median, node_settings, start_node};
+
 /// Result of `pyrogate bench ingest`.
 #[derive(Debug, Clone, Serialize)]
 pub struct IngestReport {
@@ -85,9 +86,8 @@ pub async fn ingest(
     use pyrogate::config::{ClientTls, ServerTls};
     use pyrogate::edge::server::{Lifecycle, Server};
 
-    let dir = std::env::temp_dir().join(format!("pyrogate-bench-{}", b64::random(6)));
-    std::fs::create_dir_all(&dir)?;
-    let cleanup = scopeguard(dir.clone());
+    let cleanup = TempDir::new("")?;
+    let dir = cleanup.path().to_path_buf();
 
     let server_tls = tls_dir.map(|d| ServerTls {
         cert_path: d.join("cert.pem"),
@@ -163,15 +163,9 @@ pub async fn ingest(
                 String::new()
             }
         );
-        let mut layers = pyrogate::config::Layers::defaults();
-        layers.merge_yaml(&yaml, std::path::Path::new("bench.yaml"))?;
-        let settings = pyrogate::config::Settings::from_layers(&layers)?;
-        let node = pyrogate::node::IngestNode::build(settings, clock.clone()).await?;
-        ports.push(node.port());
-        let mut stopped = stopped.clone();
-        nodes.push(tokio::spawn(node.run_until(async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        })));
+        let (port, node) = start_node(node_settings(&yaml)?, clock.clone(), &stopped).await?;
+        ports.push(port);
+        nodes.push(node);
     }
 
     let body = axum::body::Bytes::from(b64::random(body_bytes).into_bytes()[..body_bytes].to_vec());
@@ -264,17 +258,4 @@ pub async fn ingest(
         auth_on_median_rps: median(on),
         auth_on_over_off_median: median(ratios),
     })
-}
-
-/// Removes the benchmark's temp dir when dropped.
-struct TempDirGuard(std::path::PathBuf);
-
-impl Drop for TempDirGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scopeguard(dir: std::path::PathBuf) -> TempDirGuard {
-    TempDirGuard(dir)
 }

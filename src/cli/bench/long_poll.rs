@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 
-use pyrogate::core::b64;
+use super::TempDir;
 
 /// Polls per client address: below the default `server.http-max-connections-per-client`
 /// (1024), which the benchmark leaves as it is.
@@ -146,9 +146,8 @@ pub async fn long_poll(
     server_binary: Option<&Path>,
 ) -> anyhow::Result<LongPollReport> {
     raise_open_files_limit(polls)?;
-    let dir = std::env::temp_dir().join(format!("pyrogate-bench-poll-{}", b64::random(6)));
-    std::fs::create_dir_all(&dir)?;
-    let _cleanup = TempDir(dir.clone());
+    let cleanup = TempDir::new("poll-")?;
+    let dir = cleanup.path().to_path_buf();
 
     // A free port, handed to the child (a small race with other processes, fine here).
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -677,14 +676,5 @@ impl KillOnDrop {
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Removes the benchmark's temp dir when dropped.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
