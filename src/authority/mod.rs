@@ -156,10 +156,9 @@ pub async fn open_state(
         first.created_signing_key = Some(ring.active().kid().to_owned());
     }
     let store = Store::open(&settings.server.storage_path)?;
-    let sessions = Arc::new(session::SessionKey::load(
-        &store,
-        settings.authority.sessions.jwt_secret.as_ref(),
-    )?);
+    let sessions = Arc::new(
+        session::SessionKey::load(&store, settings.authority.sessions.jwt_secret.as_ref()).await?,
+    );
     if settings.authority.internal_enabled && settings.authority.first_admin.create {
         first.created_admin = create_first_admin(&store, &settings, now).await?;
     }
@@ -219,7 +218,7 @@ async fn create_first_admin(
     settings: &Settings,
     now: u64,
 ) -> anyhow::Result<Option<(String, Option<String>)>> {
-    if store.with(|c| store::count_users(c))? > 0 {
+    if store.count_users().await? > 0 {
         return Ok(None);
     }
     let (password, generated) = match &settings.authority.first_admin.password {
@@ -234,20 +233,22 @@ async fn create_first_admin(
     let hash = crate::authority::passwords::hash_async(password).await?;
     let name = settings.authority.first_admin.name.clone();
     let email = Some(settings.authority.first_admin.email.clone()).filter(|e| !e.is_empty());
-    store.with(|c| {
-        store::create_user(
-            c,
-            &store::NewUser {
-                name: &name,
-                email: email.as_deref(),
-                full_name: None,
-                password_hash: &hash,
-                role: Role::Admin,
-            },
+    let admin = store::NewUser {
+        name: name.clone(),
+        email,
+        full_name: None,
+        password_hash: hash,
+        role: Role::Admin,
+    };
+    store.create_user(admin, now).await?;
+    store
+        .audit(store::AuditEntry::new(
             now,
-        )?;
-        store::audit(c, now, "system", "user.create", Some(&name), None)
-    })?;
+            "system",
+            "user.create",
+            Some(&name),
+        ))
+        .await?;
     Ok(Some((
         settings.authority.first_admin.name.clone(),
         generated,
@@ -283,11 +284,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let store_ok = state
-        .store
-        .call(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
-        .await
-        .is_ok();
+    let store_ok = state.store.ping().await.is_ok();
     let published = state.publisher.current();
     let body = serde_json::json!({
         "ready": store_ok,

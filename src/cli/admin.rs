@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use pyrogate::authority::store;
+use pyrogate::authority::store::{self, AuditEntry, Store};
 use pyrogate::config::{ConfigFlags, LocalFlags};
 use pyrogate::core::clock::{Clock as _, SystemClock};
 use pyrogate::core::token::Role;
@@ -67,6 +67,10 @@ pub enum UserCommand {
 }
 
 pub(crate) fn run(cmd: UserCommand) -> anyhow::Result<ExitCode> {
+    super::bootstrap::block_on(run_async(cmd))
+}
+
+async fn run_async(cmd: UserCommand) -> anyhow::Result<ExitCode> {
     let now = SystemClock.now();
     let actor = format!("cli:{}", whoami());
     match cmd {
@@ -83,21 +87,17 @@ pub(crate) fn run(cmd: UserCommand) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!(e))?;
             let (password, generated) = read_or_generate_password(password_stdin)?;
             let hash = pyrogate::authority::passwords::hash(&password)?;
-            let user = store.with(|c| {
-                let user = store::create_user(
-                    c,
-                    &store::NewUser {
-                        name: &name,
-                        email: email.as_deref(),
-                        full_name: None,
-                        password_hash: &hash,
-                        role,
-                    },
-                    now,
-                )?;
-                store::audit(c, now, &actor, "user.create", Some(&name), None)?;
-                Ok(user)
-            })?;
+            let new = store::NewUser {
+                name: name.clone(),
+                email,
+                full_name: None,
+                password_hash: hash,
+                role,
+            };
+            let user = store.create_user(new, now).await?;
+            store
+                .audit(AuditEntry::new(now, &actor, "user.create", Some(&name)))
+                .await?;
             eprintln!(
                 "created user {:?} (id {}, role {})",
                 user.name, user.id, user.role
@@ -115,19 +115,10 @@ pub(crate) fn run(cmd: UserCommand) -> anyhow::Result<ExitCode> {
             let (_, store) = open_local(&config)?;
             let (password, generated) = read_or_generate_password(password_stdin)?;
             let hash = pyrogate::authority::passwords::hash(&password)?;
-            store.with(|c| {
-                let (user, _) = store::find_user_for_login(c, &name)?
-                    .ok_or(store::StoreError::NotFound("user not found"))?;
-                store::set_password(c, user.id, &hash, now, None)?;
-                store::audit(
-                    c,
-                    now,
-                    &actor,
-                    "user.password.reset",
-                    Some(&user.name),
-                    None,
-                )
-            })?;
+            let user = find_user(&store, &name).await?;
+            store.set_password(user.id, &hash, now, None).await?;
+            let entry = AuditEntry::new(now, &actor, "user.password.reset", Some(&user.name));
+            store.audit(entry).await?;
             eprintln!("password of {name:?} reset; their sessions have ended");
             if generated {
                 outln!("{password}");
@@ -142,7 +133,7 @@ pub(crate) fn run(cmd: UserCommand) -> anyhow::Result<ExitCode> {
                 "ROLE",
                 "STATUS"
             );
-            for u in store.with(|c| store::list_users(c))? {
+            for u in store.list_users().await? {
                 outln!(
                     "{:<6} {:<24} {:<9} {:<9} {}",
                     u.id,
@@ -157,9 +148,9 @@ pub(crate) fn run(cmd: UserCommand) -> anyhow::Result<ExitCode> {
             name,
             keep_keys,
             config,
-        } => set_user_disabled(&config, &name, true, keep_keys, now, &actor)?,
+        } => set_user_disabled(&config, &name, true, keep_keys, now, &actor).await?,
         UserCommand::Enable { name, config } => {
-            set_user_disabled(&config, &name, false, true, now, &actor)?
+            set_user_disabled(&config, &name, false, true, now, &actor).await?
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -180,7 +171,15 @@ fn read_or_generate_password(from_stdin: bool) -> anyhow::Result<(String, bool)>
     }
 }
 
-fn set_user_disabled(
+async fn find_user(store: &Store, name: &str) -> anyhow::Result<store::User> {
+    let (user, _) = store
+        .find_user_for_login(name)
+        .await?
+        .ok_or(store::StoreError::NotFound("user not found"))?;
+    Ok(user)
+}
+
+async fn set_user_disabled(
     config: &ConfigFlags,
     name: &str,
     disabled: bool,
@@ -189,25 +188,18 @@ fn set_user_disabled(
     actor: &str,
 ) -> anyhow::Result<()> {
     let (_, store) = open_local(config)?;
-    let revoked = store.with(|c| {
-        let (user, _) = store::find_user_for_login(c, name)?
-            .ok_or(store::StoreError::NotFound("user not found"))?;
-        let revoked = store::keeping_an_admin(c, user.id, disabled, |tx| {
-            store::set_disabled_in(tx, user.id, disabled, now)?;
-            if disabled && !keep_keys {
-                store::delete_keys_created_by(tx, &format!("user:{}", user.name), now)
-            } else {
-                Ok(Vec::new())
-            }
-        })?;
-        let action = if disabled {
-            "user.disable"
-        } else {
-            "user.enable"
-        };
-        store::audit(c, now, actor, action, Some(&user.name), None)?;
-        Ok(revoked)
-    })?;
+    let user = find_user(&store, name).await?;
+    let (_, revoked) = store
+        .set_disabled(user.id, disabled, !keep_keys, now)
+        .await?;
+    let action = if disabled {
+        "user.disable"
+    } else {
+        "user.enable"
+    };
+    store
+        .audit(AuditEntry::new(now, actor, action, Some(&user.name)))
+        .await?;
     if disabled {
         eprintln!("user {name:?} disabled; their sessions have ended");
         if !revoked.is_empty() {

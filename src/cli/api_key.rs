@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use pyrogate::authority::keyring::Keyring;
 use pyrogate::authority::routes::keys::{self, CreateKeyRequest, KeyView};
-use pyrogate::authority::store::{self, Store};
+use pyrogate::authority::store::Store;
 use pyrogate::config::{ConfigFlags, LocalFlags, Settings};
 use pyrogate::core::clock::{Clock as _, SystemClock, rfc3339};
 use pyrogate::core::token::Role;
@@ -63,6 +63,10 @@ pub enum ApiKeyCommand {
 }
 
 pub(crate) fn run(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
+    bootstrap::block_on(run_async(cmd))
+}
+
+async fn run_async(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
     let now = SystemClock.now();
     match cmd {
         ApiKeyCommand::Create {
@@ -83,9 +87,15 @@ pub(crate) fn run(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             .validate()
             .map_err(|errors| anyhow::anyhow!(errors.join("; ")))?;
             let actor = format!("cli:{}", whoami());
-            let (record, key) = store.with(|c| {
-                keys::create_key(c, ring.active(), &settings.auth.issuer, now, &req, &actor)
-            })?;
+            let (record, key) = keys::create_key(
+                &store,
+                ring.active(),
+                &settings.auth.issuer,
+                now,
+                &req,
+                &actor,
+            )
+            .await?;
             outln!("{}", key.expose());
             eprintln!(
                 "created api key {:?} (id {}, role {}, {}); it is shown only once",
@@ -101,7 +111,8 @@ pub(crate) fn run(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
         ApiKeyCommand::List { json, config } => {
             let (_, store) = open_local(&config)?;
             let keys: Vec<KeyView> = store
-                .with(|c| store::list_keys(c))?
+                .list_keys()
+                .await?
                 .into_iter()
                 .map(KeyView::from)
                 .collect();
@@ -130,13 +141,11 @@ pub(crate) fn run(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
         ApiKeyCommand::Delete { key, config } => {
             let (_, store) = open_local(&config)?;
             let actor = format!("cli:{}", whoami());
-            let (record, version) = store.with(|c| {
-                let id = match key.parse::<i64>() {
-                    Ok(id) => id,
-                    Err(_) => store::find_key_by_name(c, &key)?.id,
-                };
-                keys::delete_key(c, id, now, &actor)
-            })?;
+            let id = match key.parse::<i64>() {
+                Ok(id) => id,
+                Err(_) => store.find_key_by_name(&key).await?.id,
+            };
+            let (record, version) = store.delete_key(id, now, &actor).await?;
             eprintln!(
                 "deleted api key {:?} (id {}); revocation list version {version}",
                 record.name, record.id
@@ -146,7 +155,7 @@ pub(crate) fn run(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             let (_, store) = open_local(&config)?;
             let actor = format!("cli:{}", whoami());
             let req = keys::RevokeJti { jti, exp };
-            let (name, version) = store.with(|c| keys::revoke_jti(c, &req, now, &actor))?;
+            let (name, version) = keys::revoke_jti(&store, &req, now, &actor).await?;
             match name {
                 Some(name) => eprintln!(
                     "jti {} belonged to api key {name:?}: deleted it; revocation list version {version}",

@@ -106,7 +106,7 @@ fn export(out: &Path, config: &ConfigFlags, now: u64) -> anyhow::Result<()> {
     let ring = Keyring::open(&settings.authority.keys_dir)?;
     let signers = ring.published_signers();
     let kids = distribution::kid_list(&signers);
-    let snapshot = store.with(|c| distribution::Snapshot::read(c, &kids))?;
+    let snapshot = super::bootstrap::block_on(async { Ok(store.snapshot(&kids).await?) })?;
     let (_, published) = distribution::sign_documents(
         snapshot,
         &signers,

@@ -21,11 +21,11 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::authority::AppState;
-use crate::authority::store;
+pub use crate::authority::store::Snapshot;
 use crate::core::jwk::KeySet;
 use crate::core::jws::Signer;
 use crate::core::keyset;
-use crate::core::revocation::{RevocationEntry, RevocationList};
+use crate::core::revocation::RevocationList;
 use crate::edge::error::ApiError;
 use crate::edge::metrics::Metrics;
 use crate::edge::server::{Held, Hold, Lifecycle};
@@ -131,7 +131,7 @@ pub async fn republish(state: &AppState) -> anyhow::Result<()> {
         .map(|ring| (ring.published_signers(), ring.active().clone()))
         .map_err(|_| anyhow::anyhow!("keyring lock poisoned"))?;
     let kids = kid_list(&signers);
-    let snapshot = state.store.call(move |c| Snapshot::read(c, &kids)).await?;
+    let snapshot = state.store.snapshot(&kids).await?;
     let (list, published) = sign_documents(
         snapshot,
         &signers,
@@ -155,27 +155,6 @@ pub fn kid_list(signers: &[Signer]) -> String {
     let mut kids: Vec<&str> = signers.iter().map(|s| s.kid()).collect();
     kids.sort_unstable();
     kids.join(",")
-}
-
-/// What the signed documents are made of, read in one go from the store.
-#[derive(Debug)]
-pub struct Snapshot {
-    pub version: u64,
-    pub entries: Vec<RevocationEntry>,
-    pub keyset_version: u64,
-}
-
-impl Snapshot {
-    /// Reads the list and the key-set version for the published `kids` (moving the version
-    /// if they changed).
-    pub fn read(c: &mut rusqlite::Connection, kids: &str) -> store::Result<Snapshot> {
-        let keyset_version = store::keyset_version(c, kids)?;
-        Ok(Snapshot {
-            version: store::revocations_version(c)?,
-            entries: store::revocation_entries(c)?,
-            keyset_version,
-        })
-    }
 }
 
 /// Signs the revocation list (with the active key) and the key-set document (with every
@@ -222,17 +201,12 @@ pub async fn refresh(state: &AppState, prune: bool) -> anyhow::Result<()> {
     let skew = state.settings.auth.clock_skew.as_secs();
     let now = state.now();
     let published: Vec<String> = state.verifier.keys().kids().map(str::to_owned).collect();
-    let version = state
-        .store
-        .call(move |c| {
-            if prune {
-                store::prune_sessions(c, now)?;
-                store::prune_revocations(c, now, skew, &published)
-            } else {
-                store::revocations_version(c)
-            }
-        })
-        .await?;
+    let version = if prune {
+        state.store.prune_sessions(now).await?;
+        state.store.prune_revocations(now, skew, &published).await?
+    } else {
+        state.store.revocations_version().await?
+    };
     let current = state.publisher.current();
     let resign = state
         .settings

@@ -11,14 +11,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{delete, get};
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use super::session::Caller;
 use crate::edge::json::{JsonBody, json};
 
 use crate::authority::AppState;
-use crate::authority::store::{self, ApiKeyRecord, StoreError};
+use crate::authority::store::{self, ApiKeyRecord, Store, StoreError};
 use crate::core::clock::rfc3339;
 use crate::core::jws::Signer;
 use crate::core::token::{self, IssueError, KeyRequest, Role, Secret};
@@ -48,8 +47,8 @@ pub struct RevokeJti {
 
 /// Revokes a `jti`: a registered key is deleted (as `DELETE /api/keys/{id}`), any other is
 /// added to the list as it is. Returns the key's name if it was registered and the version.
-pub fn revoke_jti(
-    conn: &mut Connection,
+pub async fn revoke_jti(
+    store: &Store,
     req: &RevokeJti,
     now: u64,
     actor: &str,
@@ -64,13 +63,7 @@ pub fn revoke_jti(
             "jti must be 22 to 128 base64url characters",
         ));
     }
-    if let Some(record) = store::find_key_by_jti(conn, &req.jti)? {
-        let (record, version) = delete_key(conn, record.id, now, actor)?;
-        return Ok((Some(record.name), version));
-    }
-    let version = store::revoke_jti(conn, &req.jti, req.exp, None, now)?;
-    store::audit(conn, now, actor, "apikey.revoke-jti", Some(&req.jti), None)?;
-    Ok((None, version))
+    store.revoke_jti(&req.jti, req.exp, now, actor).await
 }
 
 async fn revoke(
@@ -81,10 +74,7 @@ async fn revoke(
     caller.require(Access::Admin)?;
     let (now, actor) = (state.now(), caller.actor());
     let jti = req.jti.clone();
-    let (name, version) = state
-        .store
-        .call(move |c| revoke_jti(c, &req, now, &actor))
-        .await?;
+    let (name, version) = revoke_jti(&state.store, &req, now, &actor).await?;
     state.metrics.api_keys_deleted.inc();
     super::distribution::republish(&state).await?;
     tracing::info!(%jti, by = %caller.actor(), "jti revoked");
@@ -198,8 +188,8 @@ impl CreateKeyRequest {
 }
 
 /// Signs a key and records its metadata (and an audit entry) in one transaction.
-pub fn create_key(
-    conn: &mut Connection,
+pub async fn create_key(
+    store: &Store,
     signer: &Signer,
     issuer: &str,
     now: u64,
@@ -218,46 +208,24 @@ pub fn create_key(
         },
     )
     .map_err(|_| StoreError::Conflict("the key request is invalid"))?;
-    let tx = conn.transaction()?;
-    let live = store::list_keys(&tx)?;
-    if crate::core::names::look_alike(&req.name, live.iter().map(|k| k.name.as_str())).is_some() {
-        return Err(StoreError::Conflict(
-            "an api key with a name that looks the same already exists",
-        ));
-    }
-    let record = store::insert_key(
-        &tx,
-        &store::NewKey {
-            name: &req.name,
+    let record = store
+        .create_key(store::NewKey {
+            name: req.name.clone(),
             role: req.role,
-            jti: &issued.claims.jti,
-            kid: &issued.kid,
-            tenant: req.tenant.as_deref(),
+            jti: issued.claims.jti.clone(),
+            kid: issued.kid.clone(),
+            tenant: req.tenant.clone(),
             created_at: now,
             expires_at: issued.claims.exp,
-            created_by: Some(actor),
-        },
-    )?;
-    store::audit(&tx, now, actor, "apikey.create", Some(&req.name), None)?;
-    tx.commit()?;
+            created_by: Some(actor.to_owned()),
+        })
+        .await?;
     Ok((record, issued.token))
-}
-
-/// Deletes a key, revoking it; returns the record and the new revocation-list version.
-pub fn delete_key(
-    conn: &mut Connection,
-    id: i64,
-    now: u64,
-    actor: &str,
-) -> Result<(ApiKeyRecord, u64), StoreError> {
-    let (record, version) = store::delete_key(conn, id, now)?;
-    store::audit(conn, now, actor, "apikey.delete", Some(&record.name), None)?;
-    Ok((record, version))
 }
 
 async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(Access::Admin)?;
-    let keys = state.store.call(|c| store::list_keys(c)).await?;
+    let keys = state.store.list_keys().await?;
     let views: Vec<KeyView> = keys.into_iter().map(KeyView::from).collect();
     Ok(json(StatusCode::OK, &views))
 }
@@ -275,10 +243,7 @@ async fn create(
         state.now(),
         caller.actor(),
     );
-    let (record, key) = state
-        .store
-        .call(move |c| create_key(c, &signer, &issuer, now, &req, &actor))
-        .await?;
+    let (record, key) = create_key(&state.store, &signer, &issuer, now, &req, &actor).await?;
     state.metrics.api_keys_created.inc();
     tracing::info!(name = %record.name, role = %record.role, by = %caller.actor(), "api key created");
     Ok(json(
@@ -305,10 +270,7 @@ async fn remove(
         .parse()
         .map_err(|_| ApiError::NotFound("api key not found".into()))?;
     let (now, actor) = (state.now(), caller.actor());
-    let (record, _) = state
-        .store
-        .call(move |c| delete_key(c, id, now, &actor))
-        .await?;
+    let (record, _) = state.store.delete_key(id, now, &actor).await?;
     state.metrics.api_keys_deleted.inc();
     super::distribution::republish(&state).await?;
     tracing::info!(name = %record.name, by = %caller.actor(), "api key deleted and revoked");

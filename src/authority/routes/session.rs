@@ -27,7 +27,7 @@ use axum::routing::post;
 use serde::{Deserialize, Serialize};
 
 use crate::authority::AppState;
-use crate::authority::store::{self, Store, User};
+use crate::authority::store::{AuditEntry, Store, User};
 use crate::authority::throttle::{Admission, LoginThrottle};
 use crate::config::HostPattern;
 use crate::core::b64;
@@ -60,11 +60,11 @@ struct SessionClaims {
 }
 
 impl SessionKey {
-    pub fn load(store: &Store, configured: Option<&Secret>) -> anyhow::Result<Self> {
+    pub async fn load(store: &Store, configured: Option<&Secret>) -> anyhow::Result<Self> {
         if let Some(secret) = configured {
             return Ok(SessionKey(secret.expose().as_bytes().to_vec()));
         }
-        let stored = store.with(|c| store::init_meta(c, "session_secret", &b64::random(32)))?;
+        let stored = store.init_meta("session_secret", &b64::random(32)).await?;
         Ok(SessionKey(stored.into_bytes()))
     }
 
@@ -335,10 +335,7 @@ impl FromRequestParts<AppState> for Caller {
             let principal = verified?;
             let jti = principal.jti.clone();
             let now = state.now();
-            let _ = state
-                .store
-                .call(move |c| store::touch_key(c, &jti, now))
-                .await;
+            let _ = state.store.touch_key(&jti, now).await;
             return Ok(Caller::Key(principal));
         }
         let token = cookie(&parts.headers, COOKIE)
@@ -355,23 +352,9 @@ impl FromRequestParts<AppState> for Caller {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
         check_same_origin(&parts.method, &parts.headers, &Transport::of(state, peer))?;
-        let sid = claims.sid.clone();
         let user = state
             .store
-            .call(move |c| {
-                let Some(uid) = store::session_user(c, &sid, now)? else {
-                    return Ok(None);
-                };
-                if uid != claims.uid {
-                    return Ok(None);
-                }
-                let user = store::get_user(c, uid)?;
-                if user.is_disabled {
-                    return Ok(None);
-                }
-                store::touch_user(c, uid, now)?;
-                Ok(Some(user))
-            })
+            .session_user(&claims.sid, claims.uid, now)
             .await?
             .ok_or(ApiError::Unauthorized(VerifyError::Revoked))?;
         Ok(Caller::User {
@@ -463,11 +446,7 @@ async fn login(
         }
     }
     drop(turn);
-    let name = username.clone();
-    let found = state
-        .store
-        .call(move |c| store::find_user_for_login(c, &name))
-        .await?;
+    let found = state.store.find_user_for_login(&username).await?;
     let (user, phc) = match found {
         Some((user, hash)) => (Some(user), std::sync::Arc::new(hash)),
         None => (None, state.dummy_hash.clone()),
@@ -488,20 +467,9 @@ async fn login(
                 .get_or_create(&ResultLabels { result: "failed" })
                 .inc();
             tracing::info!(client = %client, "login failed");
-            let (who, client) = (username.clone(), client.clone());
-            let _ = state
-                .store
-                .call(move |c| {
-                    store::audit(
-                        c,
-                        now,
-                        &format!("user:{who}"),
-                        "login.failure",
-                        None,
-                        Some(&client),
-                    )
-                })
-                .await;
+            let entry = AuditEntry::new(now, &format!("user:{username}"), "login.failure", None)
+                .client(&client);
+            let _ = state.store.audit(entry).await;
             // The attempted name is in the audit table, not the log: people type passwords into it.
             return Err(ApiError::Unauthenticated(
                 "invalid username or password".into(),
@@ -517,15 +485,12 @@ async fn login(
         iat: now,
         exp: now + lifetime,
     };
-    let (sid, uid, who) = (claims.sid.clone(), user.id, user.name.clone());
     state
         .store
-        .call(move |c| {
-            store::create_session(c, &sid, uid, now, now + lifetime)?;
-            store::touch_user(c, uid, now)?;
-            store::audit(c, now, &format!("user:{who}"), "login", None, Some(&client))
-        })
+        .create_session(&claims.sid, user.id, now, now + lifetime)
         .await?;
+    let entry = AuditEntry::new(now, &format!("user:{}", user.name), "login", None).client(&client);
+    state.store.audit(entry).await?;
     state
         .metrics
         .logins
@@ -551,10 +516,7 @@ async fn logout(
     let now = state.now();
     if let Some(claims) = cookie(&headers, COOKIE).and_then(|t| state.sessions.verify(t, now).ok())
     {
-        state
-            .store
-            .call(move |c| store::delete_session(c, &claims.sid))
-            .await?;
+        state.store.delete_session(&claims.sid).await?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Some(cookie) = session_cookie(&state, "", 0) {

@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::session::Caller;
 use crate::authority::AppState;
 use crate::authority::keyring::{KeyStatus, Keyring, KeyringError};
-use crate::authority::store;
+use crate::authority::store::AuditEntry;
 use crate::core::clock::rfc3339;
 use crate::edge::auth::Access;
 use crate::edge::error::ApiError;
@@ -68,16 +68,14 @@ async fn apply(state: &AppState, ring: Keyring) -> anyhow::Result<()> {
     state.verifier.set_keys(keys);
     *state.keyring.lock().unwrap_or_else(|e| e.into_inner()) = ring;
     let (now, skew) = (state.now(), state.settings.auth.clock_skew.as_secs());
-    state
+    let gone = state
         .store
-        .call(move |c| {
-            let gone = store::delete_keys_of_unpublished(c, &published, now)?;
-            if !gone.is_empty() {
-                tracing::info!(keys = ?gone, "API keys signed by a retired signing key are now listed as deleted");
-            }
-            store::prune_revocations(c, now, skew, &published)
-        })
+        .delete_keys_of_unpublished(&published, now)
         .await?;
+    if !gone.is_empty() {
+        tracing::info!(keys = ?gone, "API keys signed by a retired signing key are now listed as deleted");
+    }
+    state.store.prune_revocations(now, skew, &published).await?;
     // Always re-sign: the active key may have changed.
     super::distribution::republish(state).await?;
     tracing::info!("signing keys reloaded");
@@ -123,7 +121,12 @@ async fn rotate(State(state): State<AppState>, caller: Caller) -> Result<Respons
     let (actor, kid) = (caller.actor(), new_kid.clone());
     state
         .store
-        .call(move |c| store::audit(c, now, &actor, "signingkey.rotate", Some(&kid), None))
+        .audit(AuditEntry::new(
+            now,
+            &actor,
+            "signingkey.rotate",
+            Some(&kid),
+        ))
         .await?;
     Ok(json(
         StatusCode::CREATED,
@@ -143,7 +146,12 @@ async fn retire(
     let actor = caller.actor();
     state
         .store
-        .call(move |c| store::audit(c, now, &actor, "signingkey.retire", Some(&kid), None))
+        .audit(AuditEntry::new(
+            now,
+            &actor,
+            "signingkey.retire",
+            Some(&kid),
+        ))
         .await?;
     Ok(axum::response::IntoResponse::into_response(
         StatusCode::NO_CONTENT,

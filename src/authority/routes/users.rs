@@ -108,7 +108,7 @@ async fn audit(state: &AppState, caller: &Caller, action: &'static str, target: 
     let (actor, now) = (caller.actor(), state.now());
     let result = state
         .store
-        .call(move |c| store::audit(c, now, &actor, action, Some(&target), None))
+        .audit(store::AuditEntry::new(now, &actor, action, Some(&target)))
         .await;
     if let Err(err) = result {
         tracing::error!(error = %err, action, "writing the audit log failed");
@@ -151,19 +151,12 @@ async fn apply_update(state: &AppState, id: i64, req: UpdateUser) -> Result<User
         return Err(ApiError::BadRequest(errors));
     }
     let now = state.now();
-    Ok(state
-        .store
-        .call(move |c| {
-            store::update_user(
-                c,
-                id,
-                req.name.as_deref(),
-                req.email.as_deref(),
-                req.full_name.as_deref(),
-                now,
-            )
-        })
-        .await?)
+    let update = store::UserUpdate {
+        name: req.name,
+        email: req.email,
+        full_name: req.full_name,
+    };
+    Ok(state.store.update_user(id, update, now).await?)
 }
 
 async fn update_me(
@@ -192,10 +185,7 @@ async fn change_my_password(
     let user = caller.user()?.clone();
     crate::authority::passwords::validate(&req.new_password).map_err(ApiError::bad_request)?;
     let id = user.id;
-    let current = state
-        .store
-        .call(move |c| store::password_hash(c, id))
-        .await?;
+    let current = state.store.password_hash(id).await?;
     let old = req.old_password;
     let ok = crate::authority::passwords::verify_async(old, current)
         .await
@@ -211,7 +201,7 @@ async fn change_my_password(
     };
     state
         .store
-        .call(move |c| store::set_password(c, id, &new_hash, now, keep.as_deref()))
+        .set_password(id, &new_hash, now, keep.as_deref())
         .await?;
     audit(&state, &caller, "user.password", user.name).await;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -219,7 +209,7 @@ async fn change_my_password(
 
 async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(Access::Admin)?;
-    let users = state.store.call(|c| store::list_users(c)).await?;
+    let users = state.store.list_users().await?;
     let views: Vec<UserView> = users.into_iter().map(UserView::from).collect();
     Ok(json(StatusCode::OK, &views))
 }
@@ -265,23 +255,14 @@ async fn create(
     let hash = hash(password).await?;
     let now = state.now();
     let full_name = req.full_name;
-    let (n, e) = (name.clone(), email.clone());
-    let user = state
-        .store
-        .call(move |c| {
-            store::create_user(
-                c,
-                &store::NewUser {
-                    name: &n,
-                    email: e.as_deref(),
-                    full_name: full_name.as_deref(),
-                    password_hash: &hash,
-                    role,
-                },
-                now,
-            )
-        })
-        .await?;
+    let new = store::NewUser {
+        name: name.clone(),
+        email,
+        full_name,
+        password_hash: hash,
+        role,
+    };
+    let user = state.store.create_user(new, now).await?;
     audit(&state, &caller, "user.create", name).await;
     Ok(json(StatusCode::CREATED, &UserView::from(user)))
 }
@@ -293,7 +274,7 @@ async fn get_one(
 ) -> Result<Response, ApiError> {
     caller.require(Access::Admin)?;
     let id = parse_id(&id)?;
-    let user = state.store.call(move |c| store::get_user(c, id)).await?;
+    let user = state.store.get_user(id).await?;
     Ok(json(StatusCode::OK, &UserView::from(user)))
 }
 
@@ -318,22 +299,8 @@ struct KeepKeys {
     keep_keys: bool,
 }
 
-/// Revokes the keys `name` created unless asked to keep them; inside the caller's transaction.
-fn revoke_keys_of(
-    tx: &rusqlite::Connection,
-    name: &str,
-    keep: bool,
-    now: u64,
-) -> store::Result<Vec<String>> {
-    if keep {
-        return Ok(Vec::new());
-    }
-    Ok(
-        store::delete_keys_created_by(tx, &format!("user:{name}"), now)?
-            .into_iter()
-            .map(|k| k.name)
-            .collect(),
-    )
+fn names(keys: Vec<store::ApiKeyRecord>) -> Vec<String> {
+    keys.into_iter().map(|k| k.name).collect()
 }
 
 /// Tells nodes at once and says which keys went, in a `Pyrogate-Revoked-Keys` header.
@@ -368,18 +335,8 @@ async fn delete(
         return Err(ApiError::bad_request("you can't delete yourself"));
     }
     let now = state.now();
-    let user = state
-        .store
-        .call(move |c| {
-            store::keeping_an_admin(c, id, true, |tx| {
-                let user = store::get_user(tx, id)?;
-                let revoked = revoke_keys_of(tx, &user.name, keep, now)?;
-                store::delete_user(tx, id)?;
-                Ok((user, revoked))
-            })
-        })
-        .await?;
-    let (user, revoked) = user;
+    let (user, revoked) = state.store.delete_user(id, !keep, now).await?;
+    let revoked = names(revoked);
     audit(&state, &caller, "user.delete", user.name).await;
     let mut response = StatusCode::NO_CONTENT.into_response();
     announce_revoked(&state, &mut response, &revoked).await?;
@@ -400,13 +357,10 @@ async fn reset_password(
     caller.require(Access::Admin)?;
     let id = parse_id(&id)?;
     crate::authority::passwords::validate(&req.password).map_err(ApiError::bad_request)?;
-    let user = state.store.call(move |c| store::get_user(c, id)).await?;
+    let user = state.store.get_user(id).await?;
     let new_hash = hash(req.password).await?;
     let now = state.now();
-    state
-        .store
-        .call(move |c| store::set_password(c, id, &new_hash, now, None))
-        .await?;
+    state.store.set_password(id, &new_hash, now, None).await?;
     audit(&state, &caller, "user.password.reset", user.name).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -429,14 +383,7 @@ async fn change_role(
         .parse()
         .map_err(|_| ApiError::bad_request("unknown role"))?;
     let now = state.now();
-    let user = state
-        .store
-        .call(move |c| {
-            store::keeping_an_admin(c, id, role != Role::Admin, |tx| {
-                store::set_role(tx, id, role, now)
-            })
-        })
-        .await?;
+    let user = state.store.set_role(id, role, now).await?;
     audit(
         &state,
         &caller,
@@ -463,21 +410,8 @@ async fn set_disabled(
         return Err(ApiError::bad_request("you can't disable yourself"));
     }
     let now = state.now();
-    let user = state
-        .store
-        .call(move |c| {
-            store::keeping_an_admin(c, id, disabled, |tx| {
-                let user = store::set_disabled_in(tx, id, disabled, now)?;
-                let revoked = if disabled {
-                    revoke_keys_of(tx, &user.name, keep, now)?
-                } else {
-                    Vec::new()
-                };
-                Ok((user, revoked))
-            })
-        })
-        .await?;
-    let (user, revoked) = user;
+    let (user, revoked) = state.store.set_disabled(id, disabled, !keep, now).await?;
+    let revoked = names(revoked);
     let action = if disabled {
         "user.disable"
     } else {

@@ -1,90 +1,35 @@
-//! The authority's SQLite database: users, sessions, API-key metadata, revocations, audit.
+//! The authority's database: users, sessions, API-key metadata, revocations, audit.
 //! Never on an ingest node's request path.
 //!
-//! - One file, `<storage-path>/pyrogate.db`, in WAL mode with `synchronous=FULL`: every
-//!   acknowledged change survives a crash, and a crash mid-write leaves the last committed state.
-//! - Migrations are embedded and versioned with `PRAGMA user_version`; each runs in its own
-//!   transaction.
-//! - API keys are stored as metadata only (never the token). The `jti` — the revocation handle —
-//!   is a NOT NULL column of the same row, so a key can't exist without it. Deleting a key marks
-//!   the row deleted, adds the `jti` to `revocations` and bumps the list version in one
-//!   transaction.
-//! - One connection behind a mutex; async callers go through `spawn_blocking`. The authority's
-//!   write rate is a human's, so a pool would buy nothing.
+//! [`Store`] is the one interface the routes, the UI, the ticker and the CLI use; they don't
+//! know which database is behind it. Its methods are domain operations (create a key, delete
+//! a key and revoke it, the list's snapshot, change a role without losing the last admin…),
+//! each one transaction where it must be atomic, never SQL.
+//!
+//! `Store` is an enum over the backends with `async` methods that dispatch, not a trait
+//! object: native `async fn` in traits is not object-safe, boxing every future buys nothing
+//! for two backends, and a `match` is exhaustive, so a backend missing an operation does not
+//! compile.
+//!
+//! - [`sqlite`]: the embedded default, one file under `storage-path` (its module docs say how
+//!   it keeps every acknowledged change).
+//!
+//! Rules every backend keeps:
+//! - API keys are stored as metadata only (never the token). The `jti` — the revocation
+//!   handle — is a NOT NULL column of the same row, so a key can't exist without it.
+//! - Deleting a key marks the row deleted, adds the `jti` to the revocations and moves the
+//!   list version in one transaction; the version is a counter row, so it only ever grows.
+//! - A change that could leave no enabled admin checks and changes in one transaction that
+//!   no other writer can interleave with.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-
-use rusqlite::{Connection, OptionalExtension as _, params};
 use serde::Serialize;
 
 use crate::core::revocation::RevocationEntry;
 use crate::core::token::Role;
 
-const MIGRATIONS: &[&str] = &[
-    // 1: initial schema
-    r#"
-    CREATE TABLE users (
-        id                  INTEGER PRIMARY KEY,
-        name                TEXT NOT NULL,
-        email               TEXT,
-        full_name           TEXT,
-        password_hash       TEXT NOT NULL,
-        role                TEXT NOT NULL CHECK (role IN ('Admin','ReadOnly','Agent')),
-        disabled            INTEGER NOT NULL DEFAULT 0,
-        created_at          INTEGER NOT NULL,
-        updated_at          INTEGER NOT NULL,
-        password_changed_at INTEGER NOT NULL,
-        last_seen_at        INTEGER
-    );
-    CREATE UNIQUE INDEX users_name ON users (name COLLATE NOCASE);
+pub mod sqlite;
 
-    CREATE TABLE sessions (
-        sid        TEXT PRIMARY KEY,
-        user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-        created_at INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL
-    );
-    CREATE INDEX sessions_user ON sessions (user_id);
-
-    CREATE TABLE api_keys (
-        id           INTEGER PRIMARY KEY,
-        name         TEXT NOT NULL,
-        role         TEXT NOT NULL CHECK (role IN ('Admin','ReadOnly','Agent')),
-        jti          TEXT NOT NULL UNIQUE,
-        kid          TEXT NOT NULL,
-        tenant       TEXT,
-        created_at   INTEGER NOT NULL,
-        expires_at   INTEGER,
-        created_by   TEXT,
-        last_used_at INTEGER,
-        deleted_at   INTEGER
-    );
-    CREATE UNIQUE INDEX api_keys_live_name ON api_keys (name) WHERE deleted_at IS NULL;
-
-    CREATE TABLE revocations (
-        jti        TEXT PRIMARY KEY,
-        exp        INTEGER,
-        kid        TEXT,
-        revoked_at INTEGER NOT NULL
-    );
-
-    CREATE TABLE meta (
-        key   TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    );
-    INSERT INTO meta (key, value) VALUES ('revocations_version', '0');
-
-    CREATE TABLE audit (
-        id     INTEGER PRIMARY KEY,
-        at     INTEGER NOT NULL,
-        actor  TEXT NOT NULL,
-        action TEXT NOT NULL,
-        target TEXT,
-        client TEXT
-    );
-    "#,
-];
+pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -99,7 +44,7 @@ pub enum StoreError {
     Invalid(&'static str),
     #[error("database {path}: {source}")]
     Open {
-        path: PathBuf,
+        path: std::path::PathBuf,
         #[source]
         source: rusqlite::Error,
     },
@@ -127,12 +72,20 @@ pub struct User {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewUser<'a> {
-    pub name: &'a str,
-    pub email: Option<&'a str>,
-    pub full_name: Option<&'a str>,
-    pub password_hash: &'a str,
+pub struct NewUser {
+    pub name: String,
+    pub email: Option<String>,
+    pub full_name: Option<String>,
+    pub password_hash: String,
     pub role: Role,
+}
+
+/// A change to a user's profile; `None` keeps the field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserUpdate {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub full_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -154,6 +107,19 @@ pub struct ApiKeyRecord {
     pub last_used_at: Option<u64>,
 }
 
+/// A signed key's metadata, to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewKey {
+    pub name: String,
+    pub role: Role,
+    pub jti: String,
+    pub kid: String,
+    pub tenant: Option<String>,
+    pub created_at: u64,
+    pub expires_at: Option<u64>,
+    pub created_by: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditRecord {
@@ -165,207 +131,278 @@ pub struct AuditRecord {
     pub client: Option<String>,
 }
 
-#[derive(Clone)]
-pub struct Store {
-    conn: Arc<Mutex<Connection>>,
-    path: PathBuf,
+/// One audit-log line to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: u64,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub client: Option<String>,
 }
 
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
-    }
-}
-
-fn role_of(text: String) -> rusqlite::Result<Role> {
-    text.parse().map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            format!("unknown role {text:?}").into(),
-        )
-    })
-}
-
-fn ts(v: Option<i64>) -> Option<u64> {
-    v.map(|v| v.max(0) as u64)
-}
-
-/// Maps a uniqueness violation to [`StoreError::Conflict`] with a user-facing message.
-fn conflict_as(message: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |e| {
-        if unique_violation(&e) {
-            StoreError::Conflict(message)
-        } else {
-            e.into()
+impl AuditEntry {
+    pub fn new(at: u64, actor: &str, action: &str, target: Option<&str>) -> Self {
+        AuditEntry {
+            at,
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target: target.map(str::to_owned),
+            client: None,
         }
     }
+
+    pub fn client(mut self, client: &str) -> Self {
+        self.client = Some(client.to_owned());
+        self
+    }
 }
 
-fn unique_violation(err: &rusqlite::Error) -> bool {
-    matches!(
-        err,
-        rusqlite::Error::SqliteFailure(e, _)
-            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-    )
+/// What the signed documents are made of, read in one go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The revocation list's version.
+    pub version: u64,
+    pub entries: Vec<RevocationEntry>,
+    /// The key-set version for the published kids the snapshot was read for.
+    pub keyset_version: u64,
 }
 
-const USER_COLUMNS: &str = "id, name, email, full_name, role, disabled, created_at, updated_at, password_changed_at, last_seen_at";
-
-fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
-    Ok(User {
-        id: row.get(0)?,
-        name: row.get(1)?,
-        email: row.get(2)?,
-        full_name: row.get(3)?,
-        role: role_of(row.get(4)?)?,
-        is_disabled: row.get(5)?,
-        created_at: row.get::<_, i64>(6)?.max(0) as u64,
-        updated_at: row.get::<_, i64>(7)?.max(0) as u64,
-        password_changed_at: row.get::<_, i64>(8)?.max(0) as u64,
-        last_seen_at: ts(row.get(9)?),
-    })
+/// The authority's database, whichever backend is behind it. Cheap to clone (a handle).
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqliteStore),
 }
 
-const KEY_COLUMNS: &str =
-    "id, name, role, jti, kid, tenant, created_at, expires_at, created_by, last_used_at";
-
-fn key_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
-    Ok(ApiKeyRecord {
-        id: row.get(0)?,
-        name: row.get(1)?,
-        role: role_of(row.get(2)?)?,
-        jti: row.get(3)?,
-        kid: row.get(4)?,
-        tenant: row.get(5)?,
-        created_at: row.get::<_, i64>(6)?.max(0) as u64,
-        expires_at: ts(row.get(7)?),
-        created_by: row.get(8)?,
-        last_used_at: ts(row.get(9)?),
-    })
+/// Runs the same call on whichever backend `self` is.
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($s) => $call,
+        }
+    };
 }
 
 impl Store {
-    /// Opens (creating if needed) `<dir>/pyrogate.db` and brings its schema up to date.
-    pub fn open(dir: &Path) -> Result<Self> {
-        // Owner-only: the database holds password hashes and the session secret.
-        use std::os::unix::fs::DirBuilderExt as _;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| StoreError::Open {
-                path: dir.to_owned(),
-                source: rusqlite::Error::InvalidPath(format!("{}: {e}", dir.display()).into()),
-            })?;
-        let path = dir.join("pyrogate.db");
-        let open_err = |source| StoreError::Open {
-            path: path.clone(),
-            source,
-        };
-        private_files(dir, &path).map_err(|e| {
-            open_err(rusqlite::Error::InvalidPath(
-                format!("{}: {e}", path.display()).into(),
-            ))
-        })?;
-        let mut conn = Connection::open(&path).map_err(open_err)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA foreign_keys = ON;
-             PRAGMA busy_timeout = 5000;",
-        )
-        .map_err(open_err)?;
-        // SQLite creates the -wal and -shm files with the database file's mode; make sure
-        // files left by an older version are private too.
-        private_files(dir, &path).map_err(|e| {
-            open_err(rusqlite::Error::InvalidPath(
-                format!("{}: {e}", path.display()).into(),
-            ))
-        })?;
-        migrate(&mut conn).map_err(open_err)?;
-        Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
-            path,
-        })
+    /// Opens (creating if needed) the embedded SQLite database in `dir`.
+    pub fn open(dir: &std::path::Path) -> Result<Self> {
+        Ok(Store::Sqlite(SqliteStore::open(dir)?))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Runs `f` with the connection on the calling thread (CLI, tests, start-up).
-    pub fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        let mut conn = self
-            .conn
-            .lock()
-            .map_err(|_| StoreError::Task("database lock poisoned".into()))?;
-        f(&mut conn)
-    }
-
-    /// Runs `f` on the blocking pool, so request handlers never block the async runtime.
-    pub async fn call<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.with(f))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
-    }
-}
-
-/// The database and its WAL/SHM files are owner-only (0600) whatever the directory's mode: they
-/// hold password hashes and the session secret. A directory others can read or enter is
-/// warned about at every start (the files in it are still private).
-fn private_files(dir: &Path, db: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    if let Ok(meta) = std::fs::metadata(dir)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(
-            dir = %dir.display(),
-            mode = format!("{:o}", meta.permissions().mode() & 0o777),
-            "the storage directory is accessible to other users; run `chmod 700` on it (the database files are kept 0600)"
-        );
-    }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(db)?;
-    for suffix in ["", "-wal", "-shm"] {
-        let file = PathBuf::from(format!("{}{suffix}", db.display()));
-        match std::fs::metadata(&file) {
-            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
-                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
-            }
-            _ => {}
+    /// The SQLite store, if that is the backend (tests that look at the file itself).
+    pub fn sqlite(&self) -> Option<&SqliteStore> {
+        match self {
+            Store::Sqlite(s) => Some(s),
         }
     }
-    Ok(())
-}
 
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
-        tx.commit()?;
+    /// Where the data is, for logs and errors (never a password).
+    pub fn describe(&self) -> String {
+        dispatch!(self, s => s.describe())
     }
-    Ok(())
+
+    /// A round trip to the database, for `/ready`.
+    pub async fn ping(&self) -> Result<()> {
+        dispatch!(self, s => s.ping().await)
+    }
+
+    // --- API keys and revocations ---
+
+    /// Records a signed key (refusing a live name that looks the same as `key.name`) and
+    /// audits it, in one transaction.
+    pub async fn create_key(&self, key: NewKey) -> Result<ApiKeyRecord> {
+        dispatch!(self, s => s.create_key(key).await)
+    }
+
+    /// Live keys, oldest first.
+    pub async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        dispatch!(self, s => s.list_keys().await)
+    }
+
+    pub async fn find_key_by_name(&self, name: &str) -> Result<ApiKeyRecord> {
+        dispatch!(self, s => s.find_key_by_name(name).await)
+    }
+
+    /// Notes that the key with this `jti` was just used.
+    pub async fn touch_key(&self, jti: &str, now: u64) -> Result<()> {
+        dispatch!(self, s => s.touch_key(jti, now).await)
+    }
+
+    /// Deletes a key, revokes its `jti`, moves the list version and audits it by `actor`, in
+    /// one transaction. Returns the deleted record and the new list version.
+    pub async fn delete_key(&self, id: i64, now: u64, actor: &str) -> Result<(ApiKeyRecord, u64)> {
+        dispatch!(self, s => s.delete_key(id, now, actor).await)
+    }
+
+    /// Revokes a `jti`: a registered key's is deleted as by [`Store::delete_key`]; any other
+    /// (an offline-issued key) goes on the list as it is. One transaction; returns the key's
+    /// name if it was registered, and the new list version.
+    pub async fn revoke_jti(
+        &self,
+        jti: &str,
+        exp: Option<u64>,
+        now: u64,
+        actor: &str,
+    ) -> Result<(Option<String>, u64)> {
+        dispatch!(self, s => s.revoke_jti(jti, exp, now, actor).await)
+    }
+
+    /// Marks every live key signed by a key no longer `published` as deleted: retiring a
+    /// signing key killed those tokens, so they should not be listed as if they worked.
+    /// Returns their names.
+    pub async fn delete_keys_of_unpublished(
+        &self,
+        published: &[String],
+        now: u64,
+    ) -> Result<Vec<String>> {
+        dispatch!(self, s => s.delete_keys_of_unpublished(published, now).await)
+    }
+
+    pub async fn revocations_version(&self) -> Result<u64> {
+        dispatch!(self, s => s.revocations_version().await)
+    }
+
+    /// The list, its version and the key-set version for the published `kids` (sorted,
+    /// comma-joined), in one transaction. A change of `kids` moves the key-set version and
+    /// also the list's, so long-polling nodes hear of it at once.
+    pub async fn snapshot(&self, kids: &str) -> Result<Snapshot> {
+        dispatch!(self, s => s.snapshot(kids).await)
+    }
+
+    /// Drops entries whose tokens expired more than `skew` ago or whose signing key is no
+    /// longer `published`; moves the version if anything went. Returns the current version.
+    pub async fn prune_revocations(
+        &self,
+        now: u64,
+        skew: u64,
+        published: &[String],
+    ) -> Result<u64> {
+        dispatch!(self, s => s.prune_revocations(now, skew, published).await)
+    }
+
+    // --- users ---
+
+    pub async fn count_users(&self) -> Result<u64> {
+        dispatch!(self, s => s.count_users().await)
+    }
+
+    /// Creates a user. A name that looks like an existing one (same confusable skeleton, e.g.
+    /// `admіn` with a Cyrillic `і`) is refused like a duplicate.
+    pub async fn create_user(&self, user: NewUser, now: u64) -> Result<User> {
+        dispatch!(self, s => s.create_user(user, now).await)
+    }
+
+    pub async fn get_user(&self, id: i64) -> Result<User> {
+        dispatch!(self, s => s.get_user(id).await)
+    }
+
+    /// The user (name compared case-insensitively) and their password hash, for login.
+    pub async fn find_user_for_login(&self, name: &str) -> Result<Option<(User, String)>> {
+        dispatch!(self, s => s.find_user_for_login(name).await)
+    }
+
+    pub async fn password_hash(&self, id: i64) -> Result<String> {
+        dispatch!(self, s => s.password_hash(id).await)
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        dispatch!(self, s => s.list_users().await)
+    }
+
+    pub async fn update_user(&self, id: i64, update: UserUpdate, now: u64) -> Result<User> {
+        dispatch!(self, s => s.update_user(id, update, now).await)
+    }
+
+    /// Sets a new password hash and ends every session of the user but `keep` (the session
+    /// that made the change, if any).
+    pub async fn set_password(
+        &self,
+        id: i64,
+        hash: &str,
+        now: u64,
+        keep: Option<&str>,
+    ) -> Result<()> {
+        dispatch!(self, s => s.set_password(id, hash, now, keep).await)
+    }
+
+    /// Changes a user's role, refusing to demote the last enabled admin.
+    pub async fn set_role(&self, id: i64, role: Role, now: u64) -> Result<User> {
+        dispatch!(self, s => s.set_role(id, role, now).await)
+    }
+
+    /// Disables (ending every session and, with `revoke_keys`, revoking the keys they
+    /// created) or re-enables a user; refuses to disable the last enabled admin. Returns the
+    /// user and the keys revoked.
+    pub async fn set_disabled(
+        &self,
+        id: i64,
+        disabled: bool,
+        revoke_keys: bool,
+        now: u64,
+    ) -> Result<(User, Vec<ApiKeyRecord>)> {
+        dispatch!(self, s => s.set_disabled(id, disabled, revoke_keys, now).await)
+    }
+
+    /// Deletes a user (and, with `revoke_keys`, revokes the keys they created); refuses to
+    /// delete the last enabled admin. Returns the user as it was and the keys revoked.
+    pub async fn delete_user(
+        &self,
+        id: i64,
+        revoke_keys: bool,
+        now: u64,
+    ) -> Result<(User, Vec<ApiKeyRecord>)> {
+        dispatch!(self, s => s.delete_user(id, revoke_keys, now).await)
+    }
+
+    // --- sessions ---
+
+    /// Records a UI session (a login) and marks the user seen.
+    pub async fn create_session(
+        &self,
+        sid: &str,
+        user_id: i64,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<()> {
+        dispatch!(self, s => s.create_session(sid, user_id, now, expires_at).await)
+    }
+
+    /// The user of live session `sid` if it belongs to `user_id` and the user is enabled;
+    /// marks them seen.
+    pub async fn session_user(&self, sid: &str, user_id: i64, now: u64) -> Result<Option<User>> {
+        dispatch!(self, s => s.session_user(sid, user_id, now).await)
+    }
+
+    pub async fn delete_session(&self, sid: &str) -> Result<()> {
+        dispatch!(self, s => s.delete_session(sid).await)
+    }
+
+    /// Drops expired sessions; returns how many went.
+    pub async fn prune_sessions(&self, now: u64) -> Result<usize> {
+        dispatch!(self, s => s.prune_sessions(now).await)
+    }
+
+    // --- settings and audit ---
+
+    pub async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        dispatch!(self, s => s.get_meta(key).await)
+    }
+
+    /// Sets `key` only if it is not set yet; returns the value that is stored (the first
+    /// writer's, when several processes race).
+    pub async fn init_meta(&self, key: &str, value: &str) -> Result<String> {
+        dispatch!(self, s => s.init_meta(key, value).await)
+    }
+
+    pub async fn audit(&self, entry: AuditEntry) -> Result<()> {
+        dispatch!(self, s => s.audit(entry).await)
+    }
+
+    /// The newest `limit` audit lines, newest first.
+    pub async fn list_audit(&self, limit: u32) -> Result<Vec<AuditRecord>> {
+        dispatch!(self, s => s.list_audit(limit).await)
+    }
 }
-
-mod keys;
-mod meta;
-mod sessions;
-mod users;
-
-pub use keys::*;
-pub use meta::*;
-pub use sessions::*;
-pub use users::*;
 
 #[cfg(test)]
 mod tests;

@@ -1,111 +1,420 @@
+//! The store's suite. Every test in `suite!` runs against each backend on a fresh, empty
+//! store, so both keep the same rules; backend-specific tests follow it.
+
 use super::*;
 
-fn store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    (dir, store)
+/// A fresh, empty store and what keeps it alive (its temp dir).
+struct Fresh {
+    store: Store,
+    _guard: Box<dyn std::any::Any + Send>,
 }
 
-fn key<'a>(name: &'a str, jti: &'a str) -> NewKey<'a> {
+async fn sqlite() -> Fresh {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    Fresh {
+        store,
+        _guard: Box::new(dir),
+    }
+}
+
+/// Declares each test once per backend: `mod sqlite { #[tokio::test] async fn name() }`.
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let fresh = super::sqlite().await;
+                    super::$name(&fresh.store).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    deleting_a_key_revokes_its_jti_and_bumps_the_version,
+    live_key_names_are_unique,
+    look_alike_key_names_are_refused,
+    pruning_drops_expired_and_unpublished_entries,
+    revoking_a_jti_deletes_its_key_or_lists_it_as_it_is,
+    the_keyset_version_moves_with_the_published_kids_and_moves_the_list,
+    users_keep_an_enabled_admin,
+    disabling_or_deleting_a_user_revokes_their_keys_on_request,
+    sessions_belong_to_one_enabled_user_until_they_expire,
+    changing_a_password_ends_the_other_sessions,
+    meta_is_set_once_and_audit_is_newest_first,
+);
+
+fn key(name: &str, jti: &str) -> NewKey {
     NewKey {
-        name,
+        name: name.to_owned(),
         role: Role::Agent,
-        jti,
-        kid: "k1",
+        jti: jti.to_owned(),
+        kid: "k1".to_owned(),
         tenant: None,
         created_at: 100,
         expires_at: Some(1000),
-        created_by: Some("admin"),
+        created_by: Some("user:admin".to_owned()),
     }
 }
 
-#[test]
-fn deleting_a_key_revokes_its_jti_and_bumps_the_version() {
-    let (_d, s) = store();
-    s.with(|c| {
-        let k = insert_key(c, &key("ci", "jti-1"))?;
-        assert_eq!(revocations_version(c)?, 0);
-        let (_, v) = delete_key(c, k.id, 200)?;
-        assert_eq!(v, 1);
-        let entries = revocation_entries(c)?;
-        assert_eq!(entries.len(), 1);
-        assert_eq!(entries[0].jti, "jti-1");
-        assert_eq!(entries[0].exp, Some(1000));
-        assert!(matches!(get_key(c, k.id), Err(StoreError::NotFound(_))));
-        // The name is free again.
-        insert_key(c, &key("ci", "jti-2"))?;
-        Ok(())
-    })
-    .unwrap();
+fn user(name: &str, role: Role) -> NewUser {
+    NewUser {
+        name: name.to_owned(),
+        email: None,
+        full_name: None,
+        password_hash: "h".to_owned(),
+        role,
+    }
 }
 
-#[test]
-fn live_key_names_are_unique() {
-    let (_d, s) = store();
-    s.with(|c| {
-        insert_key(c, &key("ci", "a"))?;
-        let err = insert_key(c, &key("ci", "b")).unwrap_err();
-        assert_eq!(err.to_string(), "api key with this name already exists");
-        Ok(())
-    })
-    .unwrap();
+async fn deleting_a_key_revokes_its_jti_and_bumps_the_version(s: &Store) {
+    let k = s.create_key(key("ci", "jti-1")).await.unwrap();
+    assert_eq!(s.revocations_version().await.unwrap(), 0);
+    let (deleted, v) = s.delete_key(k.id, 200, "user:admin").await.unwrap();
+    assert_eq!((deleted.id, v), (k.id, 1));
+    let snap = s.snapshot("k1").await.unwrap();
+    assert_eq!(snap.version, 1);
+    assert_eq!(snap.entries.len(), 1);
+    assert_eq!(snap.entries[0].jti, "jti-1");
+    assert_eq!(snap.entries[0].exp, Some(1000));
+    assert!(s.list_keys().await.unwrap().is_empty());
+    assert!(matches!(
+        s.delete_key(k.id, 201, "user:admin").await,
+        Err(StoreError::NotFound(_))
+    ));
+    // The name is free again.
+    s.create_key(key("ci", "jti-2")).await.unwrap();
+    let actions: Vec<String> = s
+        .list_audit(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    assert_eq!(actions, ["apikey.create", "apikey.delete", "apikey.create"]);
 }
 
-#[test]
-fn pruning_drops_expired_and_unpublished_entries() {
-    let (_d, s) = store();
-    s.with(|c| {
-        revoke_jti(c, "old", Some(100), Some("k1"), 50)?;
-        revoke_jti(c, "forever", None, Some("k1"), 50)?;
-        revoke_jti(c, "retired", None, Some("k0"), 50)?;
-        let v = revocations_version(c)?;
-        let v2 = prune_revocations(c, 1000, 60, &["k1".to_owned()])?;
-        assert_eq!(v2, v + 1);
-        let left: Vec<String> = revocation_entries(c)?.into_iter().map(|e| e.jti).collect();
-        assert_eq!(left, vec!["forever".to_owned()]);
-        assert_eq!(prune_revocations(c, 1000, 60, &["k1".to_owned()])?, v2);
-        Ok(())
-    })
-    .unwrap();
+async fn live_key_names_are_unique(s: &Store) {
+    s.create_key(key("ci", "a")).await.unwrap();
+    let err = s.create_key(key("ci", "b")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(s.find_key_by_name("ci").await.unwrap().jti, "a");
+    assert!(matches!(
+        s.find_key_by_name("nope").await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
-#[test]
-fn data_survives_reopening() {
+async fn look_alike_key_names_are_refused(s: &Store) {
+    s.create_key(key("admin", "a")).await.unwrap();
+    // A Cyrillic `і`.
+    let err = s.create_key(key("admіn", "b")).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "an api key with a name that looks the same already exists"
+    );
+}
+
+async fn pruning_drops_expired_and_unpublished_entries(s: &Store) {
+    for (name, exp, kid) in [
+        ("old", Some(100), "k1"),
+        ("forever", None, "k1"),
+        ("retired", None, "k0"),
+    ] {
+        let k = s
+            .create_key(NewKey {
+                expires_at: exp,
+                kid: kid.to_owned(),
+                ..key(name, name)
+            })
+            .await
+            .unwrap();
+        s.delete_key(k.id, 50, "user:admin").await.unwrap();
+    }
+    let v = s.revocations_version().await.unwrap();
+    let published = ["k1".to_owned()];
+    let v2 = s.prune_revocations(1000, 60, &published).await.unwrap();
+    assert_eq!(v2, v + 1);
+    let left: Vec<String> = s
+        .snapshot("k1")
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| e.jti)
+        .collect();
+    assert_eq!(left, ["forever"]);
+    assert_eq!(s.prune_revocations(1000, 60, &published).await.unwrap(), v2);
+}
+
+async fn revoking_a_jti_deletes_its_key_or_lists_it_as_it_is(s: &Store) {
+    s.create_key(key("ci", "registered-jti")).await.unwrap();
+    let (name, v1) = s
+        .revoke_jti("registered-jti", None, 10, "cli:root")
+        .await
+        .unwrap();
+    assert_eq!((name.as_deref(), v1), (Some("ci"), 1));
+    assert!(s.list_keys().await.unwrap().is_empty());
+    let (name, v2) = s
+        .revoke_jti("offline-jti", Some(500), 11, "cli:root")
+        .await
+        .unwrap();
+    assert_eq!((name, v2), (None, 2));
+    let entries = s.snapshot("k1").await.unwrap().entries;
+    let jtis: Vec<(&str, Option<u64>)> = entries.iter().map(|e| (e.jti.as_str(), e.exp)).collect();
+    assert_eq!(
+        jtis,
+        [("registered-jti", Some(1000)), ("offline-jti", Some(500))]
+    );
+}
+
+async fn the_keyset_version_moves_with_the_published_kids_and_moves_the_list(s: &Store) {
+    let first = s.snapshot("k1").await.unwrap();
+    assert_eq!((first.keyset_version, first.version), (1, 0));
+    let again = s.snapshot("k1").await.unwrap();
+    assert_eq!((again.keyset_version, again.version), (1, 0));
+    let rotated = s.snapshot("k1,k2").await.unwrap();
+    assert_eq!((rotated.keyset_version, rotated.version), (2, 1));
+    // Keys signed by a kid no longer published are listed as deleted.
+    s.create_key(NewKey {
+        kid: "k1".to_owned(),
+        ..key("old", "a")
+    })
+    .await
+    .unwrap();
+    s.create_key(NewKey {
+        kid: "k2".to_owned(),
+        ..key("new", "b")
+    })
+    .await
+    .unwrap();
+    let gone = s
+        .delete_keys_of_unpublished(&["k2".to_owned()], 5)
+        .await
+        .unwrap();
+    assert_eq!(gone, ["old"]);
+    let live: Vec<String> = s
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    assert_eq!(live, ["new"]);
+}
+
+async fn users_keep_an_enabled_admin(s: &Store) {
+    let a = s.create_user(user("alice", Role::Admin), 1).await.unwrap();
+    let err = s
+        .create_user(user("ALICE", Role::Agent), 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(s.count_users().await.unwrap(), 1);
+    assert!(matches!(
+        s.set_role(a.id, Role::ReadOnly, 2).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.set_disabled(a.id, true, true, 2).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.delete_user(a.id, true, 2).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let b = s.create_user(user("bob", Role::Admin), 3).await.unwrap();
+    let demoted = s.set_role(a.id, Role::ReadOnly, 4).await.unwrap();
+    assert_eq!((demoted.role, demoted.updated_at), (Role::ReadOnly, 4));
+    assert!(matches!(
+        s.set_role(b.id, Role::Agent, 5).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let (found, hash) = s.find_user_for_login("BOB").await.unwrap().unwrap();
+    assert_eq!((found.id, hash.as_str()), (b.id, "h"));
+    assert!(s.find_user_for_login("carol").await.unwrap().is_none());
+    let updated = s
+        .update_user(
+            a.id,
+            UserUpdate {
+                email: Some("a@example.com".into()),
+                ..UserUpdate::default()
+            },
+            6,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (updated.name.as_str(), updated.email.as_deref()),
+        ("alice", Some("a@example.com"))
+    );
+    let err = s
+        .update_user(
+            a.id,
+            UserUpdate {
+                name: Some("bob".into()),
+                ..UserUpdate::default()
+            },
+            7,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    let names: Vec<String> = s
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+    assert!(matches!(
+        s.get_user(999).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn disabling_or_deleting_a_user_revokes_their_keys_on_request(s: &Store) {
+    s.create_user(user("root", Role::Admin), 1).await.unwrap();
+    let bob = s.create_user(user("bob", Role::Admin), 1).await.unwrap();
+    let carol = s.create_user(user("carol", Role::Admin), 1).await.unwrap();
+    for (name, by) in [("b1", "user:bob"), ("b2", "user:bob"), ("c1", "user:carol")] {
+        s.create_key(NewKey {
+            created_by: Some(by.to_owned()),
+            ..key(name, name)
+        })
+        .await
+        .unwrap();
+    }
+    let (_, kept) = s.set_disabled(bob.id, true, false, 2).await.unwrap();
+    assert!(kept.is_empty());
+    s.set_disabled(bob.id, false, true, 3).await.unwrap();
+    let (user, revoked) = s.set_disabled(bob.id, true, true, 4).await.unwrap();
+    assert!(user.is_disabled);
+    let names: Vec<&str> = revoked.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["b1", "b2"]);
+    assert_eq!(
+        s.revocations_version().await.unwrap(),
+        1,
+        "one move for both"
+    );
+    let (gone, revoked) = s.delete_user(carol.id, true, 5).await.unwrap();
+    assert_eq!(gone.name, "carol");
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(s.snapshot("k1").await.unwrap().entries.len(), 3);
+    assert!(s.list_keys().await.unwrap().is_empty());
+    assert!(matches!(
+        s.get_user(carol.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn sessions_belong_to_one_enabled_user_until_they_expire(s: &Store) {
+    let root = s.create_user(user("root", Role::Admin), 1).await.unwrap();
+    let bob = s.create_user(user("bob", Role::Agent), 1).await.unwrap();
+    s.create_session("sid-1", bob.id, 10, 100).await.unwrap();
+    assert_eq!(s.get_user(bob.id).await.unwrap().last_seen_at, Some(10));
+    let seen = s.session_user("sid-1", bob.id, 20).await.unwrap().unwrap();
+    assert_eq!(seen.id, bob.id);
+    assert_eq!(s.get_user(bob.id).await.unwrap().last_seen_at, Some(20));
+    assert!(
+        s.session_user("sid-1", root.id, 20)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.session_user("sid-1", bob.id, 100)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(s.session_user("nope", bob.id, 20).await.unwrap().is_none());
+    s.set_disabled(bob.id, true, false, 30).await.unwrap();
+    assert!(s.session_user("sid-1", bob.id, 31).await.unwrap().is_none());
+    s.set_disabled(bob.id, false, false, 32).await.unwrap();
+    s.create_session("sid-2", bob.id, 40, 50).await.unwrap();
+    s.create_session("sid-3", bob.id, 40, 500).await.unwrap();
+    assert_eq!(s.prune_sessions(60).await.unwrap(), 1);
+    s.delete_session("sid-3").await.unwrap();
+    assert!(s.session_user("sid-3", bob.id, 61).await.unwrap().is_none());
+}
+
+async fn changing_a_password_ends_the_other_sessions(s: &Store) {
+    let bob = s.create_user(user("bob", Role::Agent), 1).await.unwrap();
+    for sid in ["a", "b", "c"] {
+        s.create_session(sid, bob.id, 1, 100).await.unwrap();
+    }
+    s.set_password(bob.id, "h2", 5, Some("b")).await.unwrap();
+    assert_eq!(s.password_hash(bob.id).await.unwrap(), "h2");
+    let live: Vec<bool> = futures_all(s, ["a", "b", "c"], bob.id).await;
+    assert_eq!(live, [false, true, false]);
+    s.set_password(bob.id, "h3", 6, None).await.unwrap();
+    assert_eq!(futures_all(s, ["b"], bob.id).await, [false]);
+    assert!(matches!(
+        s.set_password(999, "h", 7, None).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn futures_all<const N: usize>(s: &Store, sids: [&str; N], uid: i64) -> Vec<bool> {
+    let mut out = Vec::new();
+    for sid in sids {
+        out.push(s.session_user(sid, uid, 10).await.unwrap().is_some());
+    }
+    out
+}
+
+async fn meta_is_set_once_and_audit_is_newest_first(s: &Store) {
+    assert_eq!(s.get_meta("session_secret").await.unwrap(), None);
+    assert_eq!(s.init_meta("session_secret", "one").await.unwrap(), "one");
+    assert_eq!(s.init_meta("session_secret", "two").await.unwrap(), "one");
+    assert_eq!(
+        s.get_meta("session_secret").await.unwrap().as_deref(),
+        Some("one")
+    );
+    s.audit(AuditEntry::new(1, "user:a", "login", None).client("10.0.0.1"))
+        .await
+        .unwrap();
+    s.audit(AuditEntry::new(2, "user:a", "user.update", Some("a")))
+        .await
+        .unwrap();
+    let log = s.list_audit(1).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        (log[0].at, log[0].action.as_str(), log[0].target.as_deref()),
+        (2, "user.update", Some("a"))
+    );
+    let log = s.list_audit(10).await.unwrap();
+    assert_eq!(log[1].client.as_deref(), Some("10.0.0.1"));
+    s.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_data_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = Store::open(dir.path()).unwrap();
-        s.with(|c| {
-            create_user(
-                c,
-                &NewUser {
-                    name: "alice",
-                    email: None,
-                    full_name: None,
-                    password_hash: "h",
-                    role: Role::Admin,
-                },
-                1,
-            )?;
-            Ok(())
-        })
-        .unwrap();
+        s.create_user(user("alice", Role::Admin), 1).await.unwrap();
     }
     let s = Store::open(dir.path()).unwrap();
-    let users = s.with(|c| list_users(c)).unwrap();
+    let users = s.list_users().await.unwrap();
     assert_eq!(users.len(), 1);
     assert_eq!(users[0].name, "alice");
 }
 
-#[test]
-fn database_files_are_private_even_in_an_open_directory_and_old_ones_are_tightened() {
+#[tokio::test]
+async fn sqlite_database_files_are_private_even_in_an_open_directory_and_old_ones_are_tightened() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     {
         let s = Store::open(dir.path()).unwrap();
-        s.with(|c| insert_key(c, &key("ci", "jti-1")).map(|_| ()))
-            .unwrap();
+        s.create_key(key("ci", "jti-1")).await.unwrap();
         for f in ["pyrogate.db", "pyrogate.db-wal", "pyrogate.db-shm"] {
             assert_eq!(mode(&dir.path().join(f)), 0o600, "{f}");
         }

@@ -70,6 +70,8 @@ fn killing_api_key_create_at_any_moment_never_corrupts_the_store() {
 
     let store = Store::open(&data).expect("the store opens after the crashes");
     let (integrity, rows) = store
+        .sqlite()
+        .expect("an SQLite store")
         .with(|c| {
             let integrity: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
             let mut stmt = c.prepare("SELECT name, jti FROM api_keys")?;

@@ -478,6 +478,8 @@ async fn concurrent_wrong_guesses_never_get_past_the_limit_and_oversized_names_d
     let stored: i64 = app
         .state
         .store
+        .sqlite()
+        .expect("the test authority runs on SQLite")
         .with(|c| {
             Ok(c.query_row(
                 "SELECT COUNT(*) FROM audit WHERE length(actor) > 10000",

@@ -1,20 +1,20 @@
 //! What survives a restart: users, keys, revocations, the signing key, sessions, and the first
 //! admin's password (created once, never regenerated or overwritten).
 
-use pyrogate::authority::store;
 use serde_json::json;
 
 use crate::harness::*;
 
-fn admin_hash(app: &Authority) -> String {
-    app.state
+async fn admin_hash(app: &Authority) -> String {
+    let (user, hash) = app
+        .state
         .store
-        .with(|c| {
-            let (user, hash) = store::find_user_for_login(c, ADMIN)?.expect("admin exists");
-            assert_eq!(user.name, ADMIN);
-            Ok(hash)
-        })
+        .find_user_for_login(ADMIN)
+        .await
         .expect("store")
+        .expect("admin exists");
+    assert_eq!(user.name, ADMIN);
+    hash
 }
 
 fn active_kid(app: &Authority) -> String {
@@ -49,14 +49,18 @@ async fn users_keys_revocations_signing_key_and_sessions_survive_a_restart() {
     let keys_before = admin.keys().await;
     let list_before = admin.get("/api/revocations").send().await.expect(200);
     let kid = active_kid(&app);
-    let hash = admin_hash(&app);
+    let hash = admin_hash(&app).await;
     let cookie = admin.cookie().expect("session");
 
     let app = app.restart().await;
     assert!(app.first_start.created_signing_key.is_none());
     assert!(app.first_start.created_admin.is_none());
     assert_eq!(active_kid(&app), kid);
-    assert_eq!(admin_hash(&app), hash, "the admin password was re-hashed");
+    assert_eq!(
+        admin_hash(&app).await,
+        hash,
+        "the admin password was re-hashed"
+    );
 
     let admin = app.client();
     admin.set_cookie(Some(cookie));
@@ -127,11 +131,11 @@ async fn a_generated_admin_password_is_shown_once_and_never_regenerated() {
     let password = generated.expect("a generated password");
     assert!(password.len() >= 24, "{password}");
     app.logged_in(ADMIN, &password).await;
-    let hash = admin_hash(&app);
+    let hash = admin_hash(&app).await;
 
     let app = app.restart().await;
     assert!(app.first_start.created_admin.is_none());
-    assert_eq!(admin_hash(&app), hash);
+    assert_eq!(admin_hash(&app).await, hash);
     app.logged_in(ADMIN, &password).await;
 }
 
@@ -193,10 +197,6 @@ async fn with_internal_auth_disabled_built_in_users_can_neither_log_in_nor_use_o
 async fn with_internal_auth_disabled_no_admin_user_is_created() {
     let app = Authority::start_with("auth:\n  internal:\n    enabled: false\n").await;
     assert!(app.first_start.created_admin.is_none());
-    let users = app
-        .state
-        .store
-        .with(|c| store::count_users(c))
-        .expect("store");
+    let users = app.state.store.count_users().await.expect("store");
     assert_eq!(users, 0);
 }

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use pyrogate::authority::store;
 use serde_json::json;
 
 use crate::harness::*;
@@ -77,7 +76,8 @@ async fn no_response_carries_a_password_the_session_secret_a_private_key_or_anot
     let session_secret = app
         .state
         .store
-        .with(|c| store::get_meta(c, "session_secret"))
+        .get_meta("session_secret")
+        .await
         .expect("store")
         .expect("a session secret");
     leaks.secret("the session secret", session_secret);
@@ -219,6 +219,8 @@ async fn internal_errors_answer_a_generic_500() {
     let admin = app.admin().await;
     app.state
         .store
+        .sqlite()
+        .expect("the test authority runs on SQLite")
         .with(|c| {
             c.execute_batch("DROP TABLE api_keys")?;
             Ok(())

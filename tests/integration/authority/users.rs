@@ -463,11 +463,7 @@ async fn two_admins_disabling_or_demoting_each_other_at_once_leave_one_enabled_a
             )
         };
         let statuses = [ra.status.as_u16(), rb.status.as_u16()];
-        let users = app
-            .state
-            .store
-            .with(|c| pyrogate::authority::store::list_users(c))
-            .unwrap();
+        let users = app.state.store.list_users().await.unwrap();
         let enabled_admins = users
             .iter()
             .filter(|u| u.role == pyrogate::core::token::Role::Admin && !u.is_disabled)

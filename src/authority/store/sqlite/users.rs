@@ -8,12 +8,12 @@ pub fn count_users(conn: &Connection) -> Result<u64> {
 
 /// Creates a user. A name that looks like an existing one (same confusable skeleton, e.g.
 /// `admіn` with a Cyrillic `і`) is refused like a duplicate.
-pub fn create_user(conn: &Connection, u: &NewUser<'_>, now: u64) -> Result<User> {
+pub fn create_user(conn: &Connection, u: &NewUser, now: u64) -> Result<User> {
     let existing: Vec<String> = conn
         .prepare("SELECT name FROM users")?
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    if crate::core::names::look_alike(u.name, existing.iter().map(String::as_str)).is_some() {
+    if crate::core::names::look_alike(&u.name, existing.iter().map(String::as_str)).is_some() {
         return Err(StoreError::Conflict(
             "a user with a name that looks the same already exists",
         ));
@@ -65,19 +65,12 @@ pub fn list_users(conn: &Connection) -> Result<Vec<User>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn update_user(
-    conn: &Connection,
-    id: i64,
-    name: Option<&str>,
-    email: Option<&str>,
-    full_name: Option<&str>,
-    now: u64,
-) -> Result<User> {
+pub fn update_user(conn: &Connection, id: i64, u: &UserUpdate, now: u64) -> Result<User> {
     let changed = conn
         .execute(
             "UPDATE users SET name = COALESCE(?2, name), email = COALESCE(?3, email),
                 full_name = COALESCE(?4, full_name), updated_at = ?5 WHERE id = ?1",
-            params![id, name, email, full_name, now as i64],
+            params![id, u.name, u.email, u.full_name, now as i64],
         )
         .map_err(conflict_as("user with this name already exists"))?;
     if changed == 0 {
@@ -87,15 +80,14 @@ pub fn update_user(
 }
 
 /// Sets a new password hash and ends every session of the user but `keep` (the session that
-/// made the change, if any).
+/// made the change, if any), inside the caller's transaction.
 pub fn set_password(
-    conn: &mut Connection,
+    tx: &Connection,
     id: i64,
     hash: &str,
     now: u64,
     keep: Option<&str>,
 ) -> Result<()> {
-    let tx = conn.transaction()?;
     let changed = tx.execute(
         "UPDATE users SET password_hash = ?2, password_changed_at = ?3, updated_at = ?3 WHERE id = ?1",
         params![id, hash, now as i64],
@@ -107,7 +99,6 @@ pub fn set_password(
         "DELETE FROM sessions WHERE user_id = ?1 AND sid IS NOT ?2",
         params![id, keep],
     )?;
-    tx.commit()?;
     Ok(())
 }
 
@@ -122,16 +113,8 @@ pub fn set_role(conn: &Connection, id: i64, role: Role, now: u64) -> Result<User
     get_user(conn, id)
 }
 
-/// Disables (ending every session) or re-enables a user.
-pub fn set_disabled(conn: &mut Connection, id: i64, disabled: bool, now: u64) -> Result<User> {
-    let tx = conn.transaction()?;
-    let user = set_disabled_in(&tx, id, disabled, now)?;
-    tx.commit()?;
-    Ok(user)
-}
-
-/// [`set_disabled`] inside a transaction the caller holds.
-pub fn set_disabled_in(conn: &Connection, id: i64, disabled: bool, now: u64) -> Result<User> {
+/// Disables (ending every session) or re-enables a user, inside the caller's transaction.
+pub fn set_disabled(conn: &Connection, id: i64, disabled: bool, now: u64) -> Result<User> {
     let changed = conn.execute(
         "UPDATE users SET disabled = ?2, updated_at = ?3 WHERE id = ?1",
         params![id, disabled, now as i64],
@@ -145,29 +128,21 @@ pub fn set_disabled_in(conn: &Connection, id: i64, disabled: bool, now: u64) -> 
     get_user(conn, id)
 }
 
-/// Runs `change` on user `id` in one IMMEDIATE transaction; when `removes_admin`, first
-/// refuses a change that would leave no enabled admin. Check and change can't interleave with
-/// another request's or another process's (the CLI's), so two admins demoting each other at
-/// the same moment leave one standing.
-pub fn keeping_an_admin<T>(
-    conn: &mut Connection,
-    id: i64,
-    removes_admin: bool,
-    change: impl FnOnce(&Connection) -> Result<T>,
-) -> Result<T> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+/// Refuses a change to user `id` that would leave no enabled admin when `removes_admin`. Run
+/// inside an IMMEDIATE transaction with the change, so check and change can't interleave with
+/// another request's or another process's (the CLI's): two admins demoting each other at the
+/// same moment leave one standing.
+pub fn keep_an_admin(conn: &Connection, id: i64, removes_admin: bool) -> Result<()> {
     if removes_admin {
-        let target = get_user(&tx, id)?;
-        if target.role == Role::Admin && !target.is_disabled && other_enabled_admins(&tx, id)? == 0
+        let target = get_user(conn, id)?;
+        if target.role == Role::Admin && !target.is_disabled && other_enabled_admins(conn, id)? == 0
         {
             return Err(StoreError::Conflict(
                 "this is the last enabled admin; make another user an admin first",
             ));
         }
     }
-    let out = change(&tx)?;
-    tx.commit()?;
-    Ok(out)
+    Ok(())
 }
 
 pub fn delete_user(conn: &Connection, id: i64) -> Result<()> {

@@ -30,39 +30,30 @@ pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
 /// if they are the ones it was given for, else the next one, stored with them. A change also
 /// moves the revocation list's version, so long-polling nodes hear of it at once (a retired
 /// key must stop working as fast as a deleted API key).
-pub fn keyset_version(conn: &mut Connection, kids: &str) -> Result<u64> {
-    let tx = conn.transaction()?;
-    let version: u64 = get_meta(&tx, "keyset.version")?
+pub fn keyset_version(tx: &Connection, kids: &str) -> Result<u64> {
+    let version: u64 = get_meta(tx, "keyset.version")?
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let before = get_meta(&tx, "keyset.kids")?;
+    let before = get_meta(tx, "keyset.kids")?;
     let version = if before.as_deref() == Some(kids) {
         version
     } else {
         let next = version + 1;
-        set_meta(&tx, "keyset.version", &next.to_string())?;
-        set_meta(&tx, "keyset.kids", kids)?;
+        set_meta(tx, "keyset.version", &next.to_string())?;
+        set_meta(tx, "keyset.kids", kids)?;
         // The first key set is news to nobody.
         if before.is_some() {
-            super::keys::bump_version(&tx)?;
+            super::keys::bump_version(tx)?;
         }
         next
     };
-    tx.commit()?;
     Ok(version)
 }
 
-pub fn audit(
-    conn: &Connection,
-    now: u64,
-    actor: &str,
-    action: &str,
-    target: Option<&str>,
-    client: Option<&str>,
-) -> Result<()> {
+pub fn audit(conn: &Connection, e: &AuditEntry) -> Result<()> {
     conn.execute(
         "INSERT INTO audit (at, actor, action, target, client) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![now as i64, actor, action, target, client],
+        params![e.at as i64, e.actor, e.action, e.target, e.client],
     )?;
     Ok(())
 }

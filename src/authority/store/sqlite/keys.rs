@@ -2,18 +2,7 @@
 
 use super::*;
 
-pub struct NewKey<'a> {
-    pub name: &'a str,
-    pub role: Role,
-    pub jti: &'a str,
-    pub kid: &'a str,
-    pub tenant: Option<&'a str>,
-    pub created_at: u64,
-    pub expires_at: Option<u64>,
-    pub created_by: Option<&'a str>,
-}
-
-pub fn insert_key(conn: &Connection, k: &NewKey<'_>) -> Result<ApiKeyRecord> {
+pub fn insert_key(conn: &Connection, k: &NewKey) -> Result<ApiKeyRecord> {
     conn.execute(
         "INSERT INTO api_keys (name, role, jti, kid, tenant, created_at, expires_at, created_by)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -68,14 +57,12 @@ pub fn touch_key(conn: &Connection, jti: &str, now: u64) -> Result<()> {
     Ok(())
 }
 
-/// Deletes a key and revokes its `jti` in one transaction. Returns the deleted record and the
-/// new revocation-list version.
-pub fn delete_key(conn: &mut Connection, id: i64, now: u64) -> Result<(ApiKeyRecord, u64)> {
-    let tx = conn.transaction()?;
-    let record = get_key(&tx, id)?;
-    mark_deleted_and_revoke(&tx, &record, now)?;
-    let version = bump_version(&tx)?;
-    tx.commit()?;
+/// Deletes a key and revokes its `jti`, inside the caller's transaction. Returns the deleted
+/// record and the new revocation-list version.
+pub fn delete_key(conn: &Connection, id: i64, now: u64) -> Result<(ApiKeyRecord, u64)> {
+    let record = get_key(conn, id)?;
+    mark_deleted_and_revoke(conn, &record, now)?;
+    let version = bump_version(conn)?;
     Ok((record, version))
 }
 
@@ -131,22 +118,20 @@ pub fn find_key_by_jti(conn: &Connection, jti: &str) -> Result<Option<ApiKeyReco
         .optional()?)
 }
 
-/// Revokes a `jti` that has no key record (an unregistered, offline-issued key).
+/// Revokes a `jti` that has no key record (an unregistered, offline-issued key), inside the
+/// caller's transaction.
 pub fn revoke_jti(
-    conn: &mut Connection,
+    conn: &Connection,
     jti: &str,
     exp: Option<u64>,
     kid: Option<&str>,
     now: u64,
 ) -> Result<u64> {
-    let tx = conn.transaction()?;
-    tx.execute(
+    conn.execute(
         "INSERT OR IGNORE INTO revocations (jti, exp, kid, revoked_at) VALUES (?1, ?2, ?3, ?4)",
         params![jti, exp.map(|e| e as i64), kid, now as i64],
     )?;
-    let version = bump_version(&tx)?;
-    tx.commit()?;
-    Ok(version)
+    bump_version(conn)
 }
 
 pub(crate) fn bump_version(conn: &Connection) -> Result<u64> {
@@ -182,12 +167,11 @@ pub fn revocation_entries(conn: &Connection) -> Result<Vec<RevocationEntry>> {
 /// Drops entries whose tokens expired more than `skew` ago or whose signing key is no longer
 /// published; bumps the version if anything went. Returns the (possibly new) version.
 pub fn prune_revocations(
-    conn: &mut Connection,
+    tx: &Connection,
     now: u64,
     skew: u64,
     published: &[String],
 ) -> Result<u64> {
-    let tx = conn.transaction()?;
     let mut removed = tx.execute(
         "DELETE FROM revocations WHERE exp IS NOT NULL AND exp + ?2 <= ?1",
         params![now as i64, skew as i64],
@@ -200,23 +184,20 @@ pub fn prune_revocations(
     for kid in kids.iter().filter(|k| !published.contains(k)) {
         removed += tx.execute("DELETE FROM revocations WHERE kid = ?1", [kid])?;
     }
-    let version = if removed > 0 {
-        bump_version(&tx)?
+    if removed > 0 {
+        bump_version(tx)
     } else {
-        revocations_version(&tx)?
-    };
-    tx.commit()?;
-    Ok(version)
+        revocations_version(tx)
+    }
 }
 
 /// Marks every live key signed by a key no longer published as deleted: retiring a signing key
 /// killed those tokens, so they should not be listed as if they worked. Returns their names.
 pub fn delete_keys_of_unpublished(
-    conn: &mut Connection,
+    tx: &Connection,
     published: &[String],
     now: u64,
 ) -> Result<Vec<String>> {
-    let tx = conn.transaction()?;
     let live: Vec<(i64, String, String)> = {
         let mut stmt = tx.prepare("SELECT id, name, kid FROM api_keys WHERE deleted_at IS NULL")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
@@ -232,15 +213,15 @@ pub fn delete_keys_of_unpublished(
             params![id, now as i64],
         )?;
         audit(
-            &tx,
-            now,
-            "system",
-            "apikey.delete.retired-signing-key",
-            Some(&format!("{name} ({kid})")),
-            None,
+            tx,
+            &AuditEntry::new(
+                now,
+                "system",
+                "apikey.delete.retired-signing-key",
+                Some(&format!("{name} ({kid})")),
+            ),
         )?;
         names.push(name);
     }
-    tx.commit()?;
     Ok(names)
 }
