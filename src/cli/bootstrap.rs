@@ -48,6 +48,7 @@ pub(crate) fn no_transparent_huge_pages() {
 }
 
 /// Runs a one-shot command's async work (the store's operations) on a small runtime.
+#[cfg(feature = "authority")]
 pub(crate) fn block_on<T>(
     work: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
