@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real Pyroscope agents that tests/integration/ingest/agents.rs drives (Python, Node and
-# Rust), installed outside the source tree under target/test-deps/, and the `openssl` CLI that tests/integration/
-# keyring_cli.rs uses to read our private keys. Idempotent: what is already there is kept.
+# Rust), installed outside the source tree under target/test-deps/, the `openssl` CLI that tests/integration/
+# keyring_cli.rs uses to read our private keys, and PostgreSQL's server binaries. Idempotent: what is already there is kept.
 #
 #   bash scripts/install-test-deps.sh
 set -euo pipefail
@@ -13,6 +13,13 @@ PYROSCOPE_NODEJS=0.6.4
 
 deps=target/test-deps
 mkdir -p "$deps"
+
+# PostgreSQL's server binaries: scripts/test-postgres.sh runs a throwaway server with them
+# for the store suite's PostgreSQL backend.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql
+fi
 
 # OpenSSL: reads the PKCS#8 keys pyrogate writes (keyring_cli.rs).
 if ! command -v openssl >/dev/null 2>&1; then

@@ -155,7 +155,8 @@ pub async fn open_state(
     if created {
         first.created_signing_key = Some(ring.active().kid().to_owned());
     }
-    let store = Store::open(&settings.server.storage_path)?;
+    let store = Store::connect(&settings.authority.database).await?;
+    tracing::info!(database = %store.describe(), "database open");
     let sessions = Arc::new(
         session::SessionKey::load(&store, settings.authority.sessions.jwt_secret.as_ref()).await?,
     );

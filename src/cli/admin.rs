@@ -81,7 +81,7 @@ async fn run_async(cmd: UserCommand) -> anyhow::Result<ExitCode> {
             password_stdin,
             config,
         } => {
-            let (_, store) = open_local(&config)?;
+            let (_, store) = open_local(&config).await?;
             let name = pyrogate::core::names::normalize(&name);
             pyrogate::authority::routes::users::validate_user_name(&name)
                 .map_err(|e| anyhow::anyhow!(e))?;
@@ -112,7 +112,7 @@ async fn run_async(cmd: UserCommand) -> anyhow::Result<ExitCode> {
             password_stdin,
             config,
         } => {
-            let (_, store) = open_local(&config)?;
+            let (_, store) = open_local(&config).await?;
             let (password, generated) = read_or_generate_password(password_stdin)?;
             let hash = pyrogate::authority::passwords::hash(&password)?;
             let user = find_user(&store, &name).await?;
@@ -125,7 +125,7 @@ async fn run_async(cmd: UserCommand) -> anyhow::Result<ExitCode> {
             }
         }
         UserCommand::List { config } => {
-            let (_, store) = open_local(&config)?;
+            let (_, store) = open_local(&config).await?;
             outln!(
                 "{:<6} {:<24} {:<9} {:<9} EMAIL",
                 "ID",
@@ -187,7 +187,7 @@ async fn set_user_disabled(
     now: u64,
     actor: &str,
 ) -> anyhow::Result<()> {
-    let (_, store) = open_local(config)?;
+    let (_, store) = open_local(config).await?;
     let user = find_user(&store, name).await?;
     let (_, revoked) = store
         .set_disabled(user.id, disabled, !keep_keys, now)

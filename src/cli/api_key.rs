@@ -76,7 +76,7 @@ async fn run_async(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             tenant,
             config,
         } => {
-            let (settings, store) = open_local(&config)?;
+            let (settings, store) = open_local(&config).await?;
             let ring = Keyring::open(&settings.authority.keys_dir)?;
             let req = CreateKeyRequest {
                 name: Some(name),
@@ -109,7 +109,7 @@ async fn run_async(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             );
         }
         ApiKeyCommand::List { json, config } => {
-            let (_, store) = open_local(&config)?;
+            let (_, store) = open_local(&config).await?;
             let keys: Vec<KeyView> = store
                 .list_keys()
                 .await?
@@ -139,7 +139,7 @@ async fn run_async(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             }
         }
         ApiKeyCommand::Delete { key, config } => {
-            let (_, store) = open_local(&config)?;
+            let (_, store) = open_local(&config).await?;
             let actor = format!("cli:{}", whoami());
             let id = match key.parse::<i64>() {
                 Ok(id) => id,
@@ -152,7 +152,7 @@ async fn run_async(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             );
         }
         ApiKeyCommand::Revoke { jti, exp, config } => {
-            let (_, store) = open_local(&config)?;
+            let (_, store) = open_local(&config).await?;
             let actor = format!("cli:{}", whoami());
             let req = keys::RevokeJti { jti, exp };
             let (name, version) = keys::revoke_jti(&store, &req, now, &actor).await?;
@@ -171,9 +171,9 @@ async fn run_async(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn open_local(flags: &ConfigFlags) -> anyhow::Result<(Settings, Store)> {
+pub(crate) async fn open_local(flags: &ConfigFlags) -> anyhow::Result<(Settings, Store)> {
     let settings = bootstrap::load_settings(flags, false)?;
-    let store = Store::open(&settings.server.storage_path)?;
+    let store = Store::connect(&settings.authority.database).await?;
     Ok((settings, store))
 }
 

@@ -102,7 +102,7 @@ pub(crate) fn run(cmd: SigningKeyCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn export(out: &Path, config: &ConfigFlags, now: u64) -> anyhow::Result<()> {
-    let (settings, store) = super::api_key::open_local(config)?;
+    let (settings, store) = super::bootstrap::block_on(super::api_key::open_local(config))?;
     let ring = Keyring::open(&settings.authority.keys_dir)?;
     let signers = ring.published_signers();
     let kids = distribution::kid_list(&signers);

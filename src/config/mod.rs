@@ -31,9 +31,9 @@ pub use flags::{AnyFlags, FlagsFor, IngestFlags, LocalFlags, ServerFlags, SpoolF
 pub use keys::{KEYS, Key, Kind, Scope, lookup};
 pub use layers::{ConfigError, ConfigFlags, Layers, Source, parse_duration};
 pub use settings::{
-    AuthSettings, AuthoritySettings, ClientTls, FirstAdmin, HostPattern, IngestSettings, IpNet,
-    LOGIN_MAX_QUEUE_SECS, LoginDelays, NodeSettings, ServerSettings, ServerTls, SessionSettings,
-    Settings, UpstreamAuth,
+    AuthSettings, AuthoritySettings, ClientTls, Database, FirstAdmin, HostPattern, IngestSettings,
+    IpNet, LOGIN_MAX_QUEUE_SECS, LoginDelays, NodeSettings, PostgresSettings, ServerSettings,
+    ServerTls, SessionSettings, Settings, UpstreamAuth,
 };
 
 #[cfg(test)]
@@ -298,6 +298,47 @@ mod tests {
     }
 
     #[test]
+    fn database_url_chooses_the_backend_and_is_never_quoted() {
+        let database = |yaml: &str| {
+            let mut l = Layers::defaults();
+            l.merge_yaml(yaml, Path::new("f.yaml")).unwrap();
+            Settings::from_layers(&l).map(|s| s.authority.database)
+        };
+        let sqlite_in = |yaml: &str| match database(yaml).unwrap() {
+            Database::Sqlite(dir) => dir,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(sqlite_in("storage-path: d\n"), Path::new("d"));
+        assert_eq!(
+            sqlite_in("database:\n  url: \"sqlite://\"\n"),
+            Path::new("data")
+        );
+        assert_eq!(
+            sqlite_in("database:\n  url: \"sqlite:///var/lib/p\"\n"),
+            Path::new("/var/lib/p")
+        );
+        for scheme in ["postgres", "postgresql"] {
+            let yaml = format!("database:\n  url: \"{scheme}://u:hunter2@db/p\"\n");
+            match database(&yaml).unwrap() {
+                Database::Postgres(pg) => {
+                    assert!(pg.url.expose().starts_with(scheme));
+                    assert!(!format!("{pg:?}").contains("hunter2"));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let err = database("database:\n  url: \"mysql://u:hunter2@db/p\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.url"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = database("database:\n  password-file: /p\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.password-file"), "{err}");
+    }
+
+    #[test]
     fn settings_read_only_keys_in_the_table_and_every_key_is_read() {
         // A name that is not in the table is an error, not an empty string.
         assert!(matches!(
@@ -326,6 +367,9 @@ mod tests {
                 "authority.tls-key-path" => &[("authority.tls-cert-path", "c.pem")],
                 "upstream.basic-auth-username" => &[("upstream.basic-auth-password", "p")],
                 "upstream.basic-auth-password" => &[("upstream.basic-auth-username", "u")],
+                "database.password-file" | "database.tls-ca-path" => {
+                    &[("database.url", "postgres://u@db.invalid/pyrogate")]
+                }
                 _ => &[],
             }
         };
@@ -350,6 +394,9 @@ mod tests {
                     .unwrap()
                     .to_string(),
                 Kind::Url => "http://example.invalid".to_owned(),
+                Kind::Secret if k.name == "database.url" => {
+                    "postgres://u@db.invalid/pyrogate".to_owned()
+                }
                 Kind::String | Kind::Secret if k.name == "auth.trusted-proxies" => {
                     "10.0.0.0/8".to_owned()
                 }

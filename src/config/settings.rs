@@ -186,9 +186,89 @@ impl AuthSettings {
     }
 }
 
+/// Where the authority keeps its data (`database.*`).
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// The embedded SQLite file in this directory (`storage-path` unless `sqlite://DIR`).
+    Sqlite(PathBuf),
+    Postgres(PostgresSettings),
+}
+
+/// `database.*` for PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PostgresSettings {
+    /// `postgres://…` or `postgresql://…`; may hold a password, so it is never printed.
+    pub url: Secret,
+    pub password_file: Option<PathBuf>,
+    /// TLS towards the database (`database.tls-ca-path`; peer `database`).
+    pub tls: ClientTls,
+}
+
+impl Database {
+    /// `database.url` as the settings read it: empty or `sqlite://[DIR]` is SQLite (in
+    /// `storage`, or in DIR), `postgres://`/`postgresql://` is PostgreSQL.
+    fn parse(l: &Layers, storage: &std::path::Path) -> Result<Database, ConfigError> {
+        let path = |name: &'static str| -> Result<Option<PathBuf>, ConfigError> {
+            Ok(Some(l.string(name)?)
+                .filter(|s| !s.trim().is_empty())
+                .map(PathBuf::from))
+        };
+        let password_file = path("database.password-file")?;
+        let ca_path = path("database.tls-ca-path")?;
+        let Some(url) = l.secret("database.url")? else {
+            return Database::sqlite_only(l, storage.to_owned(), &password_file, &ca_path);
+        };
+        let text = url.expose().trim();
+        if let Some(dir) = text.strip_prefix("sqlite://") {
+            let dir = if dir.is_empty() {
+                storage.to_owned()
+            } else {
+                PathBuf::from(dir)
+            };
+            return Database::sqlite_only(l, dir, &password_file, &ca_path);
+        }
+        if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+            // The value is never quoted: it may hold a password.
+            return Err(l.bad(
+                "database.url",
+                "expected empty, sqlite://[DIR], postgres://… or postgresql://…",
+            ));
+        }
+        Ok(Database::Postgres(PostgresSettings {
+            url: Secret::new(text.to_owned()),
+            password_file,
+            tls: ClientTls {
+                peer: "database",
+                ca_path,
+                client_cert: None,
+                insecure_skip_verify: false,
+            },
+        }))
+    }
+
+    fn sqlite_only(
+        l: &Layers,
+        dir: PathBuf,
+        password_file: &Option<PathBuf>,
+        ca_path: &Option<PathBuf>,
+    ) -> Result<Database, ConfigError> {
+        for (name, set) in [
+            ("database.password-file", password_file.is_some()),
+            ("database.tls-ca-path", ca_path.is_some()),
+        ] {
+            if set {
+                return Err(l.bad(name, "applies to a postgres:// database.url only"));
+            }
+        }
+        Ok(Database::Sqlite(dir))
+    }
+}
+
 /// `pyrogate server` only.
 #[derive(Debug, Clone)]
 pub struct AuthoritySettings {
+    /// `database.*`.
+    pub database: Database,
     pub keys_dir: PathBuf,
     /// Built-in users, login and UI sessions.
     pub internal_enabled: bool,
@@ -493,6 +573,7 @@ impl Settings {
                 cache_size: small("auth.cache-size", 100_000_000)? as usize,
             },
             authority: AuthoritySettings {
+                database: Database::parse(l, &storage_path)?,
                 keys_dir: non_empty("keys-dir")?.into(),
                 internal_enabled: l.bool("auth.internal.enabled")?,
                 first_admin: FirstAdmin {

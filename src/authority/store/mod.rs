@@ -13,6 +13,7 @@
 //!
 //! - [`sqlite`]: the embedded default, one file under `storage-path` (its module docs say how
 //!   it keeps every acknowledged change).
+//! - [`postgres`]: PostgreSQL (preview), chosen by a `postgres://` `database.url`.
 //!
 //! Rules every backend keeps:
 //! - API keys are stored as metadata only (never the token). The `jti` — the revocation
@@ -27,9 +28,13 @@ use serde::Serialize;
 use crate::core::revocation::RevocationEntry;
 use crate::core::token::Role;
 
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+
+use crate::config::Database;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -50,6 +55,14 @@ pub enum StoreError {
     },
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The database can't be reached or set up; `target` never holds a password.
+    #[error("database {target}: {reason}")]
+    Connect { target: String, reason: String },
+    /// No connection to the database right now.
+    #[error("database {target} unavailable: {reason}")]
+    Unavailable { target: String, reason: String },
+    #[error("database: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
     #[error("database task failed: {0}")]
     Task(String),
 }
@@ -172,6 +185,7 @@ pub struct Snapshot {
 #[derive(Clone, Debug)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 /// Runs the same call on whichever backend `self` is.
@@ -179,11 +193,20 @@ macro_rules! dispatch {
     ($self:ident, $s:ident => $call:expr) => {
         match $self {
             Store::Sqlite($s) => $call,
+            Store::Postgres($s) => $call,
         }
     };
 }
 
 impl Store {
+    /// Opens the database `database.*` names, bringing its schema up to date.
+    pub async fn connect(database: &Database) -> Result<Self> {
+        match database {
+            Database::Sqlite(dir) => Self::open(dir),
+            Database::Postgres(pg) => Ok(Store::Postgres(PgStore::connect(pg).await?)),
+        }
+    }
+
     /// Opens (creating if needed) the embedded SQLite database in `dir`.
     pub fn open(dir: &std::path::Path) -> Result<Self> {
         Ok(Store::Sqlite(SqliteStore::open(dir)?))
@@ -193,6 +216,7 @@ impl Store {
     pub fn sqlite(&self) -> Option<&SqliteStore> {
         match self {
             Store::Sqlite(s) => Some(s),
+            Store::Postgres(_) => None,
         }
     }
 

@@ -18,7 +18,60 @@ async fn sqlite() -> Fresh {
     }
 }
 
-/// Declares each test once per backend: `mod sqlite { #[tokio::test] async fn name() }`.
+/// The server `scripts/test.sh` starts (via `scripts/test-postgres.sh`): a URL ending in
+/// `/DBNAME`, of a role that may create databases.
+const POSTGRES_ENV: &str = "PYROGATE_TEST_POSTGRES_URL";
+
+/// A fresh database on the test server, as `postgres://…`; no silent skip: without the server
+/// the test fails saying how to start one.
+async fn postgres_url() -> String {
+    let admin = std::env::var(POSTGRES_ENV).unwrap_or_else(|_| {
+        panic!(
+            "{POSTGRES_ENV} is not set: the PostgreSQL tests need a server. Run the tests with \
+             `bash scripts/test.sh`, or start one with \
+             `eval \"$(bash scripts/test-postgres.sh start)\"` and run them again"
+        )
+    });
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("{POSTGRES_ENV}: cannot connect: {e}"));
+    tokio::spawn(connection);
+    // Unique on a server reused across runs: random, as a lower-case identifier.
+    let tag = crate::core::b64::random(12)
+        .to_ascii_lowercase()
+        .replace(['-', '_'], "x");
+    let name = format!("pyrogate_test_{tag}");
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let (base, _) = admin.rsplit_once('/').expect("a URL ending in /DBNAME");
+    format!("{base}/{name}")
+}
+
+fn postgres_settings(url: &str) -> crate::config::PostgresSettings {
+    crate::config::PostgresSettings {
+        url: crate::core::token::Secret::new(url.to_owned()),
+        password_file: None,
+        tls: crate::config::ClientTls {
+            peer: "database",
+            ..Default::default()
+        },
+    }
+}
+
+async fn postgres() -> Fresh {
+    let url = postgres_url().await;
+    let store = Store::connect(&Database::Postgres(postgres_settings(&url)))
+        .await
+        .unwrap();
+    Fresh {
+        store,
+        _guard: Box::new(()),
+    }
+}
+
+/// Declares each test once per backend: `mod on_sqlite { #[tokio::test] async fn name() }`.
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite {
@@ -26,6 +79,15 @@ macro_rules! suite {
                 #[tokio::test]
                 async fn $name() {
                     let fresh = super::sqlite().await;
+                    super::$name(&fresh.store).await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let fresh = super::postgres().await;
                     super::$name(&fresh.store).await;
                 }
             )*
@@ -427,4 +489,103 @@ async fn sqlite_database_files_are_private_even_in_an_open_directory_and_old_one
     .unwrap();
     let _s = Store::open(dir.path()).unwrap();
     assert_eq!(mode(&dir.path().join("pyrogate.db")), 0o600);
+}
+
+#[tokio::test]
+async fn postgres_replicas_starting_together_migrate_once() {
+    let url = postgres_url().await;
+    let settings = postgres_settings(&url);
+    let (a, b) = tokio::join!(PgStore::connect(&settings), PgStore::connect(&settings));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let applied: i64 = client
+        .query_one("SELECT COUNT(*) FROM schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 1);
+    // Both see one database.
+    let a = Store::Postgres(a);
+    let b = Store::Postgres(b);
+    a.create_user(user("alice", Role::Admin), 1).await.unwrap();
+    assert_eq!(b.count_users().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn postgres_concurrent_deletes_on_two_replicas_give_strictly_increasing_versions() {
+    let url = postgres_url().await;
+    let settings = postgres_settings(&url);
+    let a = Store::Postgres(PgStore::connect(&settings).await.unwrap());
+    let b = Store::Postgres(PgStore::connect(&settings).await.unwrap());
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let k = a
+            .create_key(key(&format!("k{i}"), &format!("jti-{i}")))
+            .await
+            .unwrap();
+        ids.push(k.id);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, id) in ids.into_iter().enumerate() {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.spawn(async move { store.delete_key(id, 10, "user:admin").await.unwrap().1 });
+    }
+    let mut versions = tasks.join_all().await;
+    versions.sort_unstable();
+    assert_eq!(
+        versions,
+        (1..=20).collect::<Vec<u64>>(),
+        "one version per delete, no gaps"
+    );
+    assert_eq!(b.snapshot("k1").await.unwrap().entries.len(), 20);
+    assert_eq!(a.revocations_version().await.unwrap(), 20);
+}
+
+#[tokio::test]
+async fn postgres_password_from_a_file_and_never_in_what_is_shown() {
+    let url = postgres_url().await;
+    let (scheme_user, rest) = url.split_once('@').unwrap();
+    let (user_part, password) = scheme_user.rsplit_once(':').unwrap();
+    assert!(
+        !password.is_empty(),
+        "the test server's URL carries a password"
+    );
+    let bare = format!("{user_part}@{rest}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let settings = crate::config::PostgresSettings {
+        password_file: Some(file.clone()),
+        ..postgres_settings(&bare)
+    };
+    let store = Store::connect(&Database::Postgres(settings)).await.unwrap();
+    store.ping().await.unwrap();
+    assert!(
+        store
+            .describe()
+            .starts_with("postgres://postgres@127.0.0.1:")
+    );
+    assert!(!store.describe().contains(password));
+    assert!(!format!("{store:?}").contains(password));
+    // A wrong password: the error names the database, never the password tried.
+    std::fs::write(&file, "not-the-password-xyz\n").unwrap();
+    let settings = crate::config::PostgresSettings {
+        password_file: Some(file),
+        ..postgres_settings(&bare)
+    };
+    let err = Store::connect(&Database::Postgres(settings))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("postgres://postgres@127.0.0.1:"), "{err}");
+    assert!(!err.contains("not-the-password-xyz"), "{err}");
+    let wrong = url.replace(password, "wrong-password-abc");
+    let err = Store::connect(&Database::Postgres(postgres_settings(&wrong)))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("wrong-password-abc"), "{err}");
 }
