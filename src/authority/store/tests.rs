@@ -18,35 +18,8 @@ async fn sqlite() -> Fresh {
     }
 }
 
-/// The server `scripts/test.sh` starts (via `scripts/test-postgres.sh`): a URL ending in
-/// `/DBNAME`, of a role that may create databases.
-const POSTGRES_ENV: &str = "PYROGATE_TEST_POSTGRES_URL";
-
-/// A fresh database on the test server, as `postgres://…`; no silent skip: without the server
-/// the test fails saying how to start one.
 async fn postgres_url() -> String {
-    let admin = std::env::var(POSTGRES_ENV).unwrap_or_else(|_| {
-        panic!(
-            "{POSTGRES_ENV} is not set: the PostgreSQL tests need a server. Run the tests with \
-             `bash scripts/test.sh`, or start one with \
-             `eval \"$(bash scripts/test-postgres.sh start)\"` and run them again"
-        )
-    });
-    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("{POSTGRES_ENV}: cannot connect: {e}"));
-    tokio::spawn(connection);
-    // Unique on a server reused across runs: random, as a lower-case identifier.
-    let tag = crate::core::b64::random(12)
-        .to_ascii_lowercase()
-        .replace(['-', '_'], "x");
-    let name = format!("pyrogate_test_{tag}");
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let (base, _) = admin.rsplit_once('/').expect("a URL ending in /DBNAME");
-    format!("{base}/{name}")
+    super::postgres::testing::fresh_database().await
 }
 
 fn postgres_settings(url: &str) -> crate::config::PostgresSettings {

@@ -11,6 +11,7 @@ mod distribution;
 mod held_polls;
 mod hosts;
 mod login;
+mod postgres;
 mod restart;
 mod secrets;
 mod signing_keys;

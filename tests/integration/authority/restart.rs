@@ -29,7 +29,26 @@ fn active_kid(app: &Authority) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_keys_revocations_signing_key_and_sessions_survive_a_restart() {
-    let app = Authority::start().await;
+    everything_survives_a_restart_on(Authority::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_users_keys_revocations_signing_key_and_sessions_survive_a_restart() {
+    let app = Authority::start_with(&database_yaml(&postgres_database().await)).await;
+    assert!(
+        app.state.store.sqlite().is_none(),
+        "the store is PostgreSQL"
+    );
+    let data = app.data_dir();
+    everything_survives_a_restart_on(app).await;
+    assert!(
+        !data.join("pyrogate.db").exists(),
+        "no SQLite file next to a PostgreSQL store"
+    );
+}
+
+/// What a restart keeps, whichever database `app` is on.
+async fn everything_survives_a_restart_on(app: Authority) {
     assert!(app.first_start.created_signing_key.is_some());
     assert_eq!(
         app.first_start.created_admin,

@@ -9,6 +9,7 @@
 //! | [`authority`] | [`Authority`], the real authority in-process (manual clock or system clock); the admin's REST helpers (login, keys, users); token helpers |
 //! | [`node`] | [`Node`], the real ingest node in-process; metrics and decisions |
 //! | [`upstream`] | [`Upstream`], a recording stand-in for Grafana Pyroscope |
+//! | [`postgres`] | a fresh database per test on the run's PostgreSQL ([`postgres_database`]) and the config layer that uses it |
 //! | [`pki`] | [`Pki`]: a throwaway CA per test, server and client certificates as PEM files |
 //! | [`cli`] | the real `pyrogate` binary: one-shot runs ([`pyrogate`]) and long-running servers ([`Server`]) |
 //!
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod http;
 pub mod node;
 pub mod pki;
+pub mod postgres;
 pub mod settings;
 pub mod upstream;
 pub mod wait;
@@ -28,5 +30,6 @@ pub use cli::*;
 pub use http::*;
 pub use node::*;
 pub use pki::*;
+pub use postgres::*;
 pub use upstream::*;
 pub use wait::*;

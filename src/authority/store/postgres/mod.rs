@@ -24,6 +24,8 @@ use super::*;
 use crate::config::PostgresSettings;
 
 mod ops;
+#[doc(hidden)]
+pub mod testing;
 
 /// Advisory lock keys (one namespace for pyrogate: "pyrogate" in ASCII, then a number).
 const LOCK_MIGRATIONS: i64 = 0x7079_726f_0001;
