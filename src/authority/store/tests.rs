@@ -562,3 +562,35 @@ async fn postgres_password_from_a_file_and_never_in_what_is_shown() {
         .to_string();
     assert!(!err.contains("wrong-password-abc"), "{err}");
 }
+
+#[tokio::test]
+async fn postgres_tls_goes_through_rustls_and_its_errors_name_the_setting() {
+    let url = postgres_url().await;
+    // The test server speaks no TLS: `require` must refuse to go on in plain text.
+    let err = Store::connect(&Database::Postgres(postgres_settings(&format!(
+        "{url}?sslmode=require"
+    ))))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("postgres://postgres@127.0.0.1:"), "{err}");
+    assert!(!err.contains("pyrogate-test"), "{err}");
+    // A CA file that is not one: the error names database.tls-ca-path.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate").unwrap();
+    let mut settings = postgres_settings(&format!("{url}?sslmode=require"));
+    settings.tls.ca_path = Some(ca);
+    let err = Store::connect(&Database::Postgres(settings))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("database.tls-ca-path"), "{err}");
+    // `prefer` falls back to plain text on a server without TLS, as libpq does.
+    let store = Store::connect(&Database::Postgres(postgres_settings(&format!(
+        "{url}?sslmode=prefer"
+    ))))
+    .await
+    .unwrap();
+    store.ping().await.unwrap();
+}
