@@ -32,6 +32,11 @@ const LOCK_MIGRATIONS: i64 = 0x7079_726f_0001;
 const LOCK_USERS: i64 = 0x7079_726f_0002;
 const LOCK_KEYS: i64 = 0x7079_726f_0003;
 
+/// How long opening a connection may take (unless the URL sets `connect_timeout`).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a request waits for a free pooled connection.
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 const MIGRATIONS: &[&str] = &[
     // 1: initial schema (the SQLite one, in PostgreSQL's types)
     r#"
@@ -145,6 +150,11 @@ impl PgStore {
             config.password(text.trim_end_matches(['\n', '\r']));
         }
         config.application_name("pyrogate");
+        // A database that does not answer is an error in seconds, not a hang: `/ready` and
+        // writes must be able to say so.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
@@ -158,6 +168,10 @@ impl PgStore {
         };
         let pool = Pool::builder(manager)
             .max_size(8)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(POOL_WAIT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| fail(e.to_string()))?;
         let store = PgStore {
