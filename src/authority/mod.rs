@@ -15,6 +15,7 @@
 
 pub mod background;
 mod errors;
+pub mod kek;
 pub mod keyring;
 pub mod passwords;
 pub mod routes;
