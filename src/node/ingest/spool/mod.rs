@@ -991,12 +991,7 @@ fn encode(req: &SpooledRequest) -> Result<Vec<u8>, SpoolError> {
 /// Writes `data` into `dir/sub/` as a file of its own named `name` (plus a counter before
 /// `.req` if that is taken), synced; returns its path.
 fn write_aside(dir: &Path, sub: &str, name: &str, data: &[u8]) -> Result<PathBuf, SpoolError> {
-    let aside = dir.join(sub);
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&aside)
-        .map_err(io_err(&aside))?;
+    let aside = aside_dir(dir, sub)?;
     let target = free_name(&aside, OsStr::new(name));
     let tmp = aside.join(format!("{name}{TEMP_EXT}"));
     let written = OpenOptions::new()
@@ -1134,15 +1129,21 @@ fn decode_bytes(data: Bytes) -> Result<SpooledRequest, String> {
 /// Moves an entry into `dir/sub/`, keeping its name (plus a counter before `.req` if that is
 /// taken: `…23-1.req`).
 fn move_aside(dir: &Path, sub: &str, path: &Path) -> Result<PathBuf, SpoolError> {
+    let aside = aside_dir(dir, sub)?;
+    let target = free_name(&aside, path.file_name().unwrap_or(OsStr::new("entry")));
+    fs::rename(path, &target).map_err(io_err(path))?;
+    Ok(target)
+}
+
+/// `dir/sub/`, created private if it is not there yet.
+fn aside_dir(dir: &Path, sub: &str) -> Result<PathBuf, SpoolError> {
     let aside = dir.join(sub);
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&aside)
         .map_err(io_err(&aside))?;
-    let target = free_name(&aside, path.file_name().unwrap_or(OsStr::new("entry")));
-    fs::rename(path, &target).map_err(io_err(path))?;
-    Ok(target)
+    Ok(aside)
 }
 
 /// `aside/name`, or `…-1.req`, `…-2.req` … if that is taken.
