@@ -164,6 +164,7 @@ pub fn routes(
 ) -> Router {
     let metrics = state.inner.metrics.clone();
     let upstream = state.inner.upstream.clone();
+    let unready = state.clone();
     let gate = push_gate(&state, verifier.clone(), auth);
     let push_routes = ROUTES
         .iter()
@@ -179,6 +180,12 @@ pub fn routes(
         AuthGate::new(verifier, Access::Query)
             .with_metrics(metrics)
             .protect(routes)
+            // Outside the gate: a node that can't vouch for its revocation list serves no
+            // reads either (a key revoked since its list was signed would pass).
+            .layer(axum::middleware::from_fn_with_state(
+                unready,
+                refuse_unready,
+            ))
     });
     match reads {
         Some(reads) => pushes.merge(reads),
@@ -390,15 +397,27 @@ impl crate::edge::server::Intercept for PushIntercept {
 fn not_ready(inner: &Inner) -> Option<ApiError> {
     if inner.unverified.load(std::sync::atomic::Ordering::Relaxed) {
         return Some(ApiError::Unavailable(
-            "this node has no verified revocation list from the authority yet; refusing pushes until it has one".into(),
+            "this node has no verified revocation list from the authority yet; refusing requests until it has one".into(),
         ));
     }
     if inner.stale.load(std::sync::atomic::Ordering::Relaxed) {
         return Some(ApiError::Unavailable(
-            "this node can't reach the authority and its revocation list is too old; refusing pushes (sync.max-staleness)".into(),
+            "this node can't reach the authority and its revocation list is too old; refusing requests (sync.max-staleness)".into(),
         ));
     }
     None
+}
+
+/// The read proxy's readiness check ([`not_ready`]), before its key check.
+async fn refuse_unready(
+    State(state): State<IngestState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match not_ready(&state.inner) {
+        Some(refusal) => refusal.into_response(),
+        None => next.run(req).await,
+    }
 }
 
 /// One push, authorized: read the body under the limit, find the tenant, forward or keep it.
