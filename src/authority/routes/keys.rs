@@ -215,6 +215,8 @@ pub fn create_key(
             role: req.role,
             ttl_seconds: req.ttl_seconds,
             tenant: req.tenant.as_deref(),
+            apps: None,
+            cidrs: None,
         },
     )
     .map_err(|_| StoreError::Conflict("the key request is invalid"))?;

@@ -8,8 +8,10 @@
 //! |---|---|
 //! | [`token`] | arbitrary strings and bytes for `jws::split` and the verifier; issued tokens; edited tokens |
 //! | [`config`] | a valid value for every key in YAML, env and flag form; arbitrary strings for typed keys; unknown names |
+//! | [`scope`] | arbitrary strings for the `apps` and `cidrs` parsers; random networks and addresses against a bitwise oracle |
 //! | [`spool`] | arbitrary requests through push/open/peek; damaged records; arbitrary and checksummed files |
 
 mod config;
+mod scope;
 mod spool;
 mod token;

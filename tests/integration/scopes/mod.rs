@@ -1,0 +1,6 @@
+//! Least-privilege keys: `apps` and `cidrs` scopes inside the signed key — how they are
+//! signed and verified ([`tokens`]), and how a node enforces them on every push protocol
+//! ([`pushes`]).
+
+mod pushes;
+mod tokens;

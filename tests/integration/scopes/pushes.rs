@@ -1,0 +1,1 @@
+//! A node enforcing scopes on pushes.
