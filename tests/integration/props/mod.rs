@@ -7,10 +7,12 @@
 //! | module | what it generates |
 //! |---|---|
 //! | [`token`] | arbitrary strings and bytes for `jws::split` and the verifier; issued tokens; edited tokens |
+//! | [`apps`] | arbitrary bytes and generated Push requests for the push decoders of scoped keys; gzip bodies against the inflate cap |
 //! | [`config`] | a valid value for every key in YAML, env and flag form; arbitrary strings for typed keys; unknown names |
 //! | [`scope`] | arbitrary strings for the `apps` and `cidrs` parsers; random networks and addresses against a bitwise oracle |
 //! | [`spool`] | arbitrary requests through push/open/peek; damaged records; arbitrary and checksummed files |
 
+mod apps;
 mod config;
 mod scope;
 mod spool;
