@@ -21,6 +21,7 @@ pub mod labels;
 pub mod local;
 mod push;
 pub mod query;
+pub mod selector;
 pub mod spool;
 pub mod upstream;
 
