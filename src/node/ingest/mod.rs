@@ -177,7 +177,7 @@ pub fn routes(
         .with_state(state);
     // Reading profiles always needs a key: unlike pushing, there is no open mode.
     let reads = upstream.map(|upstream| {
-        let routes = query::routes(upstream, settings.default_tenant.clone());
+        let routes = query::routes(upstream, settings.default_tenant.clone(), metrics.clone());
         AuthGate::new(verifier, Access::Query)
             .with_metrics(metrics)
             .protect(routes)
@@ -492,14 +492,7 @@ fn enforce_apps(
     body: &[u8],
 ) -> Result<(), ApiError> {
     let refuse = |why: String| {
-        inner
-            .metrics
-            .auth_decisions
-            .get_or_create(&crate::edge::metrics::DecisionLabels {
-                result: "forbidden",
-                reason: "scope_app",
-            })
-            .inc();
+        inner.metrics.count_forbidden("scope_app");
         tracing::info!(key = %principal.name, %why, "push outside the key's applications");
         ApiError::Forbidden(format!(
             "permission denied: key \"{}\" may push only applications {}; {why}",

@@ -46,13 +46,20 @@ pub const QUERY_PATHS: &[&str] = &[
 struct QueryState {
     upstream: Upstream,
     default_tenant: Option<String>,
+    /// Where refusals of queries outside a key's applications are counted.
+    metrics: std::sync::Arc<crate::edge::metrics::Metrics>,
 }
 
 /// The read-proxy routes, without their auth gate (the caller adds it).
-pub fn routes(upstream: Upstream, default_tenant: Option<String>) -> Router {
+pub fn routes(
+    upstream: Upstream,
+    default_tenant: Option<String>,
+    metrics: std::sync::Arc<crate::edge::metrics::Metrics>,
+) -> Router {
     let state = QueryState {
         upstream,
         default_tenant,
+        metrics,
     };
     QUERY_PATHS
         .iter()
@@ -96,6 +103,7 @@ async fn proxy(
         .map_err(|_| ApiError::PayloadTooLarge("query body too large".into()))?;
     if let Some(scope) = principal.scope.as_deref().filter(|s| !s.apps.is_empty()) {
         confine(&parts, &body, scope).map_err(|why| {
+            state.metrics.count_forbidden("scope_app");
             tracing::info!(key = %principal.name, %why, "query outside the key's applications");
             ApiError::Forbidden(format!(
                 "permission denied: key \"{}\" may read only applications {}; {why}",

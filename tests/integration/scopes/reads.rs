@@ -168,4 +168,6 @@ async fn a_readonly_key_scoped_to_an_app_reads_only_that_app() {
         allowed.len(),
         "nothing refused left the node"
     );
+    let scope_app = crate::harness::decisions("forbidden", "scope_app");
+    assert_eq!(node.metric(&scope_app).await, 9.0, "each refusal counted");
 }
