@@ -14,6 +14,10 @@
 //! ([`forward`]), requests the upstream can't take go to the on-disk [`spool`] and are replayed
 //! in order; without one, profiles are kept in a bounded local store ([`local`]). With an
 //! upstream, its read API is proxied for ReadOnly and Admin keys ([`query`]).
+//!
+//! A key limited to applications is held to them here: every push's applications are read in
+//! full ([`apps`]) and every query's selectors checked ([`selector`]); keys without `apps` skip
+//! both. A key limited to networks is checked by the auth gate against the peer address.
 
 pub mod apps;
 pub mod forward;
