@@ -11,12 +11,14 @@ pub struct NewKey<'a> {
     pub created_at: u64,
     pub expires_at: Option<u64>,
     pub created_by: Option<&'a str>,
+    pub apps: Option<&'a [String]>,
+    pub cidrs: Option<&'a [String]>,
 }
 
 pub fn insert_key(conn: &Connection, k: &NewKey<'_>) -> Result<ApiKeyRecord> {
     conn.execute(
-        "INSERT INTO api_keys (name, role, jti, kid, tenant, created_at, expires_at, created_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO api_keys (name, role, jti, kid, tenant, created_at, expires_at, created_by, apps, cidrs)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             k.name,
             k.role.as_str(),
@@ -25,11 +27,17 @@ pub fn insert_key(conn: &Connection, k: &NewKey<'_>) -> Result<ApiKeyRecord> {
             k.tenant,
             k.created_at as i64,
             k.expires_at.map(|e| e as i64),
-            k.created_by
+            k.created_by,
+            k.apps.map(json_list),
+            k.cidrs.map(json_list)
         ],
     )
     .map_err(conflict_as("api key with this name already exists"))?;
     get_key(conn, conn.last_insert_rowid())
+}
+
+fn json_list(list: &[String]) -> String {
+    serde_json::Value::from(list).to_string()
 }
 
 pub fn get_key(conn: &Connection, id: i64) -> Result<ApiKeyRecord> {

@@ -16,6 +16,8 @@ fn key<'a>(name: &'a str, jti: &'a str) -> NewKey<'a> {
         created_at: 100,
         expires_at: Some(1000),
         created_by: Some("admin"),
+        apps: None,
+        cidrs: None,
     }
 }
 
