@@ -7,6 +7,10 @@
 #   bash scripts/bench-proxy.sh [--rounds N] [--seconds S] [--warmup S] [--sizes 1k,10k,100k,1m]
 #                               [--conns 8,32,256] [--modes nginx,off,on] [--tls] [--json FILE]
 #                               [--nginx-body-buffer SIZE] [--nginx-cpu-affinity] [--keep]
+#                               [--key-apps APP,APP]
+#
+# --key-apps issues the auth-on node's Agent key limited to these applications (a scoped key;
+# the pushes are for `bench`), to measure what a scope costs.
 #
 # --nginx-cpu-affinity binds the nginx proxy's workers one per CPU (`worker_cpu_affinity auto`),
 # as the nodes bind their serving threads by default; without it nginx runs as configured out
@@ -28,6 +32,7 @@ modes=nginx,off,on
 tls=0
 json=
 keep=0
+key_apps=
 nginx_body_buffer=
 nginx_cpu_affinity=0
 
@@ -47,7 +52,7 @@ while [ $# -gt 0 ]; do
     --*=*) val=${arg#*=}; arg=${arg%%=*} ;;
   esac
   case $arg in
-    --rounds | --seconds | --warmup | --sizes | --conns | --modes | --json | --nginx-body-buffer)
+    --rounds | --seconds | --warmup | --sizes | --conns | --modes | --json | --nginx-body-buffer | --key-apps)
       if [ -z "$val" ]; then
         [ $# -ge 2 ] || die "$arg needs a value"
         val=$2
@@ -62,6 +67,7 @@ while [ $# -gt 0 ]; do
         --modes) modes=$val ;;
         --json) json=$val ;;
         --nginx-body-buffer) nginx_body_buffer=$val ;;
+        --key-apps) key_apps=$val ;;
       esac
       ;;
     --tls) tls=1 ;;
@@ -319,7 +325,12 @@ start_nginx() { # $1 = instance dir; sets master
 keys=$dir/keys
 "$bin" signing-key generate --keys-dir "$keys" >/dev/null 2>&1
 "$bin" signing-key jwks --keys-dir "$keys" >"$dir/jwks.json"
-key=$("$bin" token issue --keys-dir "$keys" --name bench-agent --role Agent --ttl 86400 --tenant bench 2>/dev/null)
+app_args=()
+IFS=, read -ra scoped_apps <<<"$key_apps"
+for app in "${scoped_apps[@]}"; do
+  if [ -n "$app" ]; then app_args+=(--app "$app"); fi
+done
+key=$("$bin" token issue --keys-dir "$keys" --name bench-agent --role Agent --ttl 86400 --tenant bench "${app_args[@]}" 2>/dev/null)
 [ -n "$key" ] || die "token issue printed no key"
 # For the 401 checks: the same key with one signature character changed, and a key signed by
 # a signing key the node does not trust.

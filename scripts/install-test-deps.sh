@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 # Versions the tests were written against (the paths and content types they assert).
 PYROSCOPE_IO=1.4.0
 PYROSCOPE_NODEJS=0.6.4
+# The official OpenTelemetry message classes (profiles/v1development) that build the OTLP
+# requests of tests/integration/scopes/pushes.rs.
+OPENTELEMETRY_PROTO=1.39.1
 
 deps=target/test-deps
 mkdir -p "$deps"
@@ -37,6 +40,11 @@ if ! "$venv/bin/python" -c 'import pyroscope' >/dev/null 2>&1; then
   rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "pyroscope-io==$PYROSCOPE_IO"
+fi
+# `python -m pip`: the venv's own interpreter, even in a copied venv whose pip script names
+# another path.
+if ! "$venv/bin/python" -c 'import opentelemetry.proto.collector.profiles.v1development' >/dev/null 2>&1; then
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "opentelemetry-proto==$OPENTELEMETRY_PROTO"
 fi
 
 # Node: @pyroscope/nodejs (Bearer authToken).

@@ -13,7 +13,7 @@
 //!
 //! | module | job | on the request path? |
 //! |---|---|---|
-//! | [`core`] | clock, base64url, JWS, JWKs, API-key claims, revocation list, [`core::verifier::Verifier`] | yes — pure CPU |
+//! | [`core`] | clock, base64url, JWS, JWKs, API-key claims and scopes, revocation list, [`core::verifier::Verifier`] | yes — pure CPU |
 //! | [`edge`] | auth layer, the one error → status map, JSON, health, metrics, the server shell, the HTTP client | yes |
 //! | [`config`] | the key table; defaults < YAML < `PYROSCOPE_*` env < flags | start-up |
 //! | [`node`] | `pyrogate ingest`: sync, ingest routes, forwarding, spool, read proxy | yes |

@@ -28,6 +28,14 @@ pub enum ApiKeyCommand {
         /// Tenant for X-Scope-OrgID.
         #[arg(long)]
         tenant: Option<String>,
+        /// Limit the key to this application (a name, or a prefix ending in `*`); repeat for
+        /// more. Not for Admin keys.
+        #[arg(long = "app", value_name = "APP")]
+        app: Vec<String>,
+        /// Limit the key to requests from this network (`10.0.0.0/8`, `2001:db8::/32`);
+        /// repeat for more.
+        #[arg(long = "cidr", value_name = "CIDR")]
+        cidr: Vec<String>,
         #[command(flatten)]
         config: LocalFlags,
     },
@@ -74,6 +82,8 @@ async fn run_async(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             role,
             ttl,
             tenant,
+            app,
+            cidr,
             config,
         } => {
             let (settings, store) = open_local(&config).await?;
@@ -83,6 +93,8 @@ async fn run_async(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
                 role: Some(role.to_string()),
                 ttl_seconds: Some(i64::try_from(ttl).unwrap_or(i64::MAX)),
                 tenant,
+                apps: (!app.is_empty()).then_some(app),
+                cidrs: (!cidr.is_empty()).then_some(cidr),
             }
             .validate()
             .map_err(|errors| anyhow::anyhow!(errors.join("; ")))?;

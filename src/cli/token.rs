@@ -48,6 +48,14 @@ pub enum TokenCommand {
         /// Tenant for X-Scope-OrgID.
         #[arg(long)]
         tenant: Option<String>,
+        /// Limit the key to this application (a name, or a prefix ending in `*`); repeat for
+        /// more. Not for Admin keys.
+        #[arg(long = "app", value_name = "APP")]
+        app: Vec<String>,
+        /// Limit the key to requests from this network (`10.0.0.0/8`, `2001:db8::/32`);
+        /// repeat for more.
+        #[arg(long = "cidr", value_name = "CIDR")]
+        cidr: Vec<String>,
         #[command(flatten)]
         keys: KeysDir,
         #[command(flatten)]
@@ -92,6 +100,8 @@ pub(crate) fn run(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             role,
             ttl,
             tenant,
+            app,
+            cidr,
             keys,
             issuer,
         } => {
@@ -105,6 +115,8 @@ pub(crate) fn run(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
                     role,
                     ttl_seconds: ttl,
                     tenant: tenant.as_deref(),
+                    apps: (!app.is_empty()).then_some(app.as_slice()),
+                    cidrs: (!cidr.is_empty()).then_some(cidr.as_slice()),
                 },
             )?;
             outln!("{}", issued.token.expose());

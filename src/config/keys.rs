@@ -281,7 +281,7 @@ pub const KEYS: &[Key] = &[
         "Largest accepted push body, in bytes (413 beyond)."),
     key("ingest.spool.max-bytes", SERVER.or(INGEST), "1073741824", Kind::Count,
         "Disk space for pushes queued while the upstream is down; a full spool answers 503."),
-    key("ingest.spool.replay-concurrency", SERVER.or(INGEST), "64", Kind::Count,
+    key("ingest.spool.replay-concurrency", SERVER.or(INGEST), "128", Kind::Count,
         "Most spooled pushes replayed at once after an upstream outage (1-4096); the replay starts at one and grows while the upstream takes them."),
     key("ingest.local.max-bytes", SERVER.or(INGEST), "268435456", Kind::Count,
         "Disk space for profiles kept locally when no upstream is set; the oldest are dropped first."),

@@ -206,6 +206,8 @@ pub fn split(token: &str, max_len: usize) -> Result<Parts<'_>, VerifyError> {
 #[derive(Debug)]
 pub struct Verified<T> {
     pub kid: String,
+    /// Which of the accepted `typ`s the header named.
+    pub typ: &'static str,
     pub claims: T,
     /// Set when jsonwebtoken refused the token on `exp` or `nbf` (system clock, see
     /// [`validation`]). It does so only after the signature verified, so the claims are
@@ -237,11 +239,11 @@ pub fn validation(issuer: &str, skew: u64, time: bool) -> Validation {
 /// the payload is interpreted before the signature has verified.
 pub fn verify<T: DeserializeOwned>(
     parts: Parts<'_>,
-    typ: &str,
+    typs: &[&'static str],
     keys: &KeySet,
     validation: &Validation,
 ) -> Result<Verified<T>, VerifyError> {
-    let kid = check_header(parts.header, typ)?;
+    let (kid, typ) = check_header(parts.header, typs)?;
     let key = keys.decoding_key(&kid).ok_or(VerifyError::UnknownKey)?;
     if parts.signature.len() != SIGNATURE_B64 {
         return Err(VerifyError::Malformed);
@@ -284,6 +286,7 @@ pub fn verify<T: DeserializeOwned>(
     }
     Ok(Verified {
         kid,
+        typ,
         claims: data.claims.0,
         time_verdict,
     })
@@ -315,7 +318,10 @@ pub fn decode_unverified(parts: Parts<'_>) -> Option<(serde_json::Value, serde_j
     Some((header, payload))
 }
 
-fn check_header(header_b64: &str, typ: &str) -> Result<String, VerifyError> {
+fn check_header(
+    header_b64: &str,
+    typs: &[&'static str],
+) -> Result<(String, &'static str), VerifyError> {
     if header_b64.len() > MAX_HEADER_B64 {
         return Err(VerifyError::Malformed);
     }
@@ -337,10 +343,11 @@ fn check_header(header_b64: &str, typ: &str) -> Result<String, VerifyError> {
             return Err(VerifyError::ForbiddenHeader(name));
         }
     }
-    if header.typ.as_deref() != Some(typ) {
-        return Err(VerifyError::WrongType);
-    }
-    header.kid.ok_or(VerifyError::MissingKeyId)
+    let typ = typs
+        .iter()
+        .find(|t| header.typ.as_deref() == Some(**t))
+        .ok_or(VerifyError::WrongType)?;
+    Ok((header.kid.ok_or(VerifyError::MissingKeyId)?, typ))
 }
 
 /// Parses a JOSE header or claims set, which must be a JSON object (RFC 7515 §4, RFC 7519 §7.2).

@@ -139,7 +139,7 @@ pub fn verify(text: &str, trust: &Trust<'_>, issuer: &str) -> Result<Accepted, K
     let mut signed_by = BTreeSet::new();
     let mut claims = None;
     for p in parts {
-        let verified = jws::verify::<KeySetClaims>(p, KEYSET_TYP, &candidate, &validation)
+        let verified = jws::verify::<KeySetClaims>(p, &[KEYSET_TYP], &candidate, &validation)
             .map_err(|e| match e {
                 VerifyError::WrongIssuer => KeySetError::WrongIssuer,
                 other => KeySetError::Signature(other),

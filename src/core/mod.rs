@@ -10,5 +10,6 @@ pub mod jws;
 pub mod keyset;
 pub mod names;
 pub mod revocation;
+pub mod scope;
 pub mod token;
 pub mod verifier;

@@ -80,7 +80,8 @@ impl RevocationList {
         let parts = jws::split(jws_text.trim_end(), MAX_LIST_BYTES)?;
         // The list has no `exp` or `nbf`: jsonwebtoken checks the signature and the issuer.
         let validation = jws::validation(issuer, 0, false);
-        let list = jws::verify::<RevocationList>(parts, REVOCATIONS_TYP, keys, &validation)?.claims;
+        let list =
+            jws::verify::<RevocationList>(parts, &[REVOCATIONS_TYP], keys, &validation)?.claims;
         if list.iss != issuer {
             return Err(VerifyError::WrongIssuer);
         }

@@ -11,6 +11,10 @@ use crate::core::jws::Signer;
 
 /// `typ` of an API key. Pinned by the verifier: no other kind of token can pass as one.
 pub const API_KEY_TYP: &str = "apikey+jwt";
+/// `typ` of an API key that carries scopes (`apps`, `cidrs`). Distinct so that a verifier
+/// which does not know the scope claims — an older node, a generic JWT library pinning
+/// [`API_KEY_TYP`] — refuses the key instead of ignoring its restrictions.
+pub const SCOPED_API_KEY_TYP: &str = "scoped-apikey+jwt";
 /// `typ` of a UI session token (a different token kind; never accepted as an API key).
 pub const SESSION_TYP: &str = "session+jwt";
 /// `typ` of the signed revocation list.
@@ -88,6 +92,24 @@ pub struct Claims {
     pub jti: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// Applications the key may push or read (names or `prefix*` patterns); absent: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apps: Option<Vec<String>>,
+    /// Networks the key may be used from; absent: anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidrs: Option<Vec<String>>,
+}
+
+impl Claims {
+    /// The `typ` these claims are signed under: scoped keys get their own (see
+    /// [`SCOPED_API_KEY_TYP`]).
+    pub fn typ(&self) -> &'static str {
+        if self.apps.is_some() || self.cidrs.is_some() {
+            SCOPED_API_KEY_TYP
+        } else {
+            API_KEY_TYP
+        }
+    }
 }
 
 /// A bearer secret. Debug and Display never show it; call [`Secret::expose`] on purpose.
@@ -117,6 +139,10 @@ pub struct KeyRequest<'a> {
     /// Seconds of validity; 0 means the key never expires.
     pub ttl_seconds: u64,
     pub tenant: Option<&'a str>,
+    /// `apps` scope; `None` for a key that may push or read any application.
+    pub apps: Option<&'a [String]>,
+    /// `cidrs` scope; `None` for a key usable from anywhere.
+    pub cidrs: Option<&'a [String]>,
 }
 
 /// A freshly signed key: the token (shown once) and its claims (stored).
@@ -140,6 +166,10 @@ pub enum IssueError {
     NameHiddenChars,
     #[error("invalid tenant id: {0}")]
     InvalidTenant(&'static str),
+    #[error("{0}")]
+    Scope(#[from] crate::core::scope::ScopeError),
+    #[error("apps: an Admin key can't be limited to applications (it can create any key)")]
+    AdminApps,
     #[error("ttlSeconds is too large")]
     TtlTooLarge,
     #[error("{0}")]
@@ -188,6 +218,19 @@ pub fn validate_tenant(tenant: &str) -> Result<(), IssueError> {
     Ok(())
 }
 
+/// The scope rules of docs/token-format.md: each list well-formed, and no `apps` on an Admin
+/// key (an Admin can create any key, so an app scope on one would restrict nothing).
+pub fn validate_scope(
+    role: Role,
+    apps: Option<&[String]>,
+    cidrs: Option<&[String]>,
+) -> Result<Option<crate::core::scope::Scope>, IssueError> {
+    if role == Role::Admin && apps.is_some() {
+        return Err(IssueError::AdminApps);
+    }
+    Ok(crate::core::scope::Scope::parse(apps, cidrs)?)
+}
+
 /// Signs a new API key. `now` is the issue time in Unix seconds.
 pub fn issue(
     signer: &Signer,
@@ -199,6 +242,7 @@ pub fn issue(
     if let Some(tenant) = req.tenant {
         validate_tenant(tenant)?;
     }
+    validate_scope(req.role, req.apps, req.cidrs)?;
     let exp = match req.ttl_seconds {
         0 => None,
         ttl => Some(
@@ -215,8 +259,10 @@ pub fn issue(
         exp,
         jti: b64::random(JTI_BYTES),
         tenant: req.tenant.map(str::to_owned),
+        apps: req.apps.map(<[String]>::to_vec),
+        cidrs: req.cidrs.map(<[String]>::to_vec),
     };
-    let token = signer.encode(API_KEY_TYP, &claims)?;
+    let token = signer.encode(claims.typ(), &claims)?;
     Ok(IssuedKey {
         token: Secret(token),
         claims,

@@ -19,7 +19,10 @@ pub use crate::core::error::VerifyError;
 use crate::core::jwk::KeySet;
 use crate::core::jws;
 use crate::core::revocation::RevocationSet;
-use crate::core::token::{API_KEY_TYP, MAX_NAME_CHARS, MAX_TIMESTAMP, Role, validate_tenant};
+use crate::core::scope::Scope;
+use crate::core::token::{
+    API_KEY_TYP, MAX_NAME_CHARS, MAX_TIMESTAMP, Role, SCOPED_API_KEY_TYP, validate_tenant,
+};
 
 /// Longest token accepted; checked before anything is parsed. Ours are ~350 bytes.
 pub const MAX_TOKEN_BYTES: usize = 4096;
@@ -39,6 +42,9 @@ pub struct Principal {
     pub kid: String,
     pub issued_at: u64,
     pub expires_at: Option<u64>,
+    /// The key's `apps` and `cidrs`; `None` for an unscoped key, which pays nothing for scopes.
+    #[serde(skip)]
+    pub scope: Option<Arc<Scope>>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +87,10 @@ struct RawClaims {
     jti: Option<String>,
     #[serde(default, deserialize_with = "not_null")]
     tenant: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    apps: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "not_null")]
+    cidrs: Option<Vec<String>>,
 }
 
 fn not_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
@@ -93,6 +103,37 @@ fn not_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Opti
 pub struct CacheCounters {
     pub hits: prometheus_client::metrics::counter::Counter,
     pub misses: prometheus_client::metrics::counter::Counter,
+}
+
+/// The `typ`s an API key may have: unscoped, or scoped (docs/token-format.md).
+const KEY_TYPS: &[&str] = &[API_KEY_TYP, SCOPED_API_KEY_TYP];
+
+/// The scope of a key, by the `typ` rule: a scoped `typ` must carry `apps` or `cidrs`, an
+/// unscoped one neither (a scope under the unscoped `typ` would be ignored by older
+/// verifiers, so no issuer may write one and no verifier accepts one). An Admin key carries no
+/// `apps`.
+fn scope_of(
+    scoped: bool,
+    role: Role,
+    apps: Option<&[String]>,
+    cidrs: Option<&[String]>,
+) -> Result<Option<Arc<Scope>>, VerifyError> {
+    let has_scope = apps.is_some() || cidrs.is_some();
+    if scoped != has_scope {
+        return Err(VerifyError::InvalidClaim(if scoped {
+            "apps"
+        } else {
+            "typ"
+        }));
+    }
+    if role == Role::Admin && apps.is_some() {
+        return Err(VerifyError::InvalidClaim("apps"));
+    }
+    match Scope::parse(apps, cidrs) {
+        Ok(scope) => Ok(scope.map(Arc::new)),
+        Err(crate::core::scope::ScopeError::Apps(_)) => Err(VerifyError::InvalidClaim("apps")),
+        Err(crate::core::scope::ScopeError::Cidrs(_)) => Err(VerifyError::InvalidClaim("cidrs")),
+    }
 }
 
 pub struct Verifier {
@@ -242,8 +283,7 @@ impl Verifier {
 
     fn verify_parts(&self, parts: jws::Parts<'_>) -> Result<Principal, VerifyError> {
         let verified =
-            match jws::verify::<RawClaims>(parts, API_KEY_TYP, &self.keys.load(), &self.validation)
-            {
+            match jws::verify::<RawClaims>(parts, KEY_TYPS, &self.keys.load(), &self.validation) {
                 Ok(v) => v,
                 Err(VerifyError::UnknownKey) => {
                     // Non-blocking: a flag and a stored permit, no lock, no I/O.
@@ -257,6 +297,7 @@ impl Verifier {
                 }
                 Err(e) => return Err(e),
             };
+        let scoped = verified.typ == SCOPED_API_KEY_TYP;
         let claims = verified.claims;
         let now = self.clock.now();
         let skew = self.config.clock_skew_secs;
@@ -292,6 +333,12 @@ impl Verifier {
         if let Some(tenant) = &claims.tenant {
             validate_tenant(tenant).map_err(|_| VerifyError::InvalidClaim("tenant"))?;
         }
+        let scope = scope_of(
+            scoped,
+            role,
+            claims.apps.as_deref(),
+            claims.cidrs.as_deref(),
+        )?;
         if iat > now.saturating_add(skew)
             || claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(skew))
         {
@@ -308,6 +355,7 @@ impl Verifier {
             kid: verified.kid,
             issued_at: iat,
             expires_at: claims.exp,
+            scope,
         };
         self.check_live(&principal, now)?;
         Ok(principal)

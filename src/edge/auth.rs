@@ -8,6 +8,7 @@
 //! logs and browser histories, and cookies invite cross-site requests.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -117,12 +118,14 @@ impl AuthGate {
     }
 
     /// Authenticates and authorizes one request's headers and query.
+    /// With no source address known, a key limited to networks (`cidrs`) is refused.
     pub fn authorize(
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Result<Arc<Principal>, ApiError> {
         self.authorize_with(headers, query, None)
+            .and_then(|p| source_allowed(&p, None).map(|()| p))
     }
 
     /// [`AuthGate::authorize`], with the connection's memo of the last key it verified.
@@ -162,34 +165,43 @@ impl AuthGate {
     /// The whole decision for one request, as the middleware makes it: `Ok(None)` when the
     /// gate is off, the caller when allowed; the decision and its time go to the metrics, the
     /// reason for a refusal to the log (never the credential).
+    /// `peer` is the connection's address: a key limited to networks (`cidrs`) is refused
+    /// from outside them, and when it is unknown.
     pub fn check(
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
+        peer: Option<IpAddr>,
     ) -> Result<Option<Arc<Principal>>, ApiError> {
-        self.check_with(headers, query, None)
+        self.check_with(headers, query, None, peer)
     }
 
     /// [`AuthGate::check`] for a request on a connection that remembers the last key it
-    /// verified ([`CredentialMemo`]).
+    /// verified ([`CredentialMemo`]). The memo remembers who a key names, never where it
+    /// came from: the source address is checked on every request.
     pub fn check_with(
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
         memo: Option<&CredentialMemo>,
+        peer: Option<IpAddr>,
     ) -> Result<Option<Arc<Principal>>, ApiError> {
         if !self.enabled {
             return Ok(None);
         }
         let started = crate::core::clock::Stopwatch::start();
-        let decision = self.authorize_with(headers, query, memo);
+        let mut forbidden = "role";
+        let decision = self.authorize_with(headers, query, memo).and_then(|p| {
+            forbidden = "scope_cidr";
+            source_allowed(&p, peer).map(|()| p)
+        });
         if let Some(m) = &self.metrics {
             m.verify_latency.observe(started.elapsed_secs());
             match (&decision, &self.allowed) {
                 (Ok(_), Some(allowed)) => allowed.inc(),
                 _ => m
                     .auth_decisions
-                    .get_or_create(&decision_labels(&decision))
+                    .get_or_create(&decision_labels(&decision, forbidden))
                     .inc(),
             };
         }
@@ -261,9 +273,31 @@ impl CredentialMemo {
     }
 }
 
-/// The metric labels of a decision.
+/// Whether a key limited to networks (`cidrs`) may be used from `peer`. Unscoped keys, and
+/// keys scoped to applications only, pass without looking at the address.
+fn source_allowed(principal: &Principal, peer: Option<IpAddr>) -> Result<(), ApiError> {
+    let Some(scope) = principal.scope.as_deref().filter(|s| !s.cidrs.is_empty()) else {
+        return Ok(());
+    };
+    match peer {
+        Some(ip) if scope.allows_ip(ip) => Ok(()),
+        Some(ip) => Err(ApiError::Forbidden(format!(
+            "permission denied: key \"{}\" may be used only from {} (cidrs); this request came from {}",
+            principal.name,
+            scope.cidr_list().join(", "),
+            ip.to_canonical()
+        ))),
+        None => Err(ApiError::Forbidden(format!(
+            "permission denied: key \"{}\" is limited to networks (cidrs) and this request's source address is unknown",
+            principal.name
+        ))),
+    }
+}
+
+/// The metric labels of a decision; `forbidden` is the reason of an authenticated refusal.
 fn decision_labels(
     decision: &Result<Arc<Principal>, ApiError>,
+    forbidden: &'static str,
 ) -> crate::edge::metrics::DecisionLabels {
     match decision {
         Ok(_) => crate::edge::metrics::DecisionLabels::of(Ok(())),
@@ -273,7 +307,7 @@ fn decision_labels(
         // Authenticated, but not allowed.
         Err(_) => crate::edge::metrics::DecisionLabels {
             result: "forbidden",
-            reason: "role",
+            reason: forbidden,
         },
     }
 }
@@ -281,7 +315,11 @@ fn decision_labels(
 /// The middleware: `router.layer(axum::middleware::from_fn_with_state(gate, auth::require))`.
 #[tracing::instrument(skip_all, name = "auth")] // skip_all: never log the credentials
 pub async fn require(State(gate): State<AuthGate>, mut req: Request, next: Next) -> Response {
-    match gate.check(req.headers(), req.uri().query()) {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    match gate.check(req.headers(), req.uri().query(), peer) {
         Ok(None) => next.run(req).await,
         Ok(Some(principal)) => {
             req.extensions_mut().insert(Authenticated(principal));

@@ -75,6 +75,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts an authenticated request refused after the key check, for `reason` (a key's
+    /// scope: `scope_app`).
+    pub fn count_forbidden(&self, reason: &'static str) {
+        self.auth_decisions
+            .get_or_create(&DecisionLabels {
+                result: "forbidden",
+                reason,
+            })
+            .inc();
+    }
+
     /// The verifier's cache counters, registered here.
     pub fn cache_counters(&self) -> crate::core::verifier::CacheCounters {
         crate::core::verifier::CacheCounters {

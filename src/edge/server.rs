@@ -75,12 +75,13 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 pub trait Intercept: Send + Sync + 'static {
     /// The route a taken request is logged under, or the request back (moved, not copied:
     /// the size of the `Err` is the request's own). `memo` is the request's connection's:
-    /// requests on one connection come one after another.
+    /// requests on one connection come one after another; `peer` is its remote address.
     #[allow(clippy::result_large_err)]
     fn intercept(
         &self,
         req: Request<Incoming>,
         memo: &Arc<CredentialMemo>,
+        peer: SocketAddr,
     ) -> Result<(&'static str, Intercepted), Request<Incoming>>;
 }
 
@@ -659,7 +660,7 @@ impl Connection {
     async fn answer(&self, req: Request<Incoming>) -> axum::response::Response {
         let shell = &self.shell;
         let mut req = match (&shell.intercept, &self.memo) {
-            (Some(intercept), Some(memo)) => match intercept.intercept(req, memo) {
+            (Some(intercept), Some(memo)) => match intercept.intercept(req, memo, self.peer) {
                 Ok((route, handling)) => return intercepted(route, handling).await,
                 Err(req) => req,
             },

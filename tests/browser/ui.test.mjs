@@ -398,6 +398,29 @@ test('an empty or duplicate key name shows the API’s message next to the Name 
   checkNoProblems();
 });
 
+test('a key limited to applications and networks: a bad value shows next to its field, good ones show in the keys table', { timeout: 60_000 }, async (t) => {
+  const { page, url, checkNoProblems } = await open(t);
+  await logIn(page, url);
+  await page.getByRole('button', { name: 'Add Key' }).click();
+  await page.getByLabel('Name', { exact: true }).fill('checkout-agent');
+  await page.getByLabel('Role').selectOption('Agent');
+  await page.getByLabel('Applications (optional)').fill('checkout, bad app');
+  await page.getByLabel('Source networks (optional)').fill('10.0.0.0/8, ::1');
+  await page.getByRole('button', { name: 'Add API Key' }).click();
+  const appsField = page.locator('.field').filter({ has: page.getByLabel('Applications (optional)') });
+  await waitForText(appsField.getByTestId('field-error'), 'apps: ', 'the apps error');
+  assert.equal(await page.getByTestId('new-api-key').count(), 0);
+
+  await page.getByLabel('Applications (optional)').fill('checkout, checkout-*');
+  await page.getByRole('button', { name: 'Add API Key' }).click();
+  await page.getByTestId('new-api-key').waitFor();
+  await page.getByRole('button', { name: 'Done' }).click();
+  const row = page.getByTestId('api-key-row');
+  await waitForText(row.getByTestId('api-key-apps'), 'apps checkout, checkout-*', 'the apps in the keys table');
+  await waitForText(row.getByTestId('api-key-cidrs'), 'from 10.0.0.0/8, ::1', 'the networks in the keys table');
+  checkNoProblems();
+});
+
 test('an admin adds a user, changes their role, disables and enables them, and resets their password', { timeout: 60_000 }, async (t) => {
   const { page, url, checkNoProblems } = await open(t);
   await logIn(page, url);

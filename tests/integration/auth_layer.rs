@@ -610,7 +610,7 @@ async fn a_key_remembered_by_its_connection_is_still_checked_on_every_request() 
         headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
         headers
     };
-    let check = |value: &str| gate.check_with(&headers(value), None, Some(&memo));
+    let check = |value: &str| gate.check_with(&headers(value), None, Some(&memo), None);
     let refused =
         |result: Result<Option<Arc<pyrogate::core::verifier::Principal>>, ApiError>| match result {
             Err(ApiError::Unauthorized(reason)) => reason,
@@ -648,12 +648,12 @@ async fn a_key_remembered_by_its_connection_is_still_checked_on_every_request() 
     let memo = CredentialMemo::default();
     for _ in 0..2 {
         assert!(matches!(
-            gate.check_with(&headers(&reader), None, Some(&memo)),
+            gate.check_with(&headers(&reader), None, Some(&memo), None),
             Err(ApiError::Forbidden(_))
         ));
         assert_eq!(
             read_gate
-                .check_with(&headers(&reader), None, Some(&memo))
+                .check_with(&headers(&reader), None, Some(&memo), None)
                 .unwrap()
                 .unwrap()
                 .name,

@@ -560,6 +560,8 @@ fn verify_states_the_reason_for_expired_and_future_tokens() {
                 role: Role::Agent,
                 ttl_seconds: 3600,
                 tenant: None,
+                apps: None,
+                cidrs: None,
             },
         )
         .unwrap()

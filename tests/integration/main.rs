@@ -30,6 +30,7 @@ mod listeners;
 mod mutation;
 mod props;
 mod query_proxy;
+mod scopes;
 mod soak;
 mod support;
 mod tls;

@@ -46,6 +46,8 @@ async fn node_in_front_of_an_upstream() -> Fixture {
                     role,
                     ttl_seconds: 3600,
                     tenant: Some("team-r"),
+                    apps: None,
+                    cidrs: None,
                 },
             )
             .unwrap();

@@ -88,9 +88,37 @@ pub fn issue_at(
         role,
         ttl_seconds: ttl,
         tenant,
+        apps: None,
+        cidrs: None,
     };
     token::issue(&signer(key), ISSUER, now, &req)
         .expect("issue a token")
+        .token
+        .expose()
+        .to_owned()
+}
+
+/// A scoped key (Agent or ReadOnly) issued at [`NOW`] for one hour: `apps` and `cidrs` as
+/// given, an empty list meaning the claim is left out.
+pub fn issue_scoped(
+    key: &SigningKey,
+    name: &str,
+    role: Role,
+    apps: &[&str],
+    cidrs: &[&str],
+) -> String {
+    let apps: Vec<String> = apps.iter().map(|s| s.to_string()).collect();
+    let cidrs: Vec<String> = cidrs.iter().map(|s| s.to_string()).collect();
+    let req = KeyRequest {
+        name,
+        role,
+        ttl_seconds: 3600,
+        tenant: None,
+        apps: (!apps.is_empty()).then_some(apps.as_slice()),
+        cidrs: (!cidrs.is_empty()).then_some(cidrs.as_slice()),
+    };
+    token::issue(&signer(key), ISSUER, NOW, &req)
+        .expect("issue a scoped token")
         .token
         .expose()
         .to_owned()

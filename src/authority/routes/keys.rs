@@ -97,6 +97,10 @@ pub struct KeyView {
     pub last_used_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apps: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cidrs: Option<Vec<String>>,
 }
 
 impl From<ApiKeyRecord> for KeyView {
@@ -110,6 +114,8 @@ impl From<ApiKeyRecord> for KeyView {
             expires_at: k.expires_at.map(rfc3339),
             last_used_at: k.last_used_at.map(rfc3339),
             created_by: k.created_by,
+            apps: k.apps,
+            cidrs: k.cidrs,
         }
     }
 }
@@ -125,6 +131,10 @@ pub struct CreatedKey {
     pub tenant: Option<String>,
     pub created_at: String,
     pub expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apps: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cidrs: Option<Vec<String>>,
 }
 
 /// The body of `POST /api/keys`, loosely typed so every problem gets its own message.
@@ -135,6 +145,10 @@ pub struct CreateKeyRequest {
     pub role: Option<String>,
     pub ttl_seconds: Option<i64>,
     pub tenant: Option<String>,
+    /// Applications the key is limited to (names or `prefix*`); absent or null: any.
+    pub apps: Option<Vec<String>>,
+    /// Networks the key is limited to; absent or null: anywhere.
+    pub cidrs: Option<Vec<String>>,
 }
 
 /// A validated request.
@@ -144,6 +158,8 @@ pub struct NewKey {
     pub role: Role,
     pub ttl_seconds: u64,
     pub tenant: Option<String>,
+    pub apps: Option<Vec<String>>,
+    pub cidrs: Option<Vec<String>>,
 }
 
 impl CreateKeyRequest {
@@ -175,12 +191,19 @@ impl CreateKeyRequest {
         {
             errors.push(e.to_string());
         }
+        if let Some(role) = role
+            && let Err(e) = token::validate_scope(role, self.apps.as_deref(), self.cidrs.as_deref())
+        {
+            errors.push(e.to_string());
+        }
         match role {
             Some(role) if errors.is_empty() => Ok(NewKey {
                 name,
                 role,
                 ttl_seconds: ttl as u64,
                 tenant,
+                apps: self.apps,
+                cidrs: self.cidrs,
             }),
             _ => Err(errors),
         }
@@ -205,6 +228,8 @@ pub async fn create_key(
             role: req.role,
             ttl_seconds: req.ttl_seconds,
             tenant: req.tenant.as_deref(),
+            apps: req.apps.as_deref(),
+            cidrs: req.cidrs.as_deref(),
         },
     )
     .map_err(|_| StoreError::Conflict("the key request is invalid"))?;
@@ -218,6 +243,8 @@ pub async fn create_key(
             created_at: now,
             expires_at: issued.claims.exp,
             created_by: Some(actor.to_owned()),
+            apps: req.apps.clone(),
+            cidrs: req.cidrs.clone(),
         })
         .await?;
     Ok((record, issued.token))
@@ -256,6 +283,8 @@ async fn create(
             tenant: record.tenant,
             created_at: rfc3339(record.created_at),
             expires_at: record.expires_at.map(rfc3339),
+            apps: record.apps,
+            cidrs: record.cidrs,
         },
     ))
 }

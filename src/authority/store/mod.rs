@@ -118,6 +118,12 @@ pub struct ApiKeyRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
     pub last_used_at: Option<u64>,
+    /// The key's `apps` scope, as signed into it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apps: Option<Vec<String>>,
+    /// The key's `cidrs` scope, as signed into it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cidrs: Option<Vec<String>>,
 }
 
 /// A signed key's metadata, to record.
@@ -131,6 +137,10 @@ pub struct NewKey {
     pub created_at: u64,
     pub expires_at: Option<u64>,
     pub created_by: Option<String>,
+    /// The key's `apps` scope, as signed into it (`None`: unscoped).
+    pub apps: Option<Vec<String>>,
+    /// The key's `cidrs` scope, as signed into it (`None`: unscoped).
+    pub cidrs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -119,7 +119,14 @@ function keysTable(keys, { onDelete }) {
     h(
       'tr',
       { 'data-testid': 'api-key-row', 'data-key-id': key.id },
-      h('td', { class: 'name' }, h('span', { 'data-testid': 'api-key-name' }, key.name), key.tenant ? h('span', { class: 'muted small block' }, `tenant ${key.tenant}`) : null),
+      h(
+        'td',
+        { class: 'name' },
+        h('span', { 'data-testid': 'api-key-name' }, key.name),
+        key.tenant ? h('span', { class: 'muted small block' }, `tenant ${key.tenant}`) : null,
+        key.apps ? h('span', { class: 'muted small block', 'data-testid': 'api-key-apps' }, `apps ${key.apps.join(', ')}`) : null,
+        key.cidrs ? h('span', { class: 'muted small block', 'data-testid': 'api-key-cidrs' }, `from ${key.cidrs.join(', ')}`) : null,
+      ),
       h('td', {}, h('span', { class: `badge role-${key.role.toLowerCase()}` }, key.role)),
       h('td', {}, h('time', { datetime: key.createdAt, title: exact(key.createdAt) }, relative(key.createdAt, now))),
       h(
@@ -178,9 +185,16 @@ function addKeyForm({ onCancel, onCreated }) {
     hint: 'Sent upstream as X-Scope-OrgID for pushes and queries with this key. Leave empty for the default tenant.',
   });
 
+  const apps = field('Applications (optional)', h('input', { id: 'key-apps', name: 'apps', autocomplete: 'off', placeholder: 'checkout, checkout-*' }), {
+    hint: 'Comma-separated names, or prefixes ending in *. The key may push and read only these applications. Not for Admin keys.',
+  });
+  const cidrs = field('Source networks (optional)', h('input', { id: 'key-cidrs', name: 'cidrs', autocomplete: 'off', placeholder: '10.0.0.0/8, 2001:db8::/32' }), {
+    hint: 'Comma-separated networks the key may be used from. Leave empty to allow any.',
+  });
+
   const formError = alertBox('form-error');
   const submit = h('button', { type: 'submit', class: 'button primary' }, 'Add API Key');
-  const fields = { name, role, ttl, tenant };
+  const fields = { name, role, ttl, tenant, apps, cidrs };
 
   const form = h(
     'form',
@@ -189,6 +203,8 @@ function addKeyForm({ onCancel, onCreated }) {
     role.el,
     ttl.el,
     tenant.el,
+    apps.el,
+    cidrs.el,
     formError,
     h('div', { class: 'actions' }, submit, h('button', { type: 'button', class: 'button', onclick: onCancel }, 'Cancel')),
   );
@@ -203,6 +219,9 @@ function addKeyForm({ onCancel, onCreated }) {
       ttlSeconds: raw === '' ? 0 : Number(raw),
     };
     if (tenant.control.value.trim()) body.tenant = tenant.control.value.trim();
+    const list = (input) => input.control.value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    if (list(apps).length) body.apps = list(apps);
+    if (list(cidrs).length) body.cidrs = list(cidrs);
     submit.disabled = true;
     try {
       const created = await post('/api/keys', body);
@@ -220,6 +239,8 @@ function addKeyForm({ onCancel, onCreated }) {
 /** Which field an API message is about. */
 function fieldOf(message) {
   const m = message.toLowerCase();
+  if (m.startsWith('apps:')) return 'apps';
+  if (m.startsWith('cidrs:')) return 'cidrs';
   if (m.includes('tenant')) return 'tenant';
   if (m.includes('ttl')) return 'ttl';
   if (m.includes('role')) return 'role';
@@ -278,6 +299,8 @@ function createdPanel(created, { onDone }) {
 
   const summary = [created.role, created.expiresAt ? `expires ${exact(created.expiresAt)}` : 'never expires'];
   if (created.tenant) summary.push(`tenant ${created.tenant}`);
+  if (created.apps) summary.push(`apps ${created.apps.join(', ')}`);
+  if (created.cidrs) summary.push(`from ${created.cidrs.join(', ')}`);
 
   return h(
     'section',

@@ -147,6 +147,8 @@ pub async fn ingest(
             role: Role::Agent,
             ttl_seconds: 3600,
             tenant: Some("bench"),
+            apps: None,
+            cidrs: None,
         },
     )?
     .token;

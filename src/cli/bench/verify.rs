@@ -99,6 +99,8 @@ pub fn verify(iterations: u32) -> VerifyReport {
                 role: Role::Agent,
                 ttl_seconds: 86_400,
                 tenant: Some("team-a"),
+                apps: None,
+                cidrs: None,
             },
         )
         .map(|k| k.token.expose().to_owned())

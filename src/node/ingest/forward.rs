@@ -316,7 +316,7 @@ impl Forwarder {
 }
 
 /// Longest pause of the replay after a failure (a `Retry-After` may ask for longer).
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest `Retry-After` honoured.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
 

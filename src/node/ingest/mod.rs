@@ -14,12 +14,18 @@
 //! ([`forward`]), requests the upstream can't take go to the on-disk [`spool`] and are replayed
 //! in order; without one, profiles are kept in a bounded local store ([`local`]). With an
 //! upstream, its read API is proxied for ReadOnly and Admin keys ([`query`]).
+//!
+//! A key limited to applications is held to them here: every push's applications are read in
+//! full ([`apps`]) and every query's selectors checked ([`selector`]); keys without `apps` skip
+//! both. A key limited to networks is checked by the auth gate against the peer address.
 
+pub mod apps;
 pub mod forward;
 pub mod labels;
 pub mod local;
 mod push;
 pub mod query;
+pub mod selector;
 pub mod spool;
 pub mod upstream;
 
@@ -164,6 +170,7 @@ pub fn routes(
 ) -> Router {
     let metrics = state.inner.metrics.clone();
     let upstream = state.inner.upstream.clone();
+    let unready = state.clone();
     let gate = push_gate(&state, verifier.clone(), auth);
     let push_routes = ROUTES
         .iter()
@@ -175,10 +182,16 @@ pub fn routes(
         .with_state(state);
     // Reading profiles always needs a key: unlike pushing, there is no open mode.
     let reads = upstream.map(|upstream| {
-        let routes = query::routes(upstream, settings.default_tenant.clone());
+        let routes = query::routes(upstream, settings.default_tenant.clone(), metrics.clone());
         AuthGate::new(verifier, Access::Query)
             .with_metrics(metrics)
             .protect(routes)
+            // Outside the gate: a node that can't vouch for its revocation list serves no
+            // reads either (a key revoked since its list was signed would pass).
+            .layer(axum::middleware::from_fn_with_state(
+                unready,
+                refuse_unready,
+            ))
     });
     match reads {
         Some(reads) => pushes.merge(reads),
@@ -351,6 +364,7 @@ impl crate::edge::server::Intercept for PushIntercept {
         &self,
         req: axum::http::Request<hyper::body::Incoming>,
         memo: &Arc<crate::edge::auth::CredentialMemo>,
+        peer: std::net::SocketAddr,
     ) -> Result<
         (&'static str, crate::edge::server::Intercepted),
         axum::http::Request<hyper::body::Incoming>,
@@ -370,11 +384,15 @@ impl crate::edge::server::Intercept for PushIntercept {
                     return refusal.into_response();
                 }
                 let (parts, body) = req.into_parts();
-                let principal =
-                    match gate.check_with(&parts.headers, parts.uri.query(), Some(&memo)) {
-                        Ok(principal) => principal,
-                        Err(err) => return err.into_response(),
-                    };
+                let principal = match gate.check_with(
+                    &parts.headers,
+                    parts.uri.query(),
+                    Some(&memo),
+                    Some(peer.ip()),
+                ) {
+                    Ok(principal) => principal,
+                    Err(err) => return err.into_response(),
+                };
                 accept(&state.inner, principal, parts, body)
                     .await
                     .into_response()
@@ -390,15 +408,27 @@ impl crate::edge::server::Intercept for PushIntercept {
 fn not_ready(inner: &Inner) -> Option<ApiError> {
     if inner.unverified.load(std::sync::atomic::Ordering::Relaxed) {
         return Some(ApiError::Unavailable(
-            "this node has no verified revocation list from the authority yet; refusing pushes until it has one".into(),
+            "this node has no verified revocation list from the authority yet; refusing requests until it has one".into(),
         ));
     }
     if inner.stale.load(std::sync::atomic::Ordering::Relaxed) {
         return Some(ApiError::Unavailable(
-            "this node can't reach the authority and its revocation list is too old; refusing pushes (sync.max-staleness)".into(),
+            "this node can't reach the authority and its revocation list is too old; refusing requests (sync.max-staleness)".into(),
         ));
     }
     None
+}
+
+/// The read proxy's readiness check ([`not_ready`]), before its key check.
+async fn refuse_unready(
+    State(state): State<IngestState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match not_ready(&state.inner) {
+        Some(refusal) => refusal.into_response(),
+        None => next.run(req).await,
+    }
 }
 
 /// One push, authorized: read the body under the limit, find the tenant, forward or keep it.
@@ -435,6 +465,12 @@ where
             BodyError::TooLarge => too_large(),
             BodyError::Broken => ApiError::bad_request("could not read the request body"),
         })?;
+    if let Some(principal) = principal.as_deref()
+        && let Some(scope) = principal.scope.as_deref()
+        && !scope.apps.is_empty()
+    {
+        enforce_apps(inner, principal, scope, &parts, &body)?;
+    }
     let tenant = tenant_for(inner, principal.as_deref(), &parts.headers);
     let path_and_query = parts
         .uri
@@ -442,13 +478,7 @@ where
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let app = if parts.uri.path() == "/push.v1.PusherService/Push" {
-        let header = |name: header::HeaderName| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-        };
+        let header = |name| header_str(&parts.headers, name);
         let gzip = header(header::CONTENT_ENCODING).eq_ignore_ascii_case("gzip");
         Cow::Owned(
             labels::push_v1_app(&body, header(header::CONTENT_TYPE), gzip)
@@ -472,6 +502,68 @@ where
         }
         (None, None) => Err(ApiError::Unavailable("no destination for profiles".into())),
     }
+}
+
+/// Refuses a push by a key limited to applications unless every application in it is one the
+/// key may push ([`apps`]); an application that can't be determined refuses it too. Counted
+/// as `forbidden`/`scope_app`; nothing reaches the upstream.
+fn enforce_apps(
+    inner: &Inner,
+    principal: &crate::core::verifier::Principal,
+    scope: &crate::core::scope::Scope,
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let refuse = |why: String| {
+        inner.metrics.count_forbidden("scope_app");
+        tracing::info!(key = %principal.name, %why, "push outside the key's applications");
+        ApiError::Forbidden(format!(
+            "permission denied: key \"{}\" may push only applications {}; {why}",
+            principal.name,
+            scope.apps_text()
+        ))
+    };
+    let apps = push_apps(parts, body, inner.max_body).map_err(|u| {
+        refuse(format!(
+            "this push's application can't be determined: {}",
+            u.0
+        ))
+    })?;
+    match apps.iter().find(|app| !scope.allows_app(app)) {
+        Some(outside) => Err(refuse(format!("this push is for {outside:?}"))),
+        None => Ok(()),
+    }
+}
+
+/// Every application a push names, by protocol (the table in [`apps`]).
+fn push_apps(
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+    cap: usize,
+) -> Result<Vec<String>, apps::Undetermined> {
+    let path = parts.uri.path();
+    if path == "/ingest" || path == "/pyroscope/ingest" {
+        return apps::legacy(parts.uri.query());
+    }
+    let header = |name| header_str(&parts.headers, name);
+    let (encoding, gzip) = apps::encoding(
+        header(header::CONTENT_TYPE),
+        header(header::CONTENT_ENCODING),
+    )?;
+    let body = apps::inflate(body, gzip, cap)?;
+    if path == "/push.v1.PusherService/Push" {
+        apps::push_v1(&body, encoding)
+    } else {
+        apps::otlp(&body, encoding)
+    }
+}
+
+/// A header's value as text; empty when absent or not text.
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 /// The tenant a push is for. With auth on, only the key decides (an agent can't pick another

@@ -575,3 +575,60 @@ async fn concurrent_creates_of_one_name_make_exactly_one_key() {
     assert_eq!(statuses, [&[201][..], &[409; 9][..]].concat());
     assert_eq!(names(&http.keys().await), vec!["race"]);
 }
+
+/// Scopes through the API: `apps` and `cidrs` are signed into the key (under the scoped
+/// `typ`), returned on creation and by `GET /api/keys`, and a bad one is a 400 naming its field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_keys_are_created_listed_and_validated_by_field() {
+    let app = Authority::start().await;
+    let http = app.admin().await;
+    let created = http
+        .post("/api/keys")
+        .json(
+            &json!({"name": "checkout-agent", "role": "Agent", "ttlSeconds": 0,
+                      "apps": ["checkout", "checkout-*"], "cidrs": ["10.0.0.0/8", "::1"]}),
+        )
+        .send()
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(created["apps"], json!(["checkout", "checkout-*"]));
+    assert_eq!(created["cidrs"], json!(["10.0.0.0/8", "::1"]));
+    let token = created["key"].as_str().expect("key");
+    let claims = crate::support::claims_of(token);
+    assert_eq!(claims["apps"], created["apps"]);
+    assert_eq!(claims["cidrs"], created["cidrs"]);
+    http.create_key("plain", "ReadOnly", 0).await;
+    let listed = http.keys().await;
+    assert_eq!(listed[0]["apps"], json!(["checkout", "checkout-*"]));
+    assert_eq!(listed[0]["cidrs"], json!(["10.0.0.0/8", "::1"]));
+    assert!(listed[1].get("apps").is_none() && listed[1].get("cidrs").is_none());
+
+    for (body, field) in [
+        (
+            json!({"name": "a", "role": "Agent", "apps": ["bad app"]}),
+            "apps: ",
+        ),
+        (json!({"name": "a", "role": "Agent", "apps": []}), "apps: "),
+        (
+            json!({"name": "a", "role": "Admin", "apps": ["x"]}),
+            "apps: ",
+        ),
+        (
+            json!({"name": "a", "role": "Agent", "cidrs": ["10.0.0.1/8"]}),
+            "cidrs: ",
+        ),
+        (
+            json!({"name": "a", "role": "Agent", "cidrs": ["nowhere"]}),
+            "cidrs: ",
+        ),
+    ] {
+        let r = http.post("/api/keys").json(&body).send().await.expect(400);
+        let errors = r.errors();
+        assert!(
+            errors.iter().any(|e| e.starts_with(field)),
+            "{body}: {errors:?}"
+        );
+    }
+    assert_eq!(http.keys().await.as_array().expect("list").len(), 2);
+}

@@ -506,3 +506,61 @@ async fn api_key_revoke_by_jti_puts_an_offline_key_on_the_signed_list() {
     assert_ne!(bad.code, Some(0));
     assert!(bad.stderr.contains("jti must be"), "{bad:?}");
 }
+
+/// `api-key create --app … --cidr …` signs the scopes into the key, `list --json` shows them,
+/// and a bad one fails naming its field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_create_takes_apps_and_cidrs() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (data, keys) = (root.path().join("data"), root.path().join("keys"));
+    let keys_arg = keys.to_str().expect("path");
+    pyrogate_async(
+        &["signing-key", "generate", "--keys-dir", keys_arg],
+        &[],
+        "",
+    )
+    .await
+    .ok();
+    let create = [
+        "api-key",
+        "create",
+        "--name",
+        "ci",
+        "--role",
+        "Agent",
+        "--app",
+        "checkout-*",
+        "--app",
+        "billing",
+        "--cidr",
+        "10.0.0.0/8",
+    ];
+    let key = one_line(&run(&create, &data, &keys, "").await.ok());
+    let claims = claims_of(&key);
+    assert_eq!(claims["apps"], serde_json::json!(["checkout-*", "billing"]));
+    assert_eq!(claims["cidrs"], serde_json::json!(["10.0.0.0/8"]));
+    let inspected = pyrogate_async(&["token", "inspect", &key], &[], "")
+        .await
+        .ok();
+    let inspected: Value = serde_json::from_str(&inspected.stdout).expect("inspect JSON");
+    assert_eq!(inspected["header"]["typ"], "scoped-apikey+jwt");
+    assert_eq!(inspected["claims"]["apps"], claims["apps"]);
+    let json = run(&["api-key", "list", "--json"], &data, &keys, "")
+        .await
+        .ok();
+    let listed: Value = serde_json::from_str(&json.stdout).expect("JSON list");
+    assert_eq!(listed[0]["apps"], claims["apps"]);
+    assert_eq!(listed[0]["cidrs"], claims["cidrs"]);
+    let bad = [
+        "api-key",
+        "create",
+        "--name",
+        "x",
+        "--role",
+        "Agent",
+        "--cidr",
+        "10.0.0.1/8",
+    ];
+    let bad = run(&bad, &data, &keys, "").await.fails();
+    assert!(bad.stderr.contains("cidrs: "), "{bad:?}");
+}

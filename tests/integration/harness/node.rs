@@ -179,3 +179,27 @@ pub fn metric_value(text: &str, line_prefix: &str) -> f64 {
 pub fn decisions(result: &str, reason: &str) -> String {
     format!("pyrogate_auth_decisions_total{{result=\"{result}\",reason=\"{reason}\"}}")
 }
+
+/// An authority, a recording upstream, and a node between agents and the upstream (auth on),
+/// all on the system clock.
+pub struct Plane {
+    pub authority: Authority,
+    pub upstream: super::upstream::Upstream,
+    pub node: Node,
+    pub http: Http,
+    pub _dir: tempfile::TempDir,
+}
+
+pub async fn plane() -> Plane {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let authority = Authority::on_system_clock().await;
+    let upstream = super::upstream::Upstream::start().await;
+    let node = Node::with_authority(&dir.path().join("node"), &authority, &upstream.url()).await;
+    Plane {
+        http: node.client(),
+        authority,
+        upstream,
+        node,
+        _dir: dir,
+    }
+}

@@ -287,8 +287,36 @@ fn assert_forwarded(agent: Agent, pushes: &[Recorded], tenant: &str) {
     }
 }
 
-/// The whole story for one agent: refused without a key, with a ReadOnly key and with a
-/// revoked key (nothing reaches the upstream), then forwarded with an Agent key.
+/// A key signed by `authority`'s active signing key, limited to applications `apps` (it is
+/// not registered: the node needs only the signature).
+fn scoped_key(authority: &Authority, name: &str, tenant: &str, apps: &[&str]) -> String {
+    use pyrogate::core::clock::Clock as _;
+    let ring = pyrogate::authority::keyring::Keyring::open(authority.keys_dir()).expect("keys");
+    let apps: Vec<String> = apps.iter().map(|a| a.to_string()).collect();
+    let req = pyrogate::core::token::KeyRequest {
+        name,
+        role: pyrogate::core::token::Role::Agent,
+        ttl_seconds: 3600,
+        tenant: Some(tenant),
+        apps: Some(&apps),
+        cidrs: None,
+    };
+    pyrogate::core::token::issue(
+        ring.active(),
+        "pyrogate",
+        pyrogate::core::clock::SystemClock.now(),
+        &req,
+    )
+    .expect("issue a scoped key")
+    .token
+    .expose()
+    .to_owned()
+}
+
+/// The whole story for one agent: refused without a key, with a ReadOnly key, with a revoked
+/// key and with a key scoped to another application (nothing reaches the upstream), then
+/// forwarded with an Agent key scoped to the agent's own application (`agent-key.app`, which
+/// the Python agent sends as the `service_name` label and the Node agent in `name=`).
 async fn agent_end_to_end(agent: Agent) {
     // Fail first, and clearly, when the agent is not installed.
     let installed = agent.locate();
@@ -297,7 +325,8 @@ async fn agent_end_to_end(agent: Agent) {
     let upstream = Upstream::start().await;
     let node = Node::with_authority(&dir.path().join("node"), &authority, &upstream.url()).await;
     let tenant = "team-agents";
-    let (_, agent_key) = authority.new_key("agent-key", "Agent", Some(tenant)).await;
+    let agent_key = scoped_key(&authority, "agent-key", tenant, &["agent-key*"]);
+    let elsewhere_key = scoped_key(&authority, "billing-key", tenant, &["billing"]);
     let (_, reader_key) = authority
         .new_key("reader-key", "ReadOnly", Some(tenant))
         .await;
@@ -313,6 +342,7 @@ async fn agent_end_to_end(agent: Agent) {
         ("no-key", None),
         ("readonly-key", Some(reader_key.as_str())),
         ("revoked-key", Some(revoked_key.as_str())),
+        ("scoped-elsewhere", Some(elsewhere_key.as_str())),
     ];
     let started: Vec<Run> = runs
         .iter()
@@ -330,6 +360,10 @@ async fn agent_end_to_end(agent: Agent) {
         ("missing key", decisions("refused", "missing")),
         ("ReadOnly key", decisions("forbidden", "role")),
         ("revoked key", decisions("refused", "revoked")),
+        (
+            "key for another application",
+            decisions("forbidden", "scope_app"),
+        ),
     ];
     for (what, metric) in &refused {
         assert!(
@@ -365,8 +399,10 @@ async fn agent_end_to_end(agent: Agent) {
     );
     assert_eq!(accepted.len(), upstream.requests().len());
     assert_forwarded(agent, &accepted, tenant);
+    // The key for another application passed the gate, then its pushes were refused.
+    let scope_refusals = node.metric(&decisions("forbidden", "scope_app")).await;
     assert_eq!(
-        node.metric(&decisions("accepted", "ok")).await,
+        node.metric(&decisions("accepted", "ok")).await - scope_refusals,
         accepted.len() as f64,
         "every push the node let in reached the upstream, once"
     );

@@ -4,30 +4,7 @@
 use bytes::Bytes;
 use pyrogate::node::ingest::ROUTES;
 
-use crate::harness::{Authority, Http, Node, Upstream, basic, bearer, decisions, paths};
-
-/// An authority, a recording upstream, and a node between agents and the upstream (auth on).
-struct Plane {
-    authority: Authority,
-    upstream: Upstream,
-    node: Node,
-    http: Http,
-    _dir: tempfile::TempDir,
-}
-
-async fn plane() -> Plane {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let authority = Authority::on_system_clock().await;
-    let upstream = Upstream::start().await;
-    let node = Node::with_authority(&dir.path().join("node"), &authority, &upstream.url()).await;
-    Plane {
-        http: node.client(),
-        authority,
-        upstream,
-        node,
-        _dir: dir,
-    }
-}
+use crate::harness::{Authority, Node, Upstream, basic, bearer, decisions, paths, plane};
 
 /// Bytes that are not text and differ per call: a pprof-like gzip stream header, then noise.
 fn profile_bytes(seed: u8, len: usize) -> Bytes {

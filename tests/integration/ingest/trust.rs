@@ -133,6 +133,8 @@ fn impostor() -> Impostor {
             role: Role::Admin,
             ttl_seconds: 0,
             tenant: None,
+            apps: None,
+            cidrs: None,
         },
     )
     .unwrap()

@@ -7,9 +7,15 @@
 //! | module | what it generates |
 //! |---|---|
 //! | [`token`] | arbitrary strings and bytes for `jws::split` and the verifier; issued tokens; edited tokens |
+//! | [`apps`] | arbitrary bytes and generated Push requests for the push decoders of scoped keys; gzip bodies against the inflate cap |
 //! | [`config`] | a valid value for every key in YAML, env and flag form; arbitrary strings for typed keys; unknown names |
+//! | [`scope`] | arbitrary strings for the `apps` and `cidrs` parsers; random networks and addresses against a bitwise oracle |
+//! | [`selector`] | generated label selectors against random series: a selector called confined never matches another application |
 //! | [`spool`] | arbitrary requests through push/open/peek; damaged records; arbitrary and checksummed files |
 
+mod apps;
 mod config;
+mod scope;
+mod selector;
 mod spool;
 mod token;

@@ -241,6 +241,9 @@ proptest! {
             apply(&mut bytes, d);
         }
         prop_assume!(bytes != original);
+        // A whole record followed by more bytes is a good entry and a damaged next one of a
+        // batch: the good one is kept (a unit test covers it).
+        prop_assume!(!bytes.starts_with(&original));
         let dir = tempfile::tempdir().expect("temp dir");
         let (spool, read, quarantined) = open_with(dir.path(), &bytes);
         prop_assert!(read.is_none(), "{damages:?} read back as {read:?}");

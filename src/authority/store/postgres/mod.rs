@@ -105,6 +105,11 @@ const MIGRATIONS: &[&str] = &[
         client TEXT
     );
     "#,
+    // 2: key scopes — JSON arrays of strings, NULL for an unscoped key (as in SQLite)
+    r#"
+    ALTER TABLE api_keys ADD COLUMN apps TEXT;
+    ALTER TABLE api_keys ADD COLUMN cidrs TEXT;
+    "#,
 ];
 
 /// The pool is a handle; clones share it.
@@ -282,8 +287,7 @@ fn user_row(row: &Row) -> Result<User> {
     })
 }
 
-const KEY_COLUMNS: &str =
-    "id, name, role, jti, kid, tenant, created_at, expires_at, created_by, last_used_at";
+const KEY_COLUMNS: &str = "id, name, role, jti, kid, tenant, created_at, expires_at, created_by, last_used_at, apps, cidrs";
 
 fn key_row(row: &Row) -> Result<ApiKeyRecord> {
     Ok(ApiKeyRecord {
@@ -297,7 +301,25 @@ fn key_row(row: &Row) -> Result<ApiKeyRecord> {
         expires_at: ts(row.try_get(7)?),
         created_by: row.try_get(8)?,
         last_used_at: ts(row.try_get(9)?),
+        apps: string_list(row, 10)?,
+        cidrs: string_list(row, 11)?,
     })
+}
+
+/// A nullable column holding a JSON array of strings.
+fn string_list(row: &Row, i: usize) -> Result<Option<Vec<String>>> {
+    row.try_get::<_, Option<String>>(i)?
+        .map(|text| {
+            serde_json::from_str(&text).map_err(|e| {
+                StoreError::Task(format!("a key's scope column is not a JSON list: {e}"))
+            })
+        })
+        .transpose()
+}
+
+/// A scope list as stored: a JSON array of strings.
+pub(super) fn json_list(list: &[String]) -> String {
+    serde_json::Value::from(list).to_string()
 }
 
 fn rows<T>(rows: Vec<Row>, f: impl Fn(&Row) -> Result<T>) -> Result<Vec<T>> {

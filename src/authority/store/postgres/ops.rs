@@ -25,8 +25,8 @@ impl PgStore {
         let row = tx
             .query_one(
                 &format!(
-                    "INSERT INTO api_keys (name, role, jti, kid, tenant, created_at, expires_at, created_by)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {KEY_COLUMNS}"
+                    "INSERT INTO api_keys (name, role, jti, kid, tenant, created_at, expires_at, created_by, apps, cidrs)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {KEY_COLUMNS}"
                 ),
                 &[
                     &key.name,
@@ -37,6 +37,8 @@ impl PgStore {
                     &(key.created_at as i64),
                     &key.expires_at.map(|e| e as i64),
                     &key.created_by,
+                    &key.apps.as_deref().map(json_list),
+                    &key.cidrs.as_deref().map(json_list),
                 ],
             )
             .await

@@ -4,8 +4,8 @@ use super::*;
 
 pub fn insert_key(conn: &Connection, k: &NewKey) -> Result<ApiKeyRecord> {
     conn.execute(
-        "INSERT INTO api_keys (name, role, jti, kid, tenant, created_at, expires_at, created_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO api_keys (name, role, jti, kid, tenant, created_at, expires_at, created_by, apps, cidrs)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             k.name,
             k.role.as_str(),
@@ -14,11 +14,17 @@ pub fn insert_key(conn: &Connection, k: &NewKey) -> Result<ApiKeyRecord> {
             k.tenant,
             k.created_at as i64,
             k.expires_at.map(|e| e as i64),
-            k.created_by
+            k.created_by,
+            k.apps.as_deref().map(json_list),
+            k.cidrs.as_deref().map(json_list)
         ],
     )
     .map_err(conflict_as("api key with this name already exists"))?;
     get_key(conn, conn.last_insert_rowid())
+}
+
+fn json_list(list: &[String]) -> String {
+    serde_json::Value::from(list).to_string()
 }
 
 pub fn get_key(conn: &Connection, id: i64) -> Result<ApiKeyRecord> {

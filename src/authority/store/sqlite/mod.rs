@@ -79,6 +79,11 @@ const MIGRATIONS: &[&str] = &[
         client TEXT
     );
     "#,
+    // 2: key scopes — JSON arrays of strings, NULL for an unscoped key
+    r#"
+    ALTER TABLE api_keys ADD COLUMN apps TEXT;
+    ALTER TABLE api_keys ADD COLUMN cidrs TEXT;
+    "#,
 ];
 
 #[derive(Clone)]
@@ -145,8 +150,7 @@ fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
-const KEY_COLUMNS: &str =
-    "id, name, role, jti, kid, tenant, created_at, expires_at, created_by, last_used_at";
+const KEY_COLUMNS: &str = "id, name, role, jti, kid, tenant, created_at, expires_at, created_by, last_used_at, apps, cidrs";
 
 fn key_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
     Ok(ApiKeyRecord {
@@ -160,7 +164,20 @@ fn key_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
         expires_at: ts(row.get(7)?),
         created_by: row.get(8)?,
         last_used_at: ts(row.get(9)?),
+        apps: string_list(row, 10)?,
+        cidrs: string_list(row, 11)?,
     })
+}
+
+/// A nullable column holding a JSON array of strings.
+fn string_list(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<Vec<String>>> {
+    row.get::<_, Option<String>>(i)?
+        .map(|text| {
+            serde_json::from_str(&text).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+            })
+        })
+        .transpose()
 }
 
 impl SqliteStore {

@@ -600,24 +600,10 @@ fn a_retry_run_as_root_leaves_the_retry_directory_to_the_spools_owner() {
 }
 
 #[test]
-fn pushes_from_many_threads_share_directory_syncs_and_all_are_durable() {
+fn pushes_from_many_threads_are_all_durable() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let spool = std::sync::Arc::new(open(tmp.path()));
-    let threads: Vec<_> = (0..16)
-        .map(|t| {
-            let spool = spool.clone();
-            std::thread::spawn(move || {
-                (0..20)
-                    .map(|n| spool.push(&request(t * 100 + n)).expect("push"))
-                    .collect::<Vec<u64>>()
-            })
-        })
-        .collect();
-    let mut seqs: Vec<u64> = threads
-        .into_iter()
-        .flat_map(|t| t.join().expect("thread"))
-        .collect();
-    seqs.sort_unstable();
+    let mut seqs = push_together(&spool, 16, 20);
     seqs.dedup();
     assert_eq!(seqs.len(), 320, "every push got its own number");
     drop(spool);
@@ -654,4 +640,165 @@ fn claims_hand_out_the_oldest_free_entries_and_released_ones_come_back_first() {
     );
     assert_eq!(spool.len(), 4);
     assert!(spool.oldest_at().is_some());
+}
+
+/// Pushes from many threads at once, so that they are written as shared batches.
+fn push_together(spool: &std::sync::Arc<Spool>, threads: usize, each: usize) -> Vec<u64> {
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let spool = spool.clone();
+            std::thread::spawn(move || {
+                (0..each)
+                    .map(|n| spool.push(&request(t * 1000 + n)).expect("push"))
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut seqs: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("thread"))
+        .collect();
+    seqs.sort_unstable();
+    seqs
+}
+
+#[test]
+fn pushes_made_together_share_batch_files_and_each_file_goes_with_its_last_entry() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let spool = std::sync::Arc::new(open(tmp.path()));
+    let seqs = push_together(&spool, 16, 20);
+    let files = names(tmp.path());
+    assert!(
+        files.len() < seqs.len(),
+        "{} files for {} pushes: none shared a batch",
+        files.len(),
+        seqs.len()
+    );
+    // Everything reads back after a restart, each entry under its own number.
+    drop(spool);
+    let spool = open(tmp.path());
+    assert_eq!(spool.len(), seqs.len());
+    let mut seen = Vec::new();
+    while let Some((seq, req)) = spool.peek().expect("peek") {
+        let n: usize = req.path_and_query["/ingest?name=app".len()..]
+            .split('.')
+            .next()
+            .expect("number")
+            .parse()
+            .expect("number");
+        assert_eq!(req, request(n));
+        seen.push(seq);
+        spool.remove(seq).expect("remove");
+    }
+    assert_eq!(seen, seqs);
+    assert!(
+        names(tmp.path()).is_empty(),
+        "every batch file went with its last entry"
+    );
+    assert_eq!(spool.bytes(), 0);
+}
+
+#[test]
+fn an_entry_of_a_batch_is_dead_lettered_on_its_own_and_the_rest_stay() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let spool = std::sync::Arc::new(open(tmp.path()));
+    push_together(&spool, 8, 10);
+    let shared = {
+        let st = spool.state();
+        st.files
+            .iter()
+            .find(|(_, f)| f.written > 1)
+            .map(|(&file, _)| file)
+            .expect("a batch of several")
+    };
+    let path = tmp.path().join(entry_name(shared));
+    let before = spool.len();
+    let target = spool
+        .dead_letter(shared, "upstream said 400")
+        .expect("dead letter");
+    assert_eq!(spool.len(), before - 1);
+    assert!(path.exists(), "the batch file stays for its other entries");
+    let kept = fs::read(&target).expect("dead letter file");
+    assert!(
+        decode(kept).is_ok(),
+        "a dead letter is an entry file of its own"
+    );
+    assert_eq!(
+        fs::read_to_string(target.with_extension("reason")).expect("reason"),
+        "upstream said 400\n"
+    );
+    drop(spool);
+    assert_eq!(
+        open(tmp.path()).len(),
+        before - 1,
+        "it is not replayed after a restart"
+    );
+}
+
+#[test]
+fn a_good_entry_followed_by_damage_is_kept_and_the_rest_set_aside() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let seq = open(tmp.path()).push(&request(1)).expect("push");
+    let path = tmp.path().join(entry_name(seq));
+    let mut data = fs::read(&path).expect("read");
+    let good = data.len();
+    data.extend_from_slice(b"pyrogate-spool v1\n{\"broken");
+    fs::write(&path, &data).expect("damage");
+    let spool = open(tmp.path());
+    assert_eq!(spool.peek().expect("peek"), Some((seq, request(1))));
+    let aside = names(&tmp.path().join(CORRUPT_DIR));
+    assert_eq!(aside, BTreeSet::from([entry_name(seq + 1)]));
+    assert_eq!(
+        fs::read(tmp.path().join(CORRUPT_DIR).join(entry_name(seq + 1))).expect("aside"),
+        data[good..].to_vec()
+    );
+    assert!(
+        spool.push(&request(2)).expect("push") > seq + 1,
+        "numbers set aside are not reused"
+    );
+}
+
+#[test]
+fn entries_removed_from_a_batch_stay_removed_after_a_restart() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let spool = std::sync::Arc::new(open(tmp.path()));
+    let seqs = push_together(&spool, 8, 10);
+    for &seq in seqs.iter().step_by(2) {
+        spool.remove(seq).expect("remove");
+    }
+    let left = spool.len();
+    assert_eq!(left, seqs.len() / 2);
+    drop(spool);
+    let spool = open(tmp.path());
+    assert_eq!(spool.len(), left, "removed entries don't come back");
+    let back: Vec<u64> = std::iter::from_fn(|| {
+        let (seq, _) = spool.peek().expect("peek")?;
+        spool.remove(seq).expect("remove");
+        Some(seq)
+    })
+    .collect();
+    assert_eq!(
+        back,
+        seqs.iter().skip(1).step_by(2).copied().collect::<Vec<_>>()
+    );
+    assert!(
+        names(tmp.path()).is_empty(),
+        "batches and their notes are gone"
+    );
+}
+
+#[test]
+fn notes_without_their_batch_are_removed_on_open() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    drop(open(tmp.path()));
+    fs::write(tmp.path().join("00000000000000000001.done"), "1\n").expect("orphan note");
+    let spool = open(tmp.path());
+    assert!(names(tmp.path()).is_empty(), "{:?}", names(tmp.path()));
+    // Numbering starts again at 1, and the new entry is not hidden by the old note.
+    let seq = spool.push(&request(1)).expect("push");
+    drop(spool);
+    assert_eq!(
+        open(tmp.path()).peek().expect("peek"),
+        Some((seq, request(1)))
+    );
 }

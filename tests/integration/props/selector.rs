@@ -1,0 +1,92 @@
+//! The read proxy's selector check on generated selectors: it never panics, and whenever it
+//! calls a selector confined to a key's applications, no series of another application
+//! matches that selector (checked with a small matcher written here, which lets every regex
+//! matcher match — the most a regex could let through).
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use pyrogate::core::scope::Scope;
+use pyrogate::node::ingest::selector::{self, Op};
+
+const APPS: [&str; 4] = ["checkout", "checkout-api", "billing", ""];
+
+fn value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        proptest::sample::select(APPS.to_vec()).prop_map(str::to_owned),
+        "[a-z\"\\\\,}{= ]{0,6}",
+    ]
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// A selector text: matchers on a few names with every operator, sometimes mangled.
+fn selector_text() -> impl Strategy<Value = String> {
+    let matcher = (
+        proptest::sample::select(vec!["service_name", "env", "service_namex"]),
+        proptest::sample::select(vec!["=", "!=", "=~", "!~"]),
+        value(),
+    )
+        .prop_map(|(n, op, v)| format!("{n}{op}\"{}\"", escape(&v)));
+    prop_oneof![
+        4 => (
+            proptest::sample::select(vec!["", "process_cpu:cpu:nanoseconds:cpu:nanoseconds", "checkout.cpu"]),
+            proptest::collection::vec(matcher, 0..4),
+        )
+            .prop_map(|(prefix, ms)| format!("{prefix}{{{}}}", ms.join(","))),
+        1 => any::<String>(),
+        1 => "[{}a-z_=!~\",\\\\ ]{0,40}",
+    ]
+}
+
+fn series() -> impl Strategy<Value = BTreeMap<String, String>> {
+    (proptest::sample::select(APPS.to_vec()), value()).prop_map(|(app, env)| {
+        BTreeMap::from([
+            ("service_name".to_owned(), app.to_owned()),
+            ("env".to_owned(), env),
+        ])
+    })
+}
+
+/// Whether `series` matches every matcher (a missing label reads as ""); regexes match all.
+fn matches(matchers: &[selector::Matcher], series: &BTreeMap<String, String>) -> bool {
+    matchers.iter().all(|m| {
+        let v = series.get(&m.name).map(String::as_str).unwrap_or("");
+        match m.op {
+            Op::Eq => v == m.value,
+            Op::Ne => v != m.value,
+            Op::Re | Op::NotRe => true,
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_confined_selector_never_matches_another_application(
+        text in selector_text(),
+        allowed in proptest::sample::subsequence(vec!["checkout", "checkout-*", "billing-*"], 1..=2),
+        all_series in proptest::collection::vec(series(), 1..12),
+    ) {
+        let apps: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
+        let scope = Scope::parse(Some(&apps), None).expect("a scope").expect("apps");
+        if selector::confined(&text, &scope).is_ok() {
+            let matchers = selector::parse(&text).expect("a confined selector parses");
+            for s in &all_series {
+                if matches(&matchers, s) {
+                    prop_assert!(scope.allows_app(&s["service_name"]), "{} matched {:?}", text, s);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parsing_never_panics(text in any::<String>()) {
+        if let Some(matchers) = selector::parse(&text) {
+            prop_assert!(matchers.len() <= selector::MAX_MATCHERS);
+        }
+    }
+}
