@@ -92,6 +92,11 @@ impl Failure {
     fn timed_out(&self) -> bool {
         matches!(self, Failure::Unreachable(why) if why.starts_with("timed out"))
     }
+
+    /// No connection could be made: nothing reached the upstream.
+    fn not_connected(&self) -> bool {
+        matches!(self, Failure::Unreachable(why) if why.starts_with("connecting"))
+    }
 }
 
 impl std::fmt::Display for Failure {

@@ -44,6 +44,8 @@ use crate::edge::server::Lifecycle;
 
 /// First pause after a failure.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest pause after a connection to the upstream could not be made at all.
+const MAX_PROBE_WAIT: Duration = Duration::from_millis(250);
 /// How often the replay adopts retried dead letters and refreshes its gauges while busy.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// Most doublings of a re-sent push's timeout (8 × `upstream.timeout`).
@@ -360,7 +362,13 @@ impl Forwarder {
                     *self.timeouts().entry(seq).or_insert(0) += 1;
                 }
                 inner.spool.release(seq);
-                let wait = *backoff;
+                // A connection that can't be made costs an upstream that is down nothing: probe
+                // for its return often, so live pushes go straight to it again soon after.
+                let wait = if failure.not_connected() {
+                    (*backoff).min(MAX_PROBE_WAIT)
+                } else {
+                    *backoff
+                };
                 congestion(window, backoff, paused_until, wait);
             }
         }
