@@ -180,7 +180,7 @@ impl Metrics {
         );
         registry.register(
             "spool_possible_duplicates",
-            "Pushes sent again after their answer timed out: the upstream may have received them twice",
+            "Pushes to be sent again that the upstream may already have (the answer timed out, or the connection broke after the push was written)",
             m.spool_possible_duplicates.clone(),
         );
         registry.register(

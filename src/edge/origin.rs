@@ -74,6 +74,8 @@ struct Conn {
 #[derive(Debug)]
 pub enum PoolError {
     Connect(String),
+    /// The connection failed before any of the request was written: the upstream has none of it.
+    Unsent(String),
     /// Writing the request or reading the answer failed; the upstream may have the request.
     Exchange(String),
     /// The answer broke HTTP/1.1 framing or a limit.
@@ -84,7 +86,7 @@ impl std::fmt::Display for PoolError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PoolError::Connect(why) => write!(f, "connecting: {why}"),
-            PoolError::Exchange(why) => write!(f, "{why}"),
+            PoolError::Unsent(why) | PoolError::Exchange(why) => write!(f, "{why}"),
             PoolError::Answer(why) => write!(f, "reading the response: {why}"),
         }
     }
@@ -176,7 +178,7 @@ impl OriginPool {
                     continue;
                 }
                 Err(WriteError::Unsent(err)) => {
-                    return Err(PoolError::Exchange(format!("sending the request: {err}")));
+                    return Err(PoolError::Unsent(format!("sending the request: {err}")));
                 }
                 Err(WriteError::Partial(err)) => {
                     return Err(PoolError::Exchange(format!(

@@ -79,8 +79,17 @@ struct Inner {
 
 #[derive(Debug)]
 enum Failure {
-    /// Could not connect, timed out, or the connection broke.
-    Unreachable(String),
+    /// No connection could be made, or it failed before any of the push was written: nothing
+    /// reached the upstream.
+    NotSent {
+        why: String,
+        /// The upstream refused or never answered the connection (it is down, not busy).
+        connecting: bool,
+    },
+    /// No answer within the timeout: the upstream may have the push.
+    TimedOut,
+    /// The connection failed mid-push or before the answer: the upstream may have the push.
+    Broken(String),
     /// The upstream answered 5xx.
     Status(StatusCode),
     /// The upstream took the push and answered something that can't be read (framing, size).
@@ -89,20 +98,45 @@ enum Failure {
 }
 
 impl Failure {
-    fn timed_out(&self) -> bool {
-        matches!(self, Failure::Unreachable(why) if why.starts_with("timed out"))
+    /// The upstream may have taken the push: sending it again may deliver it twice.
+    fn maybe_delivered(&self) -> bool {
+        matches!(self, Failure::TimedOut | Failure::Broken(_))
     }
 
-    /// No connection could be made: nothing reached the upstream.
+    /// No connection could be made: the upstream is down rather than slow.
     fn not_connected(&self) -> bool {
-        matches!(self, Failure::Unreachable(why) if why.starts_with("connecting"))
+        matches!(
+            self,
+            Failure::NotSent {
+                connecting: true,
+                ..
+            }
+        )
+    }
+}
+
+impl From<PoolError> for Failure {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Connect(_) => Failure::NotSent {
+                why: e.to_string(),
+                connecting: true,
+            },
+            PoolError::Unsent(_) => Failure::NotSent {
+                why: e.to_string(),
+                connecting: false,
+            },
+            PoolError::Exchange(why) => Failure::Broken(why),
+            PoolError::Answer(_) => Failure::BadAnswer(e.to_string()),
+        }
     }
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Unreachable(why) => write!(f, "unreachable: {why}"),
+            Failure::NotSent { why, .. } | Failure::Broken(why) => write!(f, "unreachable: {why}"),
+            Failure::TimedOut => write!(f, "unreachable: timed out"),
             Failure::Status(status) => write!(f, "answered {status}"),
             Failure::BadAnswer(why) => write!(f, "answered unreadably: {why}"),
         }
@@ -159,11 +193,11 @@ impl Forwarder {
             }
             Err(failure) => {
                 tracing::warn!(%failure, path = %push.path_and_query, "upstream can't take the push; spooling it");
-                let timed_out = failure.timed_out();
-                if timed_out {
+                if failure.maybe_delivered() {
                     self.inner.metrics.spool_possible_duplicates.inc();
                 }
-                self.enqueue(push, timed_out).await
+                self.enqueue(push, matches!(failure, Failure::TimedOut))
+                    .await
             }
         }
     }
@@ -236,11 +270,7 @@ impl Forwarder {
         let exchange = upstream.pool().post(post, MAX_RESPONSE_BYTES, relayed);
         let answer = tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| Failure::Unreachable("timed out".into()))?
-            .map_err(|e| match e {
-                PoolError::Answer(_) => Failure::BadAnswer(e.to_string()),
-                _ => Failure::Unreachable(e.to_string()),
-            })?;
+            .map_err(|_| Failure::TimedOut)??;
         let mut out = Response::new(Body::from(answer.body));
         *out.status_mut() = answer.status;
         *out.headers_mut() = answer.headers;

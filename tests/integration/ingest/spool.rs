@@ -422,3 +422,82 @@ async fn a_push_whose_answer_times_out_reaches_a_slow_upstream_at_most_twice() {
             >= 1.0
     );
 }
+
+/// An upstream that reads each request whole, then closes the connection without answering: it
+/// crashed between ingesting a push and answering it.
+async fn hanging_up_upstream() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = conn.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length: usize = text[..end]
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if got.len() >= end + 4 + length {
+                            // The whole push is in; hang up instead of answering.
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_broken_after_the_push_counts_as_a_possible_duplicate_a_refused_one_does_not()
+{
+    // Refused: nothing listens on the port, so nothing of the push reached anyone.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", l.local_addr().expect("address"))
+    };
+    let node = Node::start(dir.path(), &format!("upstream: {refused}\n")).await;
+    let r = push(&node, 0).await.expect(200);
+    assert_eq!(r.header("pyrogate-spooled"), Some("true"));
+    // Let the replay try it a few times.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        node.metric("pyrogate_spool_possible_duplicates_total")
+            .await,
+        0.0,
+        "a refused connection delivered nothing"
+    );
+    drop(node);
+
+    // Hung up on after the whole push was written: the upstream may have it.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (url, upstream) = hanging_up_upstream().await;
+    let node = Node::start(dir.path(), &format!("upstream: {url}\n")).await;
+    let r = push(&node, 1).await.expect(200);
+    assert_eq!(r.header("pyrogate-spooled"), Some("true"));
+    assert!(
+        node.metric("pyrogate_spool_possible_duplicates_total")
+            .await
+            >= 1.0,
+        "a push cut off before its answer may have been ingested"
+    );
+    upstream.abort();
+}

@@ -356,9 +356,12 @@ impl Forwarder {
             }
             Delivered::Failed(failure, _) => {
                 tracing::debug!(%failure, "upstream can't take spooled pushes yet");
-                if failure.timed_out() {
-                    // It may have the push: send it again, with longer to answer, and count it.
+                if failure.maybe_delivered() {
+                    // It may have the push: it is sent again, so count it.
                     inner.metrics.spool_possible_duplicates.inc();
+                }
+                if matches!(failure, Failure::TimedOut) {
+                    // Slower than the timeout: the next try gets longer to answer.
                     *self.timeouts().entry(seq).or_insert(0) += 1;
                 }
                 inner.spool.release(seq);
