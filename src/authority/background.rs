@@ -1,6 +1,8 @@
-//! The authority's ticker: once a second, pick up what other processes changed (signing keys
-//! rotated or retired by the CLI, keys deleted by the CLI), and every `revocations.prune-interval`
-//! prune expired revocation entries and sessions.
+//! The authority's ticker: once a second, and at once when another replica announces a change
+//! (PostgreSQL `NOTIFY`, see `store::postgres::listen`), pick up what other processes changed
+//! (signing keys rotated or retired by the CLI or another replica, keys deleted there), and
+//! every `revocations.prune-interval` prune expired revocation entries and sessions — once for
+//! all replicas on one database ([`Store::claim_periodic`](super::store::Store::claim_periodic)).
 
 use std::time::Duration;
 
@@ -26,6 +28,7 @@ pub(crate) async fn run(state: AppState) {
         };
         tokio::select! {
             _ = tick.tick() => {}
+            () = state.changes.notified() => {}
             _ = hangup => {
                 tracing::info!("SIGHUP: reloading signing keys");
                 if let Err(err) = signing::reload(&state, true).await {
@@ -37,9 +40,19 @@ pub(crate) async fn run(state: AppState) {
             tracing::error!(error = format!("{err:#}"), "reloading signing keys failed");
         }
         let now = state.now();
-        let prune = now.saturating_sub(last_prune) >= prune_every;
+        let mut prune = now.saturating_sub(last_prune) >= prune_every;
         if prune {
             last_prune = now;
+            prune = match state.store.claim_periodic("prune", now, prune_every).await {
+                Ok(turn) => turn,
+                Err(err) => {
+                    tracing::error!(
+                        error = format!("{err:#}"),
+                        "claiming the turn to prune failed"
+                    );
+                    false
+                }
+            };
         }
         if let Err(err) = distribution::refresh(&state, prune).await {
             tracing::error!(

@@ -67,6 +67,9 @@ pub struct AppState {
     pub ingest: crate::node::ingest::IngestState,
     /// Shutdown: long-polls and background tasks watch it.
     pub life: Lifecycle,
+    /// Woken when another replica committed a change (see [`Store::listen`]): the ticker
+    /// re-reads the store at once instead of at its next second.
+    pub changes: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -140,6 +143,12 @@ impl Application {
     ) -> anyhow::Result<()> {
         let life = self.state.life.clone();
         life.spawn(background::run(self.state.clone()));
+        let (store, changes, stopping) = (
+            self.state.store.clone(),
+            self.state.changes.clone(),
+            life.clone(),
+        );
+        life.spawn(async move { store.listen(changes, stopping.stopping()).await });
         self.state.ingest.start_background(&life);
         self.server.run_until(shutdown, life).await
     }
@@ -201,6 +210,7 @@ pub async fn open_state(
         verifier,
         publisher: Arc::new(distribution::Publisher::new(max_long_polls)),
         life: Lifecycle::new(),
+        changes: Arc::default(),
         metrics,
         clock,
         sessions,

@@ -418,6 +418,30 @@ impl Store {
 
     // --- settings and audit ---
 
+    /// Whether this process runs periodic job `name` now: at most once per `every` seconds
+    /// for every process on the database. Several authorities on one PostgreSQL database
+    /// share one turn (a lease row); an SQLite database has one server, whose turn it always is.
+    pub async fn claim_periodic(&self, name: &str, now: u64, every: u64) -> Result<bool> {
+        match self {
+            Store::Sqlite(_) => Ok(true),
+            Store::Postgres(s) => s.claim_periodic(name, now, every).await,
+        }
+    }
+
+    /// Wakes `changed` whenever another process commits a change the authority must publish
+    /// (PostgreSQL `LISTEN`/`NOTIFY`), until `stop`. With SQLite there is one server and the
+    /// ticker's once-a-second re-read finds the CLI's changes: this only waits for `stop`.
+    pub async fn listen(
+        &self,
+        changed: std::sync::Arc<tokio::sync::Notify>,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        match self {
+            Store::Sqlite(_) => stop.await,
+            Store::Postgres(s) => s.listen(changed, stop).await,
+        }
+    }
+
     pub async fn get_meta(&self, key: &str) -> Result<Option<String>> {
         dispatch!(self, s => s.get_meta(key).await)
     }

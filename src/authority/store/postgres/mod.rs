@@ -23,6 +23,7 @@ use tokio_postgres::error::SqlState;
 use super::*;
 use crate::config::PostgresSettings;
 
+mod listen;
 mod ops;
 #[doc(hidden)]
 pub mod testing;
@@ -118,6 +119,14 @@ pub struct PgStore {
     pool: Pool,
     /// `postgres://USER@HOST:PORT/DB`, never the password.
     described: String,
+    /// How to open a connection outside the pool (the `LISTEN` connection).
+    connector: std::sync::Arc<Connector>,
+}
+
+/// A connection's configuration and TLS, kept to open the `LISTEN` connection.
+struct Connector {
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -163,13 +172,22 @@ impl PgStore {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
-            Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+        let tls = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+            None
         } else {
             let tls = crate::edge::tls::client_config(&settings.tls)
                 .map_err(|e| fail(format!("{e:#}")))?;
-            let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
-            Manager::from_config(config, tls, manager_config)
+            Some(tokio_postgres_rustls::MakeRustlsConnect::new(
+                (*tls).clone(),
+            ))
+        };
+        let connector = std::sync::Arc::new(Connector {
+            config: config.clone(),
+            tls: tls.clone(),
+        });
+        let manager = match tls {
+            None => Manager::from_config(config, tokio_postgres::NoTls, manager_config),
+            Some(tls) => Manager::from_config(config, tls, manager_config),
         };
         let pool = Pool::builder(manager)
             .max_size(8)
@@ -182,6 +200,7 @@ impl PgStore {
         let store = PgStore {
             pool,
             described: described.clone(),
+            connector,
         };
         store.migrate().await.map_err(|e| fail(e.to_string()))?;
         Ok(store)

@@ -179,6 +179,13 @@ impl PgStore {
             .await?
             .map(|r| r.try_get(0))
             .transpose()?;
+        // And the list's own counter, so no delete commits between reading the entries and
+        // reading the version: every replica signing version V signs the same entries.
+        tx.execute(
+            "SELECT value FROM counters WHERE name = 'revocations' FOR UPDATE",
+            &[],
+        )
+        .await?;
         let keyset_version = if before.as_deref() == Some(kids) {
             version.max(0) as u64
         } else {
@@ -479,6 +486,27 @@ impl PgStore {
         Ok(())
     }
 
+    /// A lease row per periodic job in `meta` (`periodic.NAME`: when it last ran): the row
+    /// lock orders replicas, and only the first one past `every` seconds gets the turn.
+    pub async fn claim_periodic(&self, name: &str, now: u64, every: u64) -> Result<bool> {
+        let key = format!("periodic.{name}");
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ($1, '0') ON CONFLICT (key) DO NOTHING",
+                &[&key],
+            )
+            .await?;
+        let claimed = client
+            .execute(
+                "UPDATE meta SET value = $2::BIGINT::TEXT
+                 WHERE key = $1 AND value::BIGINT + $3 <= $2",
+                &[&key, &(now as i64), &(every as i64)],
+            )
+            .await?;
+        Ok(claimed == 1)
+    }
+
     pub async fn prune_sessions(&self, now: u64) -> Result<usize> {
         let n = self
             .client()
@@ -610,6 +638,8 @@ async fn keep_an_admin(tx: &Tx<'_>, id: i64, removes_admin: bool) -> Result<()> 
 
 /// Moves counter `name` by one and returns its new value; the row lock it takes orders
 /// concurrent writers until commit.
+/// Every other replica hears of it when the transaction commits (`NOTIFY`, see
+/// [`super::listen`]).
 async fn bump(tx: &Tx<'_>, name: &str) -> Result<u64> {
     let v: i64 = tx
         .query_one(
@@ -618,6 +648,11 @@ async fn bump(tx: &Tx<'_>, name: &str) -> Result<u64> {
         )
         .await?
         .try_get(0)?;
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&super::listen::CHANNEL, &name],
+    )
+    .await?;
     Ok(v.max(0) as u64)
 }
 
