@@ -17,6 +17,7 @@ pub(crate) async fn run(state: AppState) {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let prune_every = state.settings.authority.prune_interval.as_secs().max(1);
     let mut last_prune = state.now();
+    let mut failing = false;
     loop {
         let hangup = async {
             match hup.as_mut() {
@@ -54,11 +55,21 @@ pub(crate) async fn run(state: AppState) {
                 }
             };
         }
-        if let Err(err) = distribution::refresh(&state, prune).await {
-            tracing::error!(
-                error = format!("{err:#}"),
-                "refreshing the revocation list failed"
-            );
+        // Said once when it starts failing and once when it works again, not every second.
+        match distribution::refresh(&state, prune).await {
+            Err(err) if !failing => {
+                failing = true;
+                tracing::error!(
+                    error = format!("{err:#}"),
+                    "refreshing the revocation list failed; serving the last signed list until it works again"
+                );
+            }
+            Err(_) => {}
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("refreshing the revocation list works again");
+            }
+            Ok(()) => {}
         }
     }
 }

@@ -11,6 +11,14 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(msg) => ApiError::Conflict(msg.into()),
             StoreError::NotFound(msg) => ApiError::NotFound(msg.into()),
             StoreError::Invalid(msg) => ApiError::bad_request(msg),
+            // Writes (and reads of the database) wait for it; the signed documents already
+            // published are still served from memory.
+            other if other.is_unavailable() => {
+                tracing::warn!(error = %other, "a request needed the database, which is unavailable");
+                ApiError::Unavailable(
+                    "the database is unavailable; nothing was changed, try again shortly".into(),
+                )
+            }
             other => ApiError::Internal(other.into()),
         }
     }

@@ -295,14 +295,18 @@ pub fn router(state: AppState) -> Router {
         .merge(ingest)
 }
 
+/// Ready while the database answers. A replica that lost it says so and which one (never a
+/// password), and still serves the documents it last signed to nodes that poll it.
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let store_ok = state.store.ping().await.is_ok();
     let published = state.publisher.current();
     let body = serde_json::json!({
         "ready": store_ok,
         "store": if store_ok { "ok" } else { "unavailable" },
+        "database": state.store.describe(),
         "signingKeys": state.verifier.keys().len(),
         "revocationsVersion": published.version,
+        "revocationsIssuedAt": published.issued_at,
     });
     health::readiness(store_ok, body)
 }

@@ -67,6 +67,28 @@ pub enum StoreError {
     Task(String),
 }
 
+impl StoreError {
+    /// The database could not be reached, or the connection broke: nothing was decided, and
+    /// the same request may succeed once the database is back (a 503, not a 500).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Connect { .. } | StoreError::Unavailable { .. } => true,
+            StoreError::Postgres(e) => {
+                e.is_closed() || {
+                    let mut source = std::error::Error::source(e);
+                    let mut io = false;
+                    while let Some(s) = source {
+                        io |= s.is::<std::io::Error>();
+                        source = s.source();
+                    }
+                    io
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -114,3 +114,75 @@ async fn a_session_made_on_one_replica_is_valid_on_the_other_and_logout_ends_it_
     on_a.post("/api/logout").send().await;
     on_b.get("/api/user").send().await.expect(401);
 }
+
+/// Runs `sql` on the test server as its superuser, outside the database under test.
+async fn on_server(sql: &str) {
+    let admin = std::env::var(pyrogate::authority::store::postgres::testing::POSTGRES_ENV)
+        .expect("the test server's URL");
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test server");
+    tokio::spawn(connection);
+    client.batch_execute(sql).await.expect(sql);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_loses_the_database_answers_503_on_writes_keeps_serving_its_list_and_recovers()
+ {
+    let url = postgres_database().await;
+    let db = url.rsplit_once('/').expect("a database name").1.to_owned();
+    let a = Authority::start_with(&database_yaml(&url)).await;
+    let admin = a.admin().await;
+    let (id, _) = admin.new_key("before", "Agent", None).await;
+    admin.delete_key(id).await;
+    let list = a.client().get("/api/revocations").send().await.expect(200);
+    let etag = list.header("etag").expect("an ETag").to_owned();
+
+    // The database goes away: its connections are cut and new ones refused.
+    on_server(&format!(
+        "ALTER DATABASE {db} ALLOW_CONNECTIONS false;
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}';"
+    ))
+    .await;
+    let refused = admin
+        .post("/api/keys")
+        .json(&serde_json::json!({ "name": "during", "role": "Agent", "ttlSeconds": 60 }))
+        .send()
+        .await
+        .expect(503);
+    assert!(
+        refused
+            .errors()
+            .iter()
+            .any(|e| e.contains("database is unavailable")),
+        "{:?}",
+        refused.errors()
+    );
+    // Nodes still get the list it last signed.
+    let served = a.client().get("/api/revocations").send().await.expect(200);
+    assert_eq!(served.header("etag"), Some(etag.as_str()));
+    assert_eq!(served.text(), list.text());
+    let ready = a.client().get("/ready").send().await.expect(503).json();
+    assert_eq!(ready["store"], "unavailable", "{ready}");
+    assert!(
+        !ready.to_string().contains("pyrogate-test"),
+        "no password in /ready: {ready}"
+    );
+
+    // Back: writes work again without a restart.
+    on_server(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true;")).await;
+    let deadline = Deadline::secs(30, "writes to work again");
+    loop {
+        let r = admin
+            .post("/api/keys")
+            .json(&serde_json::json!({ "name": "after", "role": "Agent", "ttlSeconds": 60 }))
+            .send()
+            .await;
+        if r.status.as_u16() == 201 {
+            break;
+        }
+        assert_eq!(r.status.as_u16(), 503, "{}", r.text());
+        deadline.tick(|| r.text()).await;
+    }
+    a.client().get("/ready").send().await.expect(200);
+}
