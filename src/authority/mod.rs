@@ -199,10 +199,12 @@ pub async fn open_state(
         throttle: Arc::new(throttle::LoginThrottle::new(
             settings.authority.login_max_failures,
             settings.authority.login_lockout,
+            throttle::Place::for_store(&store, "failures:"),
         )),
         account_delays: Arc::new(throttle::AccountDelays::new(
             settings.authority.login_delays,
             settings.authority.login_lockout,
+            throttle::Place::for_store(&store, "account:"),
         )),
         settings: Arc::new(settings),
         store,

@@ -417,7 +417,7 @@ async fn login(
             })
             .inc();
     };
-    if let Err(retry) = state.throttle.reserve(&keys, now) {
+    if let Err(retry) = state.throttle.reserve(&keys, now).await? {
         throttled();
         return Ok(too_many(
             format!("too many failed login attempts; try again in {retry} seconds"),
@@ -426,12 +426,12 @@ async fn login(
     }
     // Per account, from any address: past `auth.login-delay-after` failures each attempt waits
     // its turn here, before the password is looked at and without a hashing slot.
-    let turn = match state.account_delays.admit(&username, now) {
+    let turn = match state.account_delays.admit(&username, now).await? {
         Admission::Now => None,
         Admission::Wait(turn) => Some(turn),
         Admission::Full { retry } => {
             // Never checked: the client's own budget gets the attempt back.
-            state.throttle.release(&keys);
+            state.throttle.release(&keys).await?;
             throttled();
             return Ok(too_many(
                 format!("too many login attempts on this account; try again in {retry} seconds"),
@@ -476,8 +476,8 @@ async fn login(
             ));
         }
     };
-    state.throttle.succeeded(&keys[0], &keys[1]);
-    state.account_delays.succeeded(&username);
+    state.throttle.succeeded(&keys[0], &keys[1]).await?;
+    state.account_delays.succeeded(&username, now).await?;
     let lifetime = state.settings.authority.sessions.lifetime.as_secs();
     let claims = SessionClaims {
         sid: b64::random(16),

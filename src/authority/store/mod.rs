@@ -74,7 +74,10 @@ impl StoreError {
         match self {
             StoreError::Connect { .. } | StoreError::Unavailable { .. } => true,
             StoreError::Postgres(e) => {
-                e.is_closed() || {
+                // Connection exceptions (08), the server shutting down or the connection
+                // ended by an administrator (57), no room for the connection (53).
+                let class = e.code().map(|c| &c.code()[..2]);
+                e.is_closed() || matches!(class, Some("08" | "57" | "53")) || {
                     let mut source = std::error::Error::source(e);
                     let mut io = false;
                     while let Some(s) = source {

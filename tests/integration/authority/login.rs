@@ -514,10 +514,8 @@ const DELAYS: &str = "auth:\n  login-max-failures: 3\n  login-lockout: 10m\n  lo
 /// Waits (polling, bounded) until `n` attempts on `name` wait for their turn.
 async fn until_waiting(app: &Authority, name: &str, n: u32) {
     let deadline = Deadline::secs(20, format!("{n} attempts on {name} to wait"));
-    while app.state.account_delays.waiting(name) != n {
-        deadline
-            .tick(|| app.state.account_delays.waiting(name).to_string())
-            .await;
+    while app.state.account_delays.waiting(name).await.unwrap() != n {
+        deadline.tick(|| format!("{n} wanted")).await;
     }
 }
 
@@ -573,7 +571,7 @@ async fn a_guess_at_one_account_from_many_addresses_waits_ever_longer_turns_but_
     guess.await.expect("guess").expect(401);
     // The clock is 1 s short of the owner's turn.
     assert!(!owner.is_finished());
-    assert_eq!(app.state.account_delays.waiting(ADMIN), 1);
+    assert_eq!(app.state.account_delays.waiting(ADMIN).await.unwrap(), 1);
     app.clock().advance(2);
     let r = owner.await.expect("owner").expect(204);
     assert!(r.header("set-cookie").is_some());

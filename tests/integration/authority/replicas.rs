@@ -186,3 +186,32 @@ async fn a_replica_that_loses_the_database_answers_503_on_writes_keeps_serving_i
     }
     a.client().get("/ready").send().await.expect(200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_count_once_on_whichever_replica_they_land() {
+    let url = postgres_database().await;
+    let limits = "auth:\n  login-max-failures: 3\n  login-lockout: 10m\n  login-delay-after: 0\n";
+    let a = Authority::start_with(&format!("{}{limits}", database_yaml(&url))).await;
+    let b = Authority::start_with(&format!(
+        "{}{limits}keys-dir: {:?}\n",
+        database_yaml(&url),
+        a.keys_dir()
+    ))
+    .await;
+    // A load balancer alternates one client's guesses between the replicas.
+    for (i, replica) in [&a, &b, &a].into_iter().enumerate() {
+        let r = replica.client().login(ADMIN, "not-the-password").await;
+        assert_eq!(r.status.as_u16(), 401, "guess {i}: {}", r.text());
+    }
+    // The fourth is refused on either replica, even with the right password.
+    for replica in [&b, &a] {
+        let r = replica.client().login(ADMIN, ADMIN_PASSWORD).await;
+        assert_eq!(r.status.as_u16(), 429, "{}", r.text());
+        assert!(r.header("retry-after").is_some());
+    }
+    // Another client is not locked out, on either replica.
+    b.client_from([127, 0, 0, 2])
+        .login(ADMIN, ADMIN_PASSWORD)
+        .await
+        .expect(204);
+}

@@ -111,6 +111,14 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE api_keys ADD COLUMN apps TEXT;
     ALTER TABLE api_keys ADD COLUMN cidrs TEXT;
     "#,
+    // login throttles shared by replicas: a small JSON value per key, forgotten once expired
+    r#"
+    CREATE TABLE login_counts (
+        key        TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    "#,
 ];
 
 /// The pool is a handle; clones share it.

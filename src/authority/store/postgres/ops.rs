@@ -507,7 +507,73 @@ impl PgStore {
         Ok(claimed == 1)
     }
 
+    /// Login-throttle entries, shared by every replica: runs `f` on the entries of `keys`
+    /// (`None`: none yet, or expired) while their rows are locked, then keeps what it leaves
+    /// (`None`: removed). Rows are made first and locked in key order, so two logins on the
+    /// same keys wait for each other and never deadlock.
+    pub async fn update_login_counts<R>(
+        &self,
+        keys: &[String],
+        now: u64,
+        f: impl FnOnce(&mut [Option<(String, u64)>]) -> R,
+    ) -> Result<R> {
+        let mut keys = keys.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO login_counts (key, value, expires_at)
+             SELECT k, '', 0 FROM unnest($1::TEXT[]) AS k ORDER BY k
+             ON CONFLICT (key) DO NOTHING",
+            &[&keys],
+        )
+        .await?;
+        let rows = tx
+            .query(
+                "SELECT key, value, expires_at FROM login_counts WHERE key = ANY($1)
+                 ORDER BY key FOR UPDATE",
+                &[&keys],
+            )
+            .await?;
+        let mut entries: Vec<Option<(String, u64)>> = vec![None; keys.len()];
+        for row in rows {
+            let key: String = row.try_get(0)?;
+            let expires: i64 = row.try_get(2)?;
+            if let Ok(i) = keys.binary_search(&key)
+                && expires > now as i64
+            {
+                entries[i] = Some((row.try_get(1)?, expires as u64));
+            }
+        }
+        let out = f(&mut entries);
+        for (key, entry) in keys.iter().zip(&entries) {
+            match entry {
+                Some((value, expires)) => {
+                    tx.execute(
+                        "UPDATE login_counts SET value = $2, expires_at = $3 WHERE key = $1",
+                        &[key, value, &(*expires as i64)],
+                    )
+                    .await?
+                }
+                None => {
+                    tx.execute("DELETE FROM login_counts WHERE key = $1", &[key])
+                        .await?
+                }
+            };
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
     pub async fn prune_sessions(&self, now: u64) -> Result<usize> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM login_counts WHERE expires_at <= $1",
+                &[&(now as i64)],
+            )
+            .await?;
         let n = self
             .client()
             .await?
