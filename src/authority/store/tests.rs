@@ -113,7 +113,7 @@ async fn deleting_a_key_revokes_its_jti_and_bumps_the_version(s: &Store) {
     assert_eq!(s.revocations_version().await.unwrap(), 0);
     let (deleted, v) = s.delete_key(k.id, 200, "user:admin").await.unwrap();
     assert_eq!((deleted.id, v), (k.id, 1));
-    let snap = s.snapshot("k1").await.unwrap();
+    let snap = s.snapshot("k1", None).await.unwrap();
     assert_eq!(snap.version, 1);
     assert_eq!(snap.entries.len(), 1);
     assert_eq!(snap.entries[0].jti, "jti-1");
@@ -203,7 +203,7 @@ async fn pruning_drops_expired_and_unpublished_entries(s: &Store) {
     let v2 = s.prune_revocations(1000, 60, &published).await.unwrap();
     assert_eq!(v2, v + 1);
     let left: Vec<String> = s
-        .snapshot("k1")
+        .snapshot("k1", None)
         .await
         .unwrap()
         .entries
@@ -227,7 +227,7 @@ async fn revoking_a_jti_deletes_its_key_or_lists_it_as_it_is(s: &Store) {
         .await
         .unwrap();
     assert_eq!((name, v2), (None, 2));
-    let entries = s.snapshot("k1").await.unwrap().entries;
+    let entries = s.snapshot("k1", None).await.unwrap().entries;
     let jtis: Vec<(&str, Option<u64>)> = entries.iter().map(|e| (e.jti.as_str(), e.exp)).collect();
     assert_eq!(
         jtis,
@@ -236,11 +236,11 @@ async fn revoking_a_jti_deletes_its_key_or_lists_it_as_it_is(s: &Store) {
 }
 
 async fn the_keyset_version_moves_with_the_published_kids_and_moves_the_list(s: &Store) {
-    let first = s.snapshot("k1").await.unwrap();
+    let first = s.snapshot("k1", None).await.unwrap();
     assert_eq!((first.keyset_version, first.version), (1, 0));
-    let again = s.snapshot("k1").await.unwrap();
+    let again = s.snapshot("k1", None).await.unwrap();
     assert_eq!((again.keyset_version, again.version), (1, 0));
-    let rotated = s.snapshot("k1,k2").await.unwrap();
+    let rotated = s.snapshot("k1,k2", None).await.unwrap();
     assert_eq!((rotated.keyset_version, rotated.version), (2, 1));
     // Keys signed by a kid no longer published are listed as deleted.
     s.create_key(NewKey {
@@ -368,7 +368,7 @@ async fn disabling_or_deleting_a_user_revokes_their_keys_on_request(s: &Store) {
     let (gone, revoked) = s.delete_user(carol.id, true, 5).await.unwrap();
     assert_eq!(gone.name, "carol");
     assert_eq!(revoked.len(), 1);
-    assert_eq!(s.snapshot("k1").await.unwrap().entries.len(), 3);
+    assert_eq!(s.snapshot("k1", None).await.unwrap().entries.len(), 3);
     assert!(s.list_keys().await.unwrap().is_empty());
     assert!(matches!(
         s.get_user(carol.id).await,
@@ -549,7 +549,7 @@ async fn postgres_concurrent_deletes_on_two_replicas_give_strictly_increasing_ve
         (1..=20).collect::<Vec<u64>>(),
         "one version per delete, no gaps"
     );
-    assert_eq!(b.snapshot("k1").await.unwrap().entries.len(), 20);
+    assert_eq!(b.snapshot("k1", None).await.unwrap().entries.len(), 20);
     assert_eq!(a.revocations_version().await.unwrap(), 20);
 }
 
@@ -630,3 +630,7 @@ async fn postgres_tls_goes_through_rustls_and_its_errors_name_the_setting() {
     .unwrap();
     store.ping().await.unwrap();
 }
+
+/// The keyring's suite: the same rules whether it lives in the keys dir (SQLite installs) or
+/// in PostgreSQL under the key-encryption key.
+mod keyring_homes;

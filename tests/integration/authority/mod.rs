@@ -12,6 +12,7 @@ mod held_polls;
 mod hosts;
 mod login;
 mod postgres;
+mod replicas;
 mod restart;
 mod secrets;
 mod signing_keys;
