@@ -31,7 +31,7 @@ use crate::core::token::Role;
 pub mod postgres;
 pub mod sqlite;
 
-pub use postgres::{KeyringChange, PgStore, SealedKey};
+pub use postgres::{CopyCounts, Dump, KeyringChange, PgStore, SealedKey};
 pub use sqlite::SqliteStore;
 
 use crate::config::Database;

@@ -6,6 +6,7 @@
 mod api_keys;
 mod cli;
 mod config_layers;
+mod copy;
 mod crash;
 mod distribution;
 mod held_polls;

@@ -25,7 +25,7 @@ pub fn kek_file(url: &str) -> PathBuf {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let db = url.rsplit('/').next().unwrap_or("db");
-    let dir = std::env::temp_dir().join("pyrogate-test-keks");
+    let dir = std::env::temp_dir().join("pyrogate-kek-files");
     std::fs::create_dir_all(&dir).expect("kek dir");
     let path = dir.join(format!("{db}.kek"));
     match std::fs::OpenOptions::new()

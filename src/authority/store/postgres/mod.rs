@@ -23,8 +23,10 @@ use tokio_postgres::error::SqlState;
 use super::*;
 use crate::config::PostgresSettings;
 
+mod copy;
 mod keyring;
 mod ops;
+pub use copy::{CopyCounts, Dump};
 pub use keyring::{KeyringChange, SealedKey};
 #[doc(hidden)]
 pub mod testing;
