@@ -1,35 +1,44 @@
-//! The authority's Ed25519 signing keys, kept in the keys dir:
+//! The authority's Ed25519 signing keys, in one of two places behind one API
+//! ([`KeyringHome`]):
 //!
-//! ```text
-//! keys/
-//!   keyring.json    manifest: every key's kid, status and dates (public data only)
-//!   <kid>.pem       PKCS#8 private key, mode 0600, deleted when the key is retired
-//! ```
+//! - **the keys dir** (with the embedded SQLite database):
 //!
-//! Private keys are written as RFC 8410 PKCS#8 v1 PEM, byte for byte what `openssl genpkey
-//! -algorithm ed25519` writes, so `openssl pkey -in <kid>.pem -pubout` and other standard tools
-//! read them. v2 (with the public key, as pyrogate wrote before it used ring) is still read and
-//! checked for consistency, so existing keys dirs keep working.
+//!   ```text
+//!   keys/
+//!     keyring.json    manifest: every key's kid, status and dates (public data only)
+//!     <kid>.pem       PKCS#8 private key, mode 0600, deleted when the key is retired
+//!   ```
 //!
-//! ```text
-//! ```
+//!   Private keys are written as RFC 8410 PKCS#8 v1 PEM, byte for byte what `openssl genpkey
+//!   -algorithm ed25519` writes, so `openssl pkey -in <kid>.pem -pubout` and other standard
+//!   tools read them. v2 (with the public key, as pyrogate wrote before it used ring) is still
+//!   read and checked for consistency, so existing keys dirs keep working. Like ssh, we refuse
+//!   to load a private key that group or others can read. Every write goes to a temporary file
+//!   that is synced and renamed, so a crash leaves the old or the new state, never half of one.
+//!
+//! - **the database** (with PostgreSQL, which every replica shares): the same facts in plain
+//!   columns, each private key's PKCS#8 sealed with the key-encryption key
+//!   (`authority.key-encryption-key-file`, see [`super::kek`]) with its kid as AAD, so the
+//!   database never holds a private key in plain text and a sealed key copied to another row
+//!   does not open. Every change bumps the keyring's version in its transaction; replicas
+//!   compare it every second ([`KeyringHome::revision`]) and reload. The first replica to
+//!   start on an empty database creates the keyring under a lock; the others load that one.
 //!
 //! Exactly one key is `active` and signs. `rotate` makes a new active key and leaves the old
 //! one `published`: it stays in the JWKS so the tokens it signed keep verifying. `retire`
 //! removes a published key from the JWKS and deletes its private key, which invalidates every
 //! token it signed — the way to end never-expiring keys in bulk.
-//!
-//! Like ssh, we refuse to load a private key that group or others can read. Every write goes
-//! to a temporary file that is synced and renamed, so a crash leaves the old or the new state,
-//! never half of one.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::authority::kek::{Kek, KekError};
+use crate::authority::store::{KeyringChange, PgStore, SealedKey, Store, StoreError};
 use crate::core::b64;
 use crate::core::crypto::SigningKey;
 use crate::core::jwk::{JwkSet, KeySet, thumbprint};
@@ -107,7 +116,30 @@ pub enum KeyringError {
     RetireActive(String),
     #[error("{0} is already retired")]
     AlreadyRetired(String),
+    #[error(
+        "no signing keys in the database yet; `pyrogate server` creates them at its first start"
+    )]
+    NotInitializedInDatabase,
+    #[error(
+        "the database already has an active signing key ({kid}); use `pyrogate signing-key rotate` to replace it"
+    )]
+    AlreadyInitializedInDatabase { kid: String },
+    #[error(
+        "{KEK_SETTING} is required with a postgres:// database.url: the signing keys are kept in the database sealed with it (create one with `openssl rand -base64 32 > kek` and give the same file to every replica)"
+    )]
+    KekRequired,
+    #[error(transparent)]
+    Kek(#[from] KekError),
+    #[error(
+        "signing key {kid} in the database does not open with {KEK_SETTING}: is it the key-encryption key the keyring was sealed with (the same file on every replica)?"
+    )]
+    Sealed { kid: String },
+    #[error("signing keys in the database: {0}")]
+    Database(#[from] StoreError),
 }
+
+/// The setting naming the key-encryption key's file.
+pub const KEK_SETTING: &str = "authority.key-encryption-key-file";
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyringError + '_ {
     move |source| KeyringError::Io {
@@ -116,9 +148,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyringError + '_ {
     }
 }
 
-/// The keys dir, loaded: the manifest plus the private keys of every non-retired key.
+/// A keyring, loaded: every key's public facts plus the private keys of every non-retired key.
 pub struct Keyring {
+    /// The keys dir; empty for a keyring loaded from the database.
     dir: PathBuf,
+    /// The database's keyring version this was loaded at (`None`: from the keys dir).
+    version: Option<u64>,
     manifest: Manifest,
     signers: BTreeMap<String, Signer>,
 }
@@ -127,6 +162,7 @@ impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keyring")
             .field("dir", &self.dir)
+            .field("version", &self.version)
             .field("keys", &self.manifest.keys)
             .finish_non_exhaustive()
     }
@@ -149,17 +185,7 @@ impl Keyring {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-        let active = manifest
-            .keys
-            .iter()
-            .filter(|k| k.status == KeyStatus::Active)
-            .count();
-        if active != 1 {
-            return Err(KeyringError::Corrupt {
-                path,
-                reason: format!("expected exactly one active key, found {active}"),
-            });
-        }
+        one_active(&manifest, &path)?;
         let mut signers = BTreeMap::new();
         for info in manifest
             .keys
@@ -171,13 +197,14 @@ impl Keyring {
         }
         Ok(Keyring {
             dir,
+            version: None,
             manifest,
             signers,
         })
     }
 
     /// Creates the first key of a new keyring. Fails if the dir already holds one.
-    pub fn generate(dir: impl AsRef<Path>, now: u64) -> Result<Self, KeyringError> {
+    fn generate(dir: impl AsRef<Path>, now: u64) -> Result<Self, KeyringError> {
         let dir = dir.as_ref().to_owned();
         match Keyring::open(&dir) {
             Ok(existing) => {
@@ -192,6 +219,7 @@ impl Keyring {
         create_private_dir(&dir)?;
         let mut ring = Keyring {
             dir,
+            version: None,
             manifest: Manifest::default(),
             signers: BTreeMap::new(),
         };
@@ -199,22 +227,13 @@ impl Keyring {
         Ok(ring)
     }
 
-    /// Opens the keyring, creating it with a fresh key if the dir has none (server first start).
-    pub fn open_or_generate(dir: impl AsRef<Path>, now: u64) -> Result<(Self, bool), KeyringError> {
-        match Keyring::open(dir.as_ref()) {
-            Ok(ring) => Ok((ring, false)),
-            Err(KeyringError::NotInitialized { .. }) => Ok((Keyring::generate(dir, now)?, true)),
-            Err(other) => Err(other),
-        }
-    }
-
     /// Makes a new active key; the previous one stays published. Returns the new kid.
-    pub fn rotate(&mut self, now: u64) -> Result<String, KeyringError> {
+    fn rotate(&mut self, now: u64) -> Result<String, KeyringError> {
         self.add_active_key(now)
     }
 
     /// Unpublishes a non-active key and deletes its private key: every token it signed dies.
-    pub fn retire(&mut self, kid: &str, now: u64) -> Result<(), KeyringError> {
+    fn retire(&mut self, kid: &str, now: u64) -> Result<(), KeyringError> {
         let info = self
             .manifest
             .keys
@@ -238,8 +257,9 @@ impl Keyring {
         }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The database's keyring version this was loaded at; `None` for the keys dir.
+    pub fn version(&self) -> Option<u64> {
+        self.version
     }
 
     /// Every key ever created, oldest first, retired ones included.
@@ -342,6 +362,300 @@ fn create_private_dir(dir: &Path) -> Result<(), KeyringError> {
 /// [`files::write_atomic`] with the keyring's error.
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyringError> {
     files::write_atomic(path, bytes, mode).map_err(io_err(path))
+}
+
+/// Refuses a manifest without exactly one active key.
+fn one_active(manifest: &Manifest, path: &Path) -> Result<(), KeyringError> {
+    let active = manifest
+        .keys
+        .iter()
+        .filter(|k| k.status == KeyStatus::Active)
+        .count();
+    if active != 1 {
+        return Err(KeyringError::Corrupt {
+            path: path.to_owned(),
+            reason: format!("expected exactly one active key, found {active}"),
+        });
+    }
+    Ok(())
+}
+
+/// Where a keyring is kept; every use of the keyring goes through it.
+#[derive(Clone, Debug)]
+pub enum KeyringHome {
+    /// The keys dir (with the embedded SQLite database).
+    Dir(PathBuf),
+    /// The shared database, private keys sealed with the key-encryption key.
+    Database { store: PgStore, kek: Arc<Kek> },
+}
+
+/// What a keyring's change marker was when last looked at: a different value means another
+/// process (the CLI, another replica) changed the keyring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revision {
+    /// The manifest's modification time (keys dir).
+    Modified(Option<std::time::SystemTime>),
+    /// The keyring's version (database).
+    Version(u64),
+}
+
+impl KeyringHome {
+    /// The keys dir with SQLite; the database with PostgreSQL, whose key-encryption key
+    /// ([`KEK_SETTING`]) must then be configured.
+    pub fn for_store(
+        store: &Store,
+        keys_dir: &Path,
+        kek_file: Option<&Path>,
+    ) -> Result<Self, KeyringError> {
+        match store.postgres() {
+            None => Ok(KeyringHome::Dir(keys_dir.to_owned())),
+            Some(pg) => {
+                let file = kek_file.ok_or(KeyringError::KekRequired)?;
+                Ok(KeyringHome::Database {
+                    store: pg.clone(),
+                    kek: Arc::new(Kek::from_file(file, KEK_SETTING)?),
+                })
+            }
+        }
+    }
+
+    /// Loads the keyring.
+    pub async fn open(&self) -> Result<Keyring, KeyringError> {
+        match self {
+            KeyringHome::Dir(dir) => Keyring::open(dir),
+            KeyringHome::Database { store, kek } => {
+                let (version, rows) = store.keyring_load().await?;
+                unseal(version, &rows, kek)
+            }
+        }
+    }
+
+    /// Creates the first key of a new keyring; fails if there is one.
+    pub async fn generate(&self, now: u64) -> Result<Keyring, KeyringError> {
+        match self.open_or_generate(now).await? {
+            (ring, true) => Ok(ring),
+            (ring, false) => Err(match self {
+                KeyringHome::Dir(dir) => KeyringError::AlreadyInitialized {
+                    dir: dir.clone(),
+                    kid: ring.active().kid().to_owned(),
+                },
+                KeyringHome::Database { .. } => KeyringError::AlreadyInitializedInDatabase {
+                    kid: ring.active().kid().to_owned(),
+                },
+            }),
+        }
+    }
+
+    /// Opens the keyring, creating it with a fresh key if there is none (a server's first
+    /// start). With the database, replicas starting together create one keyring: the first
+    /// to take the lock writes its key, the others find it there and load it.
+    pub async fn open_or_generate(&self, now: u64) -> Result<(Keyring, bool), KeyringError> {
+        match self {
+            KeyringHome::Dir(dir) => match Keyring::open(dir) {
+                Ok(ring) => Ok((ring, false)),
+                Err(KeyringError::NotInitialized { .. }) => {
+                    Ok((Keyring::generate(dir, now)?, true))
+                }
+                Err(other) => Err(other),
+            },
+            KeyringHome::Database { store, kek } => {
+                let (version, rows) = store.keyring_load().await?;
+                if !rows.is_empty() {
+                    return Ok((unseal(version, &rows, kek)?, false));
+                }
+                let key = SigningKey::generate();
+                let first = seal(&key, KeyStatus::Active, now, None, kek)?;
+                let created = store.keyring_create(&[first]).await?;
+                Ok((self.open().await?, created))
+            }
+        }
+    }
+
+    /// Makes a new active key; the previous one stays published. Returns the keyring as it
+    /// is now and the new kid.
+    pub async fn rotate(&self, now: u64) -> Result<(Keyring, String), KeyringError> {
+        match self {
+            KeyringHome::Dir(dir) => {
+                let mut ring = Keyring::open(dir)?;
+                let kid = ring.rotate(now)?;
+                Ok((ring, kid))
+            }
+            KeyringHome::Database { store, kek } => {
+                let key = SigningKey::generate();
+                let row = seal(&key, KeyStatus::Active, now, None, kek)?;
+                let kid = row.kid.clone();
+                store.keyring_rotate(&row).await.map_err(|e| match e {
+                    StoreError::NotFound(_) => KeyringError::NotInitializedInDatabase,
+                    other => other.into(),
+                })?;
+                Ok((self.open().await?, kid))
+            }
+        }
+    }
+
+    /// Unpublishes a non-active key and deletes its private key: every token it signed dies.
+    pub async fn retire(&self, kid: &str, now: u64) -> Result<Keyring, KeyringError> {
+        match self {
+            KeyringHome::Dir(dir) => {
+                let mut ring = Keyring::open(dir)?;
+                ring.retire(kid, now)?;
+                Ok(ring)
+            }
+            KeyringHome::Database { store, .. } => {
+                match store.keyring_retire(kid, now).await? {
+                    KeyringChange::Done(_) => {}
+                    KeyringChange::UnknownKid => {
+                        return Err(KeyringError::UnknownKid(kid.to_owned()));
+                    }
+                    KeyringChange::Active => {
+                        return Err(KeyringError::RetireActive(kid.to_owned()));
+                    }
+                    KeyringChange::AlreadyRetired => {
+                        return Err(KeyringError::AlreadyRetired(kid.to_owned()));
+                    }
+                }
+                self.open().await
+            }
+        }
+    }
+
+    /// The change marker to compare with the last one seen: cheap (a stat, or one small query).
+    pub async fn revision(&self) -> Result<Revision, KeyringError> {
+        match self {
+            KeyringHome::Dir(dir) => Ok(Revision::Modified(
+                fs::metadata(dir.join(MANIFEST))
+                    .and_then(|m| m.modified())
+                    .ok(),
+            )),
+            KeyringHome::Database { store, .. } => {
+                Ok(Revision::Version(store.keyring_version().await?))
+            }
+        }
+    }
+
+    /// The marker of `ring` as loaded from here (no query for the database).
+    pub async fn revision_of(&self, ring: &Keyring) -> Result<Revision, KeyringError> {
+        match (self, ring.version) {
+            (KeyringHome::Database { .. }, Some(v)) => Ok(Revision::Version(v)),
+            _ => self.revision().await,
+        }
+    }
+}
+
+/// The AAD a sealed private key is bound to: its kid.
+fn aad(kid: &str) -> Vec<u8> {
+    format!("pyrogate signing key {kid}").into_bytes()
+}
+
+/// `key` as the database keeps it, its PKCS#8 sealed with `kek` (retired keys keep no
+/// private key).
+fn seal(
+    key: &SigningKey,
+    status: KeyStatus,
+    created_at: u64,
+    retired_at: Option<u64>,
+    kek: &Kek,
+) -> Result<SealedKey, KeyringError> {
+    let kid = thumbprint(&key.verifying_key());
+    let sealed = match status {
+        KeyStatus::Retired => None,
+        _ => {
+            let der = zeroize::Zeroizing::new(key.to_pkcs8_der());
+            Some(kek.seal(&der, &aad(&kid))?)
+        }
+    };
+    Ok(SealedKey {
+        status: status.to_string(),
+        created_at,
+        retired_at,
+        x: b64::encode(key.verifying_key().as_bytes()),
+        sealed,
+        kid,
+    })
+}
+
+/// Every key of `ring` as the database keeps it, sealed with `kek`: how `pyrogate database
+/// copy` moves a keys dir into PostgreSQL with the same kids.
+pub fn seal_all(ring: &Keyring, kek: &Kek) -> Result<Vec<SealedKey>, KeyringError> {
+    ring.manifest
+        .keys
+        .iter()
+        .map(|info| match ring.signers.get(&info.kid) {
+            Some(signer) => seal(
+                signer.signing_key(),
+                info.status,
+                info.created_at,
+                info.retired_at,
+                kek,
+            ),
+            None => Ok(SealedKey {
+                kid: info.kid.clone(),
+                status: KeyStatus::Retired.to_string(),
+                created_at: info.created_at,
+                retired_at: info.retired_at,
+                x: info.x.clone(),
+                sealed: None,
+            }),
+        })
+        .collect()
+}
+
+/// The keyring the database's rows make, every private key opened with `kek` and checked
+/// against its kid.
+fn unseal(version: u64, rows: &[SealedKey], kek: &Kek) -> Result<Keyring, KeyringError> {
+    if rows.is_empty() {
+        return Err(KeyringError::NotInitializedInDatabase);
+    }
+    let where_ = PathBuf::from("database table signing_keys");
+    let corrupt = |reason: String| KeyringError::Corrupt {
+        path: where_.clone(),
+        reason,
+    };
+    let mut manifest = Manifest::default();
+    let mut signers = BTreeMap::new();
+    for row in rows {
+        let status = match row.status.as_str() {
+            "active" => KeyStatus::Active,
+            "published" => KeyStatus::Published,
+            "retired" => KeyStatus::Retired,
+            other => return Err(corrupt(format!("key {} has status {other:?}", row.kid))),
+        };
+        if status != KeyStatus::Retired {
+            let sealed = row
+                .sealed
+                .as_deref()
+                .ok_or_else(|| corrupt(format!("key {} has no private key", row.kid)))?;
+            let der = kek
+                .open(sealed, &aad(&row.kid))
+                .map_err(|_| KeyringError::Sealed {
+                    kid: row.kid.clone(),
+                })?;
+            let key = SigningKey::from_pkcs8_der(&der)
+                .map_err(|e| corrupt(format!("key {}: not a PKCS#8 Ed25519 key ({e})", row.kid)))?;
+            let actual = thumbprint(&key.verifying_key());
+            if actual != row.kid {
+                return Err(corrupt(format!(
+                    "holds key {actual} in the row of {}",
+                    row.kid
+                )));
+            }
+            signers.insert(row.kid.clone(), Signer::new(key));
+        }
+        manifest.keys.push(KeyInfo {
+            kid: row.kid.clone(),
+            status,
+            created_at: row.created_at,
+            retired_at: row.retired_at,
+            x: row.x.clone(),
+        });
+    }
+    one_active(&manifest, &where_)?;
+    Ok(Keyring {
+        dir: PathBuf::new(),
+        version: Some(version),
+        manifest,
+        signers,
+    })
 }
 
 #[cfg(test)]

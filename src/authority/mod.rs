@@ -42,7 +42,7 @@ use crate::edge::error::ApiError;
 use crate::edge::health;
 use crate::edge::metrics::Metrics;
 use crate::edge::server::{Lifecycle, Server};
-use keyring::Keyring;
+use keyring::{Keyring, KeyringHome, Revision};
 use store::Store;
 
 /// Everything a handler may need. Cheap to clone (all shared).
@@ -51,6 +51,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Store,
     pub keyring: Arc<Mutex<Keyring>>,
+    /// Where the keyring is kept (the keys dir, or the database every replica shares).
+    pub keyring_home: KeyringHome,
     pub verifier: Arc<Verifier>,
     pub publisher: Arc<distribution::Publisher>,
     pub metrics: Arc<Metrics>,
@@ -59,8 +61,8 @@ pub struct AppState {
     /// Progressive delays per user name, across addresses.
     pub account_delays: Arc<throttle::AccountDelays>,
     pub sessions: Arc<session::SessionKey>,
-    /// Modification time of `keyring.json` last applied (see [`signing::reload`]).
-    pub keyring_seen: Arc<Mutex<Option<std::time::SystemTime>>>,
+    /// The keyring's change marker last applied (see [`signing::reload`]).
+    pub keyring_seen: Arc<Mutex<Option<Revision>>>,
     /// Computed once so a login for an unknown user costs as much as one for a known user.
     pub dummy_hash: Arc<String>,
     /// The ingest plane of the all-in-one server.
@@ -161,12 +163,18 @@ pub async fn open_state(
 ) -> anyhow::Result<(AppState, FirstStart)> {
     let now = clock.now();
     let mut first = FirstStart::default();
-    let (ring, created) = Keyring::open_or_generate(&settings.authority.keys_dir, now)?;
+    let store = Store::connect(&settings.authority.database).await?;
+    tracing::info!(database = %store.describe(), "database open");
+    let keyring_home = KeyringHome::for_store(
+        &store,
+        &settings.authority.keys_dir,
+        settings.authority.key_encryption_key_file.as_deref(),
+    )?;
+    let (ring, created) = keyring_home.open_or_generate(now).await?;
     if created {
         first.created_signing_key = Some(ring.active().kid().to_owned());
     }
-    let store = Store::connect(&settings.authority.database).await?;
-    tracing::info!(database = %store.describe(), "database open");
+    let keyring_seen = keyring_home.revision_of(&ring).await?;
     let sessions = Arc::new(
         session::SessionKey::load(&store, settings.authority.sessions.jwt_secret.as_ref()).await?,
     );
@@ -178,7 +186,6 @@ pub async fn open_state(
         ring.key_set(),
         clock.clone(),
     ));
-    let keys_dir = settings.authority.keys_dir.clone();
     let metrics = Arc::new(Metrics::new());
     verifier.set_cache_counters(metrics.cache_counters());
     metrics
@@ -217,11 +224,8 @@ pub async fn open_state(
         clock,
         sessions,
         dummy_hash,
-        keyring_seen: Arc::new(Mutex::new(
-            std::fs::metadata(keys_dir.join("keyring.json"))
-                .and_then(|m| m.modified())
-                .ok(),
-        )),
+        keyring_home,
+        keyring_seen: Arc::new(Mutex::new(Some(keyring_seen))),
     };
     distribution::republish(&state).await?;
     Ok((state, first))
@@ -254,7 +258,12 @@ async fn create_first_admin(
         password_hash: hash,
         role: Role::Admin,
     };
-    store.create_user(admin, now).await?;
+    match store.create_user(admin, now).await {
+        Ok(_) => {}
+        // Another replica on the same database created it first.
+        Err(store::StoreError::Conflict(_)) if store.count_users().await? > 0 => return Ok(None),
+        Err(other) => return Err(other.into()),
+    }
     store
         .audit(store::AuditEntry::new(
             now,

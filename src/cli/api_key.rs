@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use pyrogate::authority::keyring::Keyring;
+use pyrogate::authority::keyring::KeyringHome;
 use pyrogate::authority::routes::keys::{self, CreateKeyRequest, KeyView};
 use pyrogate::authority::store::Store;
 use pyrogate::config::{ConfigFlags, LocalFlags, Settings};
@@ -87,7 +87,13 @@ async fn run_async(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             config,
         } => {
             let (settings, store) = open_local(&config).await?;
-            let ring = Keyring::open(&settings.authority.keys_dir)?;
+            let ring = KeyringHome::for_store(
+                &store,
+                &settings.authority.keys_dir,
+                settings.authority.key_encryption_key_file.as_deref(),
+            )?
+            .open()
+            .await?;
             let req = CreateKeyRequest {
                 name: Some(name),
                 role: Some(role.to_string()),

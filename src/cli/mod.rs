@@ -34,6 +34,8 @@ mod api_key;
 mod bench;
 mod bootstrap;
 mod config;
+#[cfg(feature = "authority")]
+mod database;
 mod ingest;
 #[cfg(feature = "authority")]
 mod server;
@@ -89,6 +91,10 @@ pub enum Command {
     #[cfg(feature = "authority")]
     #[command(subcommand)]
     SigningKey(signing_key::SigningKeyCommand),
+    /// Move the authority's data between databases.
+    #[cfg(feature = "authority")]
+    #[command(subcommand)]
+    Database(database::DatabaseCommand),
     /// Look after an ingest node's spool: list, retry or drop dead letters.
     #[command(subcommand)]
     Spool(spool::SpoolCommand),
@@ -142,6 +148,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::SigningKey(cmd) => {
             quiet();
             signing_key::run(cmd)
+        }
+        #[cfg(feature = "authority")]
+        Command::Database(cmd) => {
+            quiet();
+            database::run(cmd)
         }
         Command::Spool(cmd) => {
             quiet();

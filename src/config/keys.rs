@@ -232,6 +232,8 @@ pub const KEYS: &[Key] = &[
         "How often the revocation list and key set are re-signed even when unchanged: their signed iat tells nodes (sync.max-staleness) that they are current."),
     key("revocations.prune-interval", SERVER, "60s", Kind::Duration,
         "How often expired revocation entries are pruned and the signing keys re-read."),
+    key("authority.key-encryption-key-file", SERVER.or(LOCAL), "", Kind::String,
+        "PostgreSQL (required): a file holding 32 random bytes in base64 (`openssl rand -base64 32`), the same on every replica. The signing keys are kept in the database sealed with it (AES-256-GCM); the database never holds them in plain text. With SQLite the keys stay in keys-dir."),
     key("authority.url", INGEST, "", Kind::Url,
         "Ingest node: base URL of the authority to pull the key set and revocation list from.")
         .alias("authority-url"),

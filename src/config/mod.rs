@@ -367,7 +367,9 @@ mod tests {
                 "authority.tls-key-path" => &[("authority.tls-cert-path", "c.pem")],
                 "upstream.basic-auth-username" => &[("upstream.basic-auth-password", "p")],
                 "upstream.basic-auth-password" => &[("upstream.basic-auth-username", "u")],
-                "database.password-file" | "database.tls-ca-path" => {
+                "database.password-file"
+                | "database.tls-ca-path"
+                | "authority.key-encryption-key-file" => {
                     &[("database.url", "postgres://u@db.invalid/pyrogate")]
                 }
                 _ => &[],

@@ -270,6 +270,9 @@ pub struct AuthoritySettings {
     /// `database.*`.
     pub database: Database,
     pub keys_dir: PathBuf,
+    /// `authority.key-encryption-key-file` (PostgreSQL only): seals the signing keys kept in
+    /// the database.
+    pub key_encryption_key_file: Option<PathBuf>,
     /// Built-in users, login and UI sessions.
     pub internal_enabled: bool,
     pub first_admin: FirstAdmin,
@@ -549,6 +552,7 @@ impl Settings {
                 ),
             ));
         }
+        let database = Database::parse(l, &storage_path)?;
         Ok(Settings {
             server: ServerSettings {
                 api_bind_addr: l.addr("api-bind-addr")?,
@@ -573,7 +577,19 @@ impl Settings {
                 cache_size: small("auth.cache-size", 100_000_000)? as usize,
             },
             authority: AuthoritySettings {
-                database: Database::parse(l, &storage_path)?,
+                key_encryption_key_file: {
+                    let file = Some(l.string("authority.key-encryption-key-file")?)
+                        .filter(|s| !s.trim().is_empty())
+                        .map(PathBuf::from);
+                    if file.is_some() && matches!(database, Database::Sqlite(_)) {
+                        return Err(l.bad(
+                            "authority.key-encryption-key-file",
+                            "applies to a postgres:// database.url only (with SQLite the signing keys stay in keys-dir)",
+                        ));
+                    }
+                    file
+                },
+                database,
                 keys_dir: non_empty("keys-dir")?.into(),
                 internal_enabled: l.bool("auth.internal.enabled")?,
                 first_admin: FirstAdmin {

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::authority::AppState;
 pub use crate::authority::store::Snapshot;
+use crate::authority::store::StoreError;
 use crate::core::jwk::KeySet;
 use crate::core::jws::Signer;
 use crate::core::keyset;
@@ -122,16 +123,35 @@ pub const KEYSET_PATH: &str = "/.well-known/pyrogate-keyset";
 
 /// Re-reads the list from the store, signs it and the key-set document (with every published
 /// key), and publishes both to readers and the list to this process's own verifier. The
-/// key-set version moves whenever the published keys change.
+/// key-set version moves whenever the published keys change. A replica whose keyring is older
+/// than the shared database's loads the newer one first (see `Store::snapshot`).
 pub async fn republish(state: &AppState) -> anyhow::Result<()> {
+    for _ in 0..3 {
+        match republish_once(state).await {
+            Err(e) if matches!(e.downcast_ref(), Some(StoreError::StaleKeyring)) => {
+                super::signing::catch_up(state).await?;
+            }
+            done => return done,
+        }
+    }
+    anyhow::bail!("the signing keys kept changing while the documents were being signed")
+}
+
+async fn republish_once(state: &AppState) -> anyhow::Result<()> {
     let _one_at_a_time = state.publisher.republishing.lock().await;
-    let (signers, active) = state
+    let (signers, active, keyring) = state
         .keyring
         .lock()
-        .map(|ring| (ring.published_signers(), ring.active().clone()))
+        .map(|ring| {
+            (
+                ring.published_signers(),
+                ring.active().clone(),
+                ring.version(),
+            )
+        })
         .map_err(|_| anyhow::anyhow!("keyring lock poisoned"))?;
     let kids = kid_list(&signers);
-    let snapshot = state.store.snapshot(&kids).await?;
+    let snapshot = state.store.snapshot(&kids, keyring).await?;
     let (list, published) = sign_documents(
         snapshot,
         &signers,

@@ -1,12 +1,11 @@
 //! Signing keys on a running authority: `GET /api/signing-keys`, `POST
 //! /api/signing-keys/rotate`, `DELETE /api/signing-keys/{kid}` (retire), all Admin.
 //!
-//! Changes made with `pyrogate signing-key …` while the server runs are picked up by
-//! [`reload`]: the background task checks `keyring.json`'s modification time every second,
-//! and `SIGHUP` forces a reload. A reload swaps the verifier's key set, drops revocation
+//! Changes made elsewhere — `pyrogate signing-key …` while the server runs, or another replica
+//! on the same PostgreSQL database — are picked up by [`reload`]: the background task compares
+//! the keyring's change marker (`keyring.json`'s modification time, or the database's keyring
+//! version) every second, and `SIGHUP` forces a reload. A reload swaps the verifier's key set, drops revocation
 //! entries of retired keys, and re-signs the revocation list with the active key.
-
-use std::time::SystemTime;
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -17,7 +16,7 @@ use serde::Serialize;
 
 use super::session::Caller;
 use crate::authority::AppState;
-use crate::authority::keyring::{KeyStatus, Keyring, KeyringError};
+use crate::authority::keyring::{KeyStatus, Keyring, Revision};
 use crate::authority::store::AuditEntry;
 use crate::core::clock::rfc3339;
 use crate::edge::auth::Access;
@@ -40,33 +39,51 @@ struct SigningKeyView {
     retired_at: Option<String>,
 }
 
-fn manifest_mtime(state: &AppState) -> Option<SystemTime> {
-    std::fs::metadata(state.settings.authority.keys_dir.join("keyring.json"))
-        .and_then(|m| m.modified())
-        .ok()
-}
-
-/// Re-reads the keyring if it changed on disk (or always, with `force`) and applies it.
+/// Re-reads the keyring if its change marker moved (another process or replica changed it),
+/// or always with `force`, and applies it.
 pub async fn reload(state: &AppState, force: bool) -> anyhow::Result<()> {
-    let mtime = manifest_mtime(state);
+    let revision = state.keyring_home.revision().await?;
     {
-        let mut seen = state.keyring_seen.lock().unwrap_or_else(|e| e.into_inner());
-        if !force && *seen == mtime {
+        let seen = state.keyring_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if !force && *seen == Some(revision) {
             return Ok(());
         }
-        *seen = mtime;
     }
-    let ring = Keyring::open(&state.settings.authority.keys_dir)?;
-    apply(state, ring).await
+    let ring = state.keyring_home.open().await?;
+    apply(state, ring, revision).await
 }
 
-/// Installs `ring` as the authority's keyring and updates everything that depends on it.
-async fn apply(state: &AppState, ring: Keyring) -> anyhow::Result<()> {
+/// Installs the newest keyring without the work that follows a change (the replica that made
+/// the change did it): for a replica that learns of a rotation while signing documents.
+pub async fn catch_up(state: &AppState) -> anyhow::Result<()> {
+    let revision = state.keyring_home.revision().await?;
+    let ring = state.keyring_home.open().await?;
+    install(state, ring, revision);
+    Ok(())
+}
+
+/// Makes `ring` the authority's keyring (and its key set the verifier's), unless a newer one
+/// from the database is already in place. Returns the published kids.
+fn install(state: &AppState, ring: Keyring, revision: Revision) -> Vec<String> {
+    let revision = ring.version().map_or(revision, Revision::Version);
+    let mut current = state.keyring.lock().unwrap_or_else(|e| e.into_inner());
+    if let (Some(new), Some(old)) = (ring.version(), current.version())
+        && new < old
+    {
+        return current.key_set().kids().map(str::to_owned).collect();
+    }
     let keys = ring.key_set();
     let published: Vec<String> = keys.kids().map(str::to_owned).collect();
     state.metrics.signing_keys_published.set(keys.len() as u64);
     state.verifier.set_keys(keys);
-    *state.keyring.lock().unwrap_or_else(|e| e.into_inner()) = ring;
+    *current = ring;
+    *state.keyring_seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(revision);
+    published
+}
+
+/// Installs `ring` as the authority's keyring and updates everything that depends on it.
+async fn apply(state: &AppState, ring: Keyring, revision: Revision) -> anyhow::Result<()> {
+    let published = install(state, ring, revision);
     let (now, skew) = (state.now(), state.settings.auth.clock_skew.as_secs());
     let gone = state
         .store
@@ -98,26 +115,19 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response,
     Ok(json(StatusCode::OK, &views))
 }
 
-/// Runs a keyring mutation on a fresh copy read from disk, then applies the result.
-async fn mutate(
-    state: &AppState,
-    change: impl FnOnce(&mut Keyring) -> Result<(), KeyringError>,
-) -> Result<(), ApiError> {
-    let mut ring = Keyring::open(&state.settings.authority.keys_dir)?;
-    change(&mut ring)?;
-    *state.keyring_seen.lock().unwrap_or_else(|e| e.into_inner()) = manifest_mtime(state);
-    apply(state, ring).await.map_err(ApiError::Internal)
+/// Applies the keyring a change (rotate, retire) left.
+async fn changed(state: &AppState, ring: Keyring) -> Result<(), ApiError> {
+    let revision = state.keyring_home.revision_of(&ring).await?;
+    apply(state, ring, revision)
+        .await
+        .map_err(ApiError::Internal)
 }
 
 async fn rotate(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(Access::Admin)?;
     let now = state.now();
-    let mut new_kid = String::new();
-    mutate(&state, |ring| {
-        new_kid = ring.rotate(now)?;
-        Ok(())
-    })
-    .await?;
+    let (ring, new_kid) = state.keyring_home.rotate(now).await?;
+    changed(&state, ring).await?;
     let (actor, kid) = (caller.actor(), new_kid.clone());
     state
         .store
@@ -141,8 +151,8 @@ async fn retire(
 ) -> Result<Response, ApiError> {
     caller.require(Access::Admin)?;
     let now = state.now();
-    let target = kid.clone();
-    mutate(&state, |ring| ring.retire(&target, now)).await?;
+    let ring = state.keyring_home.retire(&kid, now).await?;
+    changed(&state, ring).await?;
     let actor = caller.actor();
     state
         .store

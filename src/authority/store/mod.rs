@@ -31,7 +31,7 @@ use crate::core::token::Role;
 pub mod postgres;
 pub mod sqlite;
 
-pub use postgres::PgStore;
+pub use postgres::{CopyCounts, Dump, KeyringChange, PgStore, SealedKey};
 pub use sqlite::SqliteStore;
 
 use crate::config::Database;
@@ -65,6 +65,10 @@ pub enum StoreError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("database task failed: {0}")]
     Task(String),
+    /// The caller's keyring is older than the database's (another replica rotated or
+    /// retired): reload it and try again.
+    #[error("the signing keys changed on another replica; reload them and try again")]
+    StaleKeyring,
 }
 
 impl StoreError {
@@ -324,8 +328,23 @@ impl Store {
     /// The list, its version and the key-set version for the published `kids` (sorted,
     /// comma-joined), in one transaction. A change of `kids` moves the key-set version and
     /// also the list's, so long-polling nodes hear of it at once.
-    pub async fn snapshot(&self, kids: &str) -> Result<Snapshot> {
-        dispatch!(self, s => s.snapshot(kids).await)
+    ///
+    /// `keyring` is the version of the caller's keyring when it lives in the database:
+    /// [`StoreError::StaleKeyring`] if the database holds a newer one, so a replica that has
+    /// not yet heard of a rotation never signs a key set that goes back on it.
+    pub async fn snapshot(&self, kids: &str, keyring: Option<u64>) -> Result<Snapshot> {
+        match self {
+            Store::Sqlite(s) => s.snapshot(kids).await,
+            Store::Postgres(s) => s.snapshot(kids, keyring).await,
+        }
+    }
+
+    /// The PostgreSQL store, when that is the backend (the keyring lives there then).
+    pub fn postgres(&self) -> Option<&PgStore> {
+        match self {
+            Store::Sqlite(_) => None,
+            Store::Postgres(s) => Some(s),
+        }
     }
 
     /// Drops entries whose tokens expired more than `skew` ago or whose signing key is no

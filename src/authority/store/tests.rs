@@ -113,7 +113,7 @@ async fn deleting_a_key_revokes_its_jti_and_bumps_the_version(s: &Store) {
     assert_eq!(s.revocations_version().await.unwrap(), 0);
     let (deleted, v) = s.delete_key(k.id, 200, "user:admin").await.unwrap();
     assert_eq!((deleted.id, v), (k.id, 1));
-    let snap = s.snapshot("k1").await.unwrap();
+    let snap = s.snapshot("k1", None).await.unwrap();
     assert_eq!(snap.version, 1);
     assert_eq!(snap.entries.len(), 1);
     assert_eq!(snap.entries[0].jti, "jti-1");
@@ -203,7 +203,7 @@ async fn pruning_drops_expired_and_unpublished_entries(s: &Store) {
     let v2 = s.prune_revocations(1000, 60, &published).await.unwrap();
     assert_eq!(v2, v + 1);
     let left: Vec<String> = s
-        .snapshot("k1")
+        .snapshot("k1", None)
         .await
         .unwrap()
         .entries
@@ -227,7 +227,7 @@ async fn revoking_a_jti_deletes_its_key_or_lists_it_as_it_is(s: &Store) {
         .await
         .unwrap();
     assert_eq!((name, v2), (None, 2));
-    let entries = s.snapshot("k1").await.unwrap().entries;
+    let entries = s.snapshot("k1", None).await.unwrap().entries;
     let jtis: Vec<(&str, Option<u64>)> = entries.iter().map(|e| (e.jti.as_str(), e.exp)).collect();
     assert_eq!(
         jtis,
@@ -236,11 +236,11 @@ async fn revoking_a_jti_deletes_its_key_or_lists_it_as_it_is(s: &Store) {
 }
 
 async fn the_keyset_version_moves_with_the_published_kids_and_moves_the_list(s: &Store) {
-    let first = s.snapshot("k1").await.unwrap();
+    let first = s.snapshot("k1", None).await.unwrap();
     assert_eq!((first.keyset_version, first.version), (1, 0));
-    let again = s.snapshot("k1").await.unwrap();
+    let again = s.snapshot("k1", None).await.unwrap();
     assert_eq!((again.keyset_version, again.version), (1, 0));
-    let rotated = s.snapshot("k1,k2").await.unwrap();
+    let rotated = s.snapshot("k1,k2", None).await.unwrap();
     assert_eq!((rotated.keyset_version, rotated.version), (2, 1));
     // Keys signed by a kid no longer published are listed as deleted.
     s.create_key(NewKey {
@@ -368,7 +368,7 @@ async fn disabling_or_deleting_a_user_revokes_their_keys_on_request(s: &Store) {
     let (gone, revoked) = s.delete_user(carol.id, true, 5).await.unwrap();
     assert_eq!(gone.name, "carol");
     assert_eq!(revoked.len(), 1);
-    assert_eq!(s.snapshot("k1").await.unwrap().entries.len(), 3);
+    assert_eq!(s.snapshot("k1", None).await.unwrap().entries.len(), 3);
     assert!(s.list_keys().await.unwrap().is_empty());
     assert!(matches!(
         s.get_user(carol.id).await,
@@ -551,109 +551,8 @@ async fn postgres_concurrent_deletes_on_two_replicas_give_strictly_increasing_ve
         (1..=16).collect::<Vec<u64>>(),
         "one version per delete, no gaps"
     );
-    assert_eq!(b.snapshot("k1").await.unwrap().entries.len(), 16);
+    assert_eq!(b.snapshot("k1", None).await.unwrap().entries.len(), 16);
     assert_eq!(a.revocations_version().await.unwrap(), 16);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_every_snapshot_of_a_version_holds_exactly_the_deletes_up_to_it() {
-    // Replica B deletes while replica A keeps reading snapshots: a snapshot of version V must
-    // hold exactly the keys whose delete returned a version <= V, or two replicas could sign
-    // two different lists as V.
-    let url = postgres_url().await;
-    let settings = postgres_settings(&url);
-    let a = Store::Postgres(PgStore::connect(&settings).await.unwrap());
-    let b = Store::Postgres(PgStore::connect(&settings).await.unwrap());
-    a.snapshot("k1").await.unwrap();
-    let mut ids = Vec::new();
-    for i in 0..40 {
-        let k = b
-            .create_key(key(&format!("k{i}"), &format!("jti-{i}")))
-            .await
-            .unwrap();
-        ids.push((k.id, k.jti));
-    }
-    let deleting = tokio::spawn(async move {
-        let mut at = std::collections::HashMap::new();
-        for (id, jti) in ids {
-            let (_, version) = b.delete_key(id, 10, "user:admin").await.unwrap();
-            at.insert(jti, version);
-        }
-        at
-    });
-    let mut seen = Vec::new();
-    while !deleting.is_finished() {
-        seen.push(a.snapshot("k1").await.unwrap());
-    }
-    let at = deleting.await.unwrap();
-    seen.push(a.snapshot("k1").await.unwrap());
-    assert!(seen.len() > 2, "snapshots taken while deleting");
-    for snap in seen {
-        let mut got: Vec<&str> = snap.entries.iter().map(|e| e.jti.as_str()).collect();
-        got.sort_unstable();
-        let mut want: Vec<&str> = at
-            .iter()
-            .filter(|&(_, &v)| v <= snap.version)
-            .map(|(j, _)| j.as_str())
-            .collect();
-        want.sort_unstable();
-        assert_eq!(got, want, "the entries of version {}", snap.version);
-    }
-}
-
-#[tokio::test]
-async fn postgres_a_commit_on_one_replica_wakes_the_others_listener() {
-    let url = postgres_url().await;
-    let settings = postgres_settings(&url);
-    let a = Store::Postgres(PgStore::connect(&settings).await.unwrap());
-    let b = Store::Postgres(PgStore::connect(&settings).await.unwrap());
-    let k = b.create_key(key("k", "jti-k")).await.unwrap();
-    let changed = std::sync::Arc::new(tokio::sync::Notify::new());
-    let stop = tokio_util::sync::CancellationToken::new();
-    let listening = {
-        let (a, changed, stop) = (a.clone(), changed.clone(), stop.clone());
-        tokio::spawn(async move { a.listen(changed, stop.cancelled_owned()).await })
-    };
-    let within = std::time::Duration::from_secs(5);
-    // Once when it starts listening: whatever came before is to be re-read.
-    tokio::time::timeout(within, changed.notified())
-        .await
-        .expect("woken once listening");
-    // Nothing else happens: no wake-up.
-    assert!(
-        tokio::time::timeout(std::time::Duration::from_millis(300), changed.notified())
-            .await
-            .is_err(),
-        "woken without a change"
-    );
-    b.delete_key(k.id, 10, "user:admin").await.unwrap();
-    tokio::time::timeout(within, changed.notified())
-        .await
-        .expect("a delete on B wakes A");
-    stop.cancel();
-    tokio::time::timeout(within, listening)
-        .await
-        .expect("the listener stops")
-        .unwrap();
-}
-
-#[tokio::test]
-async fn postgres_periodic_work_gets_one_turn_per_interval_across_replicas() {
-    let url = postgres_url().await;
-    let settings = postgres_settings(&url);
-    let a = Store::Postgres(PgStore::connect(&settings).await.unwrap());
-    let b = Store::Postgres(PgStore::connect(&settings).await.unwrap());
-    let (ta, tb) = tokio::join!(
-        a.claim_periodic("prune", 1000, 60),
-        b.claim_periodic("prune", 1000, 60)
-    );
-    assert!(ta.unwrap() ^ tb.unwrap(), "one replica gets the turn");
-    assert!(!a.claim_periodic("prune", 1059, 60).await.unwrap());
-    assert!(!b.claim_periodic("prune", 1059, 60).await.unwrap());
-    assert!(b.claim_periodic("prune", 1060, 60).await.unwrap());
-    assert!(!a.claim_periodic("prune", 1060, 60).await.unwrap());
-    // Another job has its own turn.
-    assert!(a.claim_periodic("other", 1060, 60).await.unwrap());
 }
 
 #[tokio::test]
@@ -733,3 +632,7 @@ async fn postgres_tls_goes_through_rustls_and_its_errors_name_the_setting() {
     .unwrap();
     store.ping().await.unwrap();
 }
+
+/// The keyring's suite: the same rules whether it lives in the keys dir (SQLite installs) or
+/// in PostgreSQL under the key-encryption key.
+mod keyring_homes;

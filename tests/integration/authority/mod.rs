@@ -6,6 +6,7 @@
 mod api_keys;
 mod cli;
 mod config_layers;
+mod copy;
 mod crash;
 mod distribution;
 mod held_polls;
@@ -13,6 +14,7 @@ mod hosts;
 mod login;
 mod postgres;
 mod replicas;
+mod replicas_keyring;
 mod restart;
 mod secrets;
 mod signing_keys;

@@ -20,7 +20,14 @@ async fn the_cli_and_a_running_server_share_a_postgres_database_and_never_print_
     let app = Authority::start_with(&database_yaml(&url)).await;
     let keys_dir = app.keys_dir();
     let keys = keys_dir.to_str().expect("path");
-    let env = [("PYROSCOPE_DATABASE_URL", url.as_str())];
+    let kek = kek_file(&url);
+    let env = [
+        ("PYROSCOPE_DATABASE_URL", url.as_str()),
+        (
+            "PYROSCOPE_AUTHORITY_KEY_ENCRYPTION_KEY_FILE",
+            kek.to_str().expect("path"),
+        ),
+    ];
     let shown = |out: &Output| {
         assert!(
             !out.stdout.contains(&password) && !out.stderr.contains(&password),

@@ -1,22 +1,16 @@
 //! Two authorities on one PostgreSQL database — replicas behind a load balancer — and a real
 //! ingest node: what one replica does, the other publishes, and the node follows whichever it
-//! polls. The replicas share one keyring directory here, as replicas given the same mounted
-//! keys would.
+//! polls. (`replicas_keyring` has the shared keyring: rotation, start-up together, the KEK.)
 
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
-/// Replica A on a fresh database, and replica B on the same database and keys.
+/// Replica A on a fresh database, and replica B on the same database (and so keys).
 async fn replicas() -> (Authority, Authority) {
     let url = postgres_database().await;
     let a = Authority::start_with(&database_yaml(&url)).await;
-    let b = Authority::start_with(&format!(
-        "{}keys-dir: {:?}\n",
-        database_yaml(&url),
-        a.keys_dir()
-    ))
-    .await;
+    let b = Authority::start_with(&database_yaml(&url)).await;
     (a, b)
 }
 
@@ -192,12 +186,7 @@ async fn failed_logins_count_once_on_whichever_replica_they_land() {
     let url = postgres_database().await;
     let limits = "auth:\n  login-max-failures: 3\n  login-lockout: 10m\n  login-delay-after: 0\n";
     let a = Authority::start_with(&format!("{}{limits}", database_yaml(&url))).await;
-    let b = Authority::start_with(&format!(
-        "{}{limits}keys-dir: {:?}\n",
-        database_yaml(&url),
-        a.keys_dir()
-    ))
-    .await;
+    let b = Authority::start_with(&format!("{}{limits}", database_yaml(&url))).await;
     // A load balancer alternates one client's guesses between the replicas.
     for (i, replica) in [&a, &b, &a].into_iter().enumerate() {
         let r = replica.client().login(ADMIN, "not-the-password").await;

@@ -90,6 +90,16 @@ impl Authority {
         .await
     }
 
+    /// [`Authority::on_system_clock`] with `yaml` merged over the test defaults.
+    pub async fn on_system_clock_with(yaml: &str) -> Authority {
+        Authority::start_in(
+            tempfile::tempdir().expect("temp dir"),
+            yaml,
+            TestClock::System,
+        )
+        .await
+    }
+
     async fn start_in(root: tempfile::TempDir, yaml: &str, clock: TestClock) -> Authority {
         let settings = authority_settings(root.path(), yaml);
         let mut app = Application::build(settings, clock.injected())

@@ -23,8 +23,12 @@ use tokio_postgres::error::SqlState;
 use super::*;
 use crate::config::PostgresSettings;
 
+mod copy;
+mod keyring;
 mod listen;
 mod ops;
+pub use copy::{CopyCounts, Dump};
+pub use keyring::{KeyringChange, SealedKey};
 #[doc(hidden)]
 pub mod testing;
 
@@ -32,6 +36,7 @@ pub mod testing;
 const LOCK_MIGRATIONS: i64 = 0x7079_726f_0001;
 const LOCK_USERS: i64 = 0x7079_726f_0002;
 const LOCK_KEYS: i64 = 0x7079_726f_0003;
+const LOCK_KEYRING: i64 = 0x7079_726f_0004;
 
 /// How long opening a connection may take (unless the URL sets `connect_timeout`).
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -110,6 +115,23 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE api_keys ADD COLUMN apps TEXT;
     ALTER TABLE api_keys ADD COLUMN cidrs TEXT;
+    "#,
+    // the shared keyring: public facts in plain columns, each private key sealed with the
+    // key-encryption key (AES-256-GCM, the kid as AAD), NULL once retired; `keyring` counts
+    // its changes so every replica notices one
+    r#"
+    CREATE TABLE signing_keys (
+        seq        BIGINT GENERATED ALWAYS AS IDENTITY,
+        kid        TEXT PRIMARY KEY,
+        status     TEXT NOT NULL CHECK (status IN ('active','published','retired')),
+        created_at BIGINT NOT NULL,
+        retired_at BIGINT,
+        x          TEXT NOT NULL,
+        sealed     BYTEA,
+        CHECK ((status = 'retired') = (sealed IS NULL))
+    );
+    CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys (status) WHERE status = 'active';
+    INSERT INTO counters (name, value) VALUES ('keyring', 0);
     "#,
     // login throttles shared by replicas: a small JSON value per key, forgotten once expired
     r#"

@@ -163,7 +163,7 @@ impl PgStore {
         counter(&**client, "revocations").await
     }
 
-    pub async fn snapshot(&self, kids: &str) -> Result<Snapshot> {
+    pub async fn snapshot(&self, kids: &str, keyring: Option<u64>) -> Result<Snapshot> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // The row lock orders replicas reading the snapshot for a new key set.
@@ -174,6 +174,11 @@ impl PgStore {
             )
             .await?
             .try_get(0)?;
+        if let Some(seen) = keyring
+            && counter(&*tx, "keyring").await? > seen
+        {
+            return Err(StoreError::StaleKeyring);
+        }
         let before: Option<String> = tx
             .query_opt("SELECT value FROM meta WHERE key = 'keyset.kids'", &[])
             .await?
@@ -639,7 +644,7 @@ impl PgStore {
 }
 
 /// Waits for the transaction-level advisory lock `key` (released at commit or rollback).
-async fn lock(tx: &Tx<'_>, key: i64) -> Result<()> {
+pub(super) async fn lock(tx: &Tx<'_>, key: i64) -> Result<()> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
         .await?;
     Ok(())
@@ -706,7 +711,7 @@ async fn keep_an_admin(tx: &Tx<'_>, id: i64, removes_admin: bool) -> Result<()> 
 /// concurrent writers until commit.
 /// Every other replica hears of it when the transaction commits (`NOTIFY`, see
 /// [`super::listen`]).
-async fn bump(tx: &Tx<'_>, name: &str) -> Result<u64> {
+pub(super) async fn bump(tx: &Tx<'_>, name: &str) -> Result<u64> {
     let v: i64 = tx
         .query_one(
             "UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value",
@@ -722,7 +727,7 @@ async fn bump(tx: &Tx<'_>, name: &str) -> Result<u64> {
     Ok(v.max(0) as u64)
 }
 
-async fn counter(c: &impl tokio_postgres::GenericClient, name: &str) -> Result<u64> {
+pub(super) async fn counter(c: &impl tokio_postgres::GenericClient, name: &str) -> Result<u64> {
     let v: i64 = c
         .query_one("SELECT value FROM counters WHERE name = $1", &[&name])
         .await?
