@@ -555,6 +555,107 @@ async fn postgres_concurrent_deletes_on_two_replicas_give_strictly_increasing_ve
     assert_eq!(a.revocations_version().await.unwrap(), 16);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_every_snapshot_of_a_version_holds_exactly_the_deletes_up_to_it() {
+    // Replica B deletes while replica A keeps reading snapshots: a snapshot of version V must
+    // hold exactly the keys whose delete returned a version <= V, or two replicas could sign
+    // two different lists as V.
+    let url = postgres_url().await;
+    let settings = postgres_settings(&url);
+    let a = Store::Postgres(PgStore::connect(&settings).await.unwrap());
+    let b = Store::Postgres(PgStore::connect(&settings).await.unwrap());
+    a.snapshot("k1", None).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let k = b
+            .create_key(key(&format!("k{i}"), &format!("jti-{i}")))
+            .await
+            .unwrap();
+        ids.push((k.id, k.jti));
+    }
+    let deleting = tokio::spawn(async move {
+        let mut at = std::collections::HashMap::new();
+        for (id, jti) in ids {
+            let (_, version) = b.delete_key(id, 10, "user:admin").await.unwrap();
+            at.insert(jti, version);
+        }
+        at
+    });
+    let mut seen = Vec::new();
+    while !deleting.is_finished() {
+        seen.push(a.snapshot("k1", None).await.unwrap());
+    }
+    let at = deleting.await.unwrap();
+    seen.push(a.snapshot("k1", None).await.unwrap());
+    assert!(seen.len() > 2, "snapshots taken while deleting");
+    for snap in seen {
+        let mut got: Vec<&str> = snap.entries.iter().map(|e| e.jti.as_str()).collect();
+        got.sort_unstable();
+        let mut want: Vec<&str> = at
+            .iter()
+            .filter(|&(_, &v)| v <= snap.version)
+            .map(|(j, _)| j.as_str())
+            .collect();
+        want.sort_unstable();
+        assert_eq!(got, want, "the entries of version {}", snap.version);
+    }
+}
+
+#[tokio::test]
+async fn postgres_a_commit_on_one_replica_wakes_the_others_listener() {
+    let url = postgres_url().await;
+    let settings = postgres_settings(&url);
+    let a = Store::Postgres(PgStore::connect(&settings).await.unwrap());
+    let b = Store::Postgres(PgStore::connect(&settings).await.unwrap());
+    let k = b.create_key(key("k", "jti-k")).await.unwrap();
+    let changed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listening = {
+        let (a, changed, stop) = (a.clone(), changed.clone(), stop.clone());
+        tokio::spawn(async move { a.listen(changed, stop.cancelled_owned()).await })
+    };
+    let within = std::time::Duration::from_secs(5);
+    // Once when it starts listening: whatever came before is to be re-read.
+    tokio::time::timeout(within, changed.notified())
+        .await
+        .expect("woken once listening");
+    // Nothing else happens: no wake-up.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), changed.notified())
+            .await
+            .is_err(),
+        "woken without a change"
+    );
+    b.delete_key(k.id, 10, "user:admin").await.unwrap();
+    tokio::time::timeout(within, changed.notified())
+        .await
+        .expect("a delete on B wakes A");
+    stop.cancel();
+    tokio::time::timeout(within, listening)
+        .await
+        .expect("the listener stops")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn postgres_periodic_work_gets_one_turn_per_interval_across_replicas() {
+    let url = postgres_url().await;
+    let settings = postgres_settings(&url);
+    let a = Store::Postgres(PgStore::connect(&settings).await.unwrap());
+    let b = Store::Postgres(PgStore::connect(&settings).await.unwrap());
+    let (ta, tb) = tokio::join!(
+        a.claim_periodic("prune", 1000, 60),
+        b.claim_periodic("prune", 1000, 60)
+    );
+    assert!(ta.unwrap() ^ tb.unwrap(), "one replica gets the turn");
+    assert!(!a.claim_periodic("prune", 1059, 60).await.unwrap());
+    assert!(!b.claim_periodic("prune", 1059, 60).await.unwrap());
+    assert!(b.claim_periodic("prune", 1060, 60).await.unwrap());
+    assert!(!a.claim_periodic("prune", 1060, 60).await.unwrap());
+    // Another job has its own turn.
+    assert!(a.claim_periodic("other", 1060, 60).await.unwrap());
+}
+
 #[tokio::test]
 async fn postgres_password_from_a_file_and_never_in_what_is_shown() {
     let url = postgres_url().await;
