@@ -659,6 +659,9 @@ fn unseal(version: u64, rows: &[SealedKey], kek: &Kek) -> Result<Keyring, Keyrin
 }
 
 #[cfg(test)]
+mod homes_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -7,6 +7,7 @@
 //! | [`users`] | `/api/user…` (self) and `/api/users…` (admin) |
 //! | [`keys`] | `/api/keys…`; the create/delete logic the CLI shares |
 //! | [`signing`] | `/api/signing-keys…`: list, rotate, retire; keyring reload |
+//! | [`nodes`] | `POST /api/nodes/report` (Node keys), `GET /api/nodes`: the fleet's reports |
 //! | [`distribution`] | `/.well-known/jwks.json`, `/api/revocations` (ETag, long-poll) |
 //! | [`throttle`] | failed-login counting per (user, client address) and per client address; progressive delays per user name |
 //!
@@ -22,7 +23,7 @@ pub mod routes;
 pub mod store;
 pub mod throttle;
 
-use routes::{distribution, keys, session, signing, ui, users};
+use routes::{distribution, keys, nodes, session, signing, ui, users};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -151,6 +152,10 @@ impl Application {
             life.clone(),
         );
         life.spawn(async move { store.listen(changes, stopping.stopping()).await });
+        life.spawn(nodes::metrics_loop(
+            self.state.clone(),
+            std::time::Duration::from_secs(15),
+        ));
         self.state.ingest.start_background(&life);
         self.server.run_until(shutdown, life).await
     }
@@ -296,6 +301,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(users)
         .merge(keys::routes())
+        .merge(nodes::routes())
         .merge(signing::routes())
         .merge(distribution::routes())
         .merge(ui::routes())

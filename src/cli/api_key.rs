@@ -19,7 +19,7 @@ pub enum ApiKeyCommand {
         /// Unique, descriptive name.
         #[arg(long)]
         name: String,
-        /// Admin, ReadOnly or Agent.
+        /// Admin, ReadOnly, Agent or Node (an ingest node's own key, for its reports).
         #[arg(long, value_parser = parse_role)]
         role: Role,
         /// Seconds of validity; 0 means never expires.

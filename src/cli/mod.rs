@@ -108,7 +108,7 @@ pub enum Command {
 
 fn parse_role(s: &str) -> Result<Role, String> {
     s.parse()
-        .map_err(|_| format!("unknown role {s:?}; expected Admin, ReadOnly or Agent"))
+        .map_err(|_| format!("unknown role {s:?}; expected Admin, ReadOnly, Agent or Node"))
 }
 
 /// Entry point used by `main`: parses arguments, runs, prints errors with their causes.

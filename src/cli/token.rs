@@ -39,7 +39,7 @@ pub enum TokenCommand {
         /// The key's unique, descriptive name (`sub`).
         #[arg(long)]
         name: String,
-        /// Admin, ReadOnly or Agent.
+        /// Admin, ReadOnly, Agent or Node.
         #[arg(long, value_parser = parse_role)]
         role: Role,
         /// Seconds of validity; 0 means never expires.
@@ -172,6 +172,7 @@ pub(crate) fn run(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
                     Role::Admin => Access::Admin,
                     Role::ReadOnly => Access::Query,
                     Role::Agent => Access::Ingest,
+                    Role::Node => Access::Report,
                 };
                 if !access.allows(principal.role) {
                     eprintln!(

@@ -33,7 +33,7 @@ pub use layers::{ConfigError, ConfigFlags, Layers, Source, parse_duration};
 pub use settings::{
     AuthSettings, AuthoritySettings, ClientTls, Database, FirstAdmin, HostPattern, IngestSettings,
     IpNet, LOGIN_MAX_QUEUE_SECS, LoginDelays, NodeSettings, PostgresSettings, ServerSettings,
-    ServerTls, SessionSettings, Settings, UpstreamAuth,
+    ServerTls, SessionSettings, Settings, UpstreamAuth, valid_node_name,
 };
 
 #[cfg(test)]
@@ -383,6 +383,8 @@ mod tests {
             }
             Settings::from_layers(&l).map(|s| format!("{s:?}"))
         };
+        let node_key_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(node_key_file.path(), "a-node-key\n").unwrap();
         for k in KEYS {
             let other = match k.kind {
                 Kind::Bool if k.default == "true" => "false".to_owned(),
@@ -398,6 +400,9 @@ mod tests {
                 Kind::Url => "http://example.invalid".to_owned(),
                 Kind::Secret if k.name == "database.url" => {
                     "postgres://u@db.invalid/pyrogate".to_owned()
+                }
+                Kind::String if k.name == "authority.node-key-file" => {
+                    node_key_file.path().display().to_string()
                 }
                 Kind::String | Kind::Secret if k.name == "auth.trusted-proxies" => {
                     "10.0.0.0/8".to_owned()

@@ -287,6 +287,8 @@ pub struct AuthoritySettings {
     pub revocations_resign_interval: Duration,
     pub revocations_max_long_polls: usize,
     pub prune_interval: Duration,
+    /// `auth.key-expiry-warning`: keys expiring sooner are flagged.
+    pub key_expiry_warning: Duration,
 }
 
 /// Progressive delays for guesses at one account from any number of addresses.
@@ -341,6 +343,11 @@ pub struct NodeSettings {
     pub sync_wait: Duration,
     pub sync_jwks_interval: Duration,
     pub sync_max_staleness: Option<Duration>,
+    /// `authority.node-key` (or the file's contents): the node reports only with one.
+    pub node_key: Option<Secret>,
+    /// `node.name`, the host name when not set.
+    pub name: String,
+    pub report_interval: Duration,
 }
 
 /// The ingest plane, on both roles.
@@ -543,6 +550,52 @@ impl Settings {
                 ));
             }
         }
+        let node_key = match (
+            l.secret("authority.node-key")?,
+            path("authority.node-key-file")?,
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(l.bad(
+                    "authority.node-key-file",
+                    "set either authority.node-key or authority.node-key-file, not both",
+                ));
+            }
+            (Some(key), None) => Some(key),
+            (None, Some(file)) => {
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    l.bad(
+                        "authority.node-key-file",
+                        format!("cannot read {}: {e}", file.display()),
+                    )
+                })?;
+                match text.trim() {
+                    "" => {
+                        return Err(l.bad(
+                            "authority.node-key-file",
+                            format!("{} is empty", file.display()),
+                        ));
+                    }
+                    key => Some(Secret::new(key.to_owned())),
+                }
+            }
+            (None, None) => None,
+        };
+        let node_name = match optional("node.name")? {
+            Some(name) => name,
+            None => host_name(),
+        };
+        if !valid_node_name(&node_name) {
+            return Err(l.bad(
+                "node.name",
+                format!(
+                    "{node_name:?} is not a node name: 1 to 64 letters, digits, '.', '_' or '-'"
+                ),
+            ));
+        }
+        let report_interval = l.duration("node.report-interval")?;
+        if report_interval < Duration::from_secs(1) {
+            return Err(l.bad("node.report-interval", "must be at least 1s"));
+        }
         let revocations_max_wait = l.duration("revocations.max-wait")?;
         if revocations_max_wait.as_secs() > MAX_LONG_POLL_SECS {
             return Err(l.bad(
@@ -627,6 +680,7 @@ impl Settings {
                 revocations_max_long_polls: small("revocations.max-long-polls", 10_000_000)?
                     as usize,
                 prune_interval: l.duration("revocations.prune-interval")?,
+                key_expiry_warning: l.duration("auth.key-expiry-warning")?,
             },
             node: NodeSettings {
                 authority_url: l.url("authority.url")?,
@@ -645,6 +699,9 @@ impl Settings {
                 sync_jwks_interval: l.duration("sync.jwks-interval")?,
                 sync_max_staleness: Some(l.duration("sync.max-staleness")?)
                     .filter(|d| !d.is_zero()),
+                node_key,
+                name: node_name,
+                report_interval,
             },
             ingest: IngestSettings {
                 upstream: l.url("upstream.url")?,
@@ -673,9 +730,77 @@ impl Settings {
     }
 }
 
+/// A node name as reports carry it: 1 to 64 ASCII letters, digits, `.`, `_` or `-`.
+pub fn valid_node_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// This machine's host name, cut to a valid node name (`node` if there is none).
+fn host_name() -> String {
+    let uname = rustix::system::uname();
+    let name: String = uname
+        .nodename()
+        .to_string_lossy()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+        .take(64)
+        .collect();
+    if name.is_empty() { "node".into() } else { name }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{HostPattern, IpNet};
+
+    fn settings(yaml: &str) -> Result<super::Settings, String> {
+        let mut l = super::Layers::defaults();
+        l.merge_yaml(yaml, std::path::Path::new("f.yaml"))
+            .map_err(|e| e.to_string())?;
+        super::Settings::from_layers(&l).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_node_key_comes_from_the_setting_or_a_file_and_bad_fleet_values_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.key");
+        std::fs::write(&file, "the-node-key\n").unwrap();
+        let s = settings(&format!("authority:\n  node-key-file: {file:?}\n")).unwrap();
+        assert_eq!(s.node.node_key.unwrap().expose(), "the-node-key");
+        let s = settings("authority:\n  node-key: k1\nnode:\n  name: ingest-3\n").unwrap();
+        assert_eq!(s.node.node_key.unwrap().expose(), "k1");
+        assert_eq!(s.node.name, "ingest-3");
+        assert_eq!(s.node.report_interval, std::time::Duration::from_secs(15));
+        assert!(!settings("").unwrap().node.name.is_empty(), "the host name");
+        let empty = dir.path().join("empty.key");
+        std::fs::write(&empty, "\n").unwrap();
+        for (yaml, key) in [
+            (
+                format!("authority:\n  node-key: k\n  node-key-file: {file:?}\n"),
+                "authority.node-key-file",
+            ),
+            (
+                format!("authority:\n  node-key-file: {empty:?}\n"),
+                "authority.node-key-file",
+            ),
+            (
+                "authority:\n  node-key-file: /nonexistent/node.key\n".into(),
+                "authority.node-key-file",
+            ),
+            ("node:\n  name: \"two words\"\n".into(), "node.name"),
+            (format!("node:\n  name: {}\n", "n".repeat(65)), "node.name"),
+            (
+                "node:\n  report-interval: 0s\n".into(),
+                "node.report-interval",
+            ),
+        ] {
+            let err = settings(&yaml).unwrap_err();
+            assert!(err.contains(key), "{yaml}: {err}");
+            assert!(!err.contains("the-node-key"), "{err}");
+        }
+    }
 
     #[test]
     fn addresses_and_cidrs_match_what_they_cover() {

@@ -33,16 +33,20 @@ pub enum Role {
     Admin,
     ReadOnly,
     Agent,
+    /// An ingest node's own credential: good only for reporting to the authority
+    /// (`POST /api/nodes/report`), never for pushing, reading or administering.
+    Node,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Admin, Role::ReadOnly, Role::Agent];
+    pub const ALL: [Role; 4] = [Role::Admin, Role::ReadOnly, Role::Agent, Role::Node];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "Admin",
             Role::ReadOnly => "ReadOnly",
             Role::Agent => "Agent",
+            Role::Node => "Node",
         }
     }
 }

@@ -32,13 +32,19 @@ pub enum Access {
     Query,
     /// Managing users and keys: Admin only.
     Admin,
+    /// An ingest node reporting to the authority: Node only (not even Admin, so a report
+    /// always names a node's own credential).
+    Report,
 }
 
 impl Access {
     pub fn allows(self, role: Role) -> bool {
         matches!(
             (self, role),
-            (_, Role::Admin) | (Access::Ingest, Role::Agent) | (Access::Query, Role::ReadOnly)
+            (Access::Ingest | Access::Query | Access::Admin, Role::Admin)
+                | (Access::Ingest, Role::Agent)
+                | (Access::Query, Role::ReadOnly)
+                | (Access::Report, Role::Node)
         )
     }
 
@@ -48,6 +54,7 @@ impl Access {
             Access::Ingest => "Agent or Admin",
             Access::Query => "ReadOnly or Admin",
             Access::Admin => "Admin",
+            Access::Report => "Node",
         }
     }
 }

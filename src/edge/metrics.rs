@@ -20,6 +20,16 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub node: String,
+}
+
 impl DecisionLabels {
     pub fn of(result: Result<(), crate::core::error::VerifyError>) -> Self {
         match result {
@@ -66,6 +76,16 @@ pub struct Metrics {
     pub keyset_refused: Counter,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
+    /// Ingest node: fleet reports the authority did not take.
+    pub report_failures: Counter,
+    /// Authority: reporting nodes by state (ok, stale, backlog, not_reporting).
+    pub fleet_nodes: Family<StateLabels, Gauge<u64, AtomicU64>>,
+    /// Authority: each reporting node's spool entries, as last reported.
+    pub fleet_spool_entries: Family<NodeLabels, Gauge<u64, AtomicU64>>,
+    /// Authority: live API keys expiring within `auth.key-expiry-warning`.
+    pub api_keys_expiring: Gauge<u64, AtomicU64>,
+    /// Authority: live API keys not used for 30 days (created at least 30 days ago).
+    pub api_keys_unused: Gauge<u64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -125,6 +145,11 @@ impl Metrics {
             keyset_refused: Counter::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
+            report_failures: Counter::default(),
+            fleet_nodes: Family::default(),
+            fleet_spool_entries: Family::default(),
+            api_keys_expiring: Gauge::default(),
+            api_keys_unused: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -262,6 +287,31 @@ impl Metrics {
             "verify_cache_misses",
             "API-key verifications that needed the signature check",
             m.cache_misses.clone(),
+        );
+        registry.register(
+            "node_report_failures",
+            "Fleet reports to the authority that failed (ingest node; resent until taken)",
+            m.report_failures.clone(),
+        );
+        registry.register(
+            "fleet_nodes",
+            "Ingest nodes that have reported to this authority, by state: ok, stale (refusing pushes: revocation list too old), backlog (spool not empty), not_reporting (no report for 3 intervals)",
+            m.fleet_nodes.clone(),
+        );
+        registry.register(
+            "fleet_spool_entries",
+            "Pushes waiting in each reporting node's spool, as last reported",
+            m.fleet_spool_entries.clone(),
+        );
+        registry.register(
+            "api_keys_expiring",
+            "Live API keys that expire within auth.key-expiry-warning",
+            m.api_keys_expiring.clone(),
+        );
+        registry.register(
+            "api_keys_unused",
+            "Live API keys at least 30 days old with no use in the last 30 days",
+            m.api_keys_unused.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -5,6 +5,7 @@
 
 mod errors;
 pub mod ingest;
+pub mod report;
 pub mod sync;
 
 use std::future::Future;
@@ -41,6 +42,8 @@ struct NodeState {
 pub struct IngestNode {
     server: Server,
     syncer: Option<Syncer>,
+    /// With `authority.node-key`: the fleet reports.
+    reporter: Option<report::reporter::Reporter>,
     ingest: IngestState,
     status: Arc<SyncStatus>,
     verifier: Arc<Verifier>,
@@ -130,6 +133,29 @@ impl IngestNode {
             }
             None => None,
         };
+        let reporter = match (&node.node_key, &node.authority_url) {
+            (Some(key), Some(url)) => {
+                let tally = ingest.start_tally();
+                tracing::info!(node = %node.name, interval = ?node.report_interval, "reporting to the authority");
+                Some(report::reporter::Reporter::new(
+                    report::reporter::ReporterConfig {
+                        url: url.clone(),
+                        key: key.clone(),
+                        name: node.name.clone(),
+                        interval: node.report_interval,
+                        tls: crate::edge::tls::client_config(&node.authority_tls)?,
+                    },
+                    tally,
+                    status.clone(),
+                    metrics.clone(),
+                    clock.clone(),
+                ))
+            }
+            (Some(_), None) => anyhow::bail!(
+                "authority.node-key: a node reports to its authority; set authority.url too"
+            ),
+            (None, _) => None,
+        };
         let node_state = NodeState {
             status: status.clone(),
             metrics: metrics.clone(),
@@ -164,6 +190,7 @@ impl IngestNode {
         Ok(IngestNode {
             server,
             syncer,
+            reporter,
             ingest,
             status,
             verifier,
@@ -205,6 +232,9 @@ impl IngestNode {
         let life = Lifecycle::new();
         if let Some(syncer) = self.syncer {
             life.spawn(syncer.run());
+        }
+        if let Some(reporter) = self.reporter {
+            life.track(reporter.run(life.clone()));
         }
         self.ingest.start_background(&life);
         self.server.run_until(shutdown, life).await

@@ -598,3 +598,95 @@ test('every page, with realistic data, as screenshots for docs/ui.md', { timeout
   await shot(page, 'profile');
   checkNoProblems();
 });
+
+/** The `jti` of a key: the claim nodes report its use under. */
+const jtiOf = (key) => JSON.parse(Buffer.from(key.split('.')[1], 'base64url').toString()).jti;
+
+/** A node's report, as `pyrogate ingest` posts it with its Node key. */
+async function report(url, nodeKey, body) {
+  const res = await fetch(`${url}/api/nodes/report`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${nodeKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify({
+      version: '0.1.0',
+      startedAt: Math.floor(Date.now() / 1000) - 3600,
+      intervalSeconds: 15,
+      keySetVersion: 2,
+      revocationsVersion: 14,
+      revocationsAgeSeconds: 9,
+      stale: false,
+      spool: { entries: 0, bytes: 0, oldestSeconds: 0, deadLetters: 0 },
+      reportFailures: 0,
+      refusals: {},
+      usage: [],
+      ...body,
+    }),
+  });
+  assert.equal(res.status, 200, await res.text());
+}
+
+test('the Nodes page shows each reporting node and its trouble; API keys show where they were last used', { timeout: 90_000 }, async (t) => {
+  const { page, url, checkNoProblems } = await open(t);
+  const admin = await apiSession(url);
+  const key = async (name, role, ttlSeconds = 0) => (await admin('POST', '/api/keys', { name, role, ttlSeconds })).body.key;
+  const checkout = await key('checkout-service', 'Agent');
+  const search = await key('search-indexer', 'Agent', 3 * 86400 + 60);
+  await key('grafana-datasource', 'ReadOnly', 365 * 86400);
+  const nodeKeys = {};
+  for (const name of ['ingest-1', 'ingest-2', 'ingest-3']) nodeKeys[name] = await key(`${name}-node-key`, 'Node');
+  const now = Math.floor(Date.now() / 1000);
+  const use = (agent, name, app, pushes, ago) => ({ jti: jtiOf(agent), key: name, app, pushes, bytes: pushes * 10240, refused: 0, lastPushAt: now - ago });
+
+  // ingest-3 reports once with a 1-second interval, then goes quiet: not reporting after 3 s.
+  await report(url, nodeKeys['ingest-3'], { node: 'ingest-3', seq: 1, intervalSeconds: 1, usage: [use(search, 'search-indexer', 'search.alloc_objects', 40, 600)] });
+  await report(url, nodeKeys['ingest-1'], { node: 'ingest-1', seq: 1, usage: [use(checkout, 'checkout-service', 'checkout.cpu', 120, 120)], refusals: { expired: 3 } });
+  await report(url, nodeKeys['ingest-2'], {
+    node: 'ingest-2',
+    seq: 1,
+    spool: { entries: 42, bytes: 430080, oldestSeconds: 95, deadLetters: 1 },
+    usage: [use(checkout, 'checkout-service', 'checkout.cpu', 80, 300), use(checkout, 'checkout-service', 'checkout.alloc_space', 20, 300)],
+  });
+  await eventually('ingest-3 to be not reporting', async () => {
+    const nodes = (await admin('GET', '/api/nodes')).body;
+    return nodes.find((n) => n.name === 'ingest-3')?.state === 'not_reporting';
+  });
+
+  await logIn(page, url);
+  await page.getByRole('navigation').getByRole('link', { name: 'Nodes' }).click();
+  await page.getByRole('heading', { name: 'Nodes', level: 1 }).waitFor();
+  await page.getByTestId('node-row').nth(2).waitFor();
+  const state = async (name) => page.locator(`[data-testid=node-row][data-node="${name}"]`).getByTestId('node-state').textContent();
+  assert.equal(await state('ingest-1'), 'OK');
+  assert.equal(await state('ingest-2'), 'Spool backlog');
+  assert.equal(await state('ingest-3'), 'Not reporting');
+  assert.match(await text(page.locator('[data-node="ingest-2"]').getByTestId('node-spool')), /^42 pushes/);
+  const warning = await text(page.getByTestId('nodes-warning'));
+  assert.match(warning, /2 of 3 nodes need attention/);
+  assert.match(warning, /ingest-3/);
+  await shot(page, 'nodes');
+
+  await page.getByRole('link', { name: 'API keys' }).click();
+  const row = (name) => page.locator('[data-testid=api-key-row]', { has: page.getByText(name, { exact: true }) });
+  await row('checkout-service').waitFor();
+  // The latest push of checkout-service any node saw: ingest-1's, 2 minutes ago.
+  assert.match(await text(row('checkout-service').getByTestId('api-key-last-used')), /^2 minutes ago via ingest-1, checkout\.cpu$/);
+  assert.match(await text(row('search-indexer').getByTestId('api-key-last-used')), /via ingest-3, search\.alloc_objects$/);
+  assert.equal(await text(row('grafana-datasource').locator('td').nth(4)), '—');
+  assert.equal(await text(row('search-indexer').getByTestId('api-key-expiring')), 'expires soon');
+  assert.equal(await row('grafana-datasource').getByTestId('api-key-expiring').count(), 0);
+  await shot(page, 'api-keys-last-used');
+  // No key here is 30 days old: the unused filter leaves none.
+  await page.getByLabel('Only keys unused for 30+ days').check();
+  await page.getByTestId('filter-empty').waitFor();
+  await page.getByLabel('Only keys unused for 30+ days').uncheck();
+  await row('checkout-service').waitFor();
+
+  await page.getByRole('link', { name: 'Ingestion' }).click();
+  const fleetRow = page.locator('[data-testid=fleet-row][data-app="checkout.cpu"]');
+  await fleetRow.waitFor();
+  const cells = await fleetRow.locator('td').allTextContents();
+  assert.equal(cells[1], '200', 'pushes through both nodes');
+  assert.equal(await text(fleetRow.getByTestId('fleet-nodes')), 'ingest-1: 120ingest-2: 80');
+  await shot(page, 'ingestion-fleet');
+  checkNoProblems();
+});

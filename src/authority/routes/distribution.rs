@@ -21,6 +21,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::authority::AppState;
+use crate::authority::keyring::{Keyring, Revision};
 pub use crate::authority::store::Snapshot;
 use crate::authority::store::StoreError;
 use crate::core::jwk::KeySet;
@@ -129,12 +130,40 @@ pub async fn republish(state: &AppState) -> anyhow::Result<()> {
     for _ in 0..3 {
         match republish_once(state).await {
             Err(e) if matches!(e.downcast_ref(), Some(StoreError::StaleKeyring)) => {
-                super::signing::catch_up(state).await?;
+                catch_up(state).await?;
             }
             done => return done,
         }
     }
     anyhow::bail!("the signing keys kept changing while the documents were being signed")
+}
+
+/// Installs the newest keyring without the work that follows a change (the replica that made
+/// the change did it): for a replica that learns of a rotation while signing documents.
+pub async fn catch_up(state: &AppState) -> anyhow::Result<()> {
+    let revision = state.keyring_home.revision().await?;
+    let ring = state.keyring_home.open().await?;
+    install(state, ring, revision);
+    Ok(())
+}
+
+/// Makes `ring` the authority's keyring (and its key set the verifier's), unless a newer one
+/// from the database is already in place. Returns the published kids.
+pub(super) fn install(state: &AppState, ring: Keyring, revision: Revision) -> Vec<String> {
+    let revision = ring.version().map_or(revision, Revision::Version);
+    let mut current = state.keyring.lock().unwrap_or_else(|e| e.into_inner());
+    if let (Some(new), Some(old)) = (ring.version(), current.version())
+        && new < old
+    {
+        return current.key_set().kids().map(str::to_owned).collect();
+    }
+    let keys = ring.key_set();
+    let published: Vec<String> = keys.kids().map(str::to_owned).collect();
+    state.metrics.signing_keys_published.set(keys.len() as u64);
+    state.verifier.set_keys(keys);
+    *current = ring;
+    *state.keyring_seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(revision);
+    published
 }
 
 async fn republish_once(state: &AppState) -> anyhow::Result<()> {

@@ -95,12 +95,26 @@ pub struct KeyView {
     pub created_at: String,
     pub expires_at: Option<String>,
     pub last_used_at: Option<String>,
+    /// Where a node last saw the key push: `{node, app}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used_by: Option<LastUsedBy>,
+    /// Expires within `auth.key-expiry-warning`.
+    pub expiring_soon: bool,
+    /// Created 30+ days ago and not used for 30 days.
+    pub unused: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub apps: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cidrs: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastUsedBy {
+    pub node: String,
+    pub app: String,
 }
 
 impl From<ApiKeyRecord> for KeyView {
@@ -113,6 +127,9 @@ impl From<ApiKeyRecord> for KeyView {
             created_at: rfc3339(k.created_at),
             expires_at: k.expires_at.map(rfc3339),
             last_used_at: k.last_used_at.map(rfc3339),
+            last_used_by: None,
+            expiring_soon: false,
+            unused: false,
             created_by: k.created_by,
             apps: k.apps,
             cidrs: k.cidrs,
@@ -253,7 +270,33 @@ pub async fn create_key(
 async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(Access::Admin)?;
     let keys = state.store.list_keys().await?;
-    let views: Vec<KeyView> = keys.into_iter().map(KeyView::from).collect();
+    let mut fleet = super::nodes::last_used(&state.store).await?;
+    let (now, warning) = (
+        state.now(),
+        state.settings.authority.key_expiry_warning.as_secs(),
+    );
+    let views: Vec<KeyView> = keys
+        .into_iter()
+        .map(|k| {
+            // The latest use: a node's report, or a push to this authority itself.
+            let seen = fleet
+                .remove(&k.jti)
+                .filter(|l| Some(l.at) >= k.last_used_at);
+            let last = seen.as_ref().map(|l| l.at).or(k.last_used_at);
+            let expiring_soon = super::nodes::expiring_soon(k.expires_at, now, warning);
+            let unused = super::nodes::unused_key(&k, last, now);
+            KeyView {
+                last_used_at: last.map(rfc3339),
+                last_used_by: seen.map(|l| LastUsedBy {
+                    node: l.node,
+                    app: l.app,
+                }),
+                expiring_soon,
+                unused,
+                ..KeyView::from(k)
+            }
+        })
+        .collect();
     Ok(json(StatusCode::OK, &views))
 }
 

@@ -3,6 +3,7 @@
 pub mod distribution;
 pub mod ingestion;
 pub mod keys;
+pub mod nodes;
 pub mod session;
 pub mod signing;
 pub mod ui;

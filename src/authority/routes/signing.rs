@@ -53,37 +53,9 @@ pub async fn reload(state: &AppState, force: bool) -> anyhow::Result<()> {
     apply(state, ring, revision).await
 }
 
-/// Installs the newest keyring without the work that follows a change (the replica that made
-/// the change did it): for a replica that learns of a rotation while signing documents.
-pub async fn catch_up(state: &AppState) -> anyhow::Result<()> {
-    let revision = state.keyring_home.revision().await?;
-    let ring = state.keyring_home.open().await?;
-    install(state, ring, revision);
-    Ok(())
-}
-
-/// Makes `ring` the authority's keyring (and its key set the verifier's), unless a newer one
-/// from the database is already in place. Returns the published kids.
-fn install(state: &AppState, ring: Keyring, revision: Revision) -> Vec<String> {
-    let revision = ring.version().map_or(revision, Revision::Version);
-    let mut current = state.keyring.lock().unwrap_or_else(|e| e.into_inner());
-    if let (Some(new), Some(old)) = (ring.version(), current.version())
-        && new < old
-    {
-        return current.key_set().kids().map(str::to_owned).collect();
-    }
-    let keys = ring.key_set();
-    let published: Vec<String> = keys.kids().map(str::to_owned).collect();
-    state.metrics.signing_keys_published.set(keys.len() as u64);
-    state.verifier.set_keys(keys);
-    *current = ring;
-    *state.keyring_seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(revision);
-    published
-}
-
 /// Installs `ring` as the authority's keyring and updates everything that depends on it.
 async fn apply(state: &AppState, ring: Keyring, revision: Revision) -> anyhow::Result<()> {
-    let published = install(state, ring, revision);
+    let published = super::distribution::install(state, ring, revision);
     let (now, skew) = (state.now(), state.settings.auth.clock_skew.as_secs());
     let gone = state
         .store

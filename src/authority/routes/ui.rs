@@ -37,6 +37,7 @@ pub const PAGES: &[&str] = &[
     "/settings/users",
     "/settings/signing-keys",
     "/settings/ingestion",
+    "/settings/nodes",
     "/profile",
 ];
 
@@ -96,6 +97,11 @@ static ASSETS: &[Asset] = &[
         name: "ingestion.js",
         content_type: JS,
         body: include_str!("../ui/ingestion.js"),
+    },
+    Asset {
+        name: "nodes.js",
+        content_type: JS,
+        body: include_str!("../ui/nodes.js"),
     },
     Asset {
         name: "profile.js",

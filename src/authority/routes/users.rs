@@ -214,6 +214,9 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response,
     Ok(json(StatusCode::OK, &views))
 }
 
+/// The Node role is an ingest node's credential (an API key), never a person's.
+const NODE_USER: &str = "the Node role is for ingest nodes' API keys, not for users";
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateUser {
@@ -246,8 +249,10 @@ async fn create(
         errors.push(e.into());
     }
     let role = req.role.as_deref().and_then(|r| r.parse::<Role>().ok());
-    if role.is_none() {
-        errors.push("unknown role".into());
+    match role {
+        None => errors.push("unknown role".into()),
+        Some(Role::Node) => errors.push(NODE_USER.into()),
+        Some(_) => {}
     }
     let (Some(role), true) = (role, errors.is_empty()) else {
         return Err(ApiError::BadRequest(errors));
@@ -382,6 +387,9 @@ async fn change_role(
         .role
         .parse()
         .map_err(|_| ApiError::bad_request("unknown role"))?;
+    if role == Role::Node {
+        return Err(ApiError::bad_request(NODE_USER));
+    }
     let now = state.now();
     let user = state.store.set_role(id, role, now).await?;
     audit(

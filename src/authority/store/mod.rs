@@ -210,6 +210,62 @@ impl AuditEntry {
     }
 }
 
+/// An ingest node as its reports left it (`nodes`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRecord {
+    pub name: String,
+    pub version: String,
+    pub started_at: u64,
+    /// The last report applied.
+    pub seq: u64,
+    pub interval_seconds: u64,
+    pub first_seen_at: u64,
+    /// When the authority took its last report (the authority's clock).
+    pub last_report_at: u64,
+    pub key_set_version: u64,
+    pub revocations_version: u64,
+    pub revocations_age_seconds: Option<u64>,
+    pub stale: bool,
+    pub spool_entries: u64,
+    pub spool_bytes: u64,
+    pub spool_oldest_seconds: u64,
+    pub dead_letters: u64,
+    pub report_failures: u64,
+    /// Pushes refused by the node's auth gate since it was first seen, by reason.
+    pub refusals: std::collections::BTreeMap<String, u64>,
+}
+
+/// Pushes of one key for one application through one node, summed over every report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageRecord {
+    pub app: String,
+    /// Empty for pushes without a key, and for the node's "(other)" row.
+    pub jti: String,
+    pub node: String,
+    pub key_name: String,
+    pub pushes: u64,
+    pub bytes: u64,
+    pub refused: u64,
+    pub last_push_at: u64,
+}
+
+/// A key's last push seen by any node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastUse {
+    pub jti: String,
+    pub at: u64,
+    pub node: String,
+    pub app: String,
+}
+
+/// A count as stored: `BIGINT`, so values past `i64::MAX` are held there.
+pub(crate) fn db_int(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
+}
+
 /// What the signed documents are made of, read in one go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
@@ -356,6 +412,35 @@ impl Store {
         published: &[String],
     ) -> Result<u64> {
         dispatch!(self, s => s.prune_revocations(now, skew, published).await)
+    }
+
+    // --- fleet ---
+
+    /// Applies one node report in one transaction: the node's row, its usage rows and its
+    /// keys' last use. Returns false, changing nothing, for a report already applied (the
+    /// same node start and a `seq` not above the last one): a resend whose first answer was
+    /// lost.
+    pub async fn record_report(
+        &self,
+        report: &crate::node::report::Report,
+        now: u64,
+    ) -> Result<bool> {
+        dispatch!(self, s => s.record_report(report.clone(), now).await)
+    }
+
+    /// Every node that ever reported, by name.
+    pub async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
+        dispatch!(self, s => s.list_nodes().await)
+    }
+
+    /// Every usage row, by app, node and key.
+    pub async fn list_usage(&self) -> Result<Vec<UsageRecord>> {
+        dispatch!(self, s => s.list_usage().await)
+    }
+
+    /// Each key's last push seen by a node.
+    pub async fn last_uses(&self) -> Result<Vec<LastUse>> {
+        dispatch!(self, s => s.last_uses().await)
     }
 
     // --- users ---

@@ -81,6 +81,9 @@ suite!(
     changing_a_password_ends_the_other_sessions,
     meta_is_set_once_and_audit_is_newest_first,
     a_keys_scopes_come_back_as_they_were_stored,
+    node_keys_are_stored_with_their_role,
+    a_report_is_applied_once_and_sums_across_reports_and_nodes,
+    a_new_node_start_counts_again_from_seq_one,
 );
 
 fn key(name: &str, jti: &str) -> NewKey {
@@ -96,6 +99,140 @@ fn key(name: &str, jti: &str) -> NewKey {
         apps: None,
         cidrs: None,
     }
+}
+
+fn report(node: &str, started_at: u64, seq: u64) -> crate::node::report::Report {
+    crate::node::report::Report {
+        node: node.to_owned(),
+        version: "0.1.0".into(),
+        started_at,
+        seq,
+        interval_seconds: 15,
+        key_set_version: 2,
+        revocations_version: 7,
+        revocations_age_seconds: Some(3),
+        stale: false,
+        spool: crate::node::report::SpoolState {
+            entries: 4,
+            bytes: 400,
+            oldest_seconds: 9,
+            dead_letters: 1,
+        },
+        report_failures: 0,
+        refusals: [("expired".to_owned(), 2)].into(),
+        usage: vec![
+            usage("jti-a", "agent-a", "checkout.cpu", 3, 50),
+            usage("jti-a", "agent-a", "billing.cpu", 1, 60),
+            usage("jti-b", "agent-b", "checkout.cpu", 2, 40),
+        ],
+    }
+}
+
+fn usage(jti: &str, key: &str, app: &str, pushes: u64, at: u64) -> crate::node::report::Usage {
+    crate::node::report::Usage {
+        jti: jti.into(),
+        key: key.into(),
+        app: app.into(),
+        pushes,
+        bytes: pushes * 100,
+        refused: 0,
+        last_push_at: at,
+    }
+}
+
+async fn node_keys_are_stored_with_their_role(s: &Store) {
+    let mut k = key("ingest-1", "jti-node");
+    k.role = Role::Node;
+    s.create_key(k).await.unwrap();
+    assert_eq!(s.list_keys().await.unwrap()[0].role, Role::Node);
+}
+
+async fn a_report_is_applied_once_and_sums_across_reports_and_nodes(s: &Store) {
+    assert!(
+        s.record_report(&report("ingest-1", 1000, 1), 2000)
+            .await
+            .unwrap()
+    );
+    // The same report again (its answer was lost): ignored.
+    assert!(
+        !s.record_report(&report("ingest-1", 1000, 1), 2001)
+            .await
+            .unwrap()
+    );
+    let mut second = report("ingest-1", 1000, 2);
+    second.usage = vec![usage("jti-a", "agent-a", "checkout.cpu", 5, 70)];
+    second.spool.entries = 0;
+    assert!(s.record_report(&second, 2015).await.unwrap());
+    // An older one arriving late: ignored too.
+    assert!(
+        !s.record_report(&report("ingest-1", 1000, 1), 2016)
+            .await
+            .unwrap()
+    );
+    let mut other = report("ingest-2", 1005, 1);
+    other.usage = vec![usage("jti-b", "agent-b", "checkout.cpu", 1, 30)];
+    assert!(s.record_report(&other, 2020).await.unwrap());
+
+    let nodes = s.list_nodes().await.unwrap();
+    assert_eq!(nodes.len(), 2);
+    let one = &nodes[0];
+    assert_eq!((one.name.as_str(), one.seq), ("ingest-1", 2));
+    assert_eq!((one.first_seen_at, one.last_report_at), (2000, 2015));
+    assert_eq!((one.spool_entries, one.dead_letters), (0, 1));
+    assert_eq!(one.refusals.get("expired"), Some(&4));
+    assert_eq!(one.revocations_age_seconds, Some(3));
+
+    let rows = s.list_usage().await.unwrap();
+    let find = |app: &str, jti: &str, node: &str| {
+        rows.iter()
+            .find(|r| r.app == app && r.jti == jti && r.node == node)
+            .cloned()
+            .unwrap()
+    };
+    let a = find("checkout.cpu", "jti-a", "ingest-1");
+    assert_eq!((a.pushes, a.bytes, a.last_push_at), (8, 800, 70));
+    assert_eq!(find("checkout.cpu", "jti-b", "ingest-2").pushes, 1);
+    assert_eq!(find("checkout.cpu", "jti-b", "ingest-1").pushes, 2);
+    assert_eq!(rows.len(), 4);
+
+    let mut last = s.last_uses().await.unwrap();
+    last.sort_by(|x, y| x.jti.cmp(&y.jti));
+    assert_eq!(
+        (
+            last[0].jti.as_str(),
+            last[0].at,
+            last[0].node.as_str(),
+            last[0].app.as_str()
+        ),
+        ("jti-a", 70, "ingest-1", "checkout.cpu")
+    );
+    // ingest-2's push of jti-b (at 30) is older than ingest-1's (at 40): the later one stays.
+    assert_eq!(
+        (last[1].jti.as_str(), last[1].at, last[1].node.as_str()),
+        ("jti-b", 40, "ingest-1")
+    );
+}
+
+async fn a_new_node_start_counts_again_from_seq_one(s: &Store) {
+    assert!(
+        s.record_report(&report("ingest-1", 1000, 5), 2000)
+            .await
+            .unwrap()
+    );
+    // Restarted: a new start time, its sequence begins again.
+    assert!(
+        s.record_report(&report("ingest-1", 3000, 1), 3010)
+            .await
+            .unwrap()
+    );
+    let nodes = s.list_nodes().await.unwrap();
+    assert_eq!((nodes[0].started_at, nodes[0].seq), (3000, 1));
+    let rows = s.list_usage().await.unwrap();
+    let a = rows
+        .iter()
+        .find(|r| r.app == "checkout.cpu" && r.jti == "jti-a")
+        .unwrap();
+    assert_eq!(a.pushes, 6);
 }
 
 fn user(name: &str, role: Role) -> NewUser {
@@ -733,7 +870,3 @@ async fn postgres_tls_goes_through_rustls_and_its_errors_name_the_setting() {
     .unwrap();
     store.ping().await.unwrap();
 }
-
-/// The keyring's suite: the same rules whether it lives in the keys dir (SQLite installs) or
-/// in PostgreSQL under the key-encryption key.
-mod keyring_homes;

@@ -7,6 +7,7 @@ import { h, replace } from './dom.js';
 import * as ingestion from './ingestion.js';
 import * as keys from './keys.js';
 import * as login from './login.js';
+import * as nodes from './nodes.js';
 import * as profile from './profile.js';
 import * as signing from './signing.js';
 import * as users from './users.js';
@@ -16,6 +17,7 @@ const PAGES = {
   '/settings/users': { title: 'Users', admin: true, page: users },
   '/settings/signing-keys': { title: 'Signing keys', admin: true, page: signing },
   '/settings/ingestion': { title: 'Ingestion', admin: true, page: ingestion },
+  '/settings/nodes': { title: 'Nodes', admin: true, page: nodes },
   '/profile': { title: 'Profile', admin: false, page: profile },
 };
 
@@ -24,6 +26,7 @@ const SETTINGS_LINKS = [
   ['/settings/users', 'Users'],
   ['/settings/signing-keys', 'Signing keys'],
   ['/settings/ingestion', 'Ingestion'],
+  ['/settings/nodes', 'Nodes'],
 ];
 
 const root = document.getElementById('app');

@@ -1,4 +1,6 @@
-// Settings → Ingestion (Admin): what this server received since it started, per application.
+// Settings → Ingestion (Admin): per application, fleet-wide from the ingest nodes' reports (with
+// each node's share and the keys that pushed), and what this server itself received since it
+// started.
 
 import { get } from './api.js';
 import { alertBox, h, pageHeader, replace, setAlert, table } from './dom.js';
@@ -28,17 +30,53 @@ export async function render(main, ctx) {
 
   replace(
     main,
-    pageHeader('Ingestion', 'Profiles pushed to this server since it started, per application, and the API keys that pushed them.', refresh),
+    pageHeader('Ingestion', 'Profiles pushed per application, and the API keys that pushed them: through every reporting ingest node, and to this server itself.', refresh),
     pageError,
     list,
   );
   await load();
 }
 
-function view({ apps, localStore }) {
+/** The fleet-wide table: per application, its totals, its keys and each node's share. */
+function fleetView(fleet) {
+  const now = Date.now();
+  const chips = (items, field, testid) =>
+    h(
+      'ul',
+      { class: 'chips', 'data-testid': testid },
+      items.map((x) => h('li', { class: 'badge subtle', title: `${number(x.pushes)} pushes, ${bytes(x.bytes)}` }, `${x[field] || '(no key)'}: ${number(x.pushes)}`)),
+    );
+  const rows = fleet.map((app) =>
+    h(
+      'tr',
+      { 'data-testid': 'fleet-row', 'data-app': app.app },
+      h('td', { class: 'name' }, app.app),
+      h('td', { class: 'num' }, number(app.pushes), app.refused ? h('span', { class: 'muted small block' }, `${number(app.refused)} refused`) : null),
+      h('td', { class: 'num' }, bytes(app.bytes)),
+      h('td', {}, app.lastPushAt ? h('time', { datetime: app.lastPushAt, title: exact(app.lastPushAt) }, relative(app.lastPushAt, now)) : '—'),
+      h('td', {}, chips(app.keys, 'key', 'fleet-keys')),
+      h('td', {}, chips(app.nodes, 'node', 'fleet-nodes')),
+    ),
+  );
+  return h(
+    'section',
+    { 'aria-labelledby': 'fleet-heading' },
+    h('h2', { id: 'fleet-heading' }, 'All ingest nodes'),
+    table('Ingestion per application across the fleet', ['Application', 'Pushes', 'Data', 'Last push', 'API keys', 'Nodes'], rows, { testid: 'fleet-table' }),
+  );
+}
+
+function view({ apps, localStore, fleet }) {
+  const fleetPart = fleet && fleet.length ? fleetView(fleet) : null;
+  const local = localView(apps, localStore, !fleetPart);
+  return h('div', {}, fleetPart, fleetPart && local ? h('h2', {}, 'This server') : null, local);
+}
+
+function localView(apps, localStore, alone) {
   const store = localStore
     ? h('p', { class: 'muted', 'data-testid': 'local-store' }, `Local store: ${number(localStore.profiles)} profiles, ${bytes(localStore.bytes)}.`)
     : null;
+  if ((!apps || apps.length === 0) && !alone) return store;
   if (!apps || apps.length === 0) {
     return h(
       'div',

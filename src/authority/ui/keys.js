@@ -9,6 +9,7 @@ export const ROLES = [
   ['Admin', 'manages users and keys; can also push and read profiles.'],
   ['ReadOnly', 'reads profiles, e.g. a Grafana data source.'],
   ['Agent', 'pushes profiles, e.g. a Pyroscope agent; nothing else.'],
+  ['Node', 'an ingest node’s own key: reports its traffic and health to this server; nothing else.'],
 ];
 
 const PRESETS = [
@@ -55,12 +56,23 @@ export async function render(main, ctx) {
     slot.querySelector('input')?.focus();
   });
 
+  // "Unused for 30+ days": keys at least 30 days old that no node saw push for 30 days.
+  let loaded = [];
+  const unusedOnly = h('input', { type: 'checkbox', id: 'keys-unused', 'data-testid': 'filter-unused' });
+  const filter = h('div', { class: 'filter' }, unusedOnly, h('label', { for: 'keys-unused' }, 'Only keys unused for 30+ days'));
+  const show = () => {
+    const keys = unusedOnly.checked ? loaded.filter((k) => k.unused) : loaded;
+    replace(list, filter, keysTable(keys, { onDelete: remove, filtered: unusedOnly.checked }));
+  };
+  unusedOnly.addEventListener('change', show);
+
   async function load() {
     try {
       const keys = await get('/api/keys');
       if (!ctx.isCurrent()) return;
       list.removeAttribute('aria-busy');
-      replace(list, keysTable(keys, { onDelete: remove }));
+      loaded = keys;
+      show();
     } catch (err) {
       list.removeAttribute('aria-busy');
       replace(list);
@@ -105,7 +117,18 @@ export async function render(main, ctx) {
   await load();
 }
 
-function keysTable(keys, { onDelete }) {
+/** "2 min ago via ingest-3, checkout.cpu": when and where a node last saw the key push. */
+function lastUsed(key, now) {
+  if (!key.lastUsedAt) return h('span', { class: 'muted' }, '—');
+  const when = h('time', { datetime: key.lastUsedAt, title: exact(key.lastUsedAt) }, relative(key.lastUsedAt, now));
+  if (!key.lastUsedBy) return when;
+  return h('span', { 'data-testid': 'api-key-last-used' }, when, ` via ${key.lastUsedBy.node}, ${key.lastUsedBy.app}`);
+}
+
+function keysTable(keys, { onDelete, filtered = false }) {
+  if (filtered && keys.length === 0) {
+    return h('p', { class: 'muted', 'data-testid': 'filter-empty' }, 'No key has gone unused for 30 days or more.');
+  }
   if (keys.length === 0) {
     return h(
       'div',
@@ -133,8 +156,9 @@ function keysTable(keys, { onDelete }) {
         'td',
         { class: key.expiresAt && Date.parse(key.expiresAt) <= now ? 'expired' : null },
         key.expiresAt ? h('time', { datetime: key.expiresAt, title: exact(key.expiresAt) }, expires(key.expiresAt, now)) : 'never',
+        key.expiringSoon ? h('span', { class: 'badge expiring subtle', 'data-testid': 'api-key-expiring' }, 'expires soon') : null,
       ),
-      h('td', {}, key.lastUsedAt ? h('time', { datetime: key.lastUsedAt, title: exact(key.lastUsedAt) }, relative(key.lastUsedAt, now)) : h('span', { class: 'muted' }, '—')),
+      h('td', {}, lastUsed(key, now)),
       h(
         'td',
         { class: 'actions-cell' },

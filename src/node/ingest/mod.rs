@@ -74,6 +74,8 @@ struct Inner {
     upstream: Option<upstream::Upstream>,
     local: Option<local::LocalStore>,
     stats: local::Stats,
+    /// Counts per key and application for fleet reports; set on a node that reports.
+    tally: std::sync::OnceLock<Arc<crate::node::report::tally::Tally>>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     /// Set by the sync loop when the authority has been unreachable for too long under a
@@ -128,6 +130,7 @@ impl IngestState {
                 upstream,
                 local,
                 stats: local::Stats::default(),
+                tally: std::sync::OnceLock::new(),
                 metrics,
                 clock,
                 stale: Arc::default(),
@@ -138,6 +141,11 @@ impl IngestState {
 
     pub fn stats(&self) -> &local::Stats {
         &self.inner.stats
+    }
+
+    /// Starts counting pushes per key and application for fleet reports; returns the counters.
+    pub fn start_tally(&self) -> Arc<crate::node::report::tally::Tally> {
+        self.inner.tally.get_or_init(Arc::default).clone()
     }
 
     pub fn stale_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
@@ -465,18 +473,6 @@ where
             BodyError::TooLarge => too_large(),
             BodyError::Broken => ApiError::bad_request("could not read the request body"),
         })?;
-    if let Some(principal) = principal.as_deref()
-        && let Some(scope) = principal.scope.as_deref()
-        && !scope.apps.is_empty()
-    {
-        enforce_apps(inner, principal, scope, &parts, &body)?;
-    }
-    let tenant = tenant_for(inner, principal.as_deref(), &parts.headers);
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let app = if parts.uri.path() == "/push.v1.PusherService/Push" {
         let header = |name| header_str(&parts.headers, name);
         let gzip = header(header::CONTENT_ENCODING).eq_ignore_ascii_case("gzip");
@@ -487,7 +483,30 @@ where
     } else {
         app_name(parts.uri.query())
     };
+    let tally = inner.tally.get();
+    if let Some(principal) = principal.as_deref()
+        && let Some(scope) = principal.scope.as_deref()
+        && !scope.apps.is_empty()
+    {
+        let enforced = enforce_apps(inner, principal, scope, &parts, &body);
+        if let (Err(_), Some(tally)) = (&enforced, tally) {
+            tally.refused(&principal.jti, &principal.name, &app);
+        }
+        enforced?;
+    }
+    let tenant = tenant_for(inner, principal.as_deref(), &parts.headers);
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let push = Push::new(path_and_query, parts.headers, tenant, body);
+    if let Some(tally) = tally {
+        let (jti, key) = principal
+            .as_deref()
+            .map_or(("", ""), |p| (p.jti.as_str(), p.name.as_str()));
+        tally.pushed(jti, key, &app, push.body.len() as u64, inner.clock.now());
+    }
     inner.stats.record(
         &app,
         principal.as_ref().map(|p| p.name.as_str()),

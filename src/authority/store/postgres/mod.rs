@@ -24,6 +24,7 @@ use super::*;
 use crate::config::PostgresSettings;
 
 mod copy;
+mod fleet;
 mod keyring;
 mod listen;
 mod ops;
@@ -139,6 +140,52 @@ const MIGRATIONS: &[&str] = &[
         key        TEXT PRIMARY KEY,
         value      TEXT NOT NULL,
         expires_at BIGINT NOT NULL
+    );
+    "#,
+    // fleet reports (as in SQLite): the Node role for keys, reporting nodes, usage per app,
+    // key and node, and each key's last use
+    r#"
+    ALTER TABLE api_keys DROP CONSTRAINT api_keys_role_check;
+    ALTER TABLE api_keys ADD CONSTRAINT api_keys_role_check
+        CHECK (role IN ('Admin','ReadOnly','Agent','Node'));
+
+    CREATE TABLE nodes (
+        name                TEXT PRIMARY KEY,
+        version             TEXT NOT NULL,
+        started_at          BIGINT NOT NULL,
+        seq                 BIGINT NOT NULL,
+        interval_seconds    BIGINT NOT NULL,
+        first_seen_at       BIGINT NOT NULL,
+        last_report_at      BIGINT NOT NULL,
+        keyset_version      BIGINT NOT NULL,
+        revocations_version BIGINT NOT NULL,
+        revocations_age     BIGINT,
+        stale               BOOLEAN NOT NULL,
+        spool_entries       BIGINT NOT NULL,
+        spool_bytes         BIGINT NOT NULL,
+        spool_oldest        BIGINT NOT NULL,
+        dead_letters        BIGINT NOT NULL,
+        report_failures     BIGINT NOT NULL,
+        refusals            TEXT NOT NULL
+    );
+
+    CREATE TABLE usage (
+        app          TEXT NOT NULL,
+        jti          TEXT NOT NULL,
+        node         TEXT NOT NULL,
+        key_name     TEXT NOT NULL,
+        pushes       BIGINT NOT NULL,
+        bytes        BIGINT NOT NULL,
+        refused      BIGINT NOT NULL,
+        last_push_at BIGINT NOT NULL,
+        PRIMARY KEY (app, jti, node)
+    );
+
+    CREATE TABLE key_last_use (
+        jti  TEXT PRIMARY KEY,
+        at   BIGINT NOT NULL,
+        node TEXT NOT NULL,
+        app  TEXT NOT NULL
     );
     "#,
 ];

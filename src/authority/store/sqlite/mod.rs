@@ -84,6 +84,57 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE api_keys ADD COLUMN apps TEXT;
     ALTER TABLE api_keys ADD COLUMN cidrs TEXT;
     "#,
+    // fleet reports: the Node role for keys, reporting nodes, usage per app, key and node,
+    // and each key's last use. The role's CHECK is widened in place (SQLite can't alter a
+    // constraint; rewriting the table's schema text is its documented way to loosen one, and
+    // leaves every column another migration may have added as it is).
+    r#"
+    PRAGMA writable_schema = ON;
+    UPDATE sqlite_schema
+       SET sql = replace(sql, 'CHECK (role IN (''Admin'',''ReadOnly'',''Agent''))',
+                              'CHECK (role IN (''Admin'',''ReadOnly'',''Agent'',''Node''))')
+     WHERE type = 'table' AND name = 'api_keys';
+    PRAGMA writable_schema = RESET;
+
+    CREATE TABLE nodes (
+        name                TEXT PRIMARY KEY,
+        version             TEXT NOT NULL,
+        started_at          INTEGER NOT NULL,
+        seq                 INTEGER NOT NULL,
+        interval_seconds    INTEGER NOT NULL,
+        first_seen_at       INTEGER NOT NULL,
+        last_report_at      INTEGER NOT NULL,
+        keyset_version      INTEGER NOT NULL,
+        revocations_version INTEGER NOT NULL,
+        revocations_age     INTEGER,
+        stale               INTEGER NOT NULL,
+        spool_entries       INTEGER NOT NULL,
+        spool_bytes         INTEGER NOT NULL,
+        spool_oldest        INTEGER NOT NULL,
+        dead_letters        INTEGER NOT NULL,
+        report_failures     INTEGER NOT NULL,
+        refusals            TEXT NOT NULL
+    );
+
+    CREATE TABLE usage (
+        app          TEXT NOT NULL,
+        jti          TEXT NOT NULL,
+        node         TEXT NOT NULL,
+        key_name     TEXT NOT NULL,
+        pushes       INTEGER NOT NULL,
+        bytes        INTEGER NOT NULL,
+        refused      INTEGER NOT NULL,
+        last_push_at INTEGER NOT NULL,
+        PRIMARY KEY (app, jti, node)
+    );
+
+    CREATE TABLE key_last_use (
+        jti  TEXT PRIMARY KEY,
+        at   INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        app  TEXT NOT NULL
+    );
+    "#,
 ];
 
 #[derive(Clone)]
@@ -318,6 +369,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+mod fleet;
 mod keys;
 mod meta;
 mod ops;

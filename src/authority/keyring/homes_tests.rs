@@ -1,8 +1,34 @@
+//! The keyring's suite: the same rules whether it lives in the keys dir (SQLite installs) or
+//! in PostgreSQL under the key-encryption key.
+
 use std::sync::Arc;
 
-use super::*;
 use crate::authority::kek::{KEK_LEN, Kek};
 use crate::authority::keyring::{KeyStatus, KeyringError, KeyringHome, Revision};
+use crate::authority::store::{PgStore, Store, StoreError};
+use crate::config::{ClientTls, PostgresSettings};
+
+async fn postgres_url() -> String {
+    crate::authority::store::postgres::testing::fresh_database().await
+}
+
+fn postgres_settings(url: &str) -> PostgresSettings {
+    PostgresSettings {
+        url: crate::core::token::Secret::new(url.to_owned()),
+        password_file: None,
+        tls: ClientTls {
+            peer: "database",
+            ..Default::default()
+        },
+    }
+}
+
+/// The published kids as the documents name them (sorted, comma-joined).
+fn kid_list(ring: &crate::authority::keyring::Keyring) -> String {
+    let mut kids: Vec<String> = ring.key_set().kids().map(str::to_owned).collect();
+    kids.sort_unstable();
+    kids.join(",")
+}
 
 fn kek(byte: u8) -> Arc<Kek> {
     Arc::new(Kek::from_bytes(&[byte; KEK_LEN]).unwrap())
@@ -298,7 +324,7 @@ async fn postgres_a_replica_with_an_older_keyring_may_not_sign_a_key_set() {
     };
     let store_b = Store::Postgres(pg_store(&url).await);
     let (before, _) = a.open_or_generate(10).await.unwrap();
-    let kids_before = crate::authority::routes::distribution::kid_list(&before.published_signers());
+    let kids_before = kid_list(&before);
     let first = store_b
         .snapshot(&kids_before, before.version())
         .await
@@ -309,7 +335,7 @@ async fn postgres_a_replica_with_an_older_keyring_may_not_sign_a_key_set() {
         store_b.snapshot(&kids_before, before.version()).await,
         Err(StoreError::StaleKeyring)
     ));
-    let kids_after = crate::authority::routes::distribution::kid_list(&after.published_signers());
+    let kids_after = kid_list(&after);
     let next = store_b
         .snapshot(&kids_after, after.version())
         .await
