@@ -159,7 +159,7 @@ pub const KEYS: &[Key] = &[
     key("keys-dir", SERVER.or(LOCAL), "keys", Kind::String,
         "Directory holding the Ed25519 signing keys (authority)."),
     key("database.url", SERVER.or(LOCAL), "", Kind::Secret,
-        "The authority's database. Empty or sqlite:// is the embedded SQLite file under storage-path (sqlite://DIR: in DIR); postgres://USER@HOST:PORT/DB (or postgresql://) is PostgreSQL (preview). TLS by sslmode=disable|prefer|require in the URL; over TLS the server's certificate is always verified. Never printed: it may hold a password."),
+        "The authority's database. Empty or sqlite:// is the embedded SQLite file under storage-path (sqlite://DIR: in DIR); postgres://USER@HOST:PORT/DB (or postgresql://) is PostgreSQL, which any number of replicas can share (they also need authority.key-encryption-key-file). TLS by sslmode=disable|prefer|require in the URL; over TLS the server's certificate is always verified. Never printed: it may hold a password."),
     key("database.password-file", SERVER.or(LOCAL), "", Kind::String,
         "PostgreSQL: a file holding the password (one line), instead of one in database.url."),
     key("database.tls-ca-path", SERVER.or(LOCAL), "", Kind::String,
