@@ -20,6 +20,7 @@
 //! both. A key limited to networks is checked by the auth gate against the peer address.
 
 pub mod apps;
+pub mod confine;
 pub mod forward;
 pub mod labels;
 pub mod local;
