@@ -210,7 +210,13 @@ impl AuthGate {
         let mut forbidden = "role";
         let decision = self.authorize_with(headers, query, memo).and_then(|p| {
             forbidden = "scope_cidr";
-            source_allowed(&p, || client_address(peer, headers, &self.trusted_proxies)).map(|()| p)
+            source_allowed(&p, || client_address(peer, headers, &self.trusted_proxies))
+                .inspect_err(|_| {
+                    if let Some(m) = &self.metrics {
+                        m.count_scope_refusal(&p.name, "scope_cidr");
+                    }
+                })
+                .map(|()| p)
         });
         if let Some(m) = &self.metrics {
             m.verify_latency.observe(started.elapsed_secs());

@@ -15,6 +15,13 @@ pub struct DecisionLabels {
     pub reason: &'static str,
 }
 
+/// A refusal for a key's scope: which key (its name, as the admin gave it) and why.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    pub key: String,
+    pub reason: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
@@ -49,6 +56,9 @@ impl DecisionLabels {
 pub struct Metrics {
     registry: Registry,
     pub auth_decisions: Family<DecisionLabels, Counter>,
+    /// Requests refused for a key's scope, per key name. Only keys with a scope are ever
+    /// refused so, and admins create those: the label set is bounded by the key list.
+    pub scope_refusals: Family<ScopeLabels, Counter>,
     pub logins: Family<ResultLabels, Counter>,
     pub api_keys_created: Counter,
     pub api_keys_deleted: Counter,
@@ -106,6 +116,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a request refused for `key`'s scope (`scope_app`, `scope_cidr`), by key name.
+    pub fn count_scope_refusal(&self, key: &str, reason: &'static str) {
+        self.scope_refusals
+            .get_or_create(&ScopeLabels {
+                key: key.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
     /// The verifier's cache counters, registered here.
     pub fn cache_counters(&self) -> crate::core::verifier::CacheCounters {
         crate::core::verifier::CacheCounters {
@@ -118,6 +138,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("pyrogate");
         let m = Metrics {
             auth_decisions: Family::default(),
+            scope_refusals: Family::default(),
             logins: Family::default(),
             api_keys_created: Counter::default(),
             api_keys_deleted: Counter::default(),
@@ -156,6 +177,11 @@ impl Metrics {
             "auth_decisions",
             "API-key authentication decisions by result and reason",
             m.auth_decisions.clone(),
+        );
+        registry.register(
+            "scope_refusals",
+            "Requests refused for a key's scope (apps: scope_app, cidrs: scope_cidr), by key name",
+            m.scope_refusals.clone(),
         );
         registry.register("logins", "UI login attempts by result", m.logins.clone());
         registry.register(

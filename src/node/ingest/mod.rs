@@ -538,6 +538,9 @@ fn enforce_apps(
 ) -> Result<(), ApiError> {
     let refuse = |why: String| {
         inner.metrics.count_forbidden("scope_app");
+        inner
+            .metrics
+            .count_scope_refusal(&principal.name, "scope_app");
         tracing::info!(key = %principal.name, %why, "push outside the key's applications");
         ApiError::Forbidden(format!(
             "permission denied: key \"{}\" may push only applications {}; {why}",

@@ -105,6 +105,9 @@ async fn proxy(
     if let Some(scope) = principal.scope.as_deref().filter(|s| !s.apps.is_empty()) {
         confined = super::confine::confine(&parts, &body, scope).map_err(|why| {
             state.metrics.count_forbidden("scope_app");
+            state
+                .metrics
+                .count_scope_refusal(&principal.name, "scope_app");
             tracing::info!(key = %principal.name, %why, "query outside the key's applications");
             ApiError::Forbidden(format!(
                 "permission denied: key \"{}\" may read only applications {}; {why}",

@@ -300,6 +300,13 @@ async fn a_key_scoped_to_networks_works_only_from_them() {
         p.node.metric(&decisions("forbidden", "scope_cidr")).await,
         2.0
     );
+    assert_eq!(
+        p.node
+            .metric(r#"pyrogate_scope_refusals_total{key="scoped",reason="scope_cidr"}"#)
+            .await,
+        2.0,
+        "counted by key name"
+    );
     assert_eq!(p.upstream.wait_accepted(1, 10).await.len(), 1);
 }
 

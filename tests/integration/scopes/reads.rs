@@ -237,4 +237,10 @@ async fn a_readonly_key_scoped_to_an_app_reads_only_that_app() {
     );
     let scope_app = crate::harness::decisions("forbidden", "scope_app");
     assert_eq!(node.metric(&scope_app).await, 8.0, "each refusal counted");
+    assert_eq!(
+        node.metric(r#"pyrogate_scope_refusals_total{key="checkout-reader",reason="scope_app"}"#)
+            .await,
+        8.0,
+        "by key name"
+    );
 }
