@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `/ingest`, `/pyroscope/ingest` | `name=app.cpu{k=v}` → `app` (the name before `{`, less its last `.suffix`), and a `service_name` label inside the braces if there is one |
 //! | `/push.v1.PusherService/Push` | the `service_name` label of every series (protobuf or JSON, gzip or not) |
-//! | `/v1development/profiles` | the `service.name` attribute of every resource (protobuf or JSON, gzip or not) |
+//! | `/v1development/profiles` | the `service.name` attribute of every resource (protobuf or JSON, gzip or not); and every other place Pyroscope takes a service name or a `service_name` label from: a `service.name` in the dictionary's attribute table (samples that carry one go to that service, whatever the resource says), a `service_name` attribute of a resource or scope (it becomes a label of that name) |
 //!
 //! Protobuf is decoded with `prost` and message definitions for only the fields read here:
 //! the samples — the profile bytes — are unknown fields to these messages, skipped by length
@@ -139,11 +139,32 @@ pub fn push_v1(body: &[u8], encoding: Encoding) -> Result<Vec<String>, Undetermi
     )
 }
 
-/// The `service.name` of every resource of an OTLP `ExportProfilesServiceRequest`.
+/// The applications of an OTLP `ExportProfilesServiceRequest`: the `service.name` of every
+/// resource (required), and every other name the upstream would file a profile under —
+/// Pyroscope sends samples whose attributes hold a `service.name` to that service instead of
+/// the resource's, and turns a resource's or scope's `service_name` attribute into a label of
+/// that name. Each of those must be allowed too, so they are returned with the rest. A
+/// `service.name` that is empty or not a string names nothing (Pyroscope reads it as absent).
 pub fn otlp(body: &[u8], encoding: Encoding) -> Result<Vec<String>, Undetermined> {
     let req: proto::ExportProfilesServiceRequest =
         decode(body, encoding, "ExportProfilesServiceRequest")?;
-    every(
+    let mut also = Vec::new();
+    for rp in &req.resource_profiles {
+        let scopes = rp.scope_profiles.iter().filter_map(|sp| sp.scope.as_ref());
+        let attributes = rp
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .chain(scopes.flat_map(|s| &s.attributes));
+        for kv in attributes.filter(|kv| kv.key == "service_name") {
+            also.extend(kv.value.as_ref().and_then(|v| v.string_value.clone()));
+        }
+    }
+    also.extend(match encoding {
+        Encoding::Proto => dictionary_services_proto(body)?,
+        Encoding::Json => dictionary_services_json(body)?,
+    });
+    let mut apps = every(
         req.resource_profiles.into_iter().map(|rp| {
             rp.resource
                 .map(|r| r.attributes)
@@ -154,7 +175,159 @@ pub fn otlp(body: &[u8], encoding: Encoding) -> Result<Vec<String>, Undetermined
                 .collect()
         }),
         "resource has no service.name attribute",
-    )
+    )?;
+    apps.extend(also.into_iter().filter(|name| !name.is_empty()));
+    Ok(apps)
+}
+
+/// Most entries of a dictionary's attribute table looked at.
+const MAX_DICTIONARY_ATTRIBUTES: usize = 1 << 20;
+
+/// The `service.name` string values in the dictionary's attribute table (request field 2,
+/// `ProfilesDictionary.attribute_table` 6), in either layout OpenTelemetry has used: entries
+/// keyed by a string (`KeyValue.key`, 1) or by an index into the dictionary's `string_table`
+/// (5) (`KeyValueAndUnit.key_strindex`, 1). Read field by field from the protobuf; everything
+/// else is skipped unread. Malformed input is undetermined.
+fn dictionary_services_proto(body: &[u8]) -> Result<Vec<String>, Undetermined> {
+    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+    let bad = || Undetermined::new("the push is not a valid ExportProfilesServiceRequest");
+    // Each length-delimited field of `buf` numbered `tag`, or every field's number and value
+    // as (tag, Some(bytes)) for LEN and (tag, None) with the varint for VARINT.
+    enum Field<'a> {
+        Bytes(u32, &'a [u8]),
+        Varint(u32, u64),
+    }
+    fn fields(mut buf: &[u8]) -> Result<Vec<Field<'_>>, Undetermined> {
+        let bad = || Undetermined::new("the push is not a valid ExportProfilesServiceRequest");
+        let mut out = Vec::new();
+        while !buf.is_empty() {
+            let (tag, wire_type) = decode_key(&mut buf).map_err(|_| bad())?;
+            match wire_type {
+                WireType::LengthDelimited => {
+                    let len = decode_varint(&mut buf).map_err(|_| bad())?;
+                    let len = usize::try_from(len)
+                        .ok()
+                        .filter(|l| *l <= buf.len())
+                        .ok_or_else(bad)?;
+                    let (value, rest) = buf.split_at(len);
+                    out.push(Field::Bytes(tag, value));
+                    buf = rest;
+                }
+                WireType::Varint => {
+                    out.push(Field::Varint(
+                        tag,
+                        decode_varint(&mut buf).map_err(|_| bad())?,
+                    ));
+                }
+                other => {
+                    skip_field(other, tag, &mut buf, DecodeContext::default()).map_err(|_| bad())?
+                }
+            }
+        }
+        Ok(out)
+    }
+    let utf8 = |b: &[u8]| std::str::from_utf8(b).map(str::to_owned).map_err(|_| bad());
+    let mut names = Vec::new();
+    for top in fields(body)? {
+        let Field::Bytes(2, dictionary) = top else {
+            continue;
+        };
+        let mut strings: Vec<&[u8]> = Vec::new();
+        let mut entries: Vec<&[u8]> = Vec::new();
+        for f in fields(dictionary)? {
+            match f {
+                Field::Bytes(5, s) => strings.push(s),
+                Field::Bytes(6, e) => entries.push(e),
+                _ => {}
+            }
+        }
+        if entries.len() > MAX_DICTIONARY_ATTRIBUTES {
+            return Err(Undetermined::new("the push's attribute table is too large"));
+        }
+        for entry in entries {
+            let (mut key, mut value) = (None, None);
+            for f in fields(entry)? {
+                match f {
+                    Field::Bytes(1, k) => key = Some(k),
+                    Field::Varint(1, i) => {
+                        key = Some(
+                            usize::try_from(i)
+                                .ok()
+                                .and_then(|i| strings.get(i).copied())
+                                .ok_or_else(bad)?,
+                        )
+                    }
+                    Field::Bytes(2, v) => value = Some(v),
+                    _ => {}
+                }
+            }
+            if key != Some(b"service.name".as_slice()) {
+                continue;
+            }
+            // AnyValue: the last `string_value` (1) wins, as protobuf merges.
+            let string_value = match value {
+                Some(v) => fields(v)?.into_iter().rev().find_map(|f| match f {
+                    Field::Bytes(1, s) => Some(s),
+                    _ => None,
+                }),
+                None => None,
+            };
+            if let Some(s) = string_value {
+                names.push(utf8(s)?);
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// [`dictionary_services_proto`] for the JSON mapping: `dictionary.attributeTable[*]` with a
+/// `key` or a `keyStrindex` into `dictionary.stringTable` (proto names accepted as well).
+fn dictionary_services_json(body: &[u8]) -> Result<Vec<String>, Undetermined> {
+    use serde_json::Value;
+    let bad = || Undetermined::new("the push is not a valid ExportProfilesServiceRequest");
+    let value: Value = serde_json::from_slice(body).map_err(|_| bad())?;
+    let member = |v: &'_ Value, camel: &str, snake: &str| -> Option<Value> {
+        v.get(camel).or_else(|| v.get(snake)).cloned()
+    };
+    let Some(dictionary) = member(&value, "dictionary", "dictionary") else {
+        return Ok(Vec::new());
+    };
+    let strings = member(&dictionary, "stringTable", "string_table").unwrap_or(Value::Null);
+    let entries = match member(&dictionary, "attributeTable", "attribute_table") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(entries)) => entries,
+        Some(_) => return Err(bad()),
+    };
+    let mut names = Vec::new();
+    for entry in &entries {
+        let key = match (
+            member(entry, "key", "key"),
+            member(entry, "keyStrindex", "key_strindex"),
+        ) {
+            (Some(Value::String(k)), _) => k,
+            (_, Some(index)) => {
+                let index = index
+                    .as_u64()
+                    .or_else(|| index.as_str().and_then(|s| s.parse().ok()))
+                    .ok_or_else(bad)?;
+                strings
+                    .get(usize::try_from(index).map_err(|_| bad())?)
+                    .and_then(Value::as_str)
+                    .ok_or_else(bad)?
+                    .to_owned()
+            }
+            _ => continue,
+        };
+        if key != "service.name" {
+            continue;
+        }
+        if let Some(Value::String(s)) =
+            member(entry, "value", "value").and_then(|v| member(&v, "stringValue", "string_value"))
+        {
+            names.push(s);
+        }
+    }
+    Ok(names)
 }
 
 /// One message from protobuf or from its JSON mapping.
@@ -235,12 +408,31 @@ pub mod proto {
         pub resource_profiles: Vec<ResourceProfiles>,
     }
 
-    /// `ResourceProfiles`; `scope_profiles` (2) — the profiles — is skipped unread.
+    /// `ResourceProfiles`.
     #[derive(Clone, PartialEq, prost::Message, Deserialize)]
     #[serde(default)]
     pub struct ResourceProfiles {
         #[prost(message, optional, tag = "1")]
         pub resource: Option<Resource>,
+        #[prost(message, repeated, tag = "2")]
+        #[serde(rename = "scopeProfiles", alias = "scope_profiles")]
+        pub scope_profiles: Vec<ScopeProfiles>,
+    }
+
+    /// `ScopeProfiles`; `profiles` (2) — the profiles — is skipped unread.
+    #[derive(Clone, PartialEq, prost::Message, Deserialize)]
+    #[serde(default)]
+    pub struct ScopeProfiles {
+        #[prost(message, optional, tag = "1")]
+        pub scope: Option<InstrumentationScope>,
+    }
+
+    /// `opentelemetry.proto.common.v1.InstrumentationScope`: its `attributes` (3).
+    #[derive(Clone, PartialEq, prost::Message, Deserialize)]
+    #[serde(default)]
+    pub struct InstrumentationScope {
+        #[prost(message, repeated, tag = "3")]
+        pub attributes: Vec<KeyValue>,
     }
 
     /// `opentelemetry.proto.resource.v1.Resource`.
@@ -350,6 +542,7 @@ mod tests {
                     .into_iter()
                     .collect(),
             }),
+            scope_profiles: vec![],
         };
         let body = proto::ExportProfilesServiceRequest {
             resource_profiles: vec![resource(Some("a")), resource(Some("b"))],
@@ -390,5 +583,55 @@ mod tests {
         );
         assert!(encoding("text/plain", "").is_err());
         assert!(encoding("application/proto", "br").is_err());
+    }
+
+    /// The newer dictionary layout (`KeyValueAndUnit`: keys as indices into the string table),
+    /// which the Python classes in the integration tests do not write yet.
+    #[test]
+    fn a_dictionary_keyed_by_string_index_is_read_too() {
+        use prost::encoding::{WireType, encode_key, encode_varint};
+        fn message(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
+            encode_key(tag, WireType::LengthDelimited, out);
+            encode_varint(bytes.len() as u64, out);
+            out.extend_from_slice(bytes);
+        }
+        let request = |index: u64| {
+            let resource = proto::ExportProfilesServiceRequest {
+                resource_profiles: vec![proto::ResourceProfiles {
+                    resource: Some(proto::Resource {
+                        attributes: vec![proto::KeyValue {
+                            key: "service.name".into(),
+                            value: Some(proto::AnyValue {
+                                string_value: Some("checkout".into()),
+                            }),
+                        }],
+                    }),
+                    scope_profiles: vec![],
+                }],
+            };
+            let mut body = resource.encode_to_vec();
+            let (mut value, mut entry, mut dictionary) = (Vec::new(), Vec::new(), Vec::new());
+            message(1, b"billing", &mut value);
+            encode_key(1, WireType::Varint, &mut entry);
+            encode_varint(index, &mut entry);
+            message(2, &value, &mut entry);
+            message(5, b"", &mut dictionary);
+            message(5, b"service.name", &mut dictionary);
+            message(5, b"host.name", &mut dictionary);
+            message(6, &entry, &mut dictionary);
+            message(2, &dictionary, &mut body);
+            body
+        };
+        assert_eq!(
+            otlp(&request(1), Encoding::Proto).unwrap(),
+            ["checkout", "billing"]
+        );
+        assert_eq!(otlp(&request(2), Encoding::Proto).unwrap(), ["checkout"]);
+        assert!(
+            otlp(&request(9), Encoding::Proto).is_err(),
+            "an index past the table"
+        );
+        let json = br#"{"resourceProfiles":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"checkout"}}]}}],"dictionary":{"stringTable":["","service.name"],"attributeTable":[{"keyStrindex":1,"value":{"stringValue":"billing"}}]}}"#;
+        assert_eq!(otlp(json, Encoding::Json).unwrap(), ["checkout", "billing"]);
     }
 }

@@ -185,7 +185,19 @@ async fn a_key_scoped_to_apps_pushes_its_own_over_every_protocol_and_nothing_els
     let p = plane().await;
     let key = scoped_key(&p, Role::Agent, &["checkout-*"], &[]);
 
-    let allowed = every_protocol(&["checkout-api"]);
+    let mut allowed = every_protocol(&["checkout-api"]);
+    for format in ["proto", "json"] {
+        let content_type = if format == "json" { JSON } else { X_PROTOBUF };
+        allowed.push((
+            format!("otlp {format}, samples filed under another allowed app"),
+            OTLP.into(),
+            vec![content_type],
+            Bytes::from(otlp(
+                format,
+                &["checkout-api:sample=checkout-web:label=checkout-api"],
+            )),
+        ));
+    }
     for (what, path, headers, body) in &allowed {
         let (status, text) = push(&p, path, &key, headers, body.clone()).await;
         assert_eq!(status, 200, "{what}: {text}");
@@ -216,6 +228,30 @@ async fn a_key_scoped_to_apps_pushes_its_own_over_every_protocol_and_nothing_els
             OTLP.to_owned(),
             vec![X_PROTOBUF],
             Bytes::from(otlp("proto", &["-"])),
+        ),
+        (
+            "otlp proto, a sample filed under billing".to_owned(),
+            OTLP.to_owned(),
+            vec![X_PROTOBUF],
+            Bytes::from(otlp("proto", &["checkout-api:sample=billing"])),
+        ),
+        (
+            "otlp json, a sample filed under billing".to_owned(),
+            OTLP.to_owned(),
+            vec![JSON],
+            Bytes::from(otlp("json", &["checkout-api:sample=billing"])),
+        ),
+        (
+            "otlp proto, a service_name attribute".to_owned(),
+            OTLP.to_owned(),
+            vec![X_PROTOBUF],
+            Bytes::from(otlp("proto", &["checkout-api:label=billing"])),
+        ),
+        (
+            "otlp json, a service_name attribute".to_owned(),
+            OTLP.to_owned(),
+            vec![JSON],
+            Bytes::from(otlp("json", &["checkout-api:label=billing"])),
         ),
         (
             "push, garbage".to_owned(),
