@@ -4,9 +4,14 @@
 //! operating system's random number generator. HMAC (session cookies) uses `ring::hmac` where it
 //! is needed.
 //!
-//! The provider supports exactly one algorithm, EdDSA over Ed25519: every other algorithm is
-//! refused by the factories before any key material is looked at, so a header naming HS256 or
-//! RS256 can never select another verification routine, whatever the caller's `Validation` says.
+//! The provider signs with exactly one algorithm, EdDSA over Ed25519, and verifies three:
+//! EdDSA, and RS256 and ES256 for the ID tokens of OpenID providers (which sign with RSA or
+//! P-256 far more often than with Ed25519). Every other algorithm — HMAC above all, and `none`,
+//! which jsonwebtoken cannot even parse — is refused by the factories before any key material
+//! is looked at, and each verifier checks that the key is of its algorithm's family, so a header
+//! naming HS256 can never turn a public key into an HMAC secret whatever the caller's
+//! `Validation` says. API keys and pyrogate's own documents still accept EdDSA only (their
+//! headers are checked byte for byte, see [`crate::core::jws`]).
 
 use std::sync::OnceLock;
 
@@ -63,8 +68,27 @@ fn signer_factory(alg: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigne
 }
 
 fn verifier_factory(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>, JwtError> {
-    if *alg != Algorithm::EdDSA {
-        return Err(ErrorKind::InvalidAlgorithm.into());
+    use jsonwebtoken::AlgorithmFamily as Family;
+    use jsonwebtoken::DecodingKeyKind as Kind;
+    match (alg, key.family(), key.kind()) {
+        (Algorithm::EdDSA, Family::Ed, _) => {}
+        (Algorithm::RS256, Family::Rsa, Kind::RsaModulusExponent { n, e }) => {
+            return Ok(Box::new(RingRs256Verifier {
+                n: n.clone(),
+                e: e.clone(),
+            }));
+        }
+        (Algorithm::ES256, Family::Ec, Kind::SecretOrDer(point)) => {
+            // An uncompressed P-256 point: 0x04 ‖ x ‖ y.
+            if point.len() != 65 || point[0] != 0x04 {
+                return Err(ErrorKind::InvalidEcdsaKey.into());
+            }
+            return Ok(Box::new(RingEs256Verifier(point.clone())));
+        }
+        (Algorithm::EdDSA | Algorithm::RS256 | Algorithm::ES256, _, _) => {
+            return Err(ErrorKind::InvalidKeyFormat.into());
+        }
+        _ => return Err(ErrorKind::InvalidAlgorithm.into()),
     }
     let public: [u8; PUBLIC_KEY_LEN] = match key.kind() {
         jsonwebtoken::DecodingKeyKind::SecretOrDer(bytes) => bytes
@@ -112,6 +136,46 @@ impl signature::Verifier<Vec<u8>> for RingEdDsaVerifier {
 impl JwtVerifier for RingEdDsaVerifier {
     fn algorithm(&self) -> Algorithm {
         Algorithm::EdDSA
+    }
+}
+
+/// RS256 (RSASSA-PKCS1-v1_5 with SHA-256), 2048- to 8192-bit moduli, by ring.
+struct RingRs256Verifier {
+    n: Vec<u8>,
+    e: Vec<u8>,
+}
+
+impl signature::Verifier<Vec<u8>> for RingRs256Verifier {
+    fn verify(&self, msg: &[u8], sig: &Vec<u8>) -> Result<(), signature::Error> {
+        ring_sig::RsaPublicKeyComponents {
+            n: &self.n,
+            e: &self.e,
+        }
+        .verify(&ring_sig::RSA_PKCS1_2048_8192_SHA256, msg, sig)
+        .map_err(|_| signature::Error::new())
+    }
+}
+
+impl JwtVerifier for RingRs256Verifier {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::RS256
+    }
+}
+
+/// ES256 (ECDSA over P-256 with SHA-256, the JWS fixed-width signature), by ring.
+struct RingEs256Verifier(Vec<u8>);
+
+impl signature::Verifier<Vec<u8>> for RingEs256Verifier {
+    fn verify(&self, msg: &[u8], sig: &Vec<u8>) -> Result<(), signature::Error> {
+        ring_sig::UnparsedPublicKey::new(&ring_sig::ECDSA_P256_SHA256_FIXED, &self.0)
+            .verify(msg, sig)
+            .map_err(|_| signature::Error::new())
+    }
+}
+
+impl JwtVerifier for RingEs256Verifier {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::ES256
     }
 }
 
