@@ -29,9 +29,11 @@ pub struct UserView {
     is_disabled: bool,
     /// Signs in through the OpenID provider rather than with a password.
     is_external: bool,
-    /// The provider's issuer for an SSO user; `None` for a local one.
+    /// The provider's issuer for an SSO user; absent for a local one.
+    #[serde(skip_serializing_if = "Option::is_none")]
     sso_issuer: Option<String>,
-    /// The provider's groups at the user's last sign-in.
+    /// The provider's groups at the user's last sign-in; absent for a local user.
+    #[serde(skip_serializing_if = "Option::is_none")]
     groups: Option<Vec<String>>,
     created_at: String,
     updated_at: String,
