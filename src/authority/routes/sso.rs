@@ -124,7 +124,7 @@ impl Refusal {
             Refusal::Provider(ProviderError::Unavailable(_)) => {
                 "The identity provider could not be reached or answered something unexpected. Try again later.".into()
             }
-            Refusal::Provider(e) => format!("{}{}.", capitalize(&e.to_string()), ""),
+            Refusal::Provider(e) => format!("{}.", capitalize(&e.to_string())),
             Refusal::UserInfoSubject => {
                 "The identity provider's user information is about another user.".into()
             }
