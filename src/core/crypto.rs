@@ -540,4 +540,56 @@ mod tests {
         assert_eq!(install(), Ok(()));
         assert_eq!(install(), Ok(()));
     }
+
+    #[test]
+    fn each_verifier_takes_only_a_key_of_its_own_family_and_hmac_never() {
+        let ed = rfc_key().verifying_key().decoding_key();
+        let rsa = DecodingKey::from_rsa_raw_components(&[0xc5; 256], &[1, 0, 1]);
+        let rng = ring::rand::SystemRandom::new();
+        let alg = &ring_sig::ECDSA_P256_SHA256_FIXED_SIGNING;
+        let pkcs8 = ring_sig::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+        let pair = ring_sig::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).unwrap();
+        let point = pair.public_key().as_ref();
+        let ec = DecodingKey::from_ec_components(
+            &crate::core::b64::encode(&point[1..33]),
+            &crate::core::b64::encode(&point[33..65]),
+        )
+        .unwrap();
+        let secret = DecodingKey::from_secret(b"the provider's public key, as text");
+        let ok = |alg: Algorithm, key: &DecodingKey| verifier_factory(&alg, key).is_ok();
+        assert!(ok(Algorithm::EdDSA, &ed));
+        assert!(ok(Algorithm::RS256, &rsa));
+        assert!(ok(Algorithm::ES256, &ec));
+        for (alg, key) in [
+            (Algorithm::EdDSA, &rsa),
+            (Algorithm::EdDSA, &ec),
+            (Algorithm::RS256, &ed),
+            (Algorithm::RS256, &ec),
+            (Algorithm::ES256, &ed),
+            (Algorithm::ES256, &rsa),
+            (Algorithm::EdDSA, &secret),
+            (Algorithm::ES256, &secret),
+        ] {
+            assert!(!ok(alg, key), "{alg:?}");
+        }
+        for alg in [
+            Algorithm::HS256,
+            Algorithm::HS384,
+            Algorithm::HS512,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::ES384,
+        ] {
+            for key in [&ed, &rsa, &ec, &secret] {
+                assert!(!ok(alg, key), "{alg:?}");
+            }
+        }
+        // Signing stays EdDSA only.
+        assert!(signer_factory(&Algorithm::RS256, &EncodingKey::from_secret(b"k")).is_err());
+        // An ES256 signature by the key verifies; the same bytes under another message don't.
+        let sig = pair.sign(&rng, b"message").unwrap();
+        let v = verifier_factory(&Algorithm::ES256, &ec).unwrap();
+        assert!(v.verify(b"message", &sig.as_ref().to_vec()).is_ok());
+        assert!(v.verify(b"messagf", &sig.as_ref().to_vec()).is_err());
+    }
 }
