@@ -68,6 +68,9 @@ impl Refusal {
             Refusal::Store(crate::authority::store::StoreError::Conflict(_)) => {
                 StatusCode::CONFLICT
             }
+            Refusal::Store(crate::authority::store::StoreError::Invalid(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Refusal::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Refusal::BadNext | Refusal::NoState | Refusal::NoCode => StatusCode::BAD_REQUEST,
             Refusal::Domain | Refusal::NoRole | Refusal::NotSignedUp | Refusal::Disabled => {
@@ -136,9 +139,10 @@ impl Refusal {
                 "There is no user for you here; ask an administrator to add you.".into()
             }
             Refusal::Disabled => "Your user is disabled.".into(),
-            Refusal::Store(crate::authority::store::StoreError::Conflict(m)) => {
-                format!("{}.", capitalize(m))
-            }
+            Refusal::Store(
+                crate::authority::store::StoreError::Conflict(m)
+                | crate::authority::store::StoreError::Invalid(m),
+            ) => format!("{}.", capitalize(m)),
             Refusal::Store(_) => "Something went wrong on the server. Try again later.".into(),
         }
     }

@@ -173,6 +173,13 @@ pub enum SsoOutcome {
     Unknown,
 }
 
+/// Most sign-ins waiting for the provider's answer at once.
+pub const MAX_PENDING_SSO: i64 = 10_000;
+
+/// The refusal when [`MAX_PENDING_SSO`] sign-ins are waiting.
+pub const TOO_MANY_PENDING_SSO: &str =
+    "too many sign-ins are in progress; try again in a few minutes";
+
 /// A sign-in sent to the provider and not yet back: single-use, bound to the browser that
 /// started it (`browser` is the SHA-256 of the value in its short-lived cookie).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -610,7 +617,9 @@ impl Store {
 
     // --- single sign-on ---
 
-    /// Records a sign-in sent to the OpenID provider.
+    /// Records a sign-in sent to the OpenID provider; refused ([`StoreError::Invalid`]) while
+    /// [`MAX_PENDING_SSO`] are waiting, so a flood of unfinished sign-ins can't fill the
+    /// database (they expire in minutes and the ticker prunes them).
     pub async fn begin_sso(&self, pending: PendingSso) -> Result<()> {
         dispatch!(self, s => s.begin_sso(pending).await)
     }

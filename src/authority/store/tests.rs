@@ -729,6 +729,35 @@ async fn meta_is_set_once_and_audit_is_newest_first(s: &Store) {
 }
 
 #[tokio::test]
+async fn a_flood_of_unfinished_sign_ins_is_capped() {
+    let fresh = sqlite().await;
+    let s = &fresh.store;
+    s.sqlite()
+        .unwrap()
+        .with(|c| {
+            let tx = c.transaction()?;
+            for i in 0..MAX_PENDING_SSO - 1 {
+                tx.execute(
+                    "INSERT INTO sso_logins (state, browser, nonce, verifier, next, expires_at)
+                     VALUES (?1, 'b', 'n', 'v', '/', 1000)",
+                    [format!("s{i}")],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .unwrap();
+    s.begin_sso(pending("last", 1000)).await.unwrap();
+    assert!(matches!(
+        s.begin_sso(pending("one-more", 1000)).await,
+        Err(StoreError::Invalid(_))
+    ));
+    // Once they expire and are pruned, sign-ins start again.
+    s.prune_sessions(1000).await.unwrap();
+    s.begin_sso(pending("again", 2000)).await.unwrap();
+}
+
+#[tokio::test]
 async fn sqlite_data_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     {

@@ -6,8 +6,15 @@ use super::*;
 
 impl PgStore {
     pub async fn begin_sso(&self, p: PendingSso) -> Result<()> {
-        self.client()
+        let client = self.client().await?;
+        let waiting: i64 = client
+            .query_one("SELECT COUNT(*) FROM sso_logins", &[])
             .await?
+            .try_get(0)?;
+        if waiting >= MAX_PENDING_SSO {
+            return Err(StoreError::Invalid(TOO_MANY_PENDING_SSO));
+        }
+        client
             .execute(
                 "INSERT INTO sso_logins (state, browser, nonce, verifier, next, expires_at)
                  VALUES ($1, $2, $3, $4, $5, $6)",

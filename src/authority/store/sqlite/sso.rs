@@ -4,6 +4,10 @@
 use super::*;
 
 pub fn begin_sso(conn: &Connection, p: &PendingSso) -> Result<()> {
+    let waiting: i64 = conn.query_row("SELECT COUNT(*) FROM sso_logins", [], |r| r.get(0))?;
+    if waiting >= MAX_PENDING_SSO {
+        return Err(StoreError::Invalid(TOO_MANY_PENDING_SSO));
+    }
     conn.execute(
         "INSERT INTO sso_logins (state, browser, nonce, verifier, next, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
