@@ -21,6 +21,15 @@ if ! cmp -s tests/browser/package-lock.json "$deps/package-lock.json" || [ ! -d 
   (cd "$deps" && npm ci --no-audit --no-fund)
 fi
 
+# The OpenID Provider of tests/browser/sso.test.mjs (npm oidc-provider, pinned by
+# tests/oidc/package-lock.json), where scripts/install-test-deps.sh puts it.
+oidc=target/test-deps/oidc
+if ! cmp -s tests/oidc/package-lock.json "$oidc/package-lock.json" || [ ! -d "$oidc/node_modules/oidc-provider" ]; then
+  mkdir -p "$oidc"
+  cp tests/oidc/package.json tests/oidc/package-lock.json "$oidc/"
+  (cd "$oidc" && npm ci --no-audit --no-fund)
+fi
+
 cargo build --locked --bin pyrogate
 
-PYROGATE_BROWSER_DEPS="$PWD/$deps" node --test tests/browser/*.test.mjs
+PYROGATE_BROWSER_DEPS="$PWD/$deps" PYROGATE_OIDC_DEPS="$PWD/$oidc" node --test tests/browser/*.test.mjs

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The real Pyroscope agents that tests/integration/ingest/agents.rs drives (Python, Node and
-# Rust), installed outside the source tree under target/test-deps/, the `openssl` CLI that tests/integration/
+# Rust), the OpenID Provider the single sign-on tests run (npm oidc-provider, pinned by
+# tests/oidc/package-lock.json), installed outside the source tree under target/test-deps/, the `openssl` CLI that tests/integration/
 # keyring_cli.rs uses to read our private keys, and PostgreSQL's server binaries. Idempotent: what is already there is kept.
 #
 #   bash scripts/install-test-deps.sh
@@ -55,6 +56,20 @@ if [ ! -f "$deps/node/node_modules/@pyroscope/nodejs/package.json" ]; then
   fi
   mkdir -p "$deps/node"
   npm install --no-audit --no-fund --prefix "$deps/node" "@pyroscope/nodejs@$PYROSCOPE_NODEJS"
+fi
+
+# The OpenID Provider of tests/integration/authority/sso.rs and tests/browser/sso.test.mjs:
+# oidc-provider (OpenID Certified), pinned by the committed lock file; reinstalled only when
+# the lock file changes.
+oidc="$deps/oidc"
+if ! cmp -s tests/oidc/package-lock.json "$oidc/package-lock.json" || [ ! -d "$oidc/node_modules/oidc-provider" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm
+  fi
+  mkdir -p "$oidc"
+  cp tests/oidc/package.json tests/oidc/package-lock.json "$oidc/"
+  (cd "$oidc" && npm ci --no-audit --no-fund)
 fi
 
 # Rust: the official `pyroscope` crate (pprof-rs backend, reqwest + rustls with ring), built

@@ -17,7 +17,7 @@
 //! | [`edge`] | auth layer, the one error → status map, JSON, health, metrics, the server shell, the HTTP client | yes |
 //! | [`config`] | the key table; defaults < YAML < `PYROSCOPE_*` env < flags | start-up |
 //! | [`node`] | `pyrogate ingest`: sync, ingest routes, forwarding, spool, read proxy | yes |
-//! | `authority` | `pyrogate server` (feature `authority`): store (SQLite or PostgreSQL), keyring, key-encryption key (`kek`), passwords, admin API, UI | no |
+//! | `authority` | `pyrogate server` (feature `authority`): store (SQLite or PostgreSQL), keyring, key-encryption key (`kek`), passwords, admin API, single sign-on (`oidc`), UI | no |
 //!
 //! Where is a token verified? [`core::verifier::Verifier::verify`]. Where does a 401 come from?
 //! [`edge::error::ApiError`], raised by [`edge::auth::require`].

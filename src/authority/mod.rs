@@ -3,7 +3,8 @@
 //!
 //! | file | routes |
 //! |---|---|
-//! | [`session`] | `POST /api/login`, `POST /api/logout`; the [`session::Caller`] extractor (session cookie or Admin API key, with the cross-site check) |
+//! | [`session`] | `POST /api/login`, `POST /api/logout`, `GET /api/login/methods`; the [`session::Caller`] extractor (session cookie or Admin API key, with the cross-site check) |
+//! | [`sso`] | `GET /auth/oidc/login`, `GET /auth/oidc/callback`: single sign-on through an OpenID provider ([`oidc`] is the relying party) |
 //! | [`users`] | `/api/user…` (self) and `/api/users…` (admin) |
 //! | [`keys`] | `/api/keys…`; the create/delete logic the CLI shares |
 //! | [`signing`] | `/api/signing-keys…`: list, rotate, retire; keyring reload |
@@ -18,12 +19,13 @@ pub mod background;
 mod errors;
 pub mod kek;
 pub mod keyring;
+pub mod oidc;
 pub mod passwords;
 pub mod routes;
 pub mod store;
 pub mod throttle;
 
-use routes::{distribution, keys, nodes, session, signing, ui, users};
+use routes::{distribution, keys, nodes, session, signing, sso, ui, users};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -70,6 +72,8 @@ pub struct AppState {
     pub ingest: crate::node::ingest::IngestState,
     /// Shutdown: long-polls and background tasks watch it.
     pub life: Lifecycle,
+    /// The OpenID provider, with `auth.oidc.enabled`.
+    pub oidc: Option<Arc<oidc::Provider>>,
     /// Woken when another replica committed a change (see [`Store::listen`]): the ticker
     /// re-reads the store at once instead of at its next second.
     pub changes: Arc<tokio::sync::Notify>,
@@ -206,7 +210,12 @@ pub async fn open_state(
         metrics.clone(),
         clock.clone(),
     )?;
+    let oidc = match &settings.authority.oidc {
+        Some(oidc) => Some(Arc::new(oidc::Provider::new(oidc.clone(), clock.clone())?)),
+        None => None,
+    };
     let state = AppState {
+        oidc,
         ingest,
         throttle: Arc::new(throttle::LoginThrottle::new(
             settings.authority.login_max_failures,
@@ -262,6 +271,7 @@ async fn create_first_admin(
         full_name: None,
         password_hash: hash,
         role: Role::Admin,
+        sso: None,
     };
     match store.create_user(admin, now).await {
         Ok(_) => {}
@@ -291,12 +301,18 @@ pub fn router(state: AppState) -> Router {
         &state.settings.auth,
         &state.settings.ingest,
     );
-    // `auth.internal.enabled: false` turns off built-in users: no login, no user routes, and
-    // no cookie sessions (see `session::Caller`); Admin API keys still work.
-    let users = if state.settings.authority.internal_enabled {
+    // `auth.internal.enabled: false` turns off password login; without single sign-on too
+    // there are no user routes and no cookie sessions (see `session::Caller`), and Admin API
+    // keys still work.
+    let users = if session::sessions_enabled(&state) {
         session::routes().merge(users::routes())
     } else {
         Router::new()
+    };
+    let users = if state.oidc.is_some() {
+        users.merge(sso::routes())
+    } else {
+        users
     };
     Router::new()
         .merge(users)

@@ -93,6 +93,7 @@ async fn run_async(cmd: UserCommand) -> anyhow::Result<ExitCode> {
                 full_name: None,
                 password_hash: hash,
                 role,
+                sso: None,
             };
             let user = store.create_user(new, now).await?;
             store

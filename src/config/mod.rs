@@ -32,8 +32,9 @@ pub use keys::{KEYS, Key, Kind, Scope, lookup};
 pub use layers::{ConfigError, ConfigFlags, Layers, Source, parse_duration};
 pub use settings::{
     AuthSettings, AuthoritySettings, ClientTls, Database, FirstAdmin, HostPattern, IngestSettings,
-    LOGIN_MAX_QUEUE_SECS, LoginDelays, NodeSettings, PostgresSettings, ServerSettings, ServerTls,
-    SessionSettings, Settings, UpstreamAuth, valid_node_name,
+    LOGIN_MAX_QUEUE_SECS, LoginDelays, NodeSettings, OidcSettings, PostgresSettings,
+    ServerSettings, ServerTls, SessionSettings, Settings, UpstreamAuth, secure_or_loopback,
+    valid_node_name,
 };
 
 #[cfg(test)]
@@ -397,11 +398,15 @@ mod tests {
                     .find(|w| **w != k.default && **w != "None")
                     .unwrap()
                     .to_string(),
+                Kind::Url if k.name.starts_with("auth.oidc.") => "https://other.invalid".to_owned(),
                 Kind::Url => "http://example.invalid".to_owned(),
                 Kind::Secret if k.name == "database.url" => {
                     "postgres://u@db.invalid/pyrogate".to_owned()
                 }
-                Kind::String if k.name == "authority.node-key-file" => {
+                Kind::String
+                    if k.name == "authority.node-key-file"
+                        || k.name == "auth.oidc.client-secret-file" =>
+                {
                     node_key_file.path().display().to_string()
                 }
                 Kind::String | Kind::Secret if k.name == "auth.trusted-proxies" => {
@@ -413,6 +418,27 @@ mod tests {
                 .iter()
                 .map(|(n, v)| (*n, (*v).to_owned()))
                 .collect();
+            // Single sign-on keys are read only with it on, and it needs a provider.
+            if k.name.starts_with("auth.oidc.") || k.name == "auth.signup-default-role" {
+                let oidc = [
+                    ("auth.oidc.enabled", "true"),
+                    ("auth.oidc.issuer-url", "https://idp.invalid"),
+                    ("auth.oidc.client-id", "c"),
+                    ("auth.oidc.client-secret", "s"),
+                    (
+                        "auth.oidc.redirect-url",
+                        "https://p.invalid/auth/oidc/callback",
+                    ),
+                ];
+                for (name, value) in oidc {
+                    let replaced = name == k.name
+                        || (k.name == "auth.oidc.client-secret-file"
+                            && name == "auth.oidc.client-secret");
+                    if !replaced {
+                        pairs.push((name, value.to_owned()));
+                    }
+                }
+            }
             // Without the key: its default (an error is fine: the key may be what makes the
             // companions valid).
             let base = settings(&pairs);

@@ -248,6 +248,186 @@ pub struct AuthoritySettings {
     pub prune_interval: Duration,
     /// `auth.key-expiry-warning`: keys expiring sooner are flagged.
     pub key_expiry_warning: Duration,
+    /// `auth.oidc.*`: single sign-on, when enabled.
+    pub oidc: Option<OidcSettings>,
+}
+
+/// `auth.oidc.*`: single sign-on with an OpenID Connect provider.
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    /// The login button's label.
+    pub name: String,
+    /// The issuer, exactly as the provider writes it into `iss`.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub redirect_url: String,
+    /// `openid` first, then the configured ones.
+    pub scopes: Vec<String>,
+    /// Lowercase; empty allows any.
+    pub allowed_domains: Vec<String>,
+    pub groups_claim: String,
+    /// Groups per role, checked in this order: Admin, ReadOnly, Agent.
+    pub role_mapping: Vec<(crate::core::token::Role, Vec<String>)>,
+    pub role_attribute_strict: bool,
+    pub allow_sign_up: bool,
+    /// `auth.signup-default-role`: no mapped group and not strict.
+    pub default_role: crate::core::token::Role,
+    /// Towards the provider (`auth.oidc.tls-ca-path`).
+    pub tls: ClientTls,
+    /// `auth.clock-skew`, for `exp` and `iat`.
+    pub clock_skew: Duration,
+}
+
+/// True for `https://…`, and for `http://` to a loopback address (`localhost`, 127.0.0.0/8,
+/// `[::1]`): the provider's issuer and endpoints must be one of these.
+pub fn secure_or_loopback(url: &str) -> bool {
+    if url.len() > 8 && url[..8].eq_ignore_ascii_case("https://") {
+        return true;
+    }
+    let Some(rest) = url
+        .get(..7)
+        .filter(|p| p.eq_ignore_ascii_case("http://"))
+        .map(|_| &url[7..])
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return false;
+    }
+    match HostPattern::split(authority) {
+        Some((host, _)) => {
+            host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        None => false,
+    }
+}
+
+impl OidcSettings {
+    fn parse(l: &Layers, clock_skew: Duration) -> Result<Option<OidcSettings>, ConfigError> {
+        use crate::core::token::Role;
+        if !l.bool("auth.oidc.enabled")? {
+            return Ok(None);
+        }
+        let list = |name: &'static str, sep: &[char]| -> Result<Vec<String>, ConfigError> {
+            Ok(l.string(name)?
+                .split(sep)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect())
+        };
+        let required_url = |name: &'static str| -> Result<String, ConfigError> {
+            let url = l
+                .url(name)?
+                .ok_or_else(|| l.bad(name, "required with auth.oidc.enabled"))?;
+            if !secure_or_loopback(&url) {
+                return Err(l.bad(
+                    name,
+                    "must be https:// (http:// only to a loopback address)",
+                ));
+            }
+            Ok(url)
+        };
+        let issuer = required_url("auth.oidc.issuer-url")?;
+        let redirect_url = l
+            .url("auth.oidc.redirect-url")?
+            .ok_or_else(|| l.bad("auth.oidc.redirect-url", "required with auth.oidc.enabled"))?;
+        let client_id = l.string("auth.oidc.client-id")?.trim().to_owned();
+        if client_id.is_empty() {
+            return Err(l.bad("auth.oidc.client-id", "required with auth.oidc.enabled"));
+        }
+        let file = Some(l.string("auth.oidc.client-secret-file")?)
+            .filter(|s| !s.trim().is_empty())
+            .map(PathBuf::from);
+        let client_secret = match (l.secret("auth.oidc.client-secret")?, file) {
+            (Some(_), Some(_)) => {
+                return Err(l.bad(
+                    "auth.oidc.client-secret-file",
+                    "set either auth.oidc.client-secret or auth.oidc.client-secret-file, not both",
+                ));
+            }
+            (Some(secret), None) => secret,
+            (None, Some(file)) => {
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    l.bad(
+                        "auth.oidc.client-secret-file",
+                        format!("cannot read {}: {e}", file.display()),
+                    )
+                })?;
+                match text.trim() {
+                    "" => {
+                        return Err(l.bad(
+                            "auth.oidc.client-secret-file",
+                            format!("{} is empty", file.display()),
+                        ));
+                    }
+                    secret => Secret::new(secret.to_owned()),
+                }
+            }
+            (None, None) => {
+                return Err(l.bad(
+                    "auth.oidc.client-secret",
+                    "required with auth.oidc.enabled (or auth.oidc.client-secret-file)",
+                ));
+            }
+        };
+        let mut scopes = vec!["openid".to_owned()];
+        for scope in list("auth.oidc.scopes", &[' ', ','])? {
+            if !scopes.contains(&scope) {
+                scopes.push(scope);
+            }
+        }
+        let groups_claim = l.string("auth.oidc.groups-claim")?.trim().to_owned();
+        if groups_claim.is_empty() {
+            return Err(l.bad("auth.oidc.groups-claim", "must not be empty"));
+        }
+        let role_mapping = vec![
+            (Role::Admin, list("auth.oidc.role-mapping.admin", &[','])?),
+            (
+                Role::ReadOnly,
+                list("auth.oidc.role-mapping.read-only", &[','])?,
+            ),
+            (Role::Agent, list("auth.oidc.role-mapping.agent", &[','])?),
+        ];
+        let default_role: Role = l
+            .choice("auth.signup-default-role")?
+            .parse()
+            .map_err(|_| l.bad("auth.signup-default-role", "unknown role"))?;
+        Ok(Some(OidcSettings {
+            name: match l.string("auth.oidc.name")?.trim() {
+                "" => "SSO".into(),
+                name => name.to_owned(),
+            },
+            issuer,
+            client_id,
+            client_secret,
+            redirect_url,
+            scopes,
+            allowed_domains: list("auth.oidc.allowed-domains", &[','])?
+                .into_iter()
+                .map(|d| d.trim_start_matches('@').to_ascii_lowercase())
+                .collect(),
+            groups_claim,
+            role_mapping,
+            role_attribute_strict: l.bool("auth.oidc.role-attribute-strict")?,
+            allow_sign_up: l.bool("auth.oidc.allow-sign-up")?,
+            default_role,
+            tls: ClientTls {
+                peer: "auth.oidc",
+                ca_path: Some(l.string("auth.oidc.tls-ca-path")?)
+                    .filter(|s| !s.trim().is_empty())
+                    .map(PathBuf::from),
+                client_cert: None,
+                insecure_skip_verify: false,
+            },
+            clock_skew,
+        }))
+    }
 }
 
 /// Progressive delays for guesses at one account from any number of addresses.
@@ -636,6 +816,7 @@ impl Settings {
                     as usize,
                 prune_interval: l.duration("revocations.prune-interval")?,
                 key_expiry_warning: l.duration("auth.key-expiry-warning")?,
+                oidc: OidcSettings::parse(l, l.duration("auth.clock-skew")?)?,
             },
             node: NodeSettings {
                 authority_url: l.url("authority.url")?,
@@ -755,6 +936,43 @@ mod tests {
             assert!(err.contains(key), "{yaml}: {err}");
             assert!(!err.contains("the-node-key"), "{err}");
         }
+    }
+
+    #[test]
+    fn oidc_needs_an_https_or_loopback_issuer_a_client_and_names_the_bad_key() {
+        let base = "auth:\n  oidc:\n    enabled: true\n    client-id: pyrogate\n    client-secret: s3cret-value\n    redirect-url: https://pyro.example/auth/oidc/callback\n";
+        let s = settings(&format!(
+            "{base}    issuer-url: https://idp.example/realms/x\n    role-mapping:\n      admin: ops, platform\n"
+        ))
+        .unwrap();
+        let oidc = s.authority.oidc.unwrap();
+        assert_eq!(oidc.scopes, ["openid", "profile", "email"]);
+        assert_eq!(
+            oidc.role_mapping[0].1,
+            vec!["ops".to_owned(), "platform".to_owned()]
+        );
+        assert_eq!(oidc.default_role, crate::core::token::Role::ReadOnly);
+        for loopback in [
+            "http://127.0.0.1:9000",
+            "http://localhost:9/x",
+            "http://[::1]:1",
+        ] {
+            settings(&format!("{base}    issuer-url: {loopback}\n")).unwrap();
+        }
+        for (yaml, key) in [
+            (format!("{base}    issuer-url: http://idp.example\n"), "auth.oidc.issuer-url"),
+            (format!("{base}    issuer-url: http://127.0.0.1.evil.example\n"), "auth.oidc.issuer-url"),
+            (base.to_owned(), "auth.oidc.issuer-url"),
+            (
+                "auth:\n  oidc:\n    enabled: true\n    issuer-url: https://i.example\n    client-id: c\n    redirect-url: https://p.example/cb\n".into(),
+                "auth.oidc.client-secret",
+            ),
+        ] {
+            let err = settings(&yaml).unwrap_err();
+            assert!(err.contains(key), "{yaml}: {err}");
+            assert!(!err.contains("s3cret-value"), "{err}");
+        }
+        assert!(settings("").unwrap().authority.oidc.is_none());
     }
 
     #[test]

@@ -4,9 +4,14 @@
 //! operating system's random number generator. HMAC (session cookies) uses `ring::hmac` where it
 //! is needed.
 //!
-//! The provider supports exactly one algorithm, EdDSA over Ed25519: every other algorithm is
-//! refused by the factories before any key material is looked at, so a header naming HS256 or
-//! RS256 can never select another verification routine, whatever the caller's `Validation` says.
+//! The provider signs with exactly one algorithm, EdDSA over Ed25519, and verifies three:
+//! EdDSA, and RS256 and ES256 for the ID tokens of OpenID providers (which sign with RSA or
+//! P-256 far more often than with Ed25519). Every other algorithm — HMAC above all, and `none`,
+//! which jsonwebtoken cannot even parse — is refused by the factories before any key material
+//! is looked at, and each verifier checks that the key is of its algorithm's family, so a header
+//! naming HS256 can never turn a public key into an HMAC secret whatever the caller's
+//! `Validation` says. API keys and pyrogate's own documents still accept EdDSA only (their
+//! headers are checked byte for byte, see [`crate::core::jws`]).
 
 use std::sync::OnceLock;
 
@@ -63,8 +68,27 @@ fn signer_factory(alg: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigne
 }
 
 fn verifier_factory(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>, JwtError> {
-    if *alg != Algorithm::EdDSA {
-        return Err(ErrorKind::InvalidAlgorithm.into());
+    use jsonwebtoken::AlgorithmFamily as Family;
+    use jsonwebtoken::DecodingKeyKind as Kind;
+    match (alg, key.family(), key.kind()) {
+        (Algorithm::EdDSA, Family::Ed, _) => {}
+        (Algorithm::RS256, Family::Rsa, Kind::RsaModulusExponent { n, e }) => {
+            return Ok(Box::new(RingRs256Verifier {
+                n: n.clone(),
+                e: e.clone(),
+            }));
+        }
+        (Algorithm::ES256, Family::Ec, Kind::SecretOrDer(point)) => {
+            // An uncompressed P-256 point: 0x04 ‖ x ‖ y.
+            if point.len() != 65 || point[0] != 0x04 {
+                return Err(ErrorKind::InvalidEcdsaKey.into());
+            }
+            return Ok(Box::new(RingEs256Verifier(point.clone())));
+        }
+        (Algorithm::EdDSA | Algorithm::RS256 | Algorithm::ES256, _, _) => {
+            return Err(ErrorKind::InvalidKeyFormat.into());
+        }
+        _ => return Err(ErrorKind::InvalidAlgorithm.into()),
     }
     let public: [u8; PUBLIC_KEY_LEN] = match key.kind() {
         jsonwebtoken::DecodingKeyKind::SecretOrDer(bytes) => bytes
@@ -112,6 +136,46 @@ impl signature::Verifier<Vec<u8>> for RingEdDsaVerifier {
 impl JwtVerifier for RingEdDsaVerifier {
     fn algorithm(&self) -> Algorithm {
         Algorithm::EdDSA
+    }
+}
+
+/// RS256 (RSASSA-PKCS1-v1_5 with SHA-256), 2048- to 8192-bit moduli, by ring.
+struct RingRs256Verifier {
+    n: Vec<u8>,
+    e: Vec<u8>,
+}
+
+impl signature::Verifier<Vec<u8>> for RingRs256Verifier {
+    fn verify(&self, msg: &[u8], sig: &Vec<u8>) -> Result<(), signature::Error> {
+        ring_sig::RsaPublicKeyComponents {
+            n: &self.n,
+            e: &self.e,
+        }
+        .verify(&ring_sig::RSA_PKCS1_2048_8192_SHA256, msg, sig)
+        .map_err(|_| signature::Error::new())
+    }
+}
+
+impl JwtVerifier for RingRs256Verifier {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::RS256
+    }
+}
+
+/// ES256 (ECDSA over P-256 with SHA-256, the JWS fixed-width signature), by ring.
+struct RingEs256Verifier(Vec<u8>);
+
+impl signature::Verifier<Vec<u8>> for RingEs256Verifier {
+    fn verify(&self, msg: &[u8], sig: &Vec<u8>) -> Result<(), signature::Error> {
+        ring_sig::UnparsedPublicKey::new(&ring_sig::ECDSA_P256_SHA256_FIXED, &self.0)
+            .verify(msg, sig)
+            .map_err(|_| signature::Error::new())
+    }
+}
+
+impl JwtVerifier for RingEs256Verifier {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::ES256
     }
 }
 
@@ -475,5 +539,57 @@ mod tests {
     fn install_is_idempotent() {
         assert_eq!(install(), Ok(()));
         assert_eq!(install(), Ok(()));
+    }
+
+    #[test]
+    fn each_verifier_takes_only_a_key_of_its_own_family_and_hmac_never() {
+        let ed = rfc_key().verifying_key().decoding_key();
+        let rsa = DecodingKey::from_rsa_raw_components(&[0xc5; 256], &[1, 0, 1]);
+        let rng = ring::rand::SystemRandom::new();
+        let alg = &ring_sig::ECDSA_P256_SHA256_FIXED_SIGNING;
+        let pkcs8 = ring_sig::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+        let pair = ring_sig::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).unwrap();
+        let point = pair.public_key().as_ref();
+        // (base64 directly: core::b64 builds on this module.)
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let ec =
+            DecodingKey::from_ec_components(&b64(&point[1..33]), &b64(&point[33..65])).unwrap();
+        let secret = DecodingKey::from_secret(b"the provider's public key, as text");
+        let ok = |alg: Algorithm, key: &DecodingKey| verifier_factory(&alg, key).is_ok();
+        assert!(ok(Algorithm::EdDSA, &ed));
+        assert!(ok(Algorithm::RS256, &rsa));
+        assert!(ok(Algorithm::ES256, &ec));
+        for (alg, key) in [
+            (Algorithm::EdDSA, &rsa),
+            (Algorithm::EdDSA, &ec),
+            (Algorithm::RS256, &ed),
+            (Algorithm::RS256, &ec),
+            (Algorithm::ES256, &ed),
+            (Algorithm::ES256, &rsa),
+            (Algorithm::EdDSA, &secret),
+            (Algorithm::ES256, &secret),
+        ] {
+            assert!(!ok(alg, key), "{alg:?}");
+        }
+        for alg in [
+            Algorithm::HS256,
+            Algorithm::HS384,
+            Algorithm::HS512,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::ES384,
+        ] {
+            for key in [&ed, &rsa, &ec, &secret] {
+                assert!(!ok(alg, key), "{alg:?}");
+            }
+        }
+        // Signing stays EdDSA only.
+        assert!(signer_factory(&Algorithm::RS256, &EncodingKey::from_secret(b"k")).is_err());
+        // An ES256 signature by the key verifies; the same bytes under another message don't.
+        let sig = pair.sign(&rng, b"message").unwrap();
+        let v = verifier_factory(&Algorithm::ES256, &ec).unwrap();
+        assert!(v.verify(b"message", &sig.as_ref().to_vec()).is_ok());
+        assert!(v.verify(b"messagf", &sig.as_ref().to_vec()).is_err());
     }
 }

@@ -6,5 +6,6 @@ pub mod keys;
 pub mod nodes;
 pub mod session;
 pub mod signing;
+pub mod sso;
 pub mod ui;
 pub mod users;

@@ -23,7 +23,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use crate::authority::AppState;
@@ -100,10 +100,68 @@ impl SessionKey {
     }
 }
 
+/// `POST /api/login` (password login, answering 403 when `auth.internal.enabled` is off),
+/// `POST /api/logout`, and `GET /api/login/methods`: how the login page offers to sign in.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/login", post(login))
         .route("/api/logout", post(logout))
+        .route("/api/login/methods", get(methods))
+}
+
+/// True when UI sessions exist at all: password login or single sign-on is on.
+pub fn sessions_enabled(state: &AppState) -> bool {
+    state.settings.authority.internal_enabled || state.oidc.is_some()
+}
+
+async fn methods(State(state): State<AppState>) -> Response {
+    let sso = state.oidc.as_ref().map(|p| {
+        serde_json::json!({
+            "name": p.settings.name,
+            "url": "/auth/oidc/login",
+        })
+    });
+    let body = serde_json::json!({
+        "password": state.settings.authority.internal_enabled,
+        "sso": sso,
+    });
+    crate::edge::json::json(StatusCode::OK, &body)
+}
+
+/// Starts a session for `user` (a new session id, whatever the browser held before) and
+/// returns its cookie.
+pub(crate) async fn start_session(
+    state: &AppState,
+    user: &User,
+    now: u64,
+) -> Result<Option<HeaderValue>, ApiError> {
+    let lifetime = state.settings.authority.sessions.lifetime.as_secs();
+    let claims = SessionClaims {
+        sid: b64::random(16),
+        uid: user.id,
+        iat: now,
+        exp: now + lifetime,
+    };
+    state
+        .store
+        .create_session(&claims.sid, user.id, now, now + lifetime)
+        .await?;
+    let token = state.sessions.issue(&claims);
+    Ok(session_cookie(state, &token, lifetime))
+}
+
+/// Ends the session the request's cookie names, if any (before a new login replaces it).
+pub(crate) async fn end_session(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let now = state.now();
+    if let Some(claims) = cookie(headers, COOKIE).and_then(|t| state.sessions.verify(t, now).ok()) {
+        state.store.delete_session(&claims.sid).await?;
+    }
+    Ok(())
+}
+
+/// The value of cookie `name` in a request.
+pub(crate) fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    cookie(headers, name)
 }
 
 /// Who is calling an admin endpoint.
@@ -324,7 +382,7 @@ impl FromRequestParts<AppState> for Caller {
             return Ok(Caller::Key(principal));
         }
         let token = cookie(&parts.headers, COOKIE)
-            .filter(|_| state.settings.authority.internal_enabled)
+            .filter(|_| sessions_enabled(state))
             .ok_or(ApiError::Unauthorized(VerifyError::Missing))?
             .to_owned();
         let now = state.now();
@@ -342,6 +400,10 @@ impl FromRequestParts<AppState> for Caller {
             .session_user(&claims.sid, claims.uid, now)
             .await?
             .ok_or(ApiError::Unauthorized(VerifyError::Revoked))?;
+        // With password login off, a session a local user opened with a password ends too.
+        if !state.settings.authority.internal_enabled && user.sso_issuer.is_none() {
+            return Err(ApiError::Unauthorized(VerifyError::Revoked));
+        }
         Ok(Caller::User {
             user,
             sid: claims.sid,
@@ -374,6 +436,11 @@ async fn login(
     body: JsonBody<LoginRequest>,
 ) -> Result<Response, ApiError> {
     check_same_origin(&method, &headers, &Transport::of(&state, Some(addr.ip())))?;
+    if !state.settings.authority.internal_enabled {
+        return Err(ApiError::Forbidden(
+            "password login is turned off (auth.internal.enabled: false); sign in through the identity provider".into(),
+        ));
+    }
     let LoginRequest { username, password } = body.0;
     // Bounded before any work: nothing oversized is hashed, looked up or audited.
     if username.len() > 1024 || password.len() > 4 * crate::authority::passwords::MAX_PASSWORD_CHARS
@@ -427,9 +494,13 @@ async fn login(
     }
     drop(turn);
     let found = state.store.find_user_for_login(&username).await?;
+    // A user who signs in only through the provider has no password; the check costs what
+    // one for a password user does, so the answer's timing does not tell them apart.
     let (user, phc) = match found {
-        Some((user, hash)) => (Some(user), std::sync::Arc::new(hash)),
-        None => (None, state.dummy_hash.clone()),
+        Some((user, hash)) if hash != crate::authority::store::NO_PASSWORD => {
+            (Some(user), std::sync::Arc::new(hash))
+        }
+        _ => (None, state.dummy_hash.clone()),
     };
     let Some(matched) = crate::authority::passwords::verify_bounded(password, phc).await else {
         return Err(ApiError::Unavailable(
@@ -458,17 +529,8 @@ async fn login(
     };
     state.throttle.succeeded(&keys[0], &keys[1]).await?;
     state.account_delays.succeeded(&username, now).await?;
-    let lifetime = state.settings.authority.sessions.lifetime.as_secs();
-    let claims = SessionClaims {
-        sid: b64::random(16),
-        uid: user.id,
-        iat: now,
-        exp: now + lifetime,
-    };
-    state
-        .store
-        .create_session(&claims.sid, user.id, now, now + lifetime)
-        .await?;
+    end_session(&state, &headers).await?;
+    let cookie = start_session(&state, &user, now).await?;
     let entry = AuditEntry::new(now, &format!("user:{}", user.name), "login", None).client(&client);
     state.store.audit(entry).await?;
     state
@@ -478,9 +540,8 @@ async fn login(
             result: "succeeded",
         })
         .inc();
-    let token = state.sessions.issue(&claims);
     let mut response = StatusCode::NO_CONTENT.into_response();
-    if let Some(cookie) = session_cookie(&state, &token, lifetime) {
+    if let Some(cookie) = cookie {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     Ok(response)

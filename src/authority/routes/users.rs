@@ -27,7 +27,14 @@ pub struct UserView {
     full_name: Option<String>,
     role: Role,
     is_disabled: bool,
+    /// Signs in through the OpenID provider rather than with a password.
     is_external: bool,
+    /// The provider's issuer for an SSO user; absent for a local one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sso_issuer: Option<String>,
+    /// The provider's groups at the user's last sign-in; absent for a local user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    groups: Option<Vec<String>>,
     created_at: String,
     updated_at: String,
     last_seen_at: Option<String>,
@@ -43,7 +50,9 @@ impl From<User> for UserView {
             full_name: u.full_name,
             role: u.role,
             is_disabled: u.is_disabled,
-            is_external: false,
+            is_external: u.sso_issuer.is_some(),
+            sso_issuer: u.sso_issuer,
+            groups: u.sso_groups,
             created_at: rfc3339(u.created_at),
             updated_at: rfc3339(u.updated_at),
             last_seen_at: u.last_seen_at.map(rfc3339),
@@ -225,6 +234,8 @@ struct CreateUser {
     full_name: Option<String>,
     password: Option<String>,
     role: Option<String>,
+    /// The user's `sub` at the `auth.oidc` provider: a user who signs in only through it.
+    sso_subject: Option<String>,
 }
 
 async fn create(
@@ -244,8 +255,32 @@ async fn create(
     {
         errors.push(e);
     }
+    let sso = match (
+        req.sso_subject.filter(|s| !s.is_empty()),
+        &state.settings.authority.oidc,
+    ) {
+        (None, _) => None,
+        (Some(_), None) => {
+            errors.push("ssoSubject needs single sign-on (auth.oidc.enabled)".into());
+            None
+        }
+        (Some(subject), Some(_))
+            if subject.len() > 255 || subject.chars().any(char::is_control) =>
+        {
+            errors.push("ssoSubject is invalid".into());
+            None
+        }
+        (Some(subject), Some(oidc)) => Some(store::SsoLink {
+            issuer: oidc.issuer.clone(),
+            subject,
+        }),
+    };
     let password = req.password.unwrap_or_default();
-    if let Err(e) = crate::authority::passwords::validate(&password) {
+    if sso.is_some() {
+        if !password.is_empty() {
+            errors.push("a user who signs in through the provider has no password".into());
+        }
+    } else if let Err(e) = crate::authority::passwords::validate(&password) {
         errors.push(e.into());
     }
     let role = req.role.as_deref().and_then(|r| r.parse::<Role>().ok());
@@ -257,7 +292,10 @@ async fn create(
     let (Some(role), true) = (role, errors.is_empty()) else {
         return Err(ApiError::BadRequest(errors));
     };
-    let hash = hash(password).await?;
+    let hash = match sso {
+        Some(_) => store::NO_PASSWORD.to_owned(),
+        None => hash(password).await?,
+    };
     let now = state.now();
     let full_name = req.full_name;
     let new = store::NewUser {
@@ -266,6 +304,7 @@ async fn create(
         full_name,
         password_hash: hash,
         role,
+        sso,
     };
     let user = state.store.create_user(new, now).await?;
     audit(&state, &caller, "user.create", name).await;

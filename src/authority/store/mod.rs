@@ -111,6 +111,10 @@ pub struct User {
     pub updated_at: u64,
     pub password_changed_at: u64,
     pub last_seen_at: Option<u64>,
+    /// The OpenID provider the user signs in with; `None` for a local (password) user.
+    pub sso_issuer: Option<String>,
+    /// The provider's groups for the user at their last single sign-on.
+    pub sso_groups: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +124,72 @@ pub struct NewUser {
     pub full_name: Option<String>,
     pub password_hash: String,
     pub role: Role,
+    /// A user who signs in with this identity at the OpenID provider (pre-created for
+    /// `auth.oidc.allow-sign-up: false`); `password_hash` is then [`NO_PASSWORD`].
+    pub sso: Option<SsoLink>,
+}
+
+/// The password hash of users who sign in only through the OpenID provider: not a PHC string,
+/// so no password ever matches it.
+pub const NO_PASSWORD: &str = "!sso";
+
+/// An identity at an OpenID provider: users are keyed by (issuer, subject), never by e-mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsoLink {
+    pub issuer: String,
+    pub subject: String,
+}
+
+/// What the provider says about a user at a single sign-on, already mapped to a role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsoIdentity {
+    pub link: SsoLink,
+    /// The user name for a user created at this sign-on.
+    pub name: String,
+    pub email: Option<String>,
+    pub full_name: Option<String>,
+    pub role: Role,
+    pub groups: Vec<String>,
+}
+
+/// The names a user created at a single sign-on may get: the provider's, then that name with
+/// a suffix from the identity (the same for the same identity), for when another user has it.
+pub(crate) fn sso_names(identity: &SsoIdentity) -> [String; 2] {
+    let digest = crate::core::crypto::sha256(
+        format!("{}\n{}", identity.link.issuer, identity.link.subject).as_bytes(),
+    );
+    let suffix: String = digest[..3].iter().map(|b| format!("{b:02x}")).collect();
+    [identity.name.clone(), format!("{}-{suffix}", identity.name)]
+}
+
+/// The outcome of [`Store::sso_sign_in`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SsoOutcome {
+    /// The user, their role, e-mail, name and groups updated from the provider.
+    SignedIn(User),
+    /// The user exists and is disabled: nothing was changed.
+    Disabled(User),
+    /// No user has this identity and sign-up is off.
+    Unknown,
+}
+
+/// Most sign-ins waiting for the provider's answer at once.
+pub const MAX_PENDING_SSO: i64 = 10_000;
+
+/// The refusal when [`MAX_PENDING_SSO`] sign-ins are waiting.
+pub const TOO_MANY_PENDING_SSO: &str =
+    "too many sign-ins are in progress; try again in a few minutes";
+
+/// A sign-in sent to the provider and not yet back: single-use, bound to the browser that
+/// started it (`browser` is the SHA-256 of the value in its short-lived cookie).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSso {
+    pub state: String,
+    pub browser: String,
+    pub nonce: String,
+    pub verifier: String,
+    pub next: String,
+    pub expires_at: u64,
 }
 
 /// A change to a user's profile; `None` keeps the field as it is.
@@ -540,9 +610,36 @@ impl Store {
         dispatch!(self, s => s.delete_session(sid).await)
     }
 
-    /// Drops expired sessions; returns how many went.
+    /// Drops expired sessions (and sign-ins never finished); returns how many sessions went.
     pub async fn prune_sessions(&self, now: u64) -> Result<usize> {
         dispatch!(self, s => s.prune_sessions(now).await)
+    }
+
+    // --- single sign-on ---
+
+    /// Records a sign-in sent to the OpenID provider; refused ([`StoreError::Invalid`]) while
+    /// [`MAX_PENDING_SSO`] are waiting, so a flood of unfinished sign-ins can't fill the
+    /// database (they expire in minutes and the ticker prunes them).
+    pub async fn begin_sso(&self, pending: PendingSso) -> Result<()> {
+        dispatch!(self, s => s.begin_sso(pending).await)
+    }
+
+    /// Takes (deletes and returns) the pending sign-in with this `state`, if it has not
+    /// expired: a second callback with the same state finds nothing.
+    pub async fn take_sso(&self, state: &str, now: u64) -> Result<Option<PendingSso>> {
+        dispatch!(self, s => s.take_sso(state, now).await)
+    }
+
+    /// Signs in the user with this identity, in one transaction: an existing user gets the
+    /// provider's role, e-mail, name and groups; with `allow_sign_up`, an unknown identity
+    /// becomes a new user (named `identity.name`, or that name with a suffix when taken).
+    pub async fn sso_sign_in(
+        &self,
+        identity: SsoIdentity,
+        allow_sign_up: bool,
+        now: u64,
+    ) -> Result<SsoOutcome> {
+        dispatch!(self, s => s.sso_sign_in(identity, allow_sign_up, now).await)
     }
 
     // --- settings and audit ---

@@ -84,7 +84,140 @@ suite!(
     node_keys_are_stored_with_their_role,
     a_report_is_applied_once_and_sums_across_reports_and_nodes,
     a_new_node_start_counts_again_from_seq_one,
+    a_pending_sign_in_is_taken_once_and_only_before_it_expires,
+    sso_users_are_keyed_by_issuer_and_subject_and_remapped_at_every_sign_in,
+    sso_sign_up_off_admits_only_pre_created_identities_and_never_disabled_ones,
 );
+
+fn pending(state: &str, expires_at: u64) -> PendingSso {
+    PendingSso {
+        state: state.to_owned(),
+        browser: "b".into(),
+        nonce: "n".into(),
+        verifier: "v".into(),
+        next: "/settings".into(),
+        expires_at,
+    }
+}
+
+async fn a_pending_sign_in_is_taken_once_and_only_before_it_expires(s: &Store) {
+    s.begin_sso(pending("s1", 1000)).await.unwrap();
+    s.begin_sso(pending("s2", 1000)).await.unwrap();
+    assert_eq!(
+        s.take_sso("s1", 999).await.unwrap(),
+        Some(pending("s1", 1000))
+    );
+    assert_eq!(s.take_sso("s1", 999).await.unwrap(), None, "single use");
+    assert_eq!(s.take_sso("nope", 999).await.unwrap(), None);
+    assert_eq!(s.take_sso("s2", 1000).await.unwrap(), None, "expired");
+    s.begin_sso(pending("s3", 1000)).await.unwrap();
+    s.prune_sessions(1000).await.unwrap();
+    assert_eq!(s.take_sso("s3", 10).await.unwrap(), None, "pruned");
+}
+
+fn identity(sub: &str, name: &str, role: Role, groups: &[&str]) -> SsoIdentity {
+    SsoIdentity {
+        link: SsoLink {
+            issuer: "https://idp.example".into(),
+            subject: sub.to_owned(),
+        },
+        name: name.to_owned(),
+        email: Some(format!("{name}@example.com")),
+        full_name: None,
+        role,
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+    }
+}
+
+async fn sso_users_are_keyed_by_issuer_and_subject_and_remapped_at_every_sign_in(s: &Store) {
+    s.create_user(user("alice", Role::Admin), 1).await.unwrap();
+    let SsoOutcome::SignedIn(first) = s
+        .sso_sign_in(
+            identity("sub-1", "alice", Role::Admin, &["admins"]),
+            true,
+            10,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("signed in")
+    };
+    // The name is taken by a local user: the new user gets a suffix, never the local account.
+    assert_ne!(first.name, "alice");
+    assert!(first.name.starts_with("alice-"), "{}", first.name);
+    assert_eq!(first.sso_issuer.as_deref(), Some("https://idp.example"));
+    assert_eq!(first.sso_groups, Some(vec!["admins".to_owned()]));
+    assert_eq!(first.role, Role::Admin);
+    // Same subject, new e-mail and groups: the same user, re-mapped.
+    let mut again = identity("sub-1", "someone-else", Role::ReadOnly, &["devs"]);
+    again.email = Some("new@example.com".into());
+    let SsoOutcome::SignedIn(second) = s.sso_sign_in(again, true, 20).await.unwrap() else {
+        panic!("signed in")
+    };
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.name, first.name);
+    assert_eq!(second.role, Role::ReadOnly);
+    assert_eq!(second.email.as_deref(), Some("new@example.com"));
+    assert_eq!(second.sso_groups, Some(vec!["devs".to_owned()]));
+    // Another subject with the same e-mail is another user.
+    let SsoOutcome::SignedIn(other) = s
+        .sso_sign_in(identity("sub-2", "bob", Role::Agent, &[]), true, 30)
+        .await
+        .unwrap()
+    else {
+        panic!("signed in")
+    };
+    assert_ne!(other.id, first.id);
+    assert_eq!(s.list_users().await.unwrap().len(), 3);
+    // SSO users have no password that matches anything.
+    let (_, hash) = s.find_user_for_login("bob").await.unwrap().unwrap();
+    assert_eq!(hash, NO_PASSWORD);
+    let local = s.find_user_for_login("alice").await.unwrap().unwrap().0;
+    assert_eq!(local.sso_issuer, None);
+}
+
+async fn sso_sign_up_off_admits_only_pre_created_identities_and_never_disabled_ones(s: &Store) {
+    assert_eq!(
+        s.sso_sign_in(identity("sub-1", "carol", Role::Admin, &[]), false, 10)
+            .await
+            .unwrap(),
+        SsoOutcome::Unknown
+    );
+    let mut new = user("carol", Role::ReadOnly);
+    new.password_hash = NO_PASSWORD.into();
+    new.sso = Some(SsoLink {
+        issuer: "https://idp.example".into(),
+        subject: "sub-1".into(),
+    });
+    let created = s.create_user(new.clone(), 5).await.unwrap();
+    new.name = "carol2".into();
+    assert!(matches!(
+        s.create_user(new, 5).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let SsoOutcome::SignedIn(signed) = s
+        .sso_sign_in(
+            identity("sub-1", "whatever", Role::Admin, &["a"]),
+            false,
+            10,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("signed in")
+    };
+    assert_eq!((signed.id, signed.role), (created.id, Role::Admin));
+    s.create_user(user("admin", Role::Admin), 1).await.unwrap();
+    s.set_disabled(created.id, true, false, 20).await.unwrap();
+    assert!(matches!(
+        s.sso_sign_in(identity("sub-1", "whatever", Role::Admin, &[]), true, 30)
+            .await
+            .unwrap(),
+        SsoOutcome::Disabled(_)
+    ));
+    // Nothing changed for the disabled user.
+    assert_eq!(s.get_user(created.id).await.unwrap().role, Role::Admin);
+}
 
 fn key(name: &str, jti: &str) -> NewKey {
     NewKey {
@@ -242,6 +375,7 @@ fn user(name: &str, role: Role) -> NewUser {
         full_name: None,
         password_hash: "h".to_owned(),
         role,
+        sso: None,
     }
 }
 
@@ -592,6 +726,35 @@ async fn meta_is_set_once_and_audit_is_newest_first(s: &Store) {
     let log = s.list_audit(10).await.unwrap();
     assert_eq!(log[1].client.as_deref(), Some("10.0.0.1"));
     s.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_flood_of_unfinished_sign_ins_is_capped() {
+    let fresh = sqlite().await;
+    let s = &fresh.store;
+    s.sqlite()
+        .unwrap()
+        .with(|c| {
+            let tx = c.transaction()?;
+            for i in 0..MAX_PENDING_SSO - 1 {
+                tx.execute(
+                    "INSERT INTO sso_logins (state, browser, nonce, verifier, next, expires_at)
+                     VALUES (?1, 'b', 'n', 'v', '/', 1000)",
+                    [format!("s{i}")],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .unwrap();
+    s.begin_sso(pending("last", 1000)).await.unwrap();
+    assert!(matches!(
+        s.begin_sso(pending("one-more", 1000)).await,
+        Err(StoreError::Invalid(_))
+    ));
+    // Once they expire and are pruned, sign-ins start again.
+    s.prune_sessions(1000).await.unwrap();
+    s.begin_sso(pending("again", 2000)).await.unwrap();
 }
 
 #[tokio::test]

@@ -182,13 +182,14 @@ function shell(current) {
   );
 }
 
-// Same-origin links navigate in place; modified clicks (new tab…) keep their default.
+// Same-origin links navigate in place; modified clicks (new tab…) keep their default. The API,
+// assets and the single sign-on routes (/auth/…, answered by the server) load for real.
 document.addEventListener('click', (event) => {
   if (event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
   const a = event.target instanceof Element ? event.target.closest('a[href]') : null;
   if (!a || a.target || a.hasAttribute('download')) return;
   const url = new URL(a.href, location.href);
-  if (url.origin !== location.origin || url.pathname.startsWith('/api/') || url.pathname.startsWith('/assets/')) return;
+  if (url.origin !== location.origin || ['/api/', '/assets/', '/auth/'].some((p) => url.pathname.startsWith(p))) return;
   event.preventDefault();
   if (url.pathname + url.search !== location.pathname + location.search) navigate(url.pathname + url.search);
 });

@@ -1,6 +1,8 @@
-// /login: user name and password → POST /api/login, which sets the session cookie.
+// /login: user name and password → POST /api/login, which sets the session cookie; with single
+// sign-on (GET /api/login/methods says so) a "Sign in with <provider>" button too, a plain link
+// to GET /auth/oidc/login?next=… (the server checks `next` again).
 
-import { post } from './api.js';
+import { get, post } from './api.js';
 import { h, setAlert } from './dom.js';
 
 export function view({ onLoggedIn }) {
@@ -54,19 +56,32 @@ export function view({ onLoggedIn }) {
     }
   });
 
-  queueMicrotask(() => username.focus());
-  return h(
-    'main',
-    { class: 'login-page' },
-    h(
-      'div',
-      { class: 'login-card' },
-      h('div', { class: 'login-brand' }, h('img', { src: '/assets/favicon.svg', alt: '', width: '32', height: '32' }), 'pyrogate'),
-      h('h1', { id: 'login-title' }, 'Log in'),
-      h('p', { class: 'lead' }, 'API keys for continuous profiling.'),
-      form,
-    ),
+  const sso = h('div', { class: 'sso', hidden: true });
+  const card = h(
+    'div',
+    { class: 'login-card' },
+    h('div', { class: 'login-brand' }, h('img', { src: '/assets/favicon.svg', alt: '', width: '32', height: '32' }), 'pyrogate'),
+    h('h1', { id: 'login-title' }, 'Log in'),
+    h('p', { class: 'lead' }, 'API keys for continuous profiling.'),
+    sso,
+    form,
   );
+  get('/api/login/methods')
+    .then((methods) => {
+      if (methods.sso) {
+        const here = new URLSearchParams(location.search).get('next') ?? '';
+        const next = here.startsWith('/') && !here.startsWith('//') && !here.startsWith('/\\') ? here : '/';
+        sso.append(
+          h('a', { class: 'button primary wide', href: `${methods.sso.url}?next=${encodeURIComponent(next)}`, 'data-testid': 'sso-login' }, `Sign in with ${methods.sso.name}`),
+        );
+        if (methods.password) sso.append(h('p', { class: 'divider muted' }, 'or with a user name and password'));
+        sso.hidden = false;
+      }
+      if (!methods.password) form.hidden = true;
+      else queueMicrotask(() => username.focus());
+    })
+    .catch(() => queueMicrotask(() => username.focus()));
+  return h('main', { class: 'login-page' }, card);
 }
 
 const capitalize = (text) => text.charAt(0).toUpperCase() + text.slice(1);

@@ -123,6 +123,15 @@ export async function render(main, ctx) {
   await load();
 }
 
+/** `https://idp.example/realms/x` → `idp.example`. */
+function hostOf(url) {
+  try {
+    return new URL(url).host;
+  } catch {
+    return url;
+  }
+}
+
 function usersTable(users, me, { changeRole, toggle, resetPassword }) {
   const now = Date.now();
   const rows = users.map((user) => {
@@ -145,13 +154,25 @@ function usersTable(users, me, { changeRole, toggle, resetPassword }) {
         user.fullName ? h('span', { class: 'muted small block' }, user.fullName) : null,
       ),
       h('td', {}, user.email || h('span', { class: 'muted' }, '—')),
+      h(
+        'td',
+        { 'data-testid': 'user-sign-in' },
+        user.ssoIssuer
+          ? [
+              h('span', { class: 'badge subtle', title: user.ssoIssuer }, `SSO · ${hostOf(user.ssoIssuer)}`),
+              user.groups?.length ? h('span', { class: 'muted small block', 'data-testid': 'user-groups', title: 'Groups at the last sign-in' }, user.groups.join(', ')) : null,
+            ]
+          : h('span', { class: 'muted' }, 'Password'),
+      ),
       h('td', {}, select),
       h('td', {}, h('span', { class: user.isDisabled ? 'badge off' : 'badge on' }, user.isDisabled ? 'Disabled' : 'Active')),
       h('td', {}, user.lastSeenAt ? h('time', { datetime: user.lastSeenAt, title: exact(user.lastSeenAt) }, relative(user.lastSeenAt, now)) : h('span', { class: 'muted' }, 'never')),
       h(
         'td',
         { class: 'actions-cell' },
-        h('button', { type: 'button', class: 'button small', 'aria-label': `Reset password of ${user.name}`, onclick: () => resetPassword(user) }, 'Reset password'),
+        user.ssoIssuer
+          ? null
+          : h('button', { type: 'button', class: 'button small', 'aria-label': `Reset password of ${user.name}`, onclick: () => resetPassword(user) }, 'Reset password'),
         self
           ? null
           : h(
@@ -162,7 +183,7 @@ function usersTable(users, me, { changeRole, toggle, resetPassword }) {
       ),
     );
   });
-  return table('Users', ['Name', 'Email', 'Role', 'Status', 'Last seen', h('span', { class: 'visually-hidden' }, 'Actions')], rows, { testid: 'users-table' });
+  return table('Users', ['Name', 'Email', 'Signs in with', 'Role', 'Status', 'Last seen', h('span', { class: 'visually-hidden' }, 'Actions')], rows, { testid: 'users-table' });
 }
 
 function addUserForm({ onCancel, onCreated }) {

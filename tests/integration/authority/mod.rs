@@ -18,4 +18,5 @@ mod replicas_keyring;
 mod restart;
 mod secrets;
 mod signing_keys;
+mod sso;
 mod users;

@@ -8,6 +8,7 @@
 //! | [`settings`] | test settings: YAML layers over the built-in defaults ([`settings::layered`]; each role adds its base: [`authority_settings`], [`node_settings`]) |
 //! | [`authority`] | [`Authority`], the real authority in-process (manual clock or system clock); the admin's REST helpers (login, keys, users); token helpers |
 //! | [`node`] | [`Node`], the real ingest node in-process; metrics and decisions |
+//! | [`oidc`] | single sign-on: the real OpenID Provider ([`RealProvider`], npm oidc-provider), a crafted one for forged tokens ([`Crafted`]), and a [`Browser`] with a cookie jar per origin |
 //! | [`upstream`] | [`Upstream`], a recording stand-in for Grafana Pyroscope |
 //! | [`postgres`] | a fresh database per test on the run's PostgreSQL ([`postgres_database`]) and the config layer that uses it |
 //! | [`pki`] | [`Pki`]: a throwaway CA per test, server and client certificates as PEM files |
@@ -19,6 +20,7 @@ pub mod authority;
 pub mod cli;
 pub mod http;
 pub mod node;
+pub mod oidc;
 pub mod pki;
 pub mod postgres;
 pub mod settings;
@@ -29,6 +31,7 @@ pub use authority::*;
 pub use cli::*;
 pub use http::*;
 pub use node::*;
+pub use oidc::*;
 pub use pki::*;
 pub use postgres::*;
 pub use upstream::*;

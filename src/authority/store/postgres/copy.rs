@@ -39,6 +39,9 @@ const TABLES: &[(&str, &[(&str, Ty)])] = &[
             ("updated_at", Ty::Int),
             ("password_changed_at", Ty::Int),
             ("last_seen_at", Ty::Int),
+            ("sso_issuer", Ty::Text),
+            ("sso_subject", Ty::Text),
+            ("sso_groups", Ty::Text),
         ],
     ),
     (

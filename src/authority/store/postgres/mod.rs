@@ -28,6 +28,7 @@ mod fleet;
 mod keyring;
 mod listen;
 mod ops;
+mod sso;
 pub use copy::{CopyCounts, Dump};
 pub use keyring::{KeyringChange, SealedKey};
 #[doc(hidden)]
@@ -186,6 +187,23 @@ const MIGRATIONS: &[&str] = &[
         at   BIGINT NOT NULL,
         node TEXT NOT NULL,
         app  TEXT NOT NULL
+    );
+    "#,
+    // single sign-on (as in SQLite): users keyed by (issuer, subject), their groups at the
+    // last sign-in, sign-ins sent to the provider and not yet back
+    r#"
+    ALTER TABLE users ADD COLUMN sso_issuer TEXT;
+    ALTER TABLE users ADD COLUMN sso_subject TEXT;
+    ALTER TABLE users ADD COLUMN sso_groups TEXT;
+    CREATE UNIQUE INDEX users_sso ON users (sso_issuer, sso_subject) WHERE sso_issuer IS NOT NULL;
+
+    CREATE TABLE sso_logins (
+        state      TEXT PRIMARY KEY,
+        browser    TEXT NOT NULL,
+        nonce      TEXT NOT NULL,
+        verifier   TEXT NOT NULL,
+        next       TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
     );
     "#,
 ];
@@ -366,7 +384,9 @@ fn ts(v: Option<i64>) -> Option<u64> {
     v.map(|v| v.max(0) as u64)
 }
 
-const USER_COLUMNS: &str = "id, name, email, full_name, role, disabled, created_at, updated_at, password_changed_at, last_seen_at";
+const USER_COLUMNS: &str = "id, name, email, full_name, role, disabled, created_at, updated_at, password_changed_at, last_seen_at, sso_issuer, sso_groups";
+/// The index of `password_hash` after [`USER_COLUMNS`].
+const PASSWORD_COLUMN: usize = 12;
 
 fn user_row(row: &Row) -> Result<User> {
     Ok(User {
@@ -380,6 +400,8 @@ fn user_row(row: &Row) -> Result<User> {
         updated_at: row.try_get::<_, i64>(7)?.max(0) as u64,
         password_changed_at: row.try_get::<_, i64>(8)?.max(0) as u64,
         last_seen_at: ts(row.try_get(9)?),
+        sso_issuer: row.try_get(10)?,
+        sso_groups: string_list(row, 11)?,
     })
 }
 
@@ -406,9 +428,8 @@ fn key_row(row: &Row) -> Result<ApiKeyRecord> {
 fn string_list(row: &Row, i: usize) -> Result<Option<Vec<String>>> {
     row.try_get::<_, Option<String>>(i)?
         .map(|text| {
-            serde_json::from_str(&text).map_err(|e| {
-                StoreError::Task(format!("a key's scope column is not a JSON list: {e}"))
-            })
+            serde_json::from_str(&text)
+                .map_err(|e| StoreError::Task(format!("a list column is not a JSON list: {e}")))
         })
         .transpose()
 }

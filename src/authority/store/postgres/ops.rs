@@ -264,29 +264,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         lock(&tx, LOCK_USERS).await?;
-        let existing: Vec<String> = tx
-            .query("SELECT name FROM users", &[])
-            .await?
-            .iter()
-            .map(|r| Ok(r.try_get(0)?))
-            .collect::<Result<_>>()?;
-        if crate::core::names::look_alike(&u.name, existing.iter().map(String::as_str)).is_some() {
-            return Err(StoreError::Conflict(
-                "a user with a name that looks the same already exists",
-            ));
-        }
-        let now = now as i64;
-        let row = tx
-            .query_one(
-                &format!(
-                    "INSERT INTO users (name, email, full_name, password_hash, role, created_at, updated_at, password_changed_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $6, $6) RETURNING {USER_COLUMNS}"
-                ),
-                &[&u.name, &u.email, &u.full_name, &u.password_hash, &u.role.as_str(), &now],
-            )
-            .await
-            .map_err(conflict_as("user with this name already exists"))?;
-        let user = user_row(&row)?;
+        let user = insert_user(&tx, &u, now).await?;
         tx.commit().await?;
         Ok(user)
     }
@@ -308,7 +286,8 @@ impl PgStore {
                 &[&name],
             )
             .await?;
-        row.map(|r| Ok((user_row(&r)?, r.try_get(10)?))).transpose()
+        row.map(|r| Ok((user_row(&r)?, r.try_get(PASSWORD_COLUMN)?)))
+            .transpose()
     }
 
     pub async fn password_hash(&self, id: i64) -> Result<String> {
@@ -579,6 +558,13 @@ impl PgStore {
                 &[&(now as i64)],
             )
             .await?;
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM sso_logins WHERE expires_at <= $1",
+                &[&(now as i64)],
+            )
+            .await?;
         let n = self
             .client()
             .await?
@@ -644,6 +630,44 @@ impl PgStore {
 }
 
 /// Waits for the transaction-level advisory lock `key` (released at commit or rollback).
+/// Inserts a user; run under [`LOCK_USERS`], so the look-alike check and the insert can't
+/// interleave with another writer's.
+pub(super) async fn insert_user(tx: &Tx<'_>, u: &NewUser, now: u64) -> Result<User> {
+    let existing: Vec<String> = tx
+        .query("SELECT name FROM users", &[])
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get(0)?))
+        .collect::<Result<_>>()?;
+    if crate::core::names::look_alike(&u.name, existing.iter().map(String::as_str)).is_some() {
+        return Err(StoreError::Conflict(
+            "a user with a name that looks the same already exists",
+        ));
+    }
+    let now = now as i64;
+    let (issuer, subject) = (
+        u.sso.as_ref().map(|l| &l.issuer),
+        u.sso.as_ref().map(|l| &l.subject),
+    );
+    let row = tx
+        .query_one(
+            &format!(
+                "INSERT INTO users (name, email, full_name, password_hash, role, created_at, updated_at, password_changed_at, sso_issuer, sso_subject)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7, $8) RETURNING {USER_COLUMNS}"
+            ),
+            &[&u.name, &u.email, &u.full_name, &u.password_hash, &u.role.as_str(), &now, &issuer, &subject],
+        )
+        .await
+        .map_err(|e| {
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) && u.sso.is_some() {
+                StoreError::Conflict("a user already signs in with this identity")
+            } else {
+                conflict_as("user with this name already exists")(e)
+            }
+        })?;
+    user_row(&row)
+}
+
 pub(super) async fn lock(tx: &Tx<'_>, key: i64) -> Result<()> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
         .await?;
@@ -660,7 +684,7 @@ async fn list_keys(tx: &Tx<'_>) -> Result<Vec<ApiKeyRecord>> {
     rows(found, key_row)
 }
 
-async fn get_user(tx: &Tx<'_>, id: i64) -> Result<User> {
+pub(super) async fn get_user(tx: &Tx<'_>, id: i64) -> Result<User> {
     let row = tx
         .query_opt(
             &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),

@@ -135,6 +135,23 @@ const MIGRATIONS: &[&str] = &[
         app  TEXT NOT NULL
     );
     "#,
+    // single sign-on: users keyed by (issuer, subject) at an OpenID provider, their groups at
+    // the last sign-in (a JSON array), and sign-ins sent to the provider and not yet back
+    r#"
+    ALTER TABLE users ADD COLUMN sso_issuer TEXT;
+    ALTER TABLE users ADD COLUMN sso_subject TEXT;
+    ALTER TABLE users ADD COLUMN sso_groups TEXT;
+    CREATE UNIQUE INDEX users_sso ON users (sso_issuer, sso_subject) WHERE sso_issuer IS NOT NULL;
+
+    CREATE TABLE sso_logins (
+        state      TEXT PRIMARY KEY,
+        browser    TEXT NOT NULL,
+        nonce      TEXT NOT NULL,
+        verifier   TEXT NOT NULL,
+        next       TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 #[derive(Clone)]
@@ -184,7 +201,9 @@ fn unique_violation(err: &rusqlite::Error) -> bool {
     )
 }
 
-const USER_COLUMNS: &str = "id, name, email, full_name, role, disabled, created_at, updated_at, password_changed_at, last_seen_at";
+const USER_COLUMNS: &str = "id, name, email, full_name, role, disabled, created_at, updated_at, password_changed_at, last_seen_at, sso_issuer, sso_groups";
+/// The index of `password_hash` after [`USER_COLUMNS`].
+const PASSWORD_COLUMN: usize = 12;
 
 fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
@@ -198,6 +217,8 @@ fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         updated_at: row.get::<_, i64>(7)?.max(0) as u64,
         password_changed_at: row.get::<_, i64>(8)?.max(0) as u64,
         last_seen_at: ts(row.get(9)?),
+        sso_issuer: row.get(10)?,
+        sso_groups: string_list(row, 11)?,
     })
 }
 
@@ -374,9 +395,11 @@ mod keys;
 mod meta;
 mod ops;
 mod sessions;
+mod sso;
 mod users;
 
 use keys::*;
 use meta::*;
 use sessions::*;
+use sso::*;
 use users::*;

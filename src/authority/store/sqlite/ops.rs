@@ -239,7 +239,32 @@ impl SqliteStore {
     }
 
     pub async fn prune_sessions(&self, now: u64) -> Result<usize> {
-        self.call(move |c| prune_sessions(c, now)).await
+        self.call(move |c| {
+            prune_sso(c, now)?;
+            prune_sessions(c, now)
+        })
+        .await
+    }
+
+    pub async fn begin_sso(&self, pending: PendingSso) -> Result<()> {
+        self.call(move |c| begin_sso(c, &pending)).await
+    }
+
+    pub async fn take_sso(&self, state: &str, now: u64) -> Result<Option<PendingSso>> {
+        let state = state.to_owned();
+        self.call(move |c| take_sso(c, &state, now)).await
+    }
+
+    pub async fn sso_sign_in(
+        &self,
+        identity: SsoIdentity,
+        allow_sign_up: bool,
+        now: u64,
+    ) -> Result<SsoOutcome> {
+        self.transaction(true, move |tx| {
+            sso_sign_in(tx, &identity, allow_sign_up, now)
+        })
+        .await
     }
 
     pub async fn get_meta(&self, key: &str) -> Result<Option<String>> {

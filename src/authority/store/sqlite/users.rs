@@ -20,11 +20,26 @@ pub fn create_user(conn: &Connection, u: &NewUser, now: u64) -> Result<User> {
     }
     let now = now as i64;
     conn.execute(
-        "INSERT INTO users (name, email, full_name, password_hash, role, created_at, updated_at, password_changed_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6)",
-        params![u.name, u.email, u.full_name, u.password_hash, u.role.as_str(), now],
+        "INSERT INTO users (name, email, full_name, password_hash, role, created_at, updated_at, password_changed_at, sso_issuer, sso_subject)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7, ?8)",
+        params![
+            u.name,
+            u.email,
+            u.full_name,
+            u.password_hash,
+            u.role.as_str(),
+            now,
+            u.sso.as_ref().map(|l| &l.issuer),
+            u.sso.as_ref().map(|l| &l.subject),
+        ],
     )
-    .map_err(conflict_as("user with this name already exists"))?;
+    .map_err(|e| {
+        if unique_violation(&e) && u.sso.is_some() {
+            StoreError::Conflict("a user already signs in with this identity")
+        } else {
+            conflict_as("user with this name already exists")(e)
+        }
+    })?;
     get_user(conn, conn.last_insert_rowid())
 }
 
@@ -46,7 +61,7 @@ pub fn find_user_for_login(conn: &Connection, name: &str) -> Result<Option<(User
                 "SELECT {USER_COLUMNS}, password_hash FROM users WHERE name = ?1 COLLATE NOCASE"
             ),
             [name],
-            |row| Ok((user_row(row)?, row.get::<_, String>(10)?)),
+            |row| Ok((user_row(row)?, row.get::<_, String>(PASSWORD_COLUMN)?)),
         )
         .optional()?)
 }
