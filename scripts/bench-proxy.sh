@@ -7,10 +7,13 @@
 #   bash scripts/bench-proxy.sh [--rounds N] [--seconds S] [--warmup S] [--sizes 1k,10k,100k,1m]
 #                               [--conns 8,32,256] [--modes nginx,off,on] [--tls] [--json FILE]
 #                               [--nginx-body-buffer SIZE] [--nginx-cpu-affinity] [--keep]
-#                               [--key-apps APP,APP] [--report]
+#                               [--key-apps APP,APP] [--report] [--bin PATH]
 #
 # --key-apps issues the auth-on node's Agent key limited to these applications (a scoped key;
 # the pushes are for `bench`), to measure what a scope costs.
+#
+# --bin uses an already built release binary instead of building one (a binary made from
+# this checkout; the build takes long on a small machine).
 #
 # --report runs an authority (`pyrogate server`, SQLite, on loopback) that the auth-on node
 # syncs from and reports to every second with a Node key (authority.node-key,
@@ -41,6 +44,7 @@ key_apps=
 nginx_body_buffer=
 nginx_cpu_affinity=0
 report=0
+prebuilt=
 
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -58,7 +62,7 @@ while [ $# -gt 0 ]; do
     --*=*) val=${arg#*=}; arg=${arg%%=*} ;;
   esac
   case $arg in
-    --rounds | --seconds | --warmup | --sizes | --conns | --modes | --json | --nginx-body-buffer | --key-apps)
+    --rounds | --seconds | --warmup | --sizes | --conns | --modes | --json | --nginx-body-buffer | --key-apps | --bin)
       if [ -z "$val" ]; then
         [ $# -ge 2 ] || die "$arg needs a value"
         val=$2
@@ -74,6 +78,7 @@ while [ $# -gt 0 ]; do
         --json) json=$val ;;
         --nginx-body-buffer) nginx_body_buffer=$val ;;
         --key-apps) key_apps=$val ;;
+        --bin) prebuilt=$val ;;
       esac
       ;;
     --tls) tls=1 ;;
@@ -170,9 +175,14 @@ nginx_bin=$(command -v nginx)
 nginx_version=$("$nginx_bin" -v 2>&1 | sed 's/^nginx version: //')
 wrk_version=$(wrk -v 2>&1 | head -n1 | awk '{print $2}' || true)
 
-echo "bench-proxy: cargo build --release"
-cargo build --release --quiet
-bin=$repo/target/release/pyrogate
+if [ -n "$prebuilt" ]; then
+  [ -x "$prebuilt" ] || die "--bin $prebuilt is not an executable"
+  bin=$(cd "$(dirname "$prebuilt")" && pwd)/$(basename "$prebuilt")
+else
+  echo "bench-proxy: cargo build --release"
+  cargo build --release --quiet
+  bin=$repo/target/release/pyrogate
+fi
 lua=$repo/scripts/bench-proxy/push.lua
 
 # --- temp dir, processes, clean-up -----------------------------------------------------------
