@@ -396,9 +396,11 @@ impl Default for Limiter {
 impl Limiter {
     /// Counts into `metrics` from the next install on (the first call wins).
     pub fn set_metrics(&self, metrics: LimitMetrics) {
-        let _ = self.metrics.set(metrics);
-        let current = (**self.section.load()).clone();
-        self.install(current.as_ref());
+        if self.metrics.set(metrics).is_ok() {
+            // Buckets built before had no counters: build them again, keeping their state.
+            let current = (**self.section.load()).clone();
+            self.rebuild(current.as_ref(), false);
+        }
     }
 
     fn now(&self) -> u64 {
@@ -409,6 +411,12 @@ impl Limiter {
     /// keeps its bucket; a changed one keeps how far ahead it was, so raising a limit frees
     /// the key at once and lowering it does not forgive what it already used.
     pub fn install(&self, section: Option<&LimitsSection>) {
+        self.rebuild(section, true);
+    }
+
+    /// [`Limiter::install`]; with `reuse`, a key whose limit is unchanged keeps its bucket
+    /// itself, else every bucket is new (carrying the old one's state).
+    fn rebuild(&self, section: Option<&LimitsSection>, reuse: bool) {
         let old = self.buckets.load_full();
         let mut buckets = Buckets::default();
         if let Some(section) = section {
@@ -416,6 +424,7 @@ impl Limiter {
             for e in &section.keys {
                 let limits = e.limits();
                 if let Some(b) = old.get(e.jti.as_str())
+                    && reuse
                     && b.limits == limits
                     && b.nodes == nodes
                     && b.name == e.name
@@ -611,6 +620,25 @@ mod tests {
         limiter.install(None);
         assert!(limiter.is_empty());
         assert!(limiter.admit(jti, None).unwrap().is_none());
+    }
+
+    #[test]
+    fn metrics_set_after_an_install_count_and_keep_the_buckets_state() {
+        let limiter = Limiter::default();
+        let jti = "jti-aaaaaaaaaaaaaaaaaaaaa";
+        limiter.install(Some(&section(1, 1.0, 1)));
+        assert!(limiter.admit(jti, None).is_ok());
+        let metrics = LimitMetrics::default();
+        limiter.set_metrics(metrics.clone());
+        assert!(
+            limiter.admit(jti, None).is_err(),
+            "the used burst stays used"
+        );
+        let labels = KeyLabels {
+            key: "agent".into(),
+        };
+        assert_eq!(metrics.limited.get_or_create(&labels).get(), 1);
+        assert_eq!(metrics.share.get_or_create(&labels).get(), 1.0);
     }
 
     #[test]
