@@ -7,16 +7,22 @@
 #   bash scripts/bench-proxy.sh [--rounds N] [--seconds S] [--warmup S] [--sizes 1k,10k,100k,1m]
 #                               [--conns 8,32,256] [--modes nginx,off,on] [--tls] [--json FILE]
 #                               [--nginx-body-buffer SIZE] [--nginx-cpu-affinity] [--keep]
-#                               [--key-apps APP,APP] [--limited-key RATE]
+#                               [--key-apps APP,APP] [--report] [--limited-key RATE]
 #
 # --key-apps issues the auth-on node's Agent key limited to these applications (a scoped key;
 # the pushes are for `bench`), to measure what a scope costs.
+#
+# --report runs an authority (`pyrogate server`, SQLite, on loopback) that the auth-on node
+# syncs from and reports to every second with a Node key (authority.node-key,
+# node.report-interval 1s, 15 times the default rate), to measure what fleet reporting costs.
+# The Agent key is then recorded by that authority, and its "last used" is checked at the end.
 #
 # --limited-key RATE gives the auth-on node a signed revocation list (`--revocations-file`, made
 # with `pyrogate signing-key export` from a local store) in which another key is limited to RATE
 # pushes/s (burst RATE): the measured, unlimited key then takes the limiter's look-up path
 # (some key is limited, not this one). After the table, one extra run pushes with the limited
 # key at the first size and connection count and reports how fast the node answers it (429s).
+# Not with --report.
 #
 # --nginx-cpu-affinity binds the nginx proxy's workers one per CPU (`worker_cpu_affinity auto`),
 # as the nodes bind their serving threads by default; without it nginx runs as configured out
@@ -41,6 +47,7 @@ keep=0
 key_apps=
 nginx_body_buffer=
 nginx_cpu_affinity=0
+report=0
 limited_rate=
 
 usage() {
@@ -80,6 +87,7 @@ while [ $# -gt 0 ]; do
       ;;
     --tls) tls=1 ;;
     --nginx-cpu-affinity) nginx_cpu_affinity=1 ;;
+    --report) report=1 ;;
     --keep) keep=1 ;;
     -h | --help) usage 0 ;;
     *) echo "unknown argument: $1" >&2; usage 2 ;;
@@ -93,6 +101,7 @@ is_uint "$seconds" && [ "$seconds" -ge 1 ] || die "--seconds must be a whole num
 is_uint "$warmup" || die "--warmup must be a whole number of seconds (0 skips it)"
 [ -z "$limited_rate" ] || { is_uint "$limited_rate" && [ "$limited_rate" -ge 1 ]; } ||
   die "--limited-key takes a whole number of pushes per second >= 1"
+[ -z "$limited_rate" ] || [ $report = 0 ] || die "--limited-key and --report don't go together"
 [ -z "$nginx_body_buffer" ] || [[ $nginx_body_buffer =~ ^[0-9]+[kKmM]?$ ]] ||
   die "--nginx-body-buffer takes an nginx size (16k, 16m)"
 if [ -n "$json" ]; then
@@ -340,7 +349,24 @@ IFS=, read -ra scoped_apps <<<"$key_apps"
 for app in "${scoped_apps[@]}"; do
   if [ -n "$app" ]; then app_args+=(--app "$app"); fi
 done
-key=$("$bin" token issue --keys-dir "$keys" --name bench-agent --role Agent --ttl 86400 --tenant bench "${app_args[@]}" 2>/dev/null)
+if [ $report = 1 ]; then
+  # The authority the auth-on node syncs from and reports to: its keys are these, its database
+  # records the Agent key and the node's Node key.
+  auth_dir=$dir/authority
+  auth_args=(--storage-path "$auth_dir/data" --keys-dir "$keys")
+  key=$("$bin" api-key create "${auth_args[@]}" --name bench-agent --role Agent --ttl 86400 --tenant bench "${app_args[@]}" 2>/dev/null)
+  node_key=$("$bin" api-key create "${auth_args[@]}" --name bench-node --role Node 2>/dev/null)
+  [ -n "$node_key" ] || die "api-key create printed no Node key"
+  anchor=$("$bin" signing-key list --keys-dir "$keys" | awk '$2 == "active" { print $1 }')
+  free_port; port_auth=$port
+  PYROSCOPE_AUTH_INTERNAL_ADMIN_PASSWORD=bench-admin-password-not-secret \
+    "$bin" server "${auth_args[@]}" --api-bind-addr "127.0.0.1:$port_auth" --log-level error \
+    >"$dir/authority.log" 2>&1 &
+  auth_pid=$!
+  pids+=("$auth_pid")
+else
+  key=$("$bin" token issue --keys-dir "$keys" --name bench-agent --role Agent --ttl 86400 --tenant bench "${app_args[@]}" 2>/dev/null)
+fi
 [ -n "$key" ] || die "token issue printed no key"
 limited_key=
 if [ -n "$limited_rate" ]; then
@@ -380,8 +406,18 @@ node_conf() { # $1 = off|on, $2 = port
     echo "auth:"
     echo "  ingestion:"
     echo "    enabled: $([ "$1" = on ] && echo true || echo false)"
-    if [ "$1" = on ]; then echo "jwks-file: $dir/jwks.json"; fi
-    if [ "$1" = on ] && [ -n "$limited_rate" ]; then echo "revocations-file: $dir/export/api/revocations"; fi
+    if [ "$1" = on ] && [ $report = 1 ]; then
+      echo "authority:"
+      echo "  url: http://127.0.0.1:$port_auth"
+      echo "  trusted-keys: $anchor"
+      echo "  node-key: $node_key"
+      echo "node:"
+      echo "  name: bench-on"
+      echo "  report-interval: 1s"
+    elif [ "$1" = on ]; then
+      echo "jwks-file: $dir/jwks.json"
+      if [ -n "$limited_rate" ]; then echo "revocations-file: $dir/export/api/revocations"; fi
+    fi
   } >"$n/ingest.yaml"
 }
 
@@ -398,6 +434,12 @@ wait_http() { # $1 = URL, $2 = what, $3 = its pid
 start_nginx "$u"
 up_master=$master
 wait_http "$scheme://127.0.0.1:$up_port/" "the upstream nginx" "$up_master"
+if [ $report = 1 ]; then
+  curl_tls_saved=("${curl_tls[@]}")
+  curl_tls=()
+  wait_http "http://127.0.0.1:$port_auth/ready" "the authority (log: $dir/authority.log)" "$auth_pid"
+  curl_tls=("${curl_tls_saved[@]}")
+fi
 nginx_master=
 node_pid_off=
 node_pid_on=
@@ -727,6 +769,18 @@ if [ -n "$limited_line" ]; then
   echo "The measured (unlimited) key ran with another key limited in the node's list: the limiter's look-up path."
 fi
 [ -n "$json" ] && echo && echo "bench-proxy: wrote $json"
+if [ $report = 1 ]; then
+  # What the authority learned from the auth-on node's reports during the run.
+  jar=$dir/authority.cookies
+  curl -s -o /dev/null -c "$jar" -H 'Content-Type: application/json' \
+    -d '{"username":"admin","password":"bench-admin-password-not-secret"}' "http://127.0.0.1:$port_auth/api/login"
+  echo
+  echo "bench-proxy: the authority's view (fleet reporting every 1s):"
+  curl -s -b "$jar" "http://127.0.0.1:$port_auth/api/keys" |
+    python3 -c 'import json,sys; [print("  key", k["name"], "lastUsedAt", k.get("lastUsedAt"), "by", k.get("lastUsedBy")) for k in json.load(sys.stdin) if k["role"] == "Agent"]'
+  curl -s -b "$jar" "http://127.0.0.1:$port_auth/api/nodes" |
+    python3 -c 'import json,sys; d=json.load(sys.stdin); [print("  node", n.get("name"), "state", n.get("state"), "lastReportAt", n.get("lastReportAt")) for n in (d["nodes"] if isinstance(d, dict) else d)]'
+fi
 for f in "$a/error.log" "$u/error.log"; do
   if [ -s "$f" ]; then
     echo "bench-proxy: $(wc -l <"$f") lines in $f:" >&2

@@ -32,9 +32,8 @@ pub use keys::{KEYS, Key, Kind, Scope, lookup};
 pub use layers::{ConfigError, ConfigFlags, Layers, Source, parse_duration};
 pub use settings::{
     AuthSettings, AuthoritySettings, ClientTls, Database, DefaultKeyLimits, FirstAdmin,
-    HostPattern, IngestSettings, IpNet, LOGIN_MAX_QUEUE_SECS, LoginDelays, NodeSettings,
-    PostgresSettings, ServerSettings, ServerTls, SessionSettings, Settings, UpstreamAuth,
-    valid_node_name,
+    HostPattern, IngestSettings, LOGIN_MAX_QUEUE_SECS, LoginDelays, NodeSettings, PostgresSettings,
+    ServerSettings, ServerTls, SessionSettings, Settings, UpstreamAuth, valid_node_name,
 };
 
 #[cfg(test)]

@@ -73,6 +73,8 @@ pub struct AuthGate {
     metrics: Option<Arc<crate::edge::metrics::Metrics>>,
     /// The `allowed` decision counter, looked up once: it is hit on every request.
     allowed: Option<prometheus_client::metrics::counter::Counter>,
+    /// `auth.trusted-proxies`: peers whose `X-Forwarded-For` names the client.
+    trusted_proxies: Arc<[crate::core::scope::Cidr]>,
 }
 
 impl std::fmt::Debug for AuthGate {
@@ -93,7 +95,15 @@ impl AuthGate {
             basic_user_is_tenant: false,
             metrics: None,
             allowed: None,
+            trusted_proxies: Arc::new([]),
         }
+    }
+
+    /// Proxies whose `X-Forwarded-For` is believed when a key limited to networks is checked
+    /// ([`client_address`]).
+    pub fn trusted_proxies(mut self, proxies: Arc<[crate::core::scope::Cidr]>) -> Self {
+        self.trusted_proxies = proxies;
+        self
     }
 
     /// `routes` with this gate in front of every one of them.
@@ -132,7 +142,7 @@ impl AuthGate {
         query: Option<&str>,
     ) -> Result<Arc<Principal>, ApiError> {
         self.authorize_with(headers, query, None)
-            .and_then(|p| source_allowed(&p, None).map(|()| p))
+            .and_then(|p| source_allowed(&p, || None).map(|()| p))
     }
 
     /// [`AuthGate::authorize`], with the connection's memo of the last key it verified.
@@ -200,7 +210,7 @@ impl AuthGate {
         let mut forbidden = "role";
         let decision = self.authorize_with(headers, query, memo).and_then(|p| {
             forbidden = "scope_cidr";
-            source_allowed(&p, peer).map(|()| p)
+            source_allowed(&p, || client_address(peer, headers, &self.trusted_proxies)).map(|()| p)
         });
         if let Some(m) = &self.metrics {
             m.verify_latency.observe(started.elapsed_secs());
@@ -280,13 +290,55 @@ impl CredentialMemo {
     }
 }
 
-/// Whether a key limited to networks (`cidrs`) may be used from `peer`. Unscoped keys, and
-/// keys scoped to applications only, pass without looking at the address.
-fn source_allowed(principal: &Principal, peer: Option<IpAddr>) -> Result<(), ApiError> {
+/// Most `X-Forwarded-For` entries looked at; a longer chain leaves the client unknown.
+const MAX_FORWARDED: usize = 32;
+
+/// The address a request comes from, for a key limited to networks: the connection's peer,
+/// unless the peer is one of `trusted` proxies and the request carries `X-Forwarded-For` —
+/// then the right-most address of that chain (every header, in order) that is not itself a
+/// trusted proxy, or its left-most if all are. Entries left of that are written by whoever
+/// sent the request and are never believed. `None` (refused for such a key) when the chain
+/// has an entry that is not a bare IP address before the client is found, or is too long.
+pub fn client_address(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    trusted: &[crate::core::scope::Cidr],
+) -> Option<IpAddr> {
+    let peer = peer?.to_canonical();
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let mut chain = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        for entry in value.to_str().ok()?.split(',') {
+            if chain.len() == MAX_FORWARDED {
+                return None;
+            }
+            chain.push(entry.trim());
+        }
+    }
+    let mut client = peer;
+    for entry in chain.iter().rev() {
+        client = entry.parse::<IpAddr>().ok()?.to_canonical();
+        if !is_trusted(client) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+/// Whether a key limited to networks (`cidrs`) may be used from the request's source
+/// (`source`, asked only for such a key). Unscoped keys, and keys scoped to applications
+/// only, pass without looking at the address.
+fn source_allowed(
+    principal: &Principal,
+    source: impl FnOnce() -> Option<IpAddr>,
+) -> Result<(), ApiError> {
     let Some(scope) = principal.scope.as_deref().filter(|s| !s.cidrs.is_empty()) else {
         return Ok(());
     };
-    match peer {
+    match source() {
         Some(ip) if scope.allows_ip(ip) => Ok(()),
         Some(ip) => Err(ApiError::Forbidden(format!(
             "permission denied: key \"{}\" may be used only from {} (cidrs); this request came from {}",

@@ -153,29 +153,14 @@ impl Caller {
 }
 
 /// The client address for throttling and audit: the peer, or — when the peer is one of
-/// `auth.trusted-proxies` — the rightmost address in `X-Forwarded-For` that is not a trusted
-/// proxy (the leftmost entries are whatever the client chose to send).
+/// `auth.trusted-proxies` — the client its `X-Forwarded-For` names
+/// ([`crate::edge::auth::client_address`]); the peer itself when that chain can't be read.
 pub fn client_ip(
     peer: std::net::IpAddr,
     headers: &HeaderMap,
-    trusted: &[crate::config::IpNet],
+    trusted: &[crate::core::scope::Cidr],
 ) -> std::net::IpAddr {
-    let is_trusted = |ip: std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(peer) {
-        return peer;
-    }
-    let forwarded: Vec<std::net::IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    forwarded
-        .into_iter()
-        .rev()
-        .find(|ip| !is_trusted(*ip))
-        .unwrap_or(peer)
+    crate::edge::auth::client_address(Some(peer), headers, trusted).unwrap_or(peer)
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -228,7 +213,7 @@ impl Origin {
 struct Transport<'a> {
     tls: bool,
     peer: Option<std::net::IpAddr>,
-    trusted: &'a [crate::config::IpNet],
+    trusted: &'a [crate::core::scope::Cidr],
 }
 
 impl Transport<'_> {
@@ -236,7 +221,7 @@ impl Transport<'_> {
         Transport {
             tls: state.settings.server.tls.is_some(),
             peer,
-            trusted: &state.settings.authority.trusted_proxies,
+            trusted: &state.settings.auth.trusted_proxies,
         }
     }
 
@@ -396,12 +381,7 @@ async fn login(
         return Err(ApiError::bad_request("user name or password too long"));
     }
     let now = state.now();
-    let client = client_ip(
-        addr.ip(),
-        &headers,
-        &state.settings.authority.trusted_proxies,
-    )
-    .to_string();
+    let client = client_ip(addr.ip(), &headers, &state.settings.auth.trusted_proxies).to_string();
     // Per (user, address): guesses from elsewhere can't lock the real user out; plus a budget
     // per address across users, so one client can't spray names.
     let keys = [
@@ -543,7 +523,7 @@ mod tests {
                 HeaderValue::from_str(value).unwrap(),
             );
         }
-        let trusted = [crate::config::IpNet::parse("10.0.0.0/8").unwrap()];
+        let trusted = [crate::core::scope::Cidr::parse("10.0.0.0/8").unwrap()];
         let peer = extra
             .iter()
             .find(|(n, _)| *n == "x-test-peer")

@@ -13,7 +13,7 @@
 //!
 //! - [`sqlite`]: the embedded default, one file under `storage-path` (its module docs say how
 //!   it keeps every acknowledged change).
-//! - [`postgres`]: PostgreSQL (preview), chosen by a `postgres://` `database.url`.
+//! - [`postgres`]: PostgreSQL (any number of replicas on one database), chosen by a `postgres://` `database.url`.
 //!
 //! Rules every backend keeps:
 //! - API keys are stored as metadata only (never the token). The `jti` — the revocation

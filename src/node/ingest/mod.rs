@@ -20,6 +20,7 @@
 //! both. A key limited to networks is checked by the auth gate against the peer address.
 
 pub mod apps;
+pub mod confine;
 pub mod forward;
 pub mod labels;
 pub mod local;
@@ -197,6 +198,7 @@ pub fn routes(
         let routes = query::routes(upstream, settings.default_tenant.clone(), metrics.clone());
         AuthGate::new(verifier, Access::Query)
             .with_metrics(metrics)
+            .trusted_proxies(auth.trusted_proxies.clone())
             .protect(routes)
             // Outside the gate: a node that can't vouch for its revocation list serves no
             // reads either (a key revoked since its list was signed would pass).
@@ -220,6 +222,7 @@ fn push_gate(state: &IngestState, verifier: Arc<Verifier>, auth: &AuthSettings) 
         .with_metrics(state.inner.metrics.clone())
         .enabled(auth.ingestion_enabled)
         .basic_user_is_tenant(auth.basic_user_is_tenant)
+        .trusted_proxies(auth.trusted_proxies.clone())
 }
 
 /// Headers that travel with a push. Everything else — `Authorization`, cookies, hop-by-hop

@@ -4,10 +4,10 @@
 //! (ingester, store-gateway, ring, memberlist, runtime_config, debug, ops, …) answer 404 here
 //! whatever the key.
 //!
-//! A key limited to applications (`apps`) reads only those: every query must carry a label
-//! selector confined to them ([`super::selector::confined`]), or it is refused with 403 before
-//! anything is sent — see [`confine`] for each method. Nothing is rewritten and no answer is
-//! filtered: a query either provably selects allowed applications only, or does not leave.
+//! A key limited to applications (`apps`) reads only those: every label selector of its query
+//! is confined to them before it leaves ([`super::confine`], which lists each method), or the
+//! query is refused with 403 and nothing is sent. Answers are not filtered: the upstream is
+//! only ever asked about allowed applications.
 
 use axum::Router;
 use axum::body::Body;
@@ -101,8 +101,9 @@ async fn proxy(
     let body = axum::body::to_bytes(body, MAX_QUERY_BODY)
         .await
         .map_err(|_| ApiError::PayloadTooLarge("query body too large".into()))?;
+    let mut confined = super::confine::Confined::default();
     if let Some(scope) = principal.scope.as_deref().filter(|s| !s.apps.is_empty()) {
-        confine(&parts, &body, scope).map_err(|why| {
+        confined = super::confine::confine(&parts, &body, scope).map_err(|why| {
             state.metrics.count_forbidden("scope_app");
             tracing::info!(key = %principal.name, %why, "query outside the key's applications");
             ApiError::Forbidden(format!(
@@ -112,11 +113,15 @@ async fn proxy(
             ))
         })?;
     }
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str().to_owned())
-        .unwrap_or_else(|| parts.uri.path().to_owned());
+    let path = match confined.query {
+        Some(query) => format!("{}?{query}", parts.uri.path()),
+        None => parts
+            .uri
+            .path_and_query()
+            .map(|pq| pq.as_str().to_owned())
+            .unwrap_or_else(|| parts.uri.path().to_owned()),
+    };
+    let body = confined.body.unwrap_or(body);
     let upstream = &state.upstream;
     let mut builder = upstream.authorize(
         HttpRequest::builder()
@@ -167,129 +172,4 @@ async fn proxy(
         *out.status_mut() = StatusCode::BAD_GATEWAY;
     }
     Ok(out)
-}
-
-/// Querier methods whose every selector is in a `labelSelector` or `matchers` member: these
-/// can be checked. Any other method (ProfileTypes, GetProfileStats, …) is refused for a key
-/// limited to applications.
-const CONFINABLE_METHODS: &[&str] = &[
-    "SelectMergeStacktraces",
-    "SelectMergeProfile",
-    "SelectMergeSpanProfile",
-    "SelectSeries",
-    "Diff",
-    "LabelValues",
-    "LabelNames",
-    "Series",
-];
-
-/// Query parameters of the legacy read API a confined query may carry: the selectors and
-/// what only shapes the answer. Any other parameter is refused rather than guessed at.
-const LEGACY_SELECTORS: &[&str] = &["query", "leftQuery", "rightQuery"];
-const LEGACY_OTHER: &[&str] = &[
-    "from",
-    "until",
-    "leftFrom",
-    "leftUntil",
-    "rightFrom",
-    "rightUntil",
-    "format",
-    "maxNodes",
-    "max-nodes",
-    "label",
-    "groupBy",
-    "aggregation",
-    "step",
-];
-
-/// Checks that a query by a key limited to applications selects only those:
-///
-/// - Querier Connect methods in [`CONFINABLE_METHODS`], as a JSON `POST`: every
-///   `labelSelector` and every entry of `matchers`, at any depth (Diff has two), must be
-///   confined, and there must be at least one. Protobuf bodies and Connect `GET` are refused
-///   (they can't be checked here yet), as are the other methods.
-/// - The legacy `render`, `render-diff`, `labels`, `label-values`: every `query`,
-///   `leftQuery`, `rightQuery` must be confined, at least one present, no parameter outside
-///   the known ones. `/pyroscope/api/apps` (the list of every application) is refused.
-fn confine(
-    parts: &axum::http::request::Parts,
-    body: &[u8],
-    scope: &crate::core::scope::Scope,
-) -> Result<(), String> {
-    let path = parts.uri.path();
-    let selectors = match path.strip_prefix("/querier.v1.QuerierService/") {
-        Some(method) => {
-            if !CONFINABLE_METHODS.contains(&method) {
-                return Err(format!("{method} can't be limited to applications"));
-            }
-            let json = parts
-                .headers
-                .get(axum::http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|ct| ct.split(';').next().unwrap_or("").trim() == "application/json");
-            if parts.method != axum::http::Method::POST || !json {
-                return Err("send the query as a JSON POST (Content-Type: application/json); other encodings can't be checked".into());
-            }
-            let value: serde_json::Value = serde_json::from_slice(body)
-                .map_err(|_| "the query is not valid JSON".to_owned())?;
-            let mut found = Vec::new();
-            json_selectors(&value, &mut found)?;
-            found
-        }
-        None => {
-            if path.ends_with("/api/apps") {
-                return Err("the list of every application can't be limited".into());
-            }
-            let mut found = Vec::new();
-            for (name, value) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
-            {
-                if LEGACY_SELECTORS.contains(&&*name) {
-                    found.push(value.into_owned());
-                } else if !LEGACY_OTHER.contains(&&*name) {
-                    return Err(format!("the parameter {name:?} can't be checked"));
-                }
-            }
-            found
-        }
-    };
-    if selectors.is_empty() {
-        return Err("the query has no label selector".into());
-    }
-    for selector in &selectors {
-        super::selector::confined(selector, scope)?;
-    }
-    Ok(())
-}
-
-/// Every selector in a Connect JSON query: string `labelSelector`/`label_selector` members
-/// and the strings of `matchers` arrays, at any depth. A selector member of another type is
-/// refused.
-fn json_selectors(value: &serde_json::Value, out: &mut Vec<String>) -> Result<(), String> {
-    use serde_json::Value;
-    match value {
-        Value::Object(map) => {
-            for (key, v) in map {
-                match (key.as_str(), v) {
-                    ("labelSelector" | "label_selector", Value::String(s)) => out.push(s.clone()),
-                    ("matchers", Value::Array(items)) => {
-                        for item in items {
-                            let s = item.as_str().ok_or("matchers must be strings")?;
-                            out.push(s.to_owned());
-                        }
-                    }
-                    ("labelSelector" | "label_selector" | "matchers", _) => {
-                        return Err(format!("{key} has an unexpected type"));
-                    }
-                    _ => json_selectors(v, out)?,
-                }
-            }
-        }
-        Value::Array(items) => {
-            for item in items {
-                json_selectors(item, out)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
 }

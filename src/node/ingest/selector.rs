@@ -1,8 +1,12 @@
 //! Label selectors (`{service_name="checkout", env!="dev"}`) as the read proxy sees them, for
-//! keys limited to applications: a query is let through only when its selector is confined to
-//! the key's applications — it holds a `service_name="X"` matcher (`=`, not a regex) whose `X`
-//! the key may read. Matchers are ANDed, so such a selector can only ever select series of
-//! `X`, whatever else it says. Anything that does not parse is not confined.
+//! keys limited to applications. A selector leaves the node confined to the key's applications:
+//! unchanged when it already holds a `service_name="X"` matcher (`=`, not a regex) whose `X` the
+//! key may read, else with `service_name=~"<the key's applications>"` added ([`confine`]).
+//! Matchers are ANDed, so either way it can only ever select series of allowed applications,
+//! whatever else it says; a query for another application selects nothing. Anything that does
+//! not parse is refused, never guessed at.
+
+use std::borrow::Cow;
 
 use crate::core::scope::Scope;
 
@@ -131,6 +135,73 @@ pub fn confined(selector: &str, scope: &Scope) -> Result<String, String> {
         })
 }
 
+/// An RE2 pattern matching exactly the application names `scope` allows (`checkout|pay-.*`).
+/// Pyroscope anchors matcher regexes at both ends, as Prometheus does, so `checkout` does not
+/// match `checkout-api`. Application names hold only `A–Z a–z 0–9 . _ - / :`, of which `.` is
+/// the one regex metacharacter; everything special is escaped anyway.
+pub fn apps_regex(scope: &Scope) -> String {
+    let escape = |s: &str| {
+        let mut out = String::with_capacity(s.len() + 4);
+        for c in s.chars() {
+            if "\\.+*?()|[]{}^$".contains(c) {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out
+    };
+    scope
+        .app_list()
+        .iter()
+        .map(|p| match p.strip_suffix('*') {
+            Some(stem) => format!("{}.*", escape(stem)),
+            None => escape(p),
+        })
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+/// The matcher [`confine`] adds: `service_name=~"<apps_regex>"`, quoted as selectors quote.
+pub fn apps_matcher(scope: &Scope) -> String {
+    let regex = apps_regex(scope).replace('\\', "\\\\").replace('"', "\\\"");
+    format!("service_name=~\"{regex}\"")
+}
+
+/// `selector` as it may leave the node for a key limited to `scope`'s applications: itself
+/// when it already names an allowed application ([`confined`]) or holds [`apps_matcher`], else
+/// with [`apps_matcher`] added to its matchers. `Err` when it does not parse, or would not parse with the matcher
+/// added (too long, too many matchers).
+pub fn confine<'a>(selector: &'a str, scope: &Scope) -> Result<Cow<'a, str>, String> {
+    if confined(selector, scope).is_ok() {
+        return Ok(Cow::Borrowed(selector));
+    }
+    let matchers =
+        parse(selector).ok_or_else(|| format!("the selector {selector:?} does not parse"))?;
+    let regex = apps_regex(scope);
+    let is_added = |m: &Matcher| m.name == "service_name" && m.op == Op::Re && m.value == regex;
+    if matchers.iter().any(is_added) {
+        // Confined already, by this very matcher (a query rewritten before, or written so).
+        return Ok(Cow::Borrowed(selector));
+    }
+    // It parsed, so once trimmed it ends with its closing brace.
+    let trimmed = selector.trim();
+    let inner = trimmed[..trimmed.len() - 1].trim_end();
+    let comma = if inner.ends_with('{') || inner.ends_with(',') {
+        ""
+    } else {
+        ","
+    };
+    let added = apps_matcher(scope);
+    let out = format!("{inner}{comma}{added}}}");
+    let ends_confined = parse(&out).is_some_and(|m| m.last().is_some_and(is_added));
+    if !ends_confined {
+        return Err(format!(
+            "the selector {selector:?} can't be limited to the key's applications (too long or too many matchers)"
+        ));
+    }
+    Ok(Cow::Owned(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +257,45 @@ mod tests {
         ] {
             assert!(confined(bad, &s).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_selector_not_confined_gets_the_apps_matcher_added() {
+        let s = scope(&["checkout", "pay.v2-*"]);
+        assert_eq!(apps_regex(&s), r"checkout|pay\.v2-.*");
+        let added = r#"service_name=~"checkout|pay\\.v2-.*""#;
+        for (input, want) in [
+            (
+                r#"{service_name="checkout"}"#.to_owned(),
+                r#"{service_name="checkout"}"#.to_owned(),
+            ),
+            ("{}".to_owned(), format!("{{{added}}}")),
+            (" cpu{ } ".to_owned(), format!("cpu{{{added}}}")),
+            (
+                r#"{env="prod"}"#.to_owned(),
+                format!(r#"{{env="prod",{added}}}"#),
+            ),
+            (
+                r#"{env="prod",}"#.to_owned(),
+                format!(r#"{{env="prod",{added}}}"#),
+            ),
+            (
+                r#"{service_name="billing"}"#.to_owned(),
+                format!(r#"{{service_name="billing",{added}}}"#),
+            ),
+        ] {
+            assert_eq!(confine(&input, &s).unwrap(), want, "{input}");
+        }
+        for bad in ["", "checkout.cpu", "{a=b}", "{a=\"b\"} x"] {
+            assert!(confine(bad, &s).is_err(), "{bad}");
+        }
+        let full = format!(
+            "{{{}}}",
+            (0..MAX_MATCHERS)
+                .map(|i| format!("l{i}=\"v\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert!(confine(&full, &s).is_err(), "no room for one more matcher");
     }
 }

@@ -255,3 +255,142 @@ async fn a_replica_with_a_wrong_or_no_key_encryption_key_is_refused_with_a_clear
     // The replica with the right key still serves the one keyring.
     assert_eq!(jwks_kids(&first.client()).await, vec![kid]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_during_deletes_loses_none_it_acknowledged_and_leaves_none_half_done() {
+    let url = postgres_database().await;
+    // B in this process (the survivor a node follows); A a real process, to be killed -9.
+    let b = Authority::on_system_clock_with(&database_yaml(&url)).await;
+    let root = tempfile::tempdir().expect("dir");
+    let env = replica_env(&url, &kek_file(&url), root.path());
+    let mut a = Server::start("replica a", &["server"], &refs(&env)).await;
+    let upstream = Upstream::start().await;
+    let node = Node::with_authority(&root.path().join("node"), &b, &upstream.url()).await;
+
+    const N: usize = 30;
+    let admin_b = b.admin().await;
+    let mut made = Vec::new();
+    for i in 0..N {
+        made.push(admin_b.new_key(&format!("k{i}"), "Agent", None).await);
+    }
+    let before = b.revocations_version().await;
+    let admin_a = a.client();
+    admin_a.login(ADMIN, ADMIN_PASSWORD).await.expect(204);
+
+    // A third deleted and acknowledged before the kill...
+    let mut acknowledged = Vec::new();
+    for (id, _) in &made[..N / 3] {
+        admin_a.delete_key(*id).await;
+        acknowledged.push(*id);
+    }
+    // ...the rest caught inside their transactions: the test holds the list's counter row, so
+    // each waits there with its key already marked deleted, until A is killed.
+    let (held, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    tokio::spawn(connection);
+    held.batch_execute("BEGIN; SELECT value FROM counters WHERE name = 'revocations' FOR UPDATE")
+        .await
+        .expect("lock the counter row");
+    let mut deletes = tokio::task::JoinSet::new();
+    for (id, _) in &made[N / 3..] {
+        let (http, id) = (admin_a.clone(), *id);
+        // A connection the kill breaks is an error: that delete has no answer.
+        deletes.spawn(async move {
+            let answer = http.delete(&format!("/api/keys/{id}")).try_send().await;
+            (id, answer.map(|r| r.status.as_u16()))
+        });
+    }
+    // (Watched from another connection: inside a transaction pg_stat_activity stays as it was.)
+    let (watch, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    tokio::spawn(connection);
+    let deadline = Deadline::secs(10, "A's deletes to wait on the counter row");
+    loop {
+        let waiting: Vec<String> = watch
+            .query(
+                "SELECT coalesce(wait_event_type, '-') || ' ' || query FROM pg_stat_activity \
+                 WHERE datname = current_database()",
+                &[],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if waiting
+            .iter()
+            .any(|q| q.starts_with("Lock") && q.contains("UPDATE counters"))
+        {
+            break;
+        }
+        deadline.tick(|| format!("{waiting:#?}")).await;
+    }
+    a.kill();
+    held.batch_execute("ROLLBACK")
+        .await
+        .expect("release the row");
+    let mut unanswered = 0;
+    while let Some(done) = deletes.join_next().await {
+        match done.expect("delete task") {
+            (_, Err(_)) => unanswered += 1,
+            (id, Ok(status)) => panic!("delete {id} answered {status} after the kill"),
+        }
+    }
+    assert_eq!(unanswered, N - N / 3);
+
+    // On the survivor, every key is wholly live or wholly deleted: listed and accepted, or
+    // gone from the list, in the signed revocation list and refused by the node. Every
+    // acknowledged delete is there; none caught mid-transaction committed half-way.
+    let listed: Vec<i64> = admin_b
+        .keys()
+        .await
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|k| k["id"].as_i64().expect("id"))
+        .collect();
+    let mut deleted: Vec<i64> = made
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| !listed.contains(id))
+        .collect();
+    deleted.sort_unstable();
+    acknowledged.sort_unstable();
+    assert_eq!(
+        deleted, acknowledged,
+        "deleted keys on B, acknowledged by A"
+    );
+    let version = before + deleted.len() as u64;
+    let deadline = Deadline::secs(10, "B to publish every committed delete");
+    loop {
+        let at = b.revocations_version().await;
+        if at == version {
+            break;
+        }
+        deadline
+            .tick(|| format!("B at {at}, expecting {version}"))
+            .await;
+    }
+    node.wait_synced(version).await;
+    for (id, key) in &made {
+        let status = node.push_status("/ingest?name=killed.cpu", key).await;
+        let expected = if deleted.contains(id) { 401 } else { 200 };
+        assert_eq!(status, expected, "key {id}");
+    }
+    // B deletes one that A's death left live: no lock or lease was left behind.
+    admin_b.delete_key(made[N - 1].0).await;
+    let deadline = Deadline::secs(10, "B to publish its own delete");
+    while b.revocations_version().await != version + 1 {
+        deadline.tick(String::new).await;
+    }
+    let deadline = Deadline::secs(10, "the node to refuse it");
+    while node
+        .push_status("/ingest?name=killed.cpu", &made[N - 1].1)
+        .await
+        != 401
+    {
+        deadline.tick(String::new).await;
+    }
+}

@@ -229,6 +229,12 @@ impl Req<'_> {
     }
 
     pub async fn send(self) -> Resp {
+        self.try_send().await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Req::send`] that returns a failed exchange (a refused or broken connection, a
+    /// timeout) as an error instead of failing the test: for requests to a server being killed.
+    pub async fn try_send(self) -> Result<Resp, String> {
         let uri = format!("{}{}", self.http.base, self.path);
         let what = format!("{} {uri}", self.method);
         let mut req = Request::builder().method(self.method).uri(&uri);
@@ -241,20 +247,20 @@ impl Req<'_> {
         let req = req.body(Full::new(self.body)).expect("request");
         let res = tokio::time::timeout(REQUEST_TIMEOUT, self.http.inner.request(req))
             .await
-            .unwrap_or_else(|_| panic!("{what} timed out"))
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
+            .map_err(|_| format!("{what} timed out"))?
+            .map_err(|e| format!("{what}: {e}"))?;
         let (parts, body) = res.into_parts();
         let body = tokio::time::timeout(REQUEST_TIMEOUT, body.collect())
             .await
-            .unwrap_or_else(|_| panic!("{what}: reading the body timed out"))
-            .unwrap_or_else(|e| panic!("{what}: reading the body: {e}"))
+            .map_err(|_| format!("{what}: reading the body timed out"))?
+            .map_err(|e| format!("{what}: reading the body: {e}"))?
             .to_bytes();
         self.http.store_cookies(&parts.headers);
-        Resp {
+        Ok(Resp {
             status: parts.status,
             headers: parts.headers,
             body,
-        }
+        })
     }
 }
 

@@ -342,3 +342,83 @@ async fn cidrs_apply_to_ipv6_peers() {
     assert_eq!(status, 403, "{text}");
     assert!(text.contains("this request came from ::1"), "{text}");
 }
+
+/// Behind a load balancer at 127.0.0.3 that `auth.trusted-proxies` names, a key limited to a
+/// network is judged by the client the balancer puts in `X-Forwarded-For`; the same header from
+/// anyone else, or entries left of the balancer's own, are not believed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_forwarded_client_address_decides() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let authority = Authority::on_system_clock().await;
+    let upstream = Upstream::start().await;
+    let node = Node::start(
+        &dir.path().join("node"),
+        &format!(
+            "authority-url: {}\nupstream: {}\nauth:\n  trusted-proxies: 127.0.0.3, 10.9.0.0/16\n  ingestion:\n    enabled: true\n{}",
+            authority.origin(),
+            upstream.url(),
+            authority.trust_yaml()
+        ),
+    )
+    .await;
+    node.wait_synced(authority.revocations_version().await)
+        .await;
+    let http = node.client();
+    let p = Plane {
+        authority,
+        upstream,
+        node,
+        http,
+        _dir: dir,
+    };
+    let key = scoped_key(&p, Role::Agent, &[], &["192.0.2.0/24", "2001:db8::/32"]);
+    let from = |ip: [u8; 4], xff: Option<&'static str>| {
+        let http = p.node.client().connecting_from(ip);
+        let key = key.clone();
+        async move {
+            let mut req = http.post("/ingest?name=a.cpu").bearer(&key).body("a 1\n");
+            if let Some(xff) = xff {
+                req = req.header("X-Forwarded-For", xff);
+            }
+            let r = req.send().await;
+            (r.status.as_u16(), r.text())
+        }
+    };
+    // Through the balancer, from inside the key's networks (IPv4, IPv6, via a second trusted hop).
+    for xff in [
+        "192.0.2.7",
+        "2001:db8::5",
+        "192.0.2.7, 10.9.1.1",
+        "203.0.113.9, 192.0.2.7",
+    ] {
+        let (status, text) = from([127, 0, 0, 3], Some(xff)).await;
+        assert_eq!(status, 200, "{xff}: {text}");
+    }
+    // Through the balancer, from outside: the right-most untrusted entry decides, so a
+    // client's own "192.0.2.7" written left of its real address gets it nowhere.
+    for (xff, came_from) in [
+        ("203.0.113.9", "203.0.113.9"),
+        ("192.0.2.7, 203.0.113.9", "203.0.113.9"),
+        ("192.0.2.7, 203.0.113.9, 10.9.1.1", "203.0.113.9"),
+    ] {
+        let (status, text) = from([127, 0, 0, 3], Some(xff)).await;
+        assert_eq!(status, 403, "{xff}: {text}");
+        assert!(
+            text.contains(&format!("this request came from {came_from}")),
+            "{text}"
+        );
+    }
+    // A chain that can't be read leaves the source unknown.
+    let (status, text) = from([127, 0, 0, 3], Some("unknown, 192.0.2.7x")).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("source address is unknown"), "{text}");
+    // The balancer's own requests (no header) are its own address.
+    let (status, text) = from([127, 0, 0, 3], None).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("this request came from 127.0.0.3"), "{text}");
+    // Not through a trusted proxy: the header is the sender's word, and not believed.
+    let (status, text) = from([127, 0, 0, 4], Some("192.0.2.7")).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("this request came from 127.0.0.4"), "{text}");
+    assert_eq!(p.upstream.wait_accepted(4, 10).await.len(), 4);
+}

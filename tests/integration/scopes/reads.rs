@@ -1,7 +1,8 @@
-//! The read proxy for a ReadOnly key limited to `checkout`: queries whose selectors are
-//! confined to it reach the upstream unchanged (asserted on the recorded request); queries for
-//! `billing`, without a selector, in protobuf, or for the list of applications are refused
-//! with 403 and never leave the node.
+//! The read proxy for a ReadOnly key limited to `checkout`: queries whose selectors already
+//! name it reach the upstream unchanged; every other selector — for `billing`, for everything,
+//! a regex — reaches it with `service_name=~"checkout"` ANDed, in JSON, protobuf and the legacy
+//! API (asserted on the recorded request), so nothing of `billing` can be selected; what can't
+//! be confined is refused with 403 and never leaves the node.
 
 use axum::http::{Method, StatusCode};
 use pyrogate::core::clock::{Clock as _, SystemClock};
@@ -103,44 +104,110 @@ async fn a_readonly_key_scoped_to_an_app_reads_only_that_app() {
         );
     }
 
-    let refused: [(Method, &str, &str, &'static str); 9] = [
+    // Confined on the way: the recorded request holds the added matcher.
+    const ADDED: &str = r#"service_name=~\"checkout\""#;
+    let proto_request = |selector: &str| {
+        let mut b = vec![0x12, selector.len() as u8];
+        b.extend_from_slice(selector.as_bytes());
+        b
+    };
+    let confined: [(Method, &str, &str, Vec<u8>, String); 7] = [
         (
             Method::GET,
-            "/pyroscope/render?query=%7Bservice_name%3D%22billing%22%7D",
+            "/pyroscope/render?query=%7Bservice_name%3D%22billing%22%7D&from=now-1h",
             JSON,
-            "",
+            vec![],
+            "/pyroscope/render?query=%7Bservice_name%3D%22billing%22%2Cservice_name%3D%7E%22checkout%22%7D&from=now-1h".into(),
         ),
-        (Method::GET, "/pyroscope/render?query=%7B%7D", JSON, ""),
+        (
+            Method::GET,
+            "/pyroscope/label-values?label=service_name",
+            JSON,
+            vec![],
+            "/pyroscope/label-values?label=service_name&query=%7Bservice_name%3D%7E%22checkout%22%7D".into(),
+        ),
+        (
+            Method::POST,
+            "/querier.v1.QuerierService/SelectMergeStacktraces",
+            JSON,
+            br#"{"labelSelector":"{service_name=~\"checkout|billing\"}"}"#.to_vec(),
+            format!(r#"{{"labelSelector":"{{service_name=~\"checkout|billing\",{ADDED}}}"}}"#),
+        ),
+        (
+            Method::POST,
+            "/querier.v1.QuerierService/LabelValues",
+            JSON,
+            br#"{"name":"service_name","matchers":[]}"#.to_vec(),
+            format!(r#"{{"matchers":["{{{ADDED}}}"],"name":"service_name"}}"#),
+        ),
+        (
+            Method::POST,
+            "/querier.v1.QuerierService/Series",
+            JSON,
+            br#"{"matchers":["{env=\"prod\"}","{service_name=\"checkout\"}"]}"#.to_vec(),
+            format!(r#"{{"matchers":["{{env=\"prod\",{ADDED}}}","{{service_name=\"checkout\"}}"]}}"#),
+        ),
+        (
+            Method::POST,
+            "/querier.v1.QuerierService/Diff",
+            JSON,
+            br#"{"left":{"labelSelector":"{service_name=\"checkout\"}"},"right":{"labelSelector":"{service_name=\"billing\"}"}}"#.to_vec(),
+            format!(r#"{{"left":{{"labelSelector":"{{service_name=\"checkout\"}}"}},"right":{{"labelSelector":"{{service_name=\"billing\",{ADDED}}}"}}}}"#),
+        ),
+        (
+            Method::POST,
+            "/querier.v1.QuerierService/SelectMergeStacktraces",
+            "application/proto",
+            proto_request("{}"),
+            String::from_utf8(proto_request(r#"{service_name=~"checkout"}"#)).expect("utf-8"),
+        ),
+    ];
+    for (method, path, content_type, body, forwarded) in &confined {
+        let r = http
+            .request(method.clone(), path)
+            .raw(content_type, body.clone())
+            .bearer(&reader)
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
+        let got = upstream.requests().pop().expect("forwarded");
+        let got = if method == Method::GET {
+            got.path_and_query
+        } else {
+            assert_eq!(&got.path_and_query, path);
+            String::from_utf8(got.body.to_vec()).expect("utf-8")
+        };
+        assert_eq!(&got, forwarded, "{path}");
+    }
+    let sent = allowed.len() + confined.len();
+
+    let refused: [(Method, &str, &str, &'static str); 8] = [
         (
             Method::GET,
             "/pyroscope/render?query=%7Bservice_name%3D%22checkout%22%7D&name=billing",
             JSON,
             "",
         ),
+        (Method::GET, "/pyroscope/render?from=now-1h", JSON, ""),
+        (Method::GET, "/pyroscope/render?query=billing.cpu", JSON, ""),
         (Method::GET, "/pyroscope/api/apps", JSON, ""),
-        (
-            Method::POST,
-            "/querier.v1.QuerierService/SelectMergeStacktraces",
-            JSON,
-            r#"{"labelSelector":"{service_name=~\"checkout|billing\"}"}"#,
-        ),
-        (
-            Method::POST,
-            "/querier.v1.QuerierService/LabelValues",
-            JSON,
-            r#"{"name":"service_name","matchers":[]}"#,
-        ),
         (
             Method::POST,
             "/querier.v1.QuerierService/Diff",
             JSON,
-            r#"{"left":{"labelSelector":"{service_name=\"checkout\"}"},"right":{"labelSelector":"{service_name=\"billing\"}"}}"#,
+            r#"{"left":{"labelSelector":"{service_name=\"checkout\"}"}}"#,
+        ),
+        (
+            Method::GET,
+            "/querier.v1.QuerierService/SelectMergeStacktraces?encoding=json&message=%7B%7D",
+            JSON,
+            "",
         ),
         (
             Method::POST,
             "/querier.v1.QuerierService/SelectMergeStacktraces",
             "application/proto",
-            "\u{12}\u{2}{}",
+            "\u{12}\u{9}{",
         ),
         (
             Method::POST,
@@ -165,9 +232,9 @@ async fn a_readonly_key_scoped_to_an_app_reads_only_that_app() {
     }
     assert_eq!(
         upstream.requests().len(),
-        allowed.len(),
+        sent,
         "nothing refused left the node"
     );
     let scope_app = crate::harness::decisions("forbidden", "scope_app");
-    assert_eq!(node.metric(&scope_app).await, 9.0, "each refusal counted");
+    assert_eq!(node.metric(&scope_app).await, 8.0, "each refusal counted");
 }

@@ -1,4 +1,4 @@
-//! The PostgreSQL backend (preview): the same operations as [`super::sqlite`] on a database
+//! The PostgreSQL backend: the same operations as [`super::sqlite`] on a database
 //! several authorities can share.
 //!
 //! - A small `deadpool-postgres` pool of `tokio-postgres` connections; TLS through rustls with
