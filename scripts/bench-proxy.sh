@@ -7,7 +7,7 @@
 #   bash scripts/bench-proxy.sh [--rounds N] [--seconds S] [--warmup S] [--sizes 1k,10k,100k,1m]
 #                               [--conns 8,32,256] [--modes nginx,off,on] [--tls] [--json FILE]
 #                               [--nginx-body-buffer SIZE] [--nginx-cpu-affinity] [--keep]
-#                               [--key-apps APP,APP] [--report] [--bin PATH]
+#                               [--key-apps APP,APP] [--report] [--limited-key RATE] [--bin PATH]
 #
 # --key-apps issues the auth-on node's Agent key limited to these applications (a scoped key;
 # the pushes are for `bench`), to measure what a scope costs.
@@ -19,6 +19,13 @@
 # syncs from and reports to every second with a Node key (authority.node-key,
 # node.report-interval 1s, 15 times the default rate), to measure what fleet reporting costs.
 # The Agent key is then recorded by that authority, and its "last used" is checked at the end.
+#
+# --limited-key RATE gives the auth-on node a signed revocation list (`--revocations-file`, made
+# with `pyrogate signing-key export` from a local store) in which another key is limited to RATE
+# pushes/s (burst RATE): the measured, unlimited key then takes the limiter's look-up path
+# (some key is limited, not this one). After the table, one extra run pushes with the limited
+# key at the first size and connection count and reports how fast the node answers it (429s).
+# Not with --report.
 #
 # --nginx-cpu-affinity binds the nginx proxy's workers one per CPU (`worker_cpu_affinity auto`),
 # as the nodes bind their serving threads by default; without it nginx runs as configured out
@@ -45,6 +52,7 @@ nginx_body_buffer=
 nginx_cpu_affinity=0
 report=0
 prebuilt=
+limited_rate=
 
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -62,7 +70,7 @@ while [ $# -gt 0 ]; do
     --*=*) val=${arg#*=}; arg=${arg%%=*} ;;
   esac
   case $arg in
-    --rounds | --seconds | --warmup | --sizes | --conns | --modes | --json | --nginx-body-buffer | --key-apps | --bin)
+    --rounds | --seconds | --warmup | --sizes | --conns | --modes | --json | --nginx-body-buffer | --key-apps | --limited-key | --bin)
       if [ -z "$val" ]; then
         [ $# -ge 2 ] || die "$arg needs a value"
         val=$2
@@ -78,6 +86,7 @@ while [ $# -gt 0 ]; do
         --json) json=$val ;;
         --nginx-body-buffer) nginx_body_buffer=$val ;;
         --key-apps) key_apps=$val ;;
+        --limited-key) limited_rate=$val ;;
         --bin) prebuilt=$val ;;
       esac
       ;;
@@ -95,6 +104,9 @@ is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 is_uint "$rounds" && [ "$rounds" -ge 1 ] || die "--rounds must be a whole number >= 1"
 is_uint "$seconds" && [ "$seconds" -ge 1 ] || die "--seconds must be a whole number of seconds >= 1 (wrk -d)"
 is_uint "$warmup" || die "--warmup must be a whole number of seconds (0 skips it)"
+[ -z "$limited_rate" ] || { is_uint "$limited_rate" && [ "$limited_rate" -ge 1 ]; } ||
+  die "--limited-key takes a whole number of pushes per second >= 1"
+[ -z "$limited_rate" ] || [ $report = 0 ] || die "--limited-key and --report don't go together"
 [ -z "$nginx_body_buffer" ] || [[ $nginx_body_buffer =~ ^[0-9]+[kKmM]?$ ]] ||
   die "--nginx-body-buffer takes an nginx size (16k, 16m)"
 if [ -n "$json" ]; then
@@ -366,6 +378,17 @@ else
   key=$("$bin" token issue --keys-dir "$keys" --name bench-agent --role Agent --ttl 86400 --tenant bench "${app_args[@]}" 2>/dev/null)
 fi
 [ -n "$key" ] || die "token issue printed no key"
+limited_key=
+if [ -n "$limited_rate" ]; then
+  # A registered key limited to the rate, and the signed list that carries its limit.
+  limited_key=$("$bin" api-key create --storage-path "$dir/authority" --keys-dir "$keys" \
+    --name bench-limited --role Agent --tenant bench \
+    --pushes-per-second "$limited_rate" --burst-pushes "$limited_rate" 2>/dev/null)
+  [ -n "$limited_key" ] || die "api-key create printed no key"
+  "$bin" signing-key export --storage-path "$dir/authority" --keys-dir "$keys" --out "$dir/export" >/dev/null 2>&1 ||
+    die "signing-key export failed"
+  [ -s "$dir/export/api/revocations" ] || die "signing-key export wrote no revocation list"
+fi
 # For the 401 checks: the same key with one signature character changed, and a key signed by
 # a signing key the node does not trust.
 pos=$((${#key} - 10))
@@ -403,6 +426,7 @@ node_conf() { # $1 = off|on, $2 = port
       echo "  report-interval: 1s"
     elif [ "$1" = on ]; then
       echo "jwks-file: $dir/jwks.json"
+      if [ -n "$limited_rate" ]; then echo "revocations-file: $dir/export/api/revocations"; fi
     fi
   } >"$n/ingest.yaml"
 }
@@ -668,6 +692,25 @@ done
 elapsed=$(($(date +%s) - start_time))
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
+limited_line=
+if [ -n "$limited_rate" ] && [ $want_c = 1 ]; then
+  # The limited key, as fast as wrk can push it: nearly every answer is a 429.
+  s=${size_list[0]} c=${conn_list[0]}
+  out=$dir/wrk-limited.out
+  BENCH_BODY=$dir/body-$s.folded BENCH_KEY=$limited_key BENCH_TENANT=bench \
+    wrk -t1 -c"$c" -d"${seconds}s" --timeout 30s --latency -s "$lua" \
+    "$scheme://127.0.0.1:$port_on$push_path" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed with the limited key"; }
+  line=$(grep '^BENCH ' "$out" | tail -n1)
+  [ -n "$line" ] || { cat "$out" >&2; die "wrk printed no summary"; }
+  eval "$(echo "${line#BENCH }" | tr ' ' '\n' | sed 's/^/lim_/')"
+  limited_total=$(curl -s "${curl_tls[@]}" "$scheme://127.0.0.1:$port_on/metrics" |
+    awk '/^pyrogate_key_limited_total\{key="bench-limited"\}/ {print $2}')
+  limited_line=$(awk -v q="$lim_requests" -v d="$lim_duration_us" -v st="$lim_status" -v p50="$lim_p50_us" -v p99="$lim_p99_us" \
+    -v rate="$limited_rate" -v lbl="$(human "$s") × $c conns" -v total="${limited_total:-?}" \
+    'BEGIN { printf "Limited key (%s pushes/s, burst %s), %s, C pyrogate auth on: %.0f answers/s, %d of %d were 429 (%.2f%%), %.0f/s admitted; p50 %.2f ms, p99 %.2f ms; pyrogate_key_limited_total %s",
+             rate, rate, lbl, q / (d / 1e6), st, q, 100 * st / q, (q - st) / (d / 1e6), p50 / 1000, p99 / 1000, total }')
+fi
+
 # --- report ----------------------------------------------------------------------------------
 machine="$(nproc) × $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r)"
 echo
@@ -730,6 +773,11 @@ END {
 awk -v hz="$clk_tck" -v modes="${mode_list[*]}" -v jsonfile="$json" -v date="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
   -v machine="${machine//\"/}" -v lb="$load_before" -v la="$load_after" -v nginxv="$nginx_version" -v bodybuf="${nginx_body_buffer:-16k}" -v affinity="$nginx_cpu_affinity" -v tls="$tls" -v rounds="$rounds" \
   -v seconds="$seconds" -v warmup="$warmup" "$summary_awk" "$results"
+if [ -n "$limited_line" ]; then
+  echo
+  echo "$limited_line"
+  echo "The measured (unlimited) key ran with another key limited in the node's list: the limiter's look-up path."
+fi
 [ -n "$json" ] && echo && echo "bench-proxy: wrote $json"
 if [ $report = 1 ]; then
   # What the authority learned from the auth-on node's reports during the run.

@@ -1,4 +1,5 @@
-//! `pyrogate api-key create|list|delete`: the same rules as the UI, against the local store.
+//! `pyrogate api-key create|list|delete|limit|revoke`: the same rules as the UI, against the
+//! local store. A running authority publishes what they change within a second.
 
 use std::process::ExitCode;
 
@@ -8,6 +9,7 @@ use pyrogate::authority::routes::keys::{self, CreateKeyRequest, KeyView};
 use pyrogate::authority::store::Store;
 use pyrogate::config::{ConfigFlags, LocalFlags, Settings};
 use pyrogate::core::clock::{Clock as _, SystemClock, rfc3339};
+use pyrogate::core::limits::KeyLimits;
 use pyrogate::core::token::Role;
 
 use super::{bootstrap, parse_role};
@@ -36,6 +38,19 @@ pub enum ApiKeyCommand {
         /// repeat for more.
         #[arg(long = "cidr", value_name = "CIDR")]
         cidr: Vec<String>,
+        #[command(flatten)]
+        limits: LimitFlags,
+        #[command(flatten)]
+        config: LocalFlags,
+    },
+    /// Set or remove a key's fleet-wide limits, without reissuing it: `pyrogate api-key limit
+    /// NAME --pushes-per-second 10 --burst-pushes 20`, or `--none` for no limit.
+    Limit {
+        /// The key's id or name.
+        #[arg(allow_hyphen_values = true)]
+        key: String,
+        #[command(flatten)]
+        limits: LimitFlags,
         #[command(flatten)]
         config: LocalFlags,
     },
@@ -70,6 +85,42 @@ pub enum ApiKeyCommand {
     },
 }
 
+/// A key's limits on the command line (`"limits"` in the API).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LimitFlags {
+    /// Pushes per second for the whole fleet (a decimal such as 0.5).
+    #[arg(long, value_name = "N")]
+    pushes_per_second: Option<f64>,
+    /// Pushes allowed at once above the rate (default: one second's worth).
+    #[arg(long, value_name = "N")]
+    burst_pushes: Option<u64>,
+    /// Request-body bytes per second for the whole fleet.
+    #[arg(long, value_name = "N")]
+    bytes_per_second: Option<u64>,
+    /// Bytes allowed at once above the rate (default: one second's worth).
+    #[arg(long, value_name = "N")]
+    burst_bytes: Option<u64>,
+    /// No limit (with `create`: not even the role's default).
+    #[arg(long, conflicts_with_all = ["pushes_per_second", "burst_pushes", "bytes_per_second", "burst_bytes"])]
+    none: bool,
+}
+
+impl LimitFlags {
+    /// `None`: nothing said (a new key gets its role's default); `Some(None)`: no limit.
+    fn requested(&self) -> Option<Option<KeyLimits>> {
+        if self.none {
+            return Some(None);
+        }
+        let limits = KeyLimits {
+            pushes_per_second: self.pushes_per_second,
+            burst_pushes: self.burst_pushes,
+            bytes_per_second: self.bytes_per_second,
+            burst_bytes: self.burst_bytes,
+        };
+        (limits != KeyLimits::default()).then_some(Some(limits))
+    }
+}
+
 pub(crate) fn run(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
     bootstrap::block_on(run_async(cmd))
 }
@@ -84,6 +135,7 @@ async fn run_async(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             tenant,
             app,
             cidr,
+            limits,
             config,
         } => {
             let (settings, store) = open_local(&config).await?;
@@ -101,8 +153,9 @@ async fn run_async(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
                 tenant,
                 apps: (!app.is_empty()).then_some(app),
                 cidrs: (!cidr.is_empty()).then_some(cidr),
+                limits: limits.requested(),
             }
-            .validate()
+            .validate(&settings.authority.default_key_limits)
             .map_err(|errors| anyhow::anyhow!(errors.join("; ")))?;
             let actor = format!("cli:{}", whoami());
             let (record, key) = keys::create_key(
@@ -125,6 +178,37 @@ async fn run_async(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
                     None => "never expires".into(),
                 }
             );
+            if let Some(limits) = &record.limits {
+                eprintln!("limits: {}", limits.describe());
+            }
+        }
+        ApiKeyCommand::Limit {
+            key,
+            limits,
+            config,
+        } => {
+            let (_, store) = open_local(&config).await?;
+            let Some(requested) = limits.requested() else {
+                anyhow::bail!(
+                    "say what limit to set (--pushes-per-second, --bytes-per-second, …) or --none"
+                );
+            };
+            let limits = keys::validate_limits(requested)
+                .map_err(|errors| anyhow::anyhow!(errors.join("; ")))?;
+            let actor = format!("cli:{}", whoami());
+            let id = match key.parse::<i64>() {
+                Ok(id) => id,
+                Err(_) => store.find_key_by_name(&key).await?.id,
+            };
+            let (record, version) = store.set_key_limits(id, limits, now, &actor).await?;
+            eprintln!(
+                "api key {:?} (id {}): {}; revocation list version {version} (a running authority publishes it within a second)",
+                record.name,
+                record.id,
+                limits
+                    .as_ref()
+                    .map_or("no limit".into(), KeyLimits::describe)
+            );
         }
         ApiKeyCommand::List { json, config } => {
             let (_, store) = open_local(&config).await?;
@@ -138,20 +222,22 @@ async fn run_async(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
                 outln!("{}", serde_json::to_string_pretty(&keys)?);
             } else {
                 outln!(
-                    "{:<6} {:<32} {:<9} {:<21} EXPIRES",
+                    "{:<6} {:<32} {:<9} {:<21} {:<21} LIMITS",
                     "ID",
                     "NAME",
                     "ROLE",
-                    "CREATED"
+                    "CREATED",
+                    "EXPIRES"
                 );
                 for k in keys {
                     outln!(
-                        "{:<6} {:<32} {:<9} {:<21} {}",
+                        "{:<6} {:<32} {:<9} {:<21} {:<21} {}",
                         k.id,
                         k.name,
                         k.role,
                         k.created_at,
-                        k.expires_at.as_deref().unwrap_or("never")
+                        k.expires_at.as_deref().unwrap_or("never"),
+                        k.limits.as_ref().map_or("-".into(), KeyLimits::describe)
                     );
                 }
             }

@@ -153,12 +153,14 @@ async fn export(out: &Path, config: &ConfigFlags, now: u64) -> anyhow::Result<()
     let signers = ring.published_signers();
     let kids = distribution::kid_list(&signers);
     let snapshot = store.snapshot(&kids, ring.version()).await?;
+    let nodes = distribution::live_nodes(&store, now).await?;
     let (_, published) = distribution::sign_documents(
         snapshot,
         &signers,
         ring.active(),
         &settings.auth.issuer,
         now,
+        nodes,
     )?;
     let files = [
         (".well-known/pyrogate-keyset", published.keyset.clone()),

@@ -31,10 +31,10 @@ pub use flags::{AnyFlags, FlagsFor, IngestFlags, LocalFlags, ServerFlags, SpoolF
 pub use keys::{KEYS, Key, Kind, Scope, lookup};
 pub use layers::{ConfigError, ConfigFlags, Layers, Source, parse_duration};
 pub use settings::{
-    AuthSettings, AuthoritySettings, ClientTls, Database, FirstAdmin, HostPattern, IngestSettings,
-    LOGIN_MAX_QUEUE_SECS, LoginDelays, NodeSettings, OidcSettings, PostgresSettings,
-    ServerSettings, ServerTls, SessionSettings, Settings, UpstreamAuth, secure_or_loopback,
-    valid_node_name,
+    AuthSettings, AuthoritySettings, ClientTls, Database, DefaultKeyLimits, FirstAdmin,
+    HostPattern, IngestSettings, LOGIN_MAX_QUEUE_SECS, LoginDelays, NodeSettings, OidcSettings,
+    PostgresSettings, ServerSettings, ServerTls, SessionSettings, Settings, UpstreamAuth,
+    secure_or_loopback, valid_node_name,
 };
 
 #[cfg(test)]
@@ -368,6 +368,18 @@ mod tests {
                 "authority.tls-key-path" => &[("authority.tls-cert-path", "c.pem")],
                 "upstream.basic-auth-username" => &[("upstream.basic-auth-password", "p")],
                 "upstream.basic-auth-password" => &[("upstream.basic-auth-username", "u")],
+                "auth.default-key-limits.agent.burst-pushes" => {
+                    &[("auth.default-key-limits.agent.pushes-per-second", "5")]
+                }
+                "auth.default-key-limits.admin.burst-pushes" => {
+                    &[("auth.default-key-limits.admin.pushes-per-second", "5")]
+                }
+                "auth.default-key-limits.agent.burst-bytes" => {
+                    &[("auth.default-key-limits.agent.bytes-per-second", "1000")]
+                }
+                "auth.default-key-limits.admin.burst-bytes" => {
+                    &[("auth.default-key-limits.admin.bytes-per-second", "1000")]
+                }
                 "database.password-file"
                 | "database.tls-ca-path"
                 | "authority.key-encryption-key-file" => {
@@ -412,6 +424,7 @@ mod tests {
                 Kind::String | Kind::Secret if k.name == "auth.trusted-proxies" => {
                     "10.0.0.0/8".to_owned()
                 }
+                Kind::String if k.name.ends_with("pushes-per-second") => "2.5".to_owned(),
                 Kind::String | Kind::Secret => "t7".to_owned(),
             };
             let mut pairs: Vec<(&str, String)> = companions(k.name)

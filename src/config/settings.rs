@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::core::limits::KeyLimits;
 use crate::core::token::Secret;
 use crate::core::verifier::VerifierConfig;
 
@@ -250,6 +251,8 @@ pub struct AuthoritySettings {
     pub key_expiry_warning: Duration,
     /// `auth.oidc.*`: single sign-on, when enabled.
     pub oidc: Option<OidcSettings>,
+    /// `auth.default-key-limits.*`: the limits of new keys created without any, by role.
+    pub default_key_limits: DefaultKeyLimits,
 }
 
 /// `auth.oidc.*`: single sign-on with an OpenID Connect provider.
@@ -427,6 +430,24 @@ impl OidcSettings {
             },
             clock_skew,
         }))
+    }
+}
+
+/// `auth.default-key-limits.*`: the limits a new key gets when its request names none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DefaultKeyLimits {
+    pub agent: Option<KeyLimits>,
+    pub admin: Option<KeyLimits>,
+}
+
+impl DefaultKeyLimits {
+    /// The default for a new key of `role` (ReadOnly and Node keys can't push: none).
+    pub fn for_role(&self, role: crate::core::token::Role) -> Option<KeyLimits> {
+        match role {
+            crate::core::token::Role::Agent => self.agent,
+            crate::core::token::Role::Admin => self.admin,
+            _ => None,
+        }
     }
 }
 
@@ -817,6 +838,26 @@ impl Settings {
                 prune_interval: l.duration("revocations.prune-interval")?,
                 key_expiry_warning: l.duration("auth.key-expiry-warning")?,
                 oidc: OidcSettings::parse(l, l.duration("auth.clock-skew")?)?,
+                default_key_limits: DefaultKeyLimits {
+                    agent: default_limits(
+                        l,
+                        [
+                            "auth.default-key-limits.agent.pushes-per-second",
+                            "auth.default-key-limits.agent.burst-pushes",
+                            "auth.default-key-limits.agent.bytes-per-second",
+                            "auth.default-key-limits.agent.burst-bytes",
+                        ],
+                    )?,
+                    admin: default_limits(
+                        l,
+                        [
+                            "auth.default-key-limits.admin.pushes-per-second",
+                            "auth.default-key-limits.admin.burst-pushes",
+                            "auth.default-key-limits.admin.bytes-per-second",
+                            "auth.default-key-limits.admin.burst-bytes",
+                        ],
+                    )?,
+                },
             },
             node: NodeSettings {
                 authority_url: l.url("authority.url")?,
@@ -867,6 +908,36 @@ impl Settings {
 }
 
 /// A node name as reports carry it: 1 to 64 ASCII letters, digits, `.`, `_` or `-`.
+/// One role's `auth.default-key-limits.<role>.*`: `None` when neither rate is set.
+fn default_limits(l: &Layers, keys: [&'static str; 4]) -> Result<Option<KeyLimits>, ConfigError> {
+    let [pps, bp, bps, bb] = keys;
+    let text = l.string(pps)?;
+    let rate = match text.trim() {
+        "" => None,
+        t => match t.parse::<f64>() {
+            Ok(0.0) => None,
+            Ok(r) if r.is_finite() && r > 0.0 => Some(r),
+            _ => {
+                return Err(l.bad(
+                    pps,
+                    "expected a number of pushes per second, such as 10 or 0.5",
+                ));
+            }
+        },
+    };
+    let nonzero = |v: u64| (v > 0).then_some(v);
+    let bytes = nonzero(l.count(bps)?);
+    let limits = KeyLimits {
+        pushes_per_second: rate,
+        burst_pushes: rate.and(nonzero(l.count(bp)?)),
+        bytes_per_second: bytes,
+        burst_bytes: bytes.and(nonzero(l.count(bb)?)),
+    };
+    limits
+        .normalize()
+        .map_err(|errors| l.bad(pps, errors.join("; ")))
+}
+
 pub fn valid_node_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name

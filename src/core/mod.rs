@@ -8,6 +8,7 @@ pub mod error;
 pub mod jwk;
 pub mod jws;
 pub mod keyset;
+pub mod limits;
 pub mod names;
 pub mod revocation;
 pub mod scope;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::error::VerifyError;
 use crate::core::jwk::KeySet;
 use crate::core::jws::{self, Signer};
+use crate::core::limits::LimitsSection;
 use crate::core::token::REVOCATIONS_TYP;
 
 /// Largest signed list accepted (≈150k entries).
@@ -43,6 +44,11 @@ pub struct RevocationList {
     /// fetches the new one at once (how a retirement travels as fast as a deletion).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ksv: Option<u64>,
+    /// The live keys that have a limit and the number of live nodes sharing each limit
+    /// ([`crate::core::limits`]); absent when no key is limited, so a list without limits is
+    /// the same document it was before limits existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsSection>,
 }
 
 impl RevocationList {
@@ -53,6 +59,7 @@ impl RevocationList {
             iat: now,
             entries: Vec::new(),
             ksv: None,
+            limits: None,
         }
     }
 
@@ -84,6 +91,11 @@ impl RevocationList {
             jws::verify::<RevocationList>(parts, &[REVOCATIONS_TYP], keys, &validation)?.claims;
         if list.iss != issuer {
             return Err(VerifyError::WrongIssuer);
+        }
+        if let Some(limits) = &list.limits {
+            limits
+                .validate()
+                .map_err(|_| VerifyError::InvalidClaim("limits"))?;
         }
         Ok(list)
     }

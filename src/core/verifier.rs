@@ -18,6 +18,7 @@ use crate::core::clock::Clock;
 pub use crate::core::error::VerifyError;
 use crate::core::jwk::KeySet;
 use crate::core::jws;
+use crate::core::limits::Limiter;
 use crate::core::revocation::RevocationSet;
 use crate::core::scope::Scope;
 use crate::core::token::{
@@ -150,6 +151,9 @@ pub struct Verifier {
     unknown_key: tokio::sync::Notify,
     /// Cache hit and miss counters, shared with whoever exports them (see [`CacheCounters`]).
     counters: std::sync::OnceLock<CacheCounters>,
+    /// Per-key limits in force (the revocation list's `limits` section), installed beside
+    /// the revocation set; the push path asks it after the key verified.
+    limiter: Arc<Limiter>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -177,7 +181,13 @@ impl Verifier {
             unknown_key_seen: std::sync::atomic::AtomicBool::new(false),
             unknown_key: tokio::sync::Notify::new(),
             counters: std::sync::OnceLock::new(),
+            limiter: Arc::new(Limiter::default()),
         }
+    }
+
+    /// The per-key limits in force on this process.
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
     }
 
     /// Counts cache hits and misses into `counters` from now on (the first call wins).

@@ -32,6 +32,12 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     TooManyRequests(String),
+    /// 429 with `Retry-After`: a key over its limit (the message names the limit).
+    #[error("{message}")]
+    Limited {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("{0}")]
     Unavailable(String),
     /// 502: an upstream answered something that can't be passed on.
@@ -55,7 +61,9 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests(_) | ApiError::Limited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -86,6 +94,14 @@ impl IntoResponse for ApiError {
             other => vec![other.to_string()],
         };
         let mut response = (status, Json(Body { errors })).into_response();
+        if let ApiError::Limited {
+            retry_after_secs, ..
+        } = &self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         if let ApiError::Unauthorized(reason) = self {
             let challenge = format!(
                 "Bearer realm=\"pyrogate\", error=\"invalid_token\", error_description=\"{reason}\""

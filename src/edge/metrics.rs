@@ -96,6 +96,8 @@ pub struct Metrics {
     pub api_keys_expiring: Gauge<u64, AtomicU64>,
     /// Authority: live API keys not used for 30 days (created at least 30 days ago).
     pub api_keys_unused: Gauge<u64, AtomicU64>,
+    /// Per-key limits: refusals, admitted pushes and bytes, this node's share.
+    pub limits: crate::core::limits::LimitMetrics,
 }
 
 impl Default for Metrics {
@@ -124,6 +126,11 @@ impl Metrics {
                 reason,
             })
             .inc();
+    }
+
+    /// The limiter's metrics, registered here (see [`crate::core::limits::Limiter::set_metrics`]).
+    pub fn limit_metrics(&self) -> crate::core::limits::LimitMetrics {
+        self.limits.clone()
     }
 
     /// The verifier's cache counters, registered here.
@@ -171,6 +178,7 @@ impl Metrics {
             fleet_spool_entries: Family::default(),
             api_keys_expiring: Gauge::default(),
             api_keys_unused: Gauge::default(),
+            limits: crate::core::limits::LimitMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -338,6 +346,26 @@ impl Metrics {
             "api_keys_unused",
             "Live API keys at least 30 days old with no use in the last 30 days",
             m.api_keys_unused.clone(),
+        );
+        registry.register(
+            "key_limited",
+            "Pushes refused with 429 because the key was over its limit, by key",
+            m.limits.limited.clone(),
+        );
+        registry.register(
+            "key_pushes",
+            "Pushes admitted for each limited key (rate() of it is the key's current rate on this node)",
+            m.limits.pushes.clone(),
+        );
+        registry.register(
+            "key_bytes",
+            "Request-body bytes admitted for each limited key",
+            m.limits.bytes.clone(),
+        );
+        registry.register(
+            "key_limit_pushes_per_second",
+            "This node's share of each limited key's pushes-per-second limit (the limit divided by the live nodes)",
+            m.limits.share.clone(),
         );
         Metrics { registry, ..m }
     }

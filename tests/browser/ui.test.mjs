@@ -293,6 +293,18 @@ test('an admin adds an Agent key in Settings, copies it, pushes with it and dele
 
   assert.equal(await push(url, key), 200, 'the new key pushes');
 
+  // Limit it without a new key: the row shows the limit, and past its burst the key gets 429.
+  assert.match(await text(row), /none/);
+  await row.getByRole('button', { name: /Limit/ }).click();
+  const limitDialog = page.getByRole('dialog');
+  await limitDialog.waitFor();
+  await limitDialog.getByLabel('Pushes/s').fill('1');
+  await limitDialog.getByLabel('Burst', { exact: true }).fill('2');
+  await limitDialog.getByRole('button', { name: 'Save limit' }).click();
+  await limitDialog.waitFor({ state: 'detached' });
+  await waitForText(row.getByTestId('api-key-limit'), '1 pushes/s (burst 2)');
+  await eventually('the limited key to get 429', async () => (await push(url, key)) === 429, { timeout: 5000 });
+
   // Delete: the confirmation names the key; then the key is refused.
   await row.getByRole('button', { name: /Delete/ }).click();
   const dialog = page.getByRole('dialog');

@@ -608,6 +608,7 @@ fn revocation_list_for(token: &str) -> RevocationList {
     let claims = claims_of(token);
     RevocationList {
         ksv: None,
+        limits: None,
         iss: ISSUER.into(),
         ver: 1,
         iat: claims["iat"].as_u64().unwrap(),

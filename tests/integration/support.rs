@@ -24,6 +24,7 @@ pub const JTI: &str = "AAECAwQFBgcICQoLDA0ODw";
 pub fn revoking(jti: &str, exp: Option<u64>) -> RevocationList {
     RevocationList {
         ksv: None,
+        limits: None,
         iss: ISSUER.into(),
         ver: 1,
         iat: NOW,

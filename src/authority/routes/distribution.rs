@@ -27,6 +27,7 @@ use crate::authority::store::StoreError;
 use crate::core::jwk::KeySet;
 use crate::core::jws::Signer;
 use crate::core::keyset;
+use crate::core::limits::LimitsSection;
 use crate::core::revocation::RevocationList;
 use crate::edge::error::ApiError;
 use crate::edge::metrics::Metrics;
@@ -42,6 +43,9 @@ pub struct Published {
     /// The signed key-set document (`GET /.well-known/pyrogate-keyset`).
     pub keyset: String,
     pub keyset_version: u64,
+    /// Keys with a limit in the list, and the live nodes their limits were divided by.
+    pub limited_keys: usize,
+    pub nodes: u64,
     /// What every `200` carries: the JWS and its `ETag`, made once per version and shared by
     /// every response (a long-poll fan-out sends the same bytes to every node).
     body: Bytes,
@@ -66,6 +70,8 @@ impl Published {
             issued_at,
             keyset,
             keyset_version,
+            limited_keys: 0,
+            nodes: 1,
         }
     }
 
@@ -180,6 +186,9 @@ async fn republish_once(state: &AppState) -> anyhow::Result<()> {
         })
         .map_err(|_| anyhow::anyhow!("keyring lock poisoned"))?;
     let kids = kid_list(&signers);
+    // Read before the snapshot: a node that starts reporting in between moves the version
+    // again (see `refresh`), so no share is published for long on a stale count.
+    let nodes = live_nodes(&state.store, state.now()).await?;
     let snapshot = state.store.snapshot(&kids, keyring).await?;
     let (list, published) = sign_documents(
         snapshot,
@@ -187,8 +196,10 @@ async fn republish_once(state: &AppState) -> anyhow::Result<()> {
         &active,
         &state.settings.auth.issuer,
         state.now(),
+        nodes,
     )?;
     state.verifier.set_revocations(list.to_set());
+    state.verifier.limiter().install(list.limits.as_ref());
     state.metrics.revocation_version.set(published.version);
     state
         .metrics
@@ -206,14 +217,28 @@ pub fn kid_list(signers: &[Signer]) -> String {
     kids.join(",")
 }
 
+/// The nodes that share each key's limit: those that reported within the last
+/// [`MISSED_INTERVALS`](super::nodes::MISSED_INTERVALS) intervals, at least 1 (the authority's
+/// own ingest routes, or a fleet that does not report).
+pub async fn live_nodes(store: &crate::authority::store::Store, now: u64) -> anyhow::Result<u64> {
+    let nodes = store.list_nodes().await?;
+    let live = nodes
+        .iter()
+        .filter(|n| super::nodes::state_of(n, now) != "not_reporting")
+        .count() as u64;
+    Ok(live.max(1))
+}
+
 /// Signs the revocation list (with the active key) and the key-set document (with every
-/// published key). Used by the server and by `pyrogate signing-key export`.
+/// published key). Used by the server and by `pyrogate signing-key export`. `nodes` is the
+/// number of live nodes each key's limit is shared by.
 pub fn sign_documents(
     snapshot: Snapshot,
     signers: &[Signer],
     active: &Signer,
     issuer: &str,
     now: u64,
+    nodes: u64,
 ) -> anyhow::Result<(RevocationList, Published)> {
     let keyset = keyset::sign(
         &keyset::KeySetClaims {
@@ -230,8 +255,12 @@ pub fn sign_documents(
         iat: now,
         entries: snapshot.entries,
         ksv: Some(snapshot.keyset_version),
+        limits: (!snapshot.limits.is_empty()).then(|| LimitsSection {
+            nodes: nodes.max(1),
+            keys: snapshot.limits,
+        }),
     };
-    let published = Published::new(
+    let mut published = Published::new(
         snapshot.version,
         active.encode(crate::core::token::REVOCATIONS_TYP, &list)?,
         list.entries.len(),
@@ -239,6 +268,10 @@ pub fn sign_documents(
         keyset,
         snapshot.keyset_version,
     );
+    if let Some(limits) = &list.limits {
+        published.limited_keys = limits.keys.len();
+        published.nodes = limits.nodes;
+    }
     Ok((list, published))
 }
 
@@ -257,6 +290,15 @@ pub async fn refresh(state: &AppState, prune: bool) -> anyhow::Result<()> {
         state.store.revocations_version().await?
     };
     let current = state.publisher.current();
+    // Each node's share of a limit is the limit ÷ the live nodes: when their number changes,
+    // move the version so long-polling nodes take the new share at once. Only while some key
+    // is limited (otherwise the count is in no document).
+    let version =
+        if current.limited_keys > 0 && live_nodes(&state.store, now).await? != current.nodes {
+            state.store.bump_revocations_version().await?
+        } else {
+            version
+        };
     let resign = state
         .settings
         .authority

@@ -1,5 +1,9 @@
-//! API keys: `GET/POST /api/keys`, `DELETE /api/keys/{id}` (Admin, by session or by an
-//! Admin-role API key). The create/delete logic is shared with `pyrogate api-key …`.
+//! API keys: `GET/POST /api/keys`, `PATCH/DELETE /api/keys/{id}` (Admin, by session or by an
+//! Admin-role API key). The create/delete/limit logic is shared with `pyrogate api-key …`.
+//!
+//! A key's limits (`"limits"`) are not in the token: setting them (at creation or later with
+//! `PATCH`) moves the revocation list's version and republishes it, and the nodes take the
+//! new limits from its `limits` section as they take a deletion.
 //!
 //! Creating a key signs the token in memory and inserts its metadata (with the `jti`) in one
 //! statement; the token is returned once and never stored. Deleting a key revokes its `jti` in
@@ -18,8 +22,10 @@ use crate::edge::json::{JsonBody, json};
 
 use crate::authority::AppState;
 use crate::authority::store::{self, ApiKeyRecord, Store, StoreError};
+use crate::config::DefaultKeyLimits;
 use crate::core::clock::rfc3339;
 use crate::core::jws::Signer;
+use crate::core::limits::KeyLimits;
 use crate::core::token::{self, IssueError, KeyRequest, Role, Secret};
 use crate::edge::auth::Access;
 use crate::edge::error::ApiError;
@@ -30,7 +36,7 @@ pub const MAX_TTL_SECONDS: i64 = 100 * 365 * 86_400;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/keys", get(list).post(create))
-        .route("/api/keys/{id}", delete(remove))
+        .route("/api/keys/{id}", delete(remove).patch(update))
         .route("/api/revocations/jti", axum::routing::post(revoke))
 }
 
@@ -108,7 +114,16 @@ pub struct KeyView {
     pub apps: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cidrs: Option<Vec<String>>,
+    /// Fleet-wide limits; `null`: unlimited.
+    pub limits: Option<KeyLimits>,
+    /// When a node last reported the key refused over its limit.
+    pub last_limited_at: Option<String>,
+    /// A node refused the key over its limit within the last [`LIMITED_RECENTLY_SECS`].
+    pub limited_recently: bool,
 }
+
+/// How long a key counts as "limited recently" after a node reported it refused with 429.
+pub const LIMITED_RECENTLY_SECS: u64 = 15 * 60;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -133,6 +148,9 @@ impl From<ApiKeyRecord> for KeyView {
             created_by: k.created_by,
             apps: k.apps,
             cidrs: k.cidrs,
+            limits: k.limits,
+            last_limited_at: k.last_limited_at.map(rfc3339),
+            limited_recently: false,
         }
     }
 }
@@ -152,6 +170,26 @@ pub struct CreatedKey {
     pub apps: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cidrs: Option<Vec<String>>,
+    pub limits: Option<KeyLimits>,
+}
+
+/// `"limits"` as sent: absent (`None`), `null` (`Some(None)`) or an object.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<KeyLimits>>, D::Error> {
+    Option::<KeyLimits>::deserialize(d).map(Some)
+}
+
+/// The body of `PATCH /api/keys/{id}`: what to change (today, only the limits).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateKeyRequest {
+    /// New limits; `null` removes them; absent leaves them as they are.
+    #[serde(default, deserialize_with = "present")]
+    pub limits: Option<Option<KeyLimits>>,
+}
+
+/// Validates limits as sent: `Ok(None)` for `null` or an empty object (unlimited).
+pub fn validate_limits(limits: Option<KeyLimits>) -> Result<Option<KeyLimits>, Vec<String>> {
+    limits.map_or(Ok(None), KeyLimits::normalize)
 }
 
 /// The body of `POST /api/keys`, loosely typed so every problem gets its own message.
@@ -166,6 +204,10 @@ pub struct CreateKeyRequest {
     pub apps: Option<Vec<String>>,
     /// Networks the key is limited to; absent or null: anywhere.
     pub cidrs: Option<Vec<String>>,
+    /// Fleet-wide limits; absent: the role's default (`auth.default-key-limits.*`); null:
+    /// unlimited.
+    #[serde(default, deserialize_with = "present")]
+    pub limits: Option<Option<KeyLimits>>,
 }
 
 /// A validated request.
@@ -177,11 +219,14 @@ pub struct NewKey {
     pub tenant: Option<String>,
     pub apps: Option<Vec<String>>,
     pub cidrs: Option<Vec<String>>,
+    /// `None`: unlimited.
+    pub limits: Option<KeyLimits>,
 }
 
 impl CreateKeyRequest {
-    /// Every problem at once, with Pyroscope's messages where it had them.
-    pub fn validate(self) -> Result<NewKey, Vec<String>> {
+    /// Every problem at once, with Pyroscope's messages where it had them. A request without
+    /// `limits` gets its role's default from `defaults`.
+    pub fn validate(self, defaults: &DefaultKeyLimits) -> Result<NewKey, Vec<String>> {
         let mut errors = Vec::new();
         let name = crate::core::names::normalize(&self.name.unwrap_or_default());
         if let Err(e) = token::validate_name(&name) {
@@ -213,6 +258,13 @@ impl CreateKeyRequest {
         {
             errors.push(e.to_string());
         }
+        let limits = match self.limits {
+            Some(given) => validate_limits(given).unwrap_or_else(|e| {
+                errors.extend(e);
+                None
+            }),
+            None => role.and_then(|r| defaults.for_role(r)),
+        };
         match role {
             Some(role) if errors.is_empty() => Ok(NewKey {
                 name,
@@ -221,6 +273,7 @@ impl CreateKeyRequest {
                 tenant,
                 apps: self.apps,
                 cidrs: self.cidrs,
+                limits,
             }),
             _ => Err(errors),
         }
@@ -262,6 +315,7 @@ pub async fn create_key(
             created_by: Some(actor.to_owned()),
             apps: req.apps.clone(),
             cidrs: req.cidrs.clone(),
+            limits: req.limits,
         })
         .await?;
     Ok((record, issued.token))
@@ -285,7 +339,11 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response,
             let last = seen.as_ref().map(|l| l.at).or(k.last_used_at);
             let expiring_soon = super::nodes::expiring_soon(k.expires_at, now, warning);
             let unused = super::nodes::unused_key(&k, last, now);
+            let limited_recently = k
+                .last_limited_at
+                .is_some_and(|at| now.saturating_sub(at) < LIMITED_RECENTLY_SECS);
             KeyView {
+                limited_recently,
                 last_used_at: last.map(rfc3339),
                 last_used_by: seen.map(|l| LastUsedBy {
                     node: l.node,
@@ -306,7 +364,9 @@ async fn create(
     JsonBody(req): JsonBody<CreateKeyRequest>,
 ) -> Result<Response, ApiError> {
     caller.require(Access::Admin)?;
-    let req = req.validate().map_err(ApiError::BadRequest)?;
+    let req = req
+        .validate(&state.settings.authority.default_key_limits)
+        .map_err(ApiError::BadRequest)?;
     let signer = state.signer()?;
     let (issuer, now, actor) = (
         state.settings.auth.issuer.clone(),
@@ -315,6 +375,9 @@ async fn create(
     );
     let (record, key) = create_key(&state.store, &signer, &issuer, now, &req, &actor).await?;
     state.metrics.api_keys_created.inc();
+    if record.limits.is_some() {
+        super::distribution::republish(&state).await?;
+    }
     tracing::info!(name = %record.name, role = %record.role, by = %caller.actor(), "api key created");
     Ok(json(
         StatusCode::CREATED,
@@ -328,8 +391,37 @@ async fn create(
             expires_at: record.expires_at.map(rfc3339),
             apps: record.apps,
             cidrs: record.cidrs,
+            limits: record.limits,
         },
     ))
+}
+
+/// `PATCH /api/keys/{id}`: changes a key's limits without reissuing it. The list is
+/// republished at once, so long-polling nodes enforce the new limits within a second.
+async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<UpdateKeyRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(Access::Admin)?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::NotFound("api key not found".into()))?;
+    let Some(limits) = req.limits else {
+        return Err(ApiError::bad_request("nothing to change: send \"limits\""));
+    };
+    let limits = validate_limits(limits).map_err(ApiError::BadRequest)?;
+    let (now, actor) = (state.now(), caller.actor());
+    let (record, _) = state.store.set_key_limits(id, limits, now, &actor).await?;
+    super::distribution::republish(&state).await?;
+    tracing::info!(
+        name = %record.name,
+        limits = %limits.as_ref().map_or("no limit".into(), KeyLimits::describe),
+        by = %caller.actor(),
+        "api key limits set"
+    );
+    Ok(json(StatusCode::OK, &KeyView::from(record)))
 }
 
 async fn remove(

@@ -25,6 +25,7 @@
 
 use serde::Serialize;
 
+use crate::core::limits::{KeyLimits, LimitEntry};
 use crate::core::revocation::RevocationEntry;
 use crate::core::token::Role;
 
@@ -223,6 +224,10 @@ pub struct ApiKeyRecord {
     /// The key's `cidrs` scope, as signed into it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cidrs: Option<Vec<String>>,
+    /// The key's fleet-wide limits (`None`: unlimited); not in the token, changeable.
+    pub limits: Option<KeyLimits>,
+    /// When a node last reported the key refused over its limit (the authority's clock).
+    pub last_limited_at: Option<u64>,
 }
 
 /// A signed key's metadata, to record.
@@ -240,6 +245,8 @@ pub struct NewKey {
     pub apps: Option<Vec<String>>,
     /// The key's `cidrs` scope, as signed into it (`None`: unscoped).
     pub cidrs: Option<Vec<String>>,
+    /// The key's limits (`None`: unlimited). A key created with limits moves the list version.
+    pub limits: Option<KeyLimits>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -344,6 +351,8 @@ pub struct Snapshot {
     pub entries: Vec<RevocationEntry>,
     /// The key-set version for the published kids the snapshot was read for.
     pub keyset_version: u64,
+    /// Every live key that has a limit, by id.
+    pub limits: Vec<LimitEntry>,
 }
 
 /// The authority's database, whichever backend is behind it. Cheap to clone (a handle).
@@ -434,6 +443,26 @@ impl Store {
         actor: &str,
     ) -> Result<(Option<String>, u64)> {
         dispatch!(self, s => s.revoke_jti(jti, exp, now, actor).await)
+    }
+
+    /// Sets (or, with `None`, removes) a live key's limits, moves the list version (the
+    /// limits travel in it) and audits it by `actor`, in one transaction. Returns the record
+    /// and the new list version.
+    pub async fn set_key_limits(
+        &self,
+        id: i64,
+        limits: Option<KeyLimits>,
+        now: u64,
+        actor: &str,
+    ) -> Result<(ApiKeyRecord, u64)> {
+        dispatch!(self, s => s.set_key_limits(id, limits, now, actor).await)
+    }
+
+    /// Moves the list version with nothing else changed, so long-polling nodes fetch it at
+    /// once: how a change in the number of live nodes (each node's share of a limit)
+    /// reaches them.
+    pub async fn bump_revocations_version(&self) -> Result<u64> {
+        dispatch!(self, s => s.bump_revocations_version().await)
     }
 
     /// Marks every live key signed by a key no longer `published` as deleted: retiring a

@@ -2,6 +2,7 @@
 //! store, so both keep the same rules; backend-specific tests follow it.
 
 use super::*;
+use crate::core::limits::{KeyLimits, LimitEntry};
 
 /// A fresh, empty store and what keeps it alive (its temp dir).
 struct Fresh {
@@ -87,6 +88,9 @@ suite!(
     a_pending_sign_in_is_taken_once_and_only_before_it_expires,
     sso_users_are_keyed_by_issuer_and_subject_and_remapped_at_every_sign_in,
     sso_sign_up_off_admits_only_pre_created_identities_and_never_disabled_ones,
+    limits_are_stored_changed_and_published_with_the_list_version,
+    a_key_created_with_limits_moves_the_list_and_deleted_keys_leave_it,
+    a_report_of_limited_pushes_marks_the_key_limited,
 );
 
 fn pending(state: &str, expires_at: u64) -> PendingSso {
@@ -231,6 +235,7 @@ fn key(name: &str, jti: &str) -> NewKey {
         created_by: Some("user:admin".to_owned()),
         apps: None,
         cidrs: None,
+        limits: None,
     }
 }
 
@@ -269,8 +274,103 @@ fn usage(jti: &str, key: &str, app: &str, pushes: u64, at: u64) -> crate::node::
         pushes,
         bytes: pushes * 100,
         refused: 0,
+        limited: 0,
         last_push_at: at,
     }
+}
+
+fn ten_per_second() -> KeyLimits {
+    KeyLimits {
+        pushes_per_second: Some(10.0),
+        burst_pushes: Some(20),
+        bytes_per_second: Some(1_000_000),
+        burst_bytes: Some(2_000_000),
+    }
+}
+
+async fn limits_are_stored_changed_and_published_with_the_list_version(s: &Store) {
+    let k = s.create_key(key("ci", "jti-1")).await.unwrap();
+    s.create_key(key("other", "jti-2")).await.unwrap();
+    assert_eq!(k.limits, None);
+    assert!(s.snapshot("k1", None).await.unwrap().limits.is_empty());
+    let v0 = s.revocations_version().await.unwrap();
+    let (record, v1) = s
+        .set_key_limits(k.id, Some(ten_per_second()), 200, "user:admin")
+        .await
+        .unwrap();
+    assert_eq!(record.limits, Some(ten_per_second()));
+    assert_eq!(v1, v0 + 1);
+    let listed = s.list_keys().await.unwrap();
+    assert_eq!(listed[0].limits, Some(ten_per_second()));
+    assert_eq!(listed[1].limits, None);
+    let snap = s.snapshot("k1", None).await.unwrap();
+    assert_eq!(snap.version, v1);
+    assert_eq!(
+        snap.limits,
+        vec![LimitEntry::new("jti-1", "ci", &ten_per_second())]
+    );
+    // Fractional rates come back as they were.
+    let half = KeyLimits {
+        pushes_per_second: Some(0.5),
+        burst_pushes: Some(1),
+        ..KeyLimits::default()
+    };
+    let (_, v2) = s
+        .set_key_limits(k.id, Some(half), 201, "user:admin")
+        .await
+        .unwrap();
+    assert_eq!(v2, v1 + 1);
+    assert_eq!(
+        s.snapshot("k1", None).await.unwrap().limits[0].limits(),
+        half
+    );
+    // Removing the limit moves the version too, and the key leaves the section.
+    let (record, v3) = s
+        .set_key_limits(k.id, None, 202, "user:admin")
+        .await
+        .unwrap();
+    assert_eq!((record.limits, v3), (None, v2 + 1));
+    assert!(s.snapshot("k1", None).await.unwrap().limits.is_empty());
+    assert!(matches!(
+        s.set_key_limits(9999, None, 203, "user:admin").await,
+        Err(StoreError::NotFound(_))
+    ));
+    let audit = s.list_audit(10).await.unwrap();
+    assert_eq!(audit[0].action, "apikey.limits");
+    assert_eq!(audit[0].target.as_deref(), Some("ci: no limit"));
+    assert!(
+        audit[2]
+            .target
+            .as_deref()
+            .unwrap()
+            .contains("10 pushes/s (burst 20)"),
+        "{:?}",
+        audit[2]
+    );
+    // A bare bump, for a change in the number of live nodes.
+    assert_eq!(s.bump_revocations_version().await.unwrap(), v3 + 1);
+}
+
+async fn a_key_created_with_limits_moves_the_list_and_deleted_keys_leave_it(s: &Store) {
+    let v0 = s.revocations_version().await.unwrap();
+    let mut k = key("limited", "jti-1");
+    k.limits = Some(ten_per_second());
+    let record = s.create_key(k).await.unwrap();
+    assert_eq!(record.limits, Some(ten_per_second()));
+    assert_eq!(s.revocations_version().await.unwrap(), v0 + 1);
+    assert_eq!(s.snapshot("k1", None).await.unwrap().limits.len(), 1);
+    s.delete_key(record.id, 300, "user:admin").await.unwrap();
+    assert!(s.snapshot("k1", None).await.unwrap().limits.is_empty());
+}
+
+async fn a_report_of_limited_pushes_marks_the_key_limited(s: &Store) {
+    let k = s.create_key(key("agent-a", "jti-a")).await.unwrap();
+    assert_eq!(k.last_limited_at, None);
+    let mut r = report("node-1", 10, 1);
+    r.usage[0].limited = 5;
+    assert!(s.record_report(&r, 500).await.unwrap());
+    let listed = s.list_keys().await.unwrap();
+    assert_eq!(listed[0].last_limited_at, Some(500));
 }
 
 async fn node_keys_are_stored_with_their_role(s: &Store) {

@@ -1,7 +1,9 @@
-// Settings → API keys: list (GET /api/keys), add (POST /api/keys), delete (DELETE /api/keys/{id}).
-// A new key is shown once, in the "key created" panel; the server keeps only its metadata.
+// Settings → API keys: list (GET /api/keys), add (POST /api/keys), set a key's limit
+// (PATCH /api/keys/{id}), delete (DELETE /api/keys/{id}). A new key is shown once, in the "key
+// created" panel; the server keeps only its metadata. Limits are not in the key: changing one
+// reaches every ingest node within a second, without a new key.
 
-import { del, get, post } from './api.js';
+import { del, get, patch, post } from './api.js';
 import { alertBox, clearErrors, confirmDialog, field, h, pageHeader, replace, setAlert, showErrors, statusLine, table } from './dom.js';
 import { exact, expires, relative, ttlEcho } from './format.js';
 
@@ -62,7 +64,7 @@ export async function render(main, ctx) {
   const filter = h('div', { class: 'filter' }, unusedOnly, h('label', { for: 'keys-unused' }, 'Only keys unused for 30+ days'));
   const show = () => {
     const keys = unusedOnly.checked ? loaded.filter((k) => k.unused) : loaded;
-    replace(list, filter, keysTable(keys, { onDelete: remove, filtered: unusedOnly.checked }));
+    replace(list, filter, keysTable(keys, { onDelete: remove, onLimit: editLimit, filtered: unusedOnly.checked }));
   };
   unusedOnly.addEventListener('change', show);
 
@@ -102,6 +104,25 @@ export async function render(main, ctx) {
     }
   }
 
+  async function editLimit(key) {
+    const inputs = limitInputs('edit-limit', key.limits);
+    const saved = await confirmDialog({
+      title: 'Limit API key',
+      testid: 'limit-key-dialog',
+      danger: false,
+      body: [
+        h('p', {}, 'Pushes and bytes per second for ', h('strong', {}, `“${key.name}”`), ' across all ingest nodes. Leave both rates empty for no limit.'),
+        inputs.el,
+      ],
+      confirmLabel: 'Save limit',
+      action: () => patch(`/api/keys/${encodeURIComponent(key.id)}`, { limits: inputs.value() }),
+    });
+    if (saved) {
+      status.textContent = `Saved the limit of API key “${key.name}”; ingest nodes apply it within a second.`;
+      await load();
+    }
+  }
+
   replace(
     main,
     pageHeader(
@@ -125,7 +146,38 @@ function lastUsed(key, now) {
   return h('span', { 'data-testid': 'api-key-last-used' }, when, ` via ${key.lastUsedBy.node}, ${key.lastUsedBy.app}`);
 }
 
-function keysTable(keys, { onDelete, filtered = false }) {
+/** "10 pushes/s (burst 20) · 1 MB/s": a key's fleet-wide limit as the table shows it. */
+export function describeLimits(limits) {
+  if (!limits) return null;
+  const parts = [];
+  if (limits.pushesPerSecond != null) parts.push(`${limits.pushesPerSecond} pushes/s (burst ${limits.burstPushes})`);
+  if (limits.bytesPerSecond != null) parts.push(`${limits.bytesPerSecond} bytes/s (burst ${limits.burstBytes})`);
+  return parts.join(' · ');
+}
+
+/** The four limit inputs, filled from `limits`; `value()` is the API's `limits` (null: none). */
+function limitInputs(prefix, limits) {
+  const input = (name, label, value, step) =>
+    h('label', { class: 'limit-input' }, label, h('input', { id: `${prefix}-${name}`, name, type: 'number', min: '0', step, class: 'narrow', value: value ?? '' }));
+  const fields = [
+    input('pushesPerSecond', 'Pushes/s ', limits?.pushesPerSecond, 'any'),
+    input('burstPushes', 'Burst ', limits?.burstPushes, '1'),
+    input('bytesPerSecond', 'Bytes/s ', limits?.bytesPerSecond, '1'),
+    input('burstBytes', 'Burst bytes ', limits?.burstBytes, '1'),
+  ];
+  const el = h('div', { class: 'limits', role: 'group', 'aria-label': 'Limit', 'data-testid': `${prefix}-inputs` }, fields);
+  const value = () => {
+    const out = {};
+    for (const f of fields) {
+      const control = f.querySelector('input');
+      if (control.value.trim() !== '') out[control.name] = Number(control.value);
+    }
+    return Object.keys(out).length ? out : null;
+  };
+  return { el, value };
+}
+
+function keysTable(keys, { onDelete, onLimit, filtered = false }) {
   if (filtered && keys.length === 0) {
     return h('p', { class: 'muted', 'data-testid': 'filter-empty' }, 'No key has gone unused for 30 days or more.');
   }
@@ -161,12 +213,23 @@ function keysTable(keys, { onDelete, filtered = false }) {
       h('td', {}, lastUsed(key, now)),
       h(
         'td',
+        {},
+        key.limits ? h('span', { 'data-testid': 'api-key-limit' }, describeLimits(key.limits)) : h('span', { class: 'muted' }, 'none'),
+        key.limitedRecently
+          ? h('span', { class: 'badge expiring subtle', 'data-testid': 'api-key-limited', title: key.lastLimitedAt ? `last refused ${exact(key.lastLimitedAt)}` : null }, 'limited recently')
+          : null,
+      ),
+      h(
+        'td',
         { class: 'actions-cell' },
+        key.role === 'Agent' || key.role === 'Admin'
+          ? h('button', { type: 'button', class: 'button small', 'aria-label': `Limit API key ${key.name}`, onclick: () => onLimit(key) }, 'Limit')
+          : null,
         h('button', { type: 'button', class: 'button small danger-outline', 'aria-label': `Delete API key ${key.name}`, onclick: () => onDelete(key) }, 'Delete'),
       ),
     ),
   );
-  return table('API keys', ['Name', 'Role', 'Created', 'Expires', 'Last used', h('span', { class: 'visually-hidden' }, 'Actions')], rows, {
+  return table('API keys', ['Name', 'Role', 'Created', 'Expires', 'Last used', 'Limit', h('span', { class: 'visually-hidden' }, 'Actions')], rows, {
     testid: 'api-keys-table',
   });
 }
@@ -216,9 +279,14 @@ function addKeyForm({ onCancel, onCreated }) {
     hint: 'Comma-separated networks the key may be used from. Leave empty to allow any.',
   });
 
+  const limitsInputs = limitInputs('key-limits', null);
+  const limits = field('Limit (optional)', limitsInputs.el, {
+    hint: 'Pushes and bytes per second for this key across all ingest nodes; over it, pushes get 429. Empty: the role’s default limit, if the server sets one. Changeable later without a new key.',
+  });
+
   const formError = alertBox('form-error');
   const submit = h('button', { type: 'submit', class: 'button primary' }, 'Add API Key');
-  const fields = { name, role, ttl, tenant, apps, cidrs };
+  const fields = { name, role, ttl, tenant, apps, cidrs, limits };
 
   const form = h(
     'form',
@@ -229,6 +297,7 @@ function addKeyForm({ onCancel, onCreated }) {
     tenant.el,
     apps.el,
     cidrs.el,
+    limits.el,
     formError,
     h('div', { class: 'actions' }, submit, h('button', { type: 'button', class: 'button', onclick: onCancel }, 'Cancel')),
   );
@@ -246,6 +315,7 @@ function addKeyForm({ onCancel, onCreated }) {
     const list = (input) => input.control.value.split(',').map((s) => s.trim()).filter((s) => s !== '');
     if (list(apps).length) body.apps = list(apps);
     if (list(cidrs).length) body.cidrs = list(cidrs);
+    if (limitsInputs.value()) body.limits = limitsInputs.value();
     submit.disabled = true;
     try {
       const created = await post('/api/keys', body);
@@ -265,6 +335,7 @@ function fieldOf(message) {
   const m = message.toLowerCase();
   if (m.startsWith('apps:')) return 'apps';
   if (m.startsWith('cidrs:')) return 'cidrs';
+  if (m.startsWith('limits')) return 'limits';
   if (m.includes('tenant')) return 'tenant';
   if (m.includes('ttl')) return 'ttl';
   if (m.includes('role')) return 'role';
@@ -325,6 +396,7 @@ function createdPanel(created, { onDone }) {
   if (created.tenant) summary.push(`tenant ${created.tenant}`);
   if (created.apps) summary.push(`apps ${created.apps.join(', ')}`);
   if (created.cidrs) summary.push(`from ${created.cidrs.join(', ')}`);
+  if (created.limits) summary.push(`limit ${describeLimits(created.limits)}`);
 
   return h(
     'section',

@@ -43,6 +43,7 @@ use axum::routing::post;
 
 use crate::config::{AuthSettings, IngestSettings};
 use crate::core::clock::Clock;
+use crate::core::limits::Limiter;
 use crate::core::verifier::Verifier;
 use crate::edge::auth::{Access, AuthGate, Authenticated};
 use crate::edge::error::ApiError;
@@ -84,6 +85,8 @@ struct Inner {
     stale: Arc<std::sync::atomic::AtomicBool>,
     /// Set while an authority-fed node has no verified revocation list in force.
     unverified: Arc<std::sync::atomic::AtomicBool>,
+    /// The verifier's per-key limits, taken when the push gate is built.
+    limiter: std::sync::OnceLock<Arc<Limiter>>,
 }
 
 impl IngestState {
@@ -136,6 +139,7 @@ impl IngestState {
                 clock,
                 stale: Arc::default(),
                 unverified: Arc::default(),
+                limiter: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -211,6 +215,9 @@ pub fn routes(
 
 /// The gate in front of the push routes: Agent or Admin keys, when ingestion auth is on.
 fn push_gate(state: &IngestState, verifier: Arc<Verifier>, auth: &AuthSettings) -> AuthGate {
+    let limiter = verifier.limiter();
+    limiter.set_metrics(state.inner.metrics.limit_metrics());
+    state.inner.limiter.get_or_init(|| limiter.clone());
     AuthGate::new(verifier, Access::Ingest)
         .with_metrics(state.inner.metrics.clone())
         .enabled(auth.ingestion_enabled)
@@ -470,12 +477,32 @@ where
     if declared.is_some_and(|n| n > inner.max_body as u64) {
         return Err(too_large());
     }
+    // A key over its limit is refused before its body is read (with a declared length, its
+    // bytes too); a body of unknown length is paid for once read.
+    let bucket = match (principal.as_deref(), inner.limiter.get()) {
+        (Some(p), Some(limiter)) => limiter.admit(&p.jti, declared).map_err(|refusal| {
+            if let Some(tally) = inner.tally.get() {
+                tally.limited(&p.jti, &p.name, &app_name(parts.uri.query()));
+            }
+            tracing::info!(key = %p.name, "push over the key's limit");
+            ApiError::Limited {
+                message: refusal.message,
+                retry_after_secs: refusal.retry_after_secs,
+            }
+        })?,
+        _ => None,
+    };
     let body = read_body(body, inner.max_body, declared)
         .await
         .map_err(|e| match e {
             BodyError::TooLarge => too_large(),
             BodyError::Broken => ApiError::bad_request("could not read the request body"),
         })?;
+    if let (Some(bucket), None, Some(limiter)) = (&bucket, declared, inner.limiter.get())
+        && bucket.limits_bytes()
+    {
+        limiter.charge_bytes(bucket, body.len() as u64);
+    }
     let app = if parts.uri.path() == "/push.v1.PusherService/Push" {
         let header = |name| header_str(&parts.headers, name);
         let gzip = header(header::CONTENT_ENCODING).eq_ignore_ascii_case("gzip");

@@ -97,8 +97,15 @@ pub struct Usage {
     pub bytes: u64,
     /// Pushes of this key for this application the node refused (outside the key's `apps`).
     pub refused: u64,
+    /// Pushes of this key the node refused with 429, over the key's limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub limited: u64,
     /// Unix seconds of the last push counted here.
     pub last_push_at: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Why a report was refused; the text goes into the 400.
@@ -172,7 +179,7 @@ impl Report {
         .chain(
             self.usage
                 .iter()
-                .flat_map(|u| [u.pushes, u.bytes, u.refused, u.last_push_at]),
+                .flat_map(|u| [u.pushes, u.bytes, u.refused, u.limited, u.last_push_at]),
         );
         for n in counts {
             if n > MAX_COUNT {
@@ -200,15 +207,30 @@ impl Report {
                     pushes: 0,
                     bytes: 0,
                     refused: 0,
+                    limited: 0,
                     last_push_at: 0,
                     ..u.clone()
                 });
             e.pushes = e.pushes.saturating_add(u.pushes);
             e.bytes = e.bytes.saturating_add(u.bytes);
             e.refused = e.refused.saturating_add(u.refused);
+            e.limited = e.limited.saturating_add(u.limited);
             e.last_push_at = e.last_push_at.max(u.last_push_at);
         }
         merged.into_values().collect()
+    }
+
+    /// The keys this report saw refused over their limit.
+    pub fn limited_jtis(&self) -> Vec<&str> {
+        let mut jtis: Vec<&str> = self
+            .usage
+            .iter()
+            .filter(|u| u.limited > 0 && !u.jti.is_empty())
+            .map(|u| u.jti.as_str())
+            .collect();
+        jtis.sort_unstable();
+        jtis.dedup();
+        jtis
     }
 
     /// Each key's latest push in this report: `(jti, at, app)`, keys only.
@@ -267,6 +289,7 @@ mod tests {
                 pushes: 3,
                 bytes: 300,
                 refused: 0,
+                limited: 0,
                 last_push_at: 1_700_000_010,
             }],
         }

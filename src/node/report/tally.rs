@@ -30,6 +30,8 @@ pub struct Counts {
     pub pushes: u64,
     pub bytes: u64,
     pub refused: u64,
+    /// Pushes refused with 429: over the key's limit.
+    pub limited: u64,
     pub last_push_at: u64,
 }
 
@@ -38,6 +40,7 @@ impl Counts {
         self.pushes += other.pushes;
         self.bytes += other.bytes;
         self.refused += other.refused;
+        self.limited += other.limited;
         self.last_push_at = self.last_push_at.max(other.last_push_at);
     }
 }
@@ -115,7 +118,21 @@ impl Tally {
                 pushes: 1,
                 bytes,
                 refused: 0,
+                limited: 0,
                 last_push_at: now,
+            },
+        );
+    }
+
+    /// One push by the key `jti` for `app`, refused with 429 (over the key's limit).
+    pub fn limited(&self, jti: &str, key: &str, app: &str) {
+        self.count(
+            jti,
+            key,
+            app,
+            Counts {
+                limited: 1,
+                ..Counts::default()
             },
         );
     }
@@ -172,6 +189,7 @@ pub(super) fn usage(jti: &str, key: &str, app: &str, c: &Counts) -> Usage {
         pushes: c.pushes,
         bytes: c.bytes,
         refused: c.refused,
+        limited: c.limited,
         last_push_at: c.last_push_at,
     }
 }
@@ -181,6 +199,7 @@ pub(super) fn counts(u: &Usage) -> Counts {
         pushes: u.pushes,
         bytes: u.bytes,
         refused: u.refused,
+        limited: u.limited,
         last_push_at: u.last_push_at,
     }
 }

@@ -281,6 +281,7 @@ impl Syncer {
             return false;
         }
         self.verifier.set_revocations(list.to_set());
+        self.verifier.limiter().install(list.limits.as_ref());
         *self.list_text.lock().unwrap_or_else(|e| e.into_inner()) = Some(text.to_owned());
         self.status.unverified.store(false, Ordering::Relaxed);
         self.status.list_version.store(list.ver, Ordering::Relaxed);

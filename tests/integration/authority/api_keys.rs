@@ -28,10 +28,19 @@ async fn creating_a_key_answers_201_with_the_key_shown_once() {
     let created = http.create_key("checkout-service", "Agent", 3600).await;
     assert_eq!(
         field_names(&created),
-        ["createdAt", "expiresAt", "id", "key", "name", "role"]
-            .map(String::from)
-            .into()
+        [
+            "createdAt",
+            "expiresAt",
+            "id",
+            "key",
+            "limits",
+            "name",
+            "role"
+        ]
+        .map(String::from)
+        .into()
     );
+    assert_eq!(created["limits"], Value::Null, "no limit unless asked for");
     assert!(created["id"].as_i64().is_some());
     assert_eq!(created["name"], "checkout-service");
     assert_eq!(created["role"], "Agent");
@@ -631,4 +640,118 @@ async fn scoped_keys_are_created_listed_and_validated_by_field() {
         );
     }
     assert_eq!(http.keys().await.as_array().expect("list").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_set_at_creation_defaulted_by_role_changed_and_validated() {
+    let app = Authority::start_with(
+        "auth:\n  default-key-limits:\n    agent:\n      pushes-per-second: \"2.5\"\n",
+    )
+    .await;
+    let http = app.admin().await;
+    let post = |body: Value| {
+        let http = http.clone();
+        async move { http.post("/api/keys").json(&body).send().await }
+    };
+    // Absent: the role's default (burst filled in); null: none; given: as given.
+    let agent = post(json!({ "name": "a", "role": "Agent" }))
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(
+        agent["limits"],
+        json!({ "pushesPerSecond": 2.5, "burstPushes": 3 })
+    );
+    let free = post(json!({ "name": "b", "role": "Agent", "limits": null }))
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(free["limits"], Value::Null);
+    let reader = post(json!({ "name": "c", "role": "ReadOnly" }))
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(
+        reader["limits"],
+        Value::Null,
+        "no default for a role that can't push"
+    );
+    let given = json!({ "pushesPerSecond": 10.0, "burstPushes": 20, "bytesPerSecond": 1000, "burstBytes": 5000 });
+    let set = post(json!({ "name": "d", "role": "Admin", "limits": given.clone() }))
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(set["limits"], given);
+
+    // Every problem at once, each named by its field.
+    let bad = post(json!({
+        "name": "e", "role": "Agent",
+        "limits": { "pushesPerSecond": 0, "burstBytes": 10 }
+    }))
+    .await
+    .expect(400)
+    .errors();
+    assert_eq!(bad.len(), 2, "{bad:?}");
+    assert!(bad.iter().all(|e| e.starts_with("limits.")), "{bad:?}");
+    post(json!({ "name": "e", "role": "Agent", "limits": { "rate": 1 } }))
+        .await
+        .expect(400);
+
+    // PATCH changes the limits of the same key and moves the list version.
+    let id = agent["id"].as_i64().unwrap();
+    let before = app.revocations_version().await;
+    let patch = |path: String, body: Value| {
+        let http = http.clone();
+        async move {
+            http.request(axum::http::Method::PATCH, &path)
+                .json(&body)
+                .send()
+                .await
+        }
+    };
+    let changed = patch(
+        format!("/api/keys/{id}"),
+        json!({ "limits": { "bytesPerSecond": 4096 } }),
+    )
+    .await
+    .expect(200)
+    .json();
+    assert_eq!(
+        changed["limits"],
+        json!({ "bytesPerSecond": 4096, "burstBytes": 4096 })
+    );
+    assert_eq!(changed["name"], "a");
+    assert!(app.revocations_version().await > before);
+    let listed = http.keys().await;
+    let a = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "a")
+        .unwrap();
+    assert_eq!(a["limits"]["bytesPerSecond"], 4096);
+    assert_eq!(a["limitedRecently"], false);
+    assert_eq!(a["lastLimitedAt"], Value::Null);
+    patch(format!("/api/keys/{id}"), json!({}))
+        .await
+        .expect(400);
+    patch("/api/keys/999999".into(), json!({ "limits": null }))
+        .await
+        .expect(404);
+    patch(
+        format!("/api/keys/{id}"),
+        json!({ "limits": { "burstPushes": 3 } }),
+    )
+    .await
+    .expect(400);
+
+    // Only an admin may change a limit.
+    let (_, agent_key) = app.new_key("pusher", "Agent", None).await;
+    app.client()
+        .request(axum::http::Method::PATCH, &format!("/api/keys/{id}"))
+        .bearer(&agent_key)
+        .json(&json!({ "limits": null }))
+        .send()
+        .await
+        .expect(403);
 }

@@ -564,3 +564,89 @@ async fn api_key_create_takes_apps_and_cidrs() {
     let bad = run(&bad, &data, &keys, "").await.fails();
     assert!(bad.stderr.contains("cidrs: "), "{bad:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_limit_sets_and_removes_a_keys_limit_without_a_new_key() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (data, keys) = (root.path().join("data"), root.path().join("keys"));
+    pyrogate_async(
+        &[
+            "signing-key",
+            "generate",
+            "--keys-dir",
+            keys.to_str().expect("path"),
+        ],
+        &[],
+        "",
+    )
+    .await
+    .ok();
+    run(
+        &[
+            "api-key",
+            "create",
+            "--name",
+            "ci",
+            "--role",
+            "Agent",
+            "--pushes-per-second",
+            "5",
+        ],
+        &data,
+        &keys,
+        "",
+    )
+    .await
+    .ok();
+    let listed = |out: Output| -> Value { serde_json::from_str(&out.stdout).expect("JSON list") };
+    let json = run(&["api-key", "list", "--json"], &data, &keys, "")
+        .await
+        .ok();
+    assert_eq!(
+        listed(json)[0]["limits"],
+        serde_json::json!({ "pushesPerSecond": 5.0, "burstPushes": 5 })
+    );
+    let out = run(
+        &[
+            "api-key",
+            "limit",
+            "ci",
+            "--bytes-per-second",
+            "1000",
+            "--burst-bytes",
+            "4000",
+        ],
+        &data,
+        &keys,
+        "",
+    )
+    .await
+    .ok();
+    assert!(out.stderr.contains("1000 bytes/s (burst 4000)"), "{out:?}");
+    let table = run(&["api-key", "list"], &data, &keys, "").await.ok();
+    assert!(table.stdout.contains("LIMITS"), "{table:?}");
+    assert!(
+        table.stdout.contains("1000 bytes/s (burst 4000)"),
+        "{table:?}"
+    );
+    // Nothing to set is an error; a burst without its rate too; --none removes the limit.
+    run(&["api-key", "limit", "ci"], &data, &keys, "")
+        .await
+        .fails();
+    let bad = run(
+        &["api-key", "limit", "ci", "--burst-pushes", "3"],
+        &data,
+        &keys,
+        "",
+    )
+    .await
+    .fails();
+    assert!(bad.stderr.contains("limits.burstPushes"), "{bad:?}");
+    run(&["api-key", "limit", "ci", "--none"], &data, &keys, "")
+        .await
+        .ok();
+    let json = run(&["api-key", "list", "--json"], &data, &keys, "")
+        .await
+        .ok();
+    assert_eq!(listed(json)[0]["limits"], Value::Null);
+}

@@ -13,6 +13,7 @@
 //! | [`forwarding`] | path, query, protocol headers and bytes pass through; credentials never do; tenants |
 //! | [`mirror`] | `pyrogate signing-key export` + a static file server: a pinned node syncs from the mirror, an air-gapped node reads the same files |
 //! | [`trust`] | a fake authority, a replayed key set, a node that slept through a rotation, a tampered cache, a lost list, a 304-answering man in the middle: none gets anything trusted |
+//! | [`limits`] | a key's limit: 429 with `Retry-After` past its burst and before the body, 200s at its rate, a raise through the API in force on a running node within a second, two nodes sharing one limit, the limits of a node's cache with the authority down, a tampered or unsigned list refused |
 //! | [`reports`] | nodes with Node keys report to the authority: keys' last use and apps, spool backlog, a stopped node not reporting; only a live Node key may report, and it may do nothing else |
 //! | [`restore`] | a node restarted from a damaged, mixed or rolled-back cache (or a whole old snapshot past `sync.max-staleness`) with the authority down accepts no key retired or revoked by then, says why in `/ready`, and recovers by itself when the authority is back |
 //! | [`staleness`] | `sync.max-staleness` is measured on the node's injected clock |
@@ -21,6 +22,7 @@ mod agents;
 mod dead_letters;
 mod fleet;
 mod forwarding;
+mod limits;
 mod mirror;
 mod reports;
 mod restore;

@@ -123,6 +123,7 @@ fn impostor() -> Impostor {
         iat: now,
         entries: Vec::new(),
         ksv: None,
+        limits: None,
     };
     let admin_key = token::issue(
         &signer,

@@ -48,15 +48,17 @@ fn usage() -> impl Strategy<Value = Usage> {
         count(),
         count(),
         count(),
+        count(),
     )
         .prop_map(
-            |(jti, key, app, pushes, bytes, refused, last_push_at)| Usage {
+            |(jti, key, app, pushes, bytes, refused, limited, last_push_at)| Usage {
                 jti,
                 key,
                 app,
                 pushes,
                 bytes,
                 refused,
+                limited,
                 last_push_at,
             },
         )

@@ -60,6 +60,8 @@ const TABLES: &[(&str, &[(&str, Ty)])] = &[
             ("deleted_at", Ty::Int),
             ("apps", Ty::Text),
             ("cidrs", Ty::Text),
+            ("limits", Ty::Text),
+            ("last_limited_at", Ty::Int),
         ],
     ),
     (

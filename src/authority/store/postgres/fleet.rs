@@ -142,6 +142,14 @@ impl PgStore {
             &[&r.node, &jtis, &ats, &apps],
         )
         .await?;
+        let limited = r.limited_jtis();
+        if !limited.is_empty() {
+            tx.execute(
+                "UPDATE api_keys SET last_limited_at = $2 WHERE jti = ANY($1)",
+                &[&limited, &db_int(now)],
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(true)
     }

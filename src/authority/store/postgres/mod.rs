@@ -206,6 +206,11 @@ const MIGRATIONS: &[&str] = &[
         expires_at BIGINT NOT NULL
     );
     "#,
+    // per-key limits (as in SQLite): a JSON object, NULL for an unlimited key
+    r#"
+    ALTER TABLE api_keys ADD COLUMN limits TEXT;
+    ALTER TABLE api_keys ADD COLUMN last_limited_at BIGINT;
+    "#,
 ];
 
 /// The pool is a handle; clones share it.
@@ -405,7 +410,7 @@ fn user_row(row: &Row) -> Result<User> {
     })
 }
 
-const KEY_COLUMNS: &str = "id, name, role, jti, kid, tenant, created_at, expires_at, created_by, last_used_at, apps, cidrs";
+const KEY_COLUMNS: &str = "id, name, role, jti, kid, tenant, created_at, expires_at, created_by, last_used_at, apps, cidrs, limits, last_limited_at";
 
 fn key_row(row: &Row) -> Result<ApiKeyRecord> {
     Ok(ApiKeyRecord {
@@ -421,7 +426,21 @@ fn key_row(row: &Row) -> Result<ApiKeyRecord> {
         last_used_at: ts(row.try_get(9)?),
         apps: string_list(row, 10)?,
         cidrs: string_list(row, 11)?,
+        limits: row
+            .try_get::<_, Option<String>>(12)?
+            .map(|text| {
+                serde_json::from_str(&text).map_err(|e| {
+                    StoreError::Task(format!("a key's limits column is not a JSON object: {e}"))
+                })
+            })
+            .transpose()?,
+        last_limited_at: ts(row.try_get(13)?),
     })
+}
+
+/// A key's limits as stored: a JSON object.
+pub(super) fn json_limits(limits: &KeyLimits) -> String {
+    serde_json::to_string(limits).unwrap_or_else(|_| "{}".into())
 }
 
 /// A nullable column holding a JSON array of strings.

@@ -25,8 +25,8 @@ impl PgStore {
         let row = tx
             .query_one(
                 &format!(
-                    "INSERT INTO api_keys (name, role, jti, kid, tenant, created_at, expires_at, created_by, apps, cidrs)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {KEY_COLUMNS}"
+                    "INSERT INTO api_keys (name, role, jti, kid, tenant, created_at, expires_at, created_by, apps, cidrs, limits)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {KEY_COLUMNS}"
                 ),
                 &[
                     &key.name,
@@ -39,11 +39,15 @@ impl PgStore {
                     &key.created_by,
                     &key.apps.as_deref().map(json_list),
                     &key.cidrs.as_deref().map(json_list),
+                    &key.limits.as_ref().map(json_limits),
                 ],
             )
             .await
             .map_err(conflict_as("api key with this name already exists"))?;
         let record = key_row(&row)?;
+        if key.limits.is_some() {
+            bump(&tx, "revocations").await?;
+        }
         let actor = key.created_by.as_deref().unwrap_or("system");
         let entry = AuditEntry::new(key.created_at, actor, "apikey.create", Some(&key.name));
         audit(&tx, &entry).await?;
@@ -158,6 +162,51 @@ impl PgStore {
         Ok(gone.into_iter().map(|(_, name, _)| name).collect())
     }
 
+    pub async fn set_key_limits(
+        &self,
+        id: i64,
+        limits: Option<KeyLimits>,
+        now: u64,
+        actor: &str,
+    ) -> Result<(ApiKeyRecord, u64)> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "UPDATE api_keys SET limits = $2 WHERE id = $1 AND deleted_at IS NULL
+                     RETURNING {KEY_COLUMNS}"
+                ),
+                &[&id, &limits.as_ref().map(json_limits)],
+            )
+            .await?
+            .ok_or(StoreError::NotFound("api key not found"))?;
+        let record = key_row(&row)?;
+        let version = bump(&tx, "revocations").await?;
+        let target = format!(
+            "{}: {}",
+            record.name,
+            limits
+                .as_ref()
+                .map_or("no limit".into(), KeyLimits::describe)
+        );
+        audit(
+            &tx,
+            &AuditEntry::new(now, actor, "apikey.limits", Some(&target)),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((record, version))
+    }
+
+    pub async fn bump_revocations_version(&self) -> Result<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let version = bump(&tx, "revocations").await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
     pub async fn revocations_version(&self) -> Result<u64> {
         let client = self.client().await?;
         counter(&**client, "revocations").await
@@ -216,12 +265,28 @@ impl PgStore {
                 })
             })
             .collect::<Result<_>>()?;
+        let limits = tx
+            .query(
+                &format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys
+                     WHERE deleted_at IS NULL AND limits IS NOT NULL ORDER BY id"
+                ),
+                &[],
+            )
+            .await?
+            .iter()
+            .map(key_row)
+            .collect::<Result<Vec<_>>>()?
+            .iter()
+            .filter_map(|k| Some(LimitEntry::new(&k.jti, &k.name, k.limits.as_ref()?)))
+            .collect();
         let version = counter(&*tx, "revocations").await?;
         tx.commit().await?;
         Ok(Snapshot {
             version,
             entries,
             keyset_version,
+            limits,
         })
     }
 

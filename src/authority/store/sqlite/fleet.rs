@@ -117,6 +117,12 @@ pub fn record_report(conn: &Connection, r: &Report, now: u64) -> Result<bool> {
     for (jti, at, app) in r.last_uses() {
         last.execute(params![jti, db_int(at), r.node, app])?;
     }
+    for jti in r.limited_jtis() {
+        conn.execute(
+            "UPDATE api_keys SET last_limited_at = ?2 WHERE jti = ?1",
+            params![jti, db_int(now)],
+        )?;
+    }
     Ok(true)
 }
 

@@ -4,8 +4,8 @@ use super::*;
 
 pub fn insert_key(conn: &Connection, k: &NewKey) -> Result<ApiKeyRecord> {
     conn.execute(
-        "INSERT INTO api_keys (name, role, jti, kid, tenant, created_at, expires_at, created_by, apps, cidrs)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO api_keys (name, role, jti, kid, tenant, created_at, expires_at, created_by, apps, cidrs, limits)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             k.name,
             k.role.as_str(),
@@ -16,7 +16,8 @@ pub fn insert_key(conn: &Connection, k: &NewKey) -> Result<ApiKeyRecord> {
             k.expires_at.map(|e| e as i64),
             k.created_by,
             k.apps.as_deref().map(json_list),
-            k.cidrs.as_deref().map(json_list)
+            k.cidrs.as_deref().map(json_list),
+            k.limits.as_ref().map(json_limits)
         ],
     )
     .map_err(conflict_as("api key with this name already exists"))?;
@@ -25,6 +26,39 @@ pub fn insert_key(conn: &Connection, k: &NewKey) -> Result<ApiKeyRecord> {
 
 fn json_list(list: &[String]) -> String {
     serde_json::Value::from(list).to_string()
+}
+
+/// A key's limits as stored: a JSON object.
+pub(crate) fn json_limits(limits: &KeyLimits) -> String {
+    serde_json::to_string(limits).unwrap_or_else(|_| "{}".into())
+}
+
+/// Sets a live key's limits and moves the list version, inside the caller's transaction.
+pub fn set_key_limits(
+    conn: &Connection,
+    id: i64,
+    limits: Option<&KeyLimits>,
+) -> Result<(ApiKeyRecord, u64)> {
+    get_key(conn, id)?;
+    conn.execute(
+        "UPDATE api_keys SET limits = ?2 WHERE id = ?1",
+        params![id, limits.map(json_limits)],
+    )?;
+    let version = bump_version(conn)?;
+    Ok((get_key(conn, id)?, version))
+}
+
+/// Every live key that has a limit, oldest first.
+pub fn limit_entries(conn: &Connection) -> Result<Vec<LimitEntry>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE deleted_at IS NULL AND limits IS NOT NULL ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([], key_row)?;
+    let keys: Vec<ApiKeyRecord> = rows.collect::<rusqlite::Result<_>>()?;
+    Ok(keys
+        .iter()
+        .filter_map(|k| Some(LimitEntry::new(&k.jti, &k.name, k.limits.as_ref()?)))
+        .collect())
 }
 
 pub fn get_key(conn: &Connection, id: i64) -> Result<ApiKeyRecord> {

@@ -152,6 +152,12 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
     );
     "#,
+    // per-key limits: a JSON object ({"pushesPerSecond", "burstPushes", "bytesPerSecond",
+    // "burstBytes"}), NULL for an unlimited key
+    r#"
+    ALTER TABLE api_keys ADD COLUMN limits TEXT;
+    ALTER TABLE api_keys ADD COLUMN last_limited_at INTEGER;
+    "#,
 ];
 
 #[derive(Clone)]
@@ -222,7 +228,7 @@ fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
-const KEY_COLUMNS: &str = "id, name, role, jti, kid, tenant, created_at, expires_at, created_by, last_used_at, apps, cidrs";
+const KEY_COLUMNS: &str = "id, name, role, jti, kid, tenant, created_at, expires_at, created_by, last_used_at, apps, cidrs, limits, last_limited_at";
 
 fn key_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
     Ok(ApiKeyRecord {
@@ -238,7 +244,20 @@ fn key_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
         last_used_at: ts(row.get(9)?),
         apps: string_list(row, 10)?,
         cidrs: string_list(row, 11)?,
+        limits: key_limits(row, 12)?,
+        last_limited_at: ts(row.get(13)?),
     })
+}
+
+/// A nullable column holding a key's limits as a JSON object.
+fn key_limits(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<KeyLimits>> {
+    row.get::<_, Option<String>>(i)?
+        .map(|text| {
+            serde_json::from_str(&text).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+            })
+        })
+        .transpose()
 }
 
 /// A nullable column holding a JSON array of strings.

@@ -23,6 +23,9 @@ impl SqliteStore {
                 ));
             }
             let record = insert_key(tx, &key)?;
+            if key.limits.is_some() {
+                bump_version(tx)?;
+            }
             let actor = key.created_by.as_deref().unwrap_or("system");
             audit(
                 tx,
@@ -88,6 +91,36 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn set_key_limits(
+        &self,
+        id: i64,
+        limits: Option<KeyLimits>,
+        now: u64,
+        actor: &str,
+    ) -> Result<(ApiKeyRecord, u64)> {
+        let actor = actor.to_owned();
+        self.transaction(false, move |tx| {
+            let (record, version) = set_key_limits(tx, id, limits.as_ref())?;
+            let target = format!(
+                "{}: {}",
+                record.name,
+                limits
+                    .as_ref()
+                    .map_or("no limit".into(), KeyLimits::describe)
+            );
+            audit(
+                tx,
+                &AuditEntry::new(now, &actor, "apikey.limits", Some(&target)),
+            )?;
+            Ok((record, version))
+        })
+        .await
+    }
+
+    pub async fn bump_revocations_version(&self) -> Result<u64> {
+        self.transaction(false, bump_version).await
+    }
+
     pub async fn revocations_version(&self) -> Result<u64> {
         self.call(|c| revocations_version(c)).await
     }
@@ -100,6 +133,7 @@ impl SqliteStore {
                 version: revocations_version(tx)?,
                 entries: revocation_entries(tx)?,
                 keyset_version,
+                limits: limit_entries(tx)?,
             })
         })
         .await
