@@ -195,3 +195,33 @@ export function pageHeader(title, lead, ...actions) {
     actions.length ? h('div', { class: 'page-actions' }, actions) : null,
   );
 }
+
+/**
+ * A read-only page: a header with a Refresh button, an error box, and a list that shows
+ * `view(await get(path))` — loaded now and again on Refresh. For pages with nothing to edit.
+ */
+export async function refreshingPage(main, ctx, { title, lead, load: fetch, view }) {
+  const pageError = alertBox();
+  const list = h('div', { class: 'list', 'aria-busy': 'true' }, h('p', { class: 'muted' }, 'Loading…'));
+  const refresh = h('button', { type: 'button', class: 'button' }, 'Refresh');
+
+  async function load() {
+    refresh.disabled = true;
+    try {
+      const data = await fetch();
+      if (!ctx.isCurrent()) return;
+      setAlert(pageError, null);
+      list.removeAttribute('aria-busy');
+      replace(list, view(data));
+    } catch (err) {
+      list.removeAttribute('aria-busy');
+      setAlert(pageError, err.errors ? err.errors.join('. ') : String(err));
+    } finally {
+      refresh.disabled = false;
+    }
+  }
+  refresh.addEventListener('click', load);
+
+  replace(main, pageHeader(title, lead, refresh), pageError, list);
+  await load();
+}

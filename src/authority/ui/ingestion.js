@@ -3,38 +3,16 @@
 // started.
 
 import { get } from './api.js';
-import { alertBox, h, pageHeader, replace, setAlert, table } from './dom.js';
+import { h, refreshingPage, table } from './dom.js';
 import { bytes, exact, number, relative } from './format.js';
 
-export async function render(main, ctx) {
-  const pageError = alertBox();
-  const list = h('div', { class: 'list', 'aria-busy': 'true' }, h('p', { class: 'muted' }, 'Loading…'));
-  const refresh = h('button', { type: 'button', class: 'button' }, 'Refresh');
-
-  async function load() {
-    refresh.disabled = true;
-    try {
-      const data = await get('/api/ingestion');
-      if (!ctx.isCurrent()) return;
-      setAlert(pageError, null);
-      list.removeAttribute('aria-busy');
-      replace(list, view(data));
-    } catch (err) {
-      list.removeAttribute('aria-busy');
-      setAlert(pageError, err.errors.join('. '));
-    } finally {
-      refresh.disabled = false;
-    }
-  }
-  refresh.addEventListener('click', load);
-
-  replace(
-    main,
-    pageHeader('Ingestion', 'Profiles pushed per application, and the API keys that pushed them: through every reporting ingest node, and to this server itself.', refresh),
-    pageError,
-    list,
-  );
-  await load();
+export function render(main, ctx) {
+  return refreshingPage(main, ctx, {
+    title: 'Ingestion',
+    lead: 'Profiles pushed per application, and the API keys that pushed them: through every reporting ingest node, and to this server itself.',
+    load: () => get('/api/ingestion'),
+    view,
+  });
 }
 
 /** The fleet-wide table: per application, its totals, its keys and each node's share. */

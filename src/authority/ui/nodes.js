@@ -3,7 +3,7 @@
 // letters — with a warning for a node that is stale, backed up or not reporting.
 
 import { get } from './api.js';
-import { alertBox, h, pageHeader, replace, setAlert, table } from './dom.js';
+import { h, refreshingPage, table } from './dom.js';
 import { bytes, duration, exact, number, relative } from './format.js';
 
 const STATES = {
@@ -13,35 +13,13 @@ const STATES = {
   not_reporting: ['Not reporting', 'bad', 'no report for three intervals: it is down, or cannot reach this server'],
 };
 
-export async function render(main, ctx) {
-  const pageError = alertBox();
-  const list = h('div', { class: 'list', 'aria-busy': 'true' }, h('p', { class: 'muted' }, 'Loading…'));
-  const refresh = h('button', { type: 'button', class: 'button' }, 'Refresh');
-
-  async function load() {
-    refresh.disabled = true;
-    try {
-      const nodes = await get('/api/nodes');
-      if (!ctx.isCurrent()) return;
-      setAlert(pageError, null);
-      list.removeAttribute('aria-busy');
-      replace(list, view(nodes));
-    } catch (err) {
-      list.removeAttribute('aria-busy');
-      setAlert(pageError, err.errors.join('. '));
-    } finally {
-      refresh.disabled = false;
-    }
-  }
-  refresh.addEventListener('click', load);
-
-  replace(
-    main,
-    pageHeader('Nodes', 'Ingest nodes that report to this server with a Node key, and how each is doing.', refresh),
-    pageError,
-    list,
-  );
-  await load();
+export function render(main, ctx) {
+  return refreshingPage(main, ctx, {
+    title: 'Nodes',
+    lead: 'Ingest nodes that report to this server with a Node key, and how each is doing.',
+    load: () => get('/api/nodes'),
+    view,
+  });
 }
 
 function view(nodes) {

@@ -78,6 +78,31 @@ impl Node {
         node
     }
 
+    /// A node in front of `upstream` that syncs from `authority` and reports to it as `name`
+    /// with `node_key` every second, once it has loaded the authority's lists.
+    pub async fn reporting(
+        dir: &Path,
+        authority: &Authority,
+        upstream: &str,
+        name: &str,
+        node_key: &str,
+    ) -> Node {
+        let node = Node::start(
+            dir,
+            &format!(
+                "authority-url: {}\nupstream: {upstream}\nauth:\n  ingestion:\n    enabled: true\n\
+                 authority:\n  trusted-keys: {}\n  node-key: {node_key}\n\
+                 node:\n  name: {name}\n  report-interval: 1s\n",
+                authority.origin(),
+                authority.signing_kid(),
+            ),
+        )
+        .await;
+        node.wait_synced(authority.revocations_version().await)
+            .await;
+        node
+    }
+
     /// A client for this node.
     pub fn client(&self) -> Http {
         Http::new(&self.url)

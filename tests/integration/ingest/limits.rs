@@ -233,30 +233,6 @@ async fn a_declared_body_over_the_limit_is_refused_before_it_is_read() {
     assert_eq!(small.status, 200, "{}", small.text());
 }
 
-/// A node in front of `upstream` that reports to `authority` as `name` every second.
-async fn reporting_node(
-    dir: &std::path::Path,
-    authority: &Authority,
-    upstream: &str,
-    name: &str,
-    node_key: &str,
-) -> Node {
-    let node = Node::start(
-        dir,
-        &format!(
-            "authority-url: {}\nupstream: {upstream}\nauth:\n  ingestion:\n    enabled: true\n\
-             authority:\n  trusted-keys: {}\n  node-key: {node_key}\n\
-             node:\n  name: {name}\n  report-interval: 1s\n",
-            authority.origin(),
-            authority.signing_kid(),
-        ),
-    )
-    .await;
-    node.wait_synced(authority.revocations_version().await)
-        .await;
-    node
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_hold_a_key_to_its_fleet_wide_limit() {
     let dir = tempfile::tempdir().unwrap();
@@ -273,7 +249,7 @@ async fn two_nodes_hold_a_key_to_its_fleet_wide_limit() {
         json!({ "pushesPerSecond": RATE, "burstPushes": BURST as u64 }),
     )
     .await;
-    let one = reporting_node(
+    let one = Node::reporting(
         &dir.path().join("1"),
         &authority,
         &upstream.url(),
@@ -281,7 +257,7 @@ async fn two_nodes_hold_a_key_to_its_fleet_wide_limit() {
         &k1,
     )
     .await;
-    let two = reporting_node(
+    let two = Node::reporting(
         &dir.path().join("2"),
         &authority,
         &upstream.url(),

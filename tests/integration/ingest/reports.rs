@@ -9,30 +9,6 @@ use serde_json::{Value, json};
 
 use crate::harness::{Authority, Deadline, Http, Node, Upstream, metric_value, plane};
 
-/// A node in front of `upstream` that reports to `authority` as `name` with `node_key`.
-async fn reporting_node(
-    dir: &std::path::Path,
-    authority: &Authority,
-    upstream: &str,
-    name: &str,
-    node_key: &str,
-) -> Node {
-    let node = Node::start(
-        dir,
-        &format!(
-            "authority-url: {}\nupstream: {upstream}\nauth:\n  ingestion:\n    enabled: true\n\
-             authority:\n  trusted-keys: {}\n  node-key: {node_key}\n\
-             node:\n  name: {name}\n  report-interval: 1s\n",
-            authority.origin(),
-            authority.signing_kid(),
-        ),
-    )
-    .await;
-    node.wait_synced(authority.revocations_version().await)
-        .await;
-    node
-}
-
 /// A legacy push for `app` with `key`; returns the status.
 async fn push(node: &Http, key: &str, app: &str) -> u16 {
     node.post(&format!("/ingest?name={app}&from=1&until=2"))
@@ -66,7 +42,7 @@ async fn two_nodes_report_last_use_apps_and_spool_and_a_stopped_node_shows_as_no
     let (_, node_key_2) = authority.new_key("ingest-2-key", "Node", None).await;
     let (_, agent_a) = authority.new_key("agent-a", "Agent", None).await;
     let (_, agent_b) = authority.new_key("agent-b", "Agent", None).await;
-    let mut one = reporting_node(
+    let mut one = Node::reporting(
         &dir.path().join("one"),
         &authority,
         &healthy.url(),
@@ -74,7 +50,7 @@ async fn two_nodes_report_last_use_apps_and_spool_and_a_stopped_node_shows_as_no
         &node_key_1,
     )
     .await;
-    let two = reporting_node(
+    let two = Node::reporting(
         &dir.path().join("two"),
         &authority,
         &down.url(),
@@ -300,7 +276,7 @@ async fn counts_made_while_the_authority_is_down_arrive_once_when_it_is_back() {
     let upstream = Upstream::start().await;
     let (_, node_key) = authority.new_key("ingest-1-key", "Node", None).await;
     let (_, agent) = authority.new_key("agent", "Agent", None).await;
-    let node = reporting_node(
+    let node = Node::reporting(
         &dir.path().join("n"),
         &authority,
         &upstream.url(),
