@@ -7,7 +7,8 @@
 #   bash scripts/bench-proxy.sh [--rounds N] [--seconds S] [--warmup S] [--sizes 1k,10k,100k,1m]
 #                               [--conns 8,32,256] [--modes nginx,off,on] [--tls] [--json FILE]
 #                               [--nginx-body-buffer SIZE] [--nginx-cpu-affinity] [--keep]
-#                               [--key-apps APP,APP] [--report] [--limited-key RATE] [--bin PATH]
+#                               [--key-apps APP,APP] [--report] [--report-interval DUR]
+#                               [--limited-key RATE] [--bin PATH]
 #
 # --key-apps issues the auth-on node's Agent key limited to these applications (a scoped key;
 # the pushes are for `bench`), to measure what a scope costs.
@@ -17,7 +18,8 @@
 #
 # --report runs an authority (`pyrogate server`, SQLite, on loopback) that the auth-on node
 # syncs from and reports to every second with a Node key (authority.node-key,
-# node.report-interval 1s, 15 times the default rate), to measure what fleet reporting costs.
+# node.report-interval 1s, 15 times the default rate, or --report-interval), to measure what
+# fleet reporting costs.
 # The Agent key is then recorded by that authority, and its "last used" is checked at the end.
 #
 # --limited-key RATE gives the auth-on node a signed revocation list (`--revocations-file`, made
@@ -51,6 +53,7 @@ key_apps=
 nginx_body_buffer=
 nginx_cpu_affinity=0
 report=0
+report_interval=1s
 prebuilt=
 limited_rate=
 
@@ -70,7 +73,7 @@ while [ $# -gt 0 ]; do
     --*=*) val=${arg#*=}; arg=${arg%%=*} ;;
   esac
   case $arg in
-    --rounds | --seconds | --warmup | --sizes | --conns | --modes | --json | --nginx-body-buffer | --key-apps | --limited-key | --bin)
+    --rounds | --seconds | --warmup | --sizes | --conns | --modes | --json | --nginx-body-buffer | --key-apps | --limited-key | --bin | --report-interval)
       if [ -z "$val" ]; then
         [ $# -ge 2 ] || die "$arg needs a value"
         val=$2
@@ -88,6 +91,7 @@ while [ $# -gt 0 ]; do
         --key-apps) key_apps=$val ;;
         --limited-key) limited_rate=$val ;;
         --bin) prebuilt=$val ;;
+        --report-interval) report_interval=$val; report=1 ;;
       esac
       ;;
     --tls) tls=1 ;;
@@ -423,7 +427,7 @@ node_conf() { # $1 = off|on, $2 = port
       echo "  node-key: $node_key"
       echo "node:"
       echo "  name: bench-on"
-      echo "  report-interval: 1s"
+      echo "  report-interval: $report_interval"
     elif [ "$1" = on ]; then
       echo "jwks-file: $dir/jwks.json"
       if [ -n "$limited_rate" ]; then echo "revocations-file: $dir/export/api/revocations"; fi
@@ -785,7 +789,7 @@ if [ $report = 1 ]; then
   curl -s -o /dev/null -c "$jar" -H 'Content-Type: application/json' \
     -d '{"username":"admin","password":"bench-admin-password-not-secret"}' "http://127.0.0.1:$port_auth/api/login"
   echo
-  echo "bench-proxy: the authority's view (fleet reporting every 1s):"
+  echo "bench-proxy: the authority's view (fleet reporting every $report_interval):"
   curl -s -b "$jar" "http://127.0.0.1:$port_auth/api/keys" |
     python3 -c 'import json,sys; [print("  key", k["name"], "lastUsedAt", k.get("lastUsedAt"), "by", k.get("lastUsedBy")) for k in json.load(sys.stdin) if k["role"] == "Agent"]'
   curl -s -b "$jar" "http://127.0.0.1:$port_auth/api/nodes" |
