@@ -146,8 +146,22 @@ pub fn push_v1(body: &[u8], encoding: Encoding) -> Result<Vec<String>, Undetermi
 /// that name. Each of those must be allowed too, so they are returned with the rest. A
 /// `service.name` that is empty or not a string names nothing (Pyroscope reads it as absent).
 pub fn otlp(body: &[u8], encoding: Encoding) -> Result<Vec<String>, Undetermined> {
-    let req: proto::ExportProfilesServiceRequest =
-        decode(body, encoding, "ExportProfilesServiceRequest")?;
+    let (req, dictionary): (proto::ExportProfilesServiceRequest, _) = match encoding {
+        Encoding::Proto => (
+            decode(body, encoding, "ExportProfilesServiceRequest")?,
+            dictionary_services_proto(body)?,
+        ),
+        // Parsed once: the dictionary is read from the same tree the request is made from.
+        Encoding::Json => {
+            let bad = || Undetermined::new("the push is not a valid ExportProfilesServiceRequest");
+            let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| bad())?;
+            let dictionary = dictionary_services_json(&value)?;
+            (
+                serde_json::from_value(value).map_err(|_| bad())?,
+                dictionary,
+            )
+        }
+    };
     let mut also = Vec::new();
     for rp in &req.resource_profiles {
         let scopes = rp.scope_profiles.iter().filter_map(|sp| sp.scope.as_ref());
@@ -160,10 +174,7 @@ pub fn otlp(body: &[u8], encoding: Encoding) -> Result<Vec<String>, Undetermined
             also.extend(kv.value.as_ref().and_then(|v| v.string_value.clone()));
         }
     }
-    also.extend(match encoding {
-        Encoding::Proto => dictionary_services_proto(body)?,
-        Encoding::Json => dictionary_services_json(body)?,
-    });
+    also.extend(dictionary);
     let mut apps = every(
         req.resource_profiles.into_iter().map(|rp| {
             rp.resource
@@ -189,75 +200,44 @@ const MAX_DICTIONARY_ATTRIBUTES: usize = 1 << 20;
 /// (5) (`KeyValueAndUnit.key_strindex`, 1). Read field by field from the protobuf; everything
 /// else is skipped unread. Malformed input is undetermined.
 fn dictionary_services_proto(body: &[u8]) -> Result<Vec<String>, Undetermined> {
-    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
-    let bad = || Undetermined::new("the push is not a valid ExportProfilesServiceRequest");
-    // Each length-delimited field of `buf` numbered `tag`, or every field's number and value
-    // as (tag, Some(bytes)) for LEN and (tag, None) with the varint for VARINT.
-    enum Field<'a> {
-        Bytes(u32, &'a [u8]),
-        Varint(u32, u64),
-    }
-    fn fields(mut buf: &[u8]) -> Result<Vec<Field<'_>>, Undetermined> {
-        let bad = || Undetermined::new("the push is not a valid ExportProfilesServiceRequest");
-        let mut out = Vec::new();
-        while !buf.is_empty() {
-            let (tag, wire_type) = decode_key(&mut buf).map_err(|_| bad())?;
-            match wire_type {
-                WireType::LengthDelimited => {
-                    let len = decode_varint(&mut buf).map_err(|_| bad())?;
-                    let len = usize::try_from(len)
-                        .ok()
-                        .filter(|l| *l <= buf.len())
-                        .ok_or_else(bad)?;
-                    let (value, rest) = buf.split_at(len);
-                    out.push(Field::Bytes(tag, value));
-                    buf = rest;
-                }
-                WireType::Varint => {
-                    out.push(Field::Varint(
-                        tag,
-                        decode_varint(&mut buf).map_err(|_| bad())?,
-                    ));
-                }
-                other => {
-                    skip_field(other, tag, &mut buf, DecodeContext::default()).map_err(|_| bad())?
-                }
-            }
-        }
-        Ok(out)
-    }
-    let utf8 = |b: &[u8]| std::str::from_utf8(b).map(str::to_owned).map_err(|_| bad());
+    use super::wire::{Field, Malformed, Value, fields};
+    let bad = |_| Undetermined::new("the push is not a valid ExportProfilesServiceRequest");
     let mut names = Vec::new();
-    for top in fields(body)? {
-        let Field::Bytes(2, dictionary) = top else {
+    for top in fields(body) {
+        let top = top.map_err(bad)?;
+        let (2, Value::Bytes(dictionary)) = (top.tag, top.value) else {
             continue;
         };
-        let mut strings: Vec<&[u8]> = Vec::new();
-        let mut entries: Vec<&[u8]> = Vec::new();
-        for f in fields(dictionary)? {
-            match f {
-                Field::Bytes(5, s) => strings.push(s),
-                Field::Bytes(6, e) => entries.push(e),
+        let (mut strings, mut entries) = (Vec::new(), Vec::new());
+        for f in fields(dictionary) {
+            match f.map_err(bad)? {
+                Field {
+                    tag: 5,
+                    value: Value::Bytes(b),
+                    ..
+                } => strings.push(b),
+                Field {
+                    tag: 6,
+                    value: Value::Bytes(e),
+                    ..
+                } => entries.push(e),
                 _ => {}
             }
-        }
-        if entries.len() > MAX_DICTIONARY_ATTRIBUTES {
-            return Err(Undetermined::new("the push's attribute table is too large"));
+            if entries.len() > MAX_DICTIONARY_ATTRIBUTES {
+                return Err(Undetermined::new("the push's attribute table is too large"));
+            }
         }
         for entry in entries {
             let (mut key, mut value) = (None, None);
-            for f in fields(entry)? {
-                match f {
-                    Field::Bytes(1, k) => key = Some(k),
-                    Field::Varint(1, i) => {
-                        key = Some(
-                            usize::try_from(i)
-                                .ok()
-                                .and_then(|i| strings.get(i).copied())
-                                .ok_or_else(bad)?,
-                        )
+            for f in fields(entry) {
+                let f = f.map_err(bad)?;
+                match (f.tag, f.value) {
+                    (1, Value::Bytes(k)) => key = Some(k),
+                    (1, Value::Varint(i)) => {
+                        let string = usize::try_from(i).ok().and_then(|i| strings.get(i));
+                        key = Some(*string.ok_or_else(|| bad(Malformed))?);
                     }
-                    Field::Bytes(2, v) => value = Some(v),
+                    (2, Value::Bytes(v)) => value = Some(v),
                     _ => {}
                 }
             }
@@ -265,15 +245,15 @@ fn dictionary_services_proto(body: &[u8]) -> Result<Vec<String>, Undetermined> {
                 continue;
             }
             // AnyValue: the last `string_value` (1) wins, as protobuf merges.
-            let string_value = match value {
-                Some(v) => fields(v)?.into_iter().rev().find_map(|f| match f {
-                    Field::Bytes(1, s) => Some(s),
-                    _ => None,
-                }),
-                None => None,
-            };
+            let mut string_value = None;
+            for f in fields(value.unwrap_or_default()) {
+                if let (1, Value::Bytes(s)) = f.map(|f| (f.tag, f.value)).map_err(bad)? {
+                    string_value = Some(s);
+                }
+            }
             if let Some(s) = string_value {
-                names.push(utf8(s)?);
+                let s = std::str::from_utf8(s).map_err(|_| bad(Malformed))?;
+                names.push(s.to_owned());
             }
         }
     }
@@ -282,39 +262,37 @@ fn dictionary_services_proto(body: &[u8]) -> Result<Vec<String>, Undetermined> {
 
 /// [`dictionary_services_proto`] for the JSON mapping: `dictionary.attributeTable[*]` with a
 /// `key` or a `keyStrindex` into `dictionary.stringTable` (proto names accepted as well).
-fn dictionary_services_json(body: &[u8]) -> Result<Vec<String>, Undetermined> {
+fn dictionary_services_json(value: &serde_json::Value) -> Result<Vec<String>, Undetermined> {
     use serde_json::Value;
     let bad = || Undetermined::new("the push is not a valid ExportProfilesServiceRequest");
-    let value: Value = serde_json::from_slice(body).map_err(|_| bad())?;
-    let member = |v: &'_ Value, camel: &str, snake: &str| -> Option<Value> {
-        v.get(camel).or_else(|| v.get(snake)).cloned()
-    };
-    let Some(dictionary) = member(&value, "dictionary", "dictionary") else {
+    fn member<'v>(v: &'v Value, camel: &str, snake: &str) -> Option<&'v Value> {
+        v.get(camel).or_else(|| v.get(snake))
+    }
+    let Some(dictionary) = member(value, "dictionary", "dictionary") else {
         return Ok(Vec::new());
     };
-    let strings = member(&dictionary, "stringTable", "string_table").unwrap_or(Value::Null);
-    let entries = match member(&dictionary, "attributeTable", "attribute_table") {
+    let strings = member(dictionary, "stringTable", "string_table");
+    let entries = match member(dictionary, "attributeTable", "attribute_table") {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(entries)) => entries,
         Some(_) => return Err(bad()),
     };
     let mut names = Vec::new();
-    for entry in &entries {
+    for entry in entries {
         let key = match (
             member(entry, "key", "key"),
             member(entry, "keyStrindex", "key_strindex"),
         ) {
-            (Some(Value::String(k)), _) => k,
+            (Some(Value::String(k)), _) => k.as_str(),
             (_, Some(index)) => {
                 let index = index
                     .as_u64()
                     .or_else(|| index.as_str().and_then(|s| s.parse().ok()))
                     .ok_or_else(bad)?;
                 strings
-                    .get(usize::try_from(index).map_err(|_| bad())?)
+                    .and_then(|t| t.get(usize::try_from(index).ok()?))
                     .and_then(Value::as_str)
                     .ok_or_else(bad)?
-                    .to_owned()
             }
             _ => continue,
         };
@@ -322,9 +300,9 @@ fn dictionary_services_json(body: &[u8]) -> Result<Vec<String>, Undetermined> {
             continue;
         }
         if let Some(Value::String(s)) =
-            member(entry, "value", "value").and_then(|v| member(&v, "stringValue", "string_value"))
+            member(entry, "value", "value").and_then(|v| member(v, "stringValue", "string_value"))
         {
-            names.push(s);
+            names.push(s.clone());
         }
     }
     Ok(names)

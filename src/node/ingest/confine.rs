@@ -23,11 +23,9 @@ use std::borrow::Cow;
 use axum::http::request::Parts;
 use axum::http::{Method, header};
 use bytes::Bytes;
-use prost::encoding::{
-    DecodeContext, WireType, decode_key, decode_varint, encode_key, encode_varint, skip_field,
-};
+use prost::encoding::{WireType, encode_key, encode_varint};
 
-use super::selector;
+use super::{selector, wire};
 use crate::core::scope::Scope;
 
 /// What to send instead of the request's own query string or body (`None`: unchanged).
@@ -297,31 +295,22 @@ enum Part {
 /// tags of the picked fields met, and whether any changed. Malformed input (a bad key or length, a
 /// truncated field, a picked field of the wrong wire type or not UTF-8) is refused.
 fn rewrite(
-    mut buf: &[u8],
+    buf: &[u8],
     scope: &Scope,
     part: &dyn Fn(u32) -> Option<Part>,
 ) -> Result<(Vec<u8>, Vec<u32>, bool), String> {
-    let malformed = |_| "the query is not a valid protobuf message".to_owned();
     let mut out = Vec::with_capacity(buf.len() + 64);
     let (mut found, mut changed) = (Vec::new(), false);
-    while !buf.is_empty() {
-        let start = buf;
-        let (tag, wire_type) = decode_key(&mut buf).map_err(malformed)?;
+    for field in wire::fields(buf) {
+        let field = field.map_err(|_| "the query is not a valid protobuf message".to_owned())?;
+        let tag = field.tag;
         let Some(picked) = part(tag) else {
-            skip_field(wire_type, tag, &mut buf, DecodeContext::default()).map_err(malformed)?;
-            out.extend_from_slice(&start[..start.len() - buf.len()]);
+            out.extend_from_slice(field.raw);
             continue;
         };
-        if wire_type != WireType::LengthDelimited {
+        let wire::Value::Bytes(value) = field.value else {
             return Err(format!("field {tag} of the query has the wrong type"));
-        }
-        let len = decode_varint(&mut buf).map_err(malformed)?;
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|l| *l <= buf.len())
-            .ok_or("the query is not a valid protobuf message")?;
-        let (value, rest) = buf.split_at(len);
-        buf = rest;
+        };
         found.push(tag);
         match picked {
             Part::Selector => {
@@ -364,19 +353,14 @@ mod tests {
             .unwrap_or_default()
     }
 
-    fn strings(mut buf: &[u8]) -> Vec<(u32, String)> {
-        let mut out = Vec::new();
-        while !buf.is_empty() {
-            let (tag, wt) = decode_key(&mut buf).unwrap();
-            if wt == WireType::LengthDelimited {
-                let len = decode_varint(&mut buf).unwrap() as usize;
-                out.push((tag, String::from_utf8_lossy(&buf[..len]).into_owned()));
-                buf = &buf[len..];
-            } else {
-                skip_field(wt, tag, &mut buf, DecodeContext::default()).unwrap();
-            }
-        }
-        out
+    fn strings(buf: &[u8]) -> Vec<(u32, String)> {
+        wire::fields(buf)
+            .map(|f| f.unwrap())
+            .filter_map(|f| match f.value {
+                wire::Value::Bytes(b) => Some((f.tag, String::from_utf8_lossy(b).into_owned())),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]

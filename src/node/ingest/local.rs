@@ -132,8 +132,8 @@ impl Stats {
     /// at most 10,000 apps are kept (the least recently pushed to makes room) and 16 key
     /// names per app.
     pub fn record(&self, app: &str, key: Option<&str>, bytes: u64, now: u64) {
-        let app = truncate(app, MAX_APP_NAME_BYTES);
-        let key = key.map(|k| truncate(k, MAX_APP_NAME_BYTES));
+        let app = crate::node::report::truncate(app, MAX_APP_NAME_BYTES);
+        let key = key.map(|k| crate::node::report::truncate(k, MAX_APP_NAME_BYTES));
         let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
         // The common case — an app and key seen before — allocates nothing.
         if !apps.contains_key(app) {
@@ -185,18 +185,6 @@ impl Stats {
     }
 }
 
-/// `text` cut to at most `max` bytes on a character boundary.
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,7 +209,7 @@ mod tests {
         assert!(
             snapshot
                 .iter()
-                .any(|a| a.app == truncate(&newest, MAX_APP_NAME_BYTES))
+                .any(|a| a.app == crate::node::report::truncate(&newest, MAX_APP_NAME_BYTES))
         );
     }
 }

@@ -29,6 +29,7 @@ pub mod query;
 pub mod selector;
 pub mod spool;
 pub mod upstream;
+pub mod wire;
 
 use std::borrow::Cow;
 use std::sync::Arc;
